@@ -1,0 +1,184 @@
+//! The one error type of the engine.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tdelta, with the context a user needs to
+/// act: the file, the tensor, the block and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system error on a named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A safetensors file whose header or layout is invalid.
+    #[error("{}: {}{reason}", file.display(), tensor.as_ref().map(|t| format!("tensor `{t}`: ")).unwrap_or_default())]
+    InvalidCheckpoint {
+        /// The offending file.
+        file: PathBuf,
+        /// The tensor concerned, when the problem is specific to one.
+        tensor: Option<String>,
+        /// What is wrong, lowercase, no trailing period.
+        reason: String,
+    },
+
+    /// A block payload that cannot be decoded.
+    #[error("cannot decode block: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+
+    /// A store file that is damaged or not what it claims to be.
+    #[error("corrupt store file {}: {reason}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A store file written by a newer (or unknown) format version.
+    #[error("{}: format version {found} is not supported (this build reads versions up to {supported}); upgrade tdelta", file.display())]
+    UnsupportedFormat {
+        /// The file.
+        file: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+
+    /// Restored bytes do not hash to what the manifest recorded.
+    #[error("version {version}: {file}: {what}: hash mismatch (expected {expected}, got {actual})")]
+    HashMismatch {
+        /// Version id.
+        version: String,
+        /// File path inside the version.
+        file: String,
+        /// The tensor and block, or "file", "header".
+        what: String,
+        /// Recorded hash.
+        expected: String,
+        /// Hash of the restored bytes.
+        actual: String,
+    },
+
+    /// A block the manifest names is missing from every pack.
+    #[error("version {version}: {file}: {what}: block {block} is missing from the store")]
+    MissingBlock {
+        /// Version id.
+        version: String,
+        /// File path inside the version.
+        file: String,
+        /// The tensor and block index.
+        what: String,
+        /// The block hash.
+        block: String,
+    },
+
+    /// No store at the given path.
+    #[error("no tdelta store at {}; create one with `tdelta init`", path.display())]
+    NoStore {
+        /// Where a store was expected.
+        path: PathBuf,
+    },
+
+    /// `init` on a path that already holds a store.
+    #[error("a tdelta store already exists at {}", path.display())]
+    StoreExists {
+        /// The store path.
+        path: PathBuf,
+    },
+
+    /// A ref or version id that resolves to nothing.
+    #[error("unknown ref or version `{name}`")]
+    UnknownRef {
+        /// What the user asked for.
+        name: String,
+    },
+
+    /// A prefix that matches more than one version.
+    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions")]
+    AmbiguousRef {
+        /// The prefix.
+        prefix: String,
+        /// How many versions it matches.
+        count: usize,
+    },
+
+    /// A ref name that is not allowed.
+    #[error("invalid ref name `{name}`: {reason}")]
+    InvalidRefName {
+        /// The name.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// Another process holds the store's write lock.
+    #[error("store {} is locked by another writer ({holder})", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+
+    /// An option or argument that makes no sense.
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A checkpoint error about a file as a whole.
+    pub fn checkpoint(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::InvalidCheckpoint {
+            file: file.into(),
+            tensor: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A checkpoint error about one tensor.
+    pub fn tensor(file: impl Into<PathBuf>, tensor: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidCheckpoint {
+            file: file.into(),
+            tensor: Some(tensor.to_string()),
+            reason: reason.into(),
+        }
+    }
+
+    /// A corrupt-store error.
+    pub fn corrupt(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Extension to attach a path to `std::io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
