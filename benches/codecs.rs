@@ -1,0 +1,2 @@
+//! Criterion benches of the block codecs.
+fn main() {}

@@ -1,0 +1,3 @@
+//! The `tdelta` command-line tool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Integration tests: the real `tdelta` binary in temporary directories.
