@@ -11,10 +11,17 @@
 //! - `map_range` maps a window of a file read-only.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::{DType, Result};
+use crate::DType;
+
+mod dir;
+mod header;
+mod map;
+
+pub use dir::{MAX_INDEX_LEN, open};
+pub use header::{HEADER_LEN_PREFIX, MAX_HEADER_LEN, parse_header, read_header};
+pub use map::{advise_sequential, map_range};
 
 /// One tensor of a safetensors file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,16 +93,4 @@ pub struct Checkpoint {
     pub layout: Layout,
     /// Files sorted by `rel_path`.
     pub files: Vec<SourceFile>,
-}
-
-/// Opens and validates a checkpoint (file or directory).
-pub fn open(path: &Path) -> Result<Checkpoint> {
-    let _ = path;
-    Err(crate::Error::InvalidArgument("checkpoint::open: not yet implemented".into()))
-}
-
-/// Maps `[offset, offset + len)` of `file` read-only. `path` is for errors.
-pub fn map_range(file: &File, path: &Path, offset: u64, len: usize) -> Result<memmap2::Mmap> {
-    let _ = (file, path, offset, len);
-    Err(crate::Error::InvalidArgument("checkpoint::map_range: not yet implemented".into()))
 }

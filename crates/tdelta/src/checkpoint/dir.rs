@@ -1,0 +1,287 @@
+//! Opening a checkpoint: one file, or a directory of files (Hugging Face
+//! sharded layout or any other), with its shard index checked.
+//!
+//! Symlink policy: a symlink to a regular file inside the checkpoint
+//! directory is followed (the file is versioned under the link's path); a
+//! symlink that resolves outside the directory, a dangling one, or one to a
+//! directory is refused with an error. Other non-regular files (fifos,
+//! sockets, devices) are refused too: opening one could block forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::header::read_header;
+use super::{Checkpoint, FileKind, Layout, SourceFile};
+use crate::{Error, Result};
+
+/// Largest shard index (`*.safetensors.index.json`) read, in bytes.
+pub const MAX_INDEX_LEN: u64 = 100_000_000;
+
+/// Suffix of the files parsed as safetensors.
+const SAFETENSORS_SUFFIX: &str = ".safetensors";
+/// Suffix of Hugging Face shard indexes.
+const INDEX_SUFFIX: &str = ".safetensors.index.json";
+/// A store directory at the top of a checkpoint, never part of it.
+const STORE_DIR: &str = ".tdelta";
+
+/// Opens and validates a checkpoint (file or directory).
+///
+/// A single file is parsed if its name ends in `.safetensors`, otherwise it
+/// is a blob. A directory contributes every regular file under it, sorted by
+/// `/`-separated relative path, except a top-level `.tdelta` store
+/// directory; every `*.safetensors.index.json` in it is checked against the
+/// shards it names.
+pub fn open(path: &Path) -> Result<Checkpoint> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return open_dir(path);
+    }
+    if !meta.is_file() {
+        return Err(Error::checkpoint(
+            path,
+            "not a regular file or directory (fifo, socket or device?)",
+        ));
+    }
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Err(Error::checkpoint(path, "file name is not valid utf-8"));
+    };
+    let file = describe(name.to_owned(), path.to_path_buf(), meta.len())?;
+    Ok(Checkpoint {
+        root: path.to_path_buf(),
+        layout: Layout::File,
+        files: vec![file],
+    })
+}
+
+fn open_dir(root: &Path) -> Result<Checkpoint> {
+    let canonical_root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let mut found = walk(root, &canonical_root)?;
+    if found.is_empty() {
+        return Err(Error::checkpoint(root, "directory contains no files"));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let files = found
+        .into_iter()
+        .map(|(rel_path, path, len)| describe(rel_path, path, len))
+        .collect::<Result<Vec<_>>>()?;
+    for index in files.iter().filter(|f| f.rel_path.ends_with(INDEX_SUFFIX)) {
+        check_index(index, &files)?;
+    }
+    Ok(Checkpoint {
+        root: root.to_path_buf(),
+        layout: Layout::Directory,
+        files,
+    })
+}
+
+/// Every regular file under `root` as `(rel_path, path, len)`, unsorted.
+fn walk(root: &Path, canonical_root: &Path) -> Result<Vec<(String, PathBuf, u64)>> {
+    let mut found = Vec::new();
+    // An explicit stack rather than recursion: depth is the file system's.
+    let mut dirs = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = dirs.pop() {
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                return Err(Error::checkpoint(&path, "file name is not valid utf-8"));
+            };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+            let meta = if file_type.is_symlink() {
+                follow_symlink(&path, canonical_root)?
+            } else {
+                entry.metadata().map_err(|e| Error::io(&path, e))?
+            };
+            if prefix.is_empty() && rel == STORE_DIR && meta.is_dir() {
+                continue;
+            }
+            if meta.is_dir() {
+                if file_type.is_symlink() {
+                    return Err(Error::checkpoint(
+                        &path,
+                        "symlink to a directory is not supported; only symlinks to files are followed",
+                    ));
+                }
+                dirs.push((path, rel));
+            } else if meta.is_file() {
+                found.push((rel, path, meta.len()));
+            } else {
+                return Err(Error::checkpoint(
+                    &path,
+                    "not a regular file (fifo, socket or device?)",
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Metadata of a symlink's target, if the target lies inside the root.
+fn follow_symlink(link: &Path, canonical_root: &Path) -> Result<fs::Metadata> {
+    let target = fs::canonicalize(link).map_err(|e| {
+        Error::checkpoint(link, format!("cannot resolve symlink (dangling?): {e}"))
+    })?;
+    if !target.starts_with(canonical_root) {
+        return Err(Error::checkpoint(
+            link,
+            format!(
+                "symlink points outside the checkpoint directory (to {}); copy the file in instead",
+                target.display()
+            ),
+        ));
+    }
+    fs::metadata(&target).map_err(|e| Error::io(link, e))
+}
+
+/// Parses a `.safetensors` file's header; anything else is a blob.
+fn describe(rel_path: String, path: PathBuf, len: u64) -> Result<SourceFile> {
+    if !rel_path.ends_with(SAFETENSORS_SUFFIX) {
+        return Ok(SourceFile {
+            rel_path,
+            path,
+            len,
+            kind: FileKind::Blob,
+        });
+    }
+    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // The length of the file actually opened, not of the earlier stat.
+    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let header = read_header(&path, &f, len)?;
+    Ok(SourceFile {
+        rel_path,
+        path,
+        len,
+        kind: FileKind::Safetensors(header),
+    })
+}
+
+/// The part of a shard index we check; other fields are ignored.
+#[derive(Deserialize)]
+struct Index {
+    weight_map: WeightMap,
+}
+
+/// Tensor name to shard path, duplicates refused.
+struct WeightMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for WeightMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WeightMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`weight_map` to be a json object of tensor name to shard file")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WeightMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((tensor, shard)) = map.next_entry::<String, String>()? {
+                    if out.contains_key(&tensor) {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate tensor `{tensor}` in `weight_map`"
+                        )));
+                    }
+                    out.insert(tensor, shard);
+                }
+                Ok(WeightMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks that every shard an index names exists in the checkpoint and
+/// holds the tensors the index puts in it.
+fn check_index(index: &SourceFile, files: &[SourceFile]) -> Result<()> {
+    let path = &index.path;
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_INDEX_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_INDEX_LEN {
+        return Err(Error::checkpoint(
+            path,
+            format!("shard index is larger than the limit of {MAX_INDEX_LEN} bytes"),
+        ));
+    }
+    let parsed: Index = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::checkpoint(path, format!("invalid shard index json: {e}")))?;
+    // Shard paths are relative to the directory holding the index.
+    let base = match index.rel_path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/"),
+        None => String::new(),
+    };
+    let mut shards: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (tensor, shard) in &parsed.weight_map.0 {
+        if !shards.contains_key(shard.as_str()) {
+            check_shard_path(path, tensor, shard)?;
+            let rel = format!("{base}{shard}");
+            let found = files
+                .binary_search_by(|f| f.rel_path.as_str().cmp(&rel))
+                .ok()
+                .and_then(|i| files.get(i));
+            let Some(found) = found else {
+                return Err(Error::checkpoint(
+                    path,
+                    format!(
+                        "weight_map names shard `{shard}` (for tensor `{tensor}`), which is missing from the directory"
+                    ),
+                ));
+            };
+            let FileKind::Safetensors(header) = &found.kind else {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("weight_map names shard `{shard}`, which is not a .safetensors file"),
+                ));
+            };
+            let names = header.tensors.iter().map(|t| t.name.as_str()).collect();
+            shards.insert(shard, names);
+        }
+        let holds = shards
+            .get(shard.as_str())
+            .is_some_and(|names| names.contains(tensor.as_str()));
+        if !holds {
+            return Err(Error::tensor(
+                path,
+                tensor,
+                format!("weight_map puts it in shard `{shard}`, which has no such tensor"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A shard must be a plain relative path that stays inside the directory.
+fn check_shard_path(index: &Path, tensor: &str, shard: &str) -> Result<()> {
+    let problem = if shard.is_empty() {
+        Some("is empty")
+    } else if shard.starts_with('/') {
+        Some("is absolute")
+    } else if shard.contains('\\') {
+        Some("contains `\\`; use `/` separators")
+    } else if shard.split('/').any(|s| s == "..") {
+        Some("leaves the checkpoint directory (`..`)")
+    } else if shard.split('/').any(|s| s.is_empty() || s == ".") {
+        Some("is not a plain relative path (empty or `.` component)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Error::checkpoint(
+            index,
+            format!("weight_map shard path `{shard}` (for tensor `{tensor}`) {p}"),
+        )),
+        None => Ok(()),
+    }
+}

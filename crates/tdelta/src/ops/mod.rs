@@ -1,0 +1,1 @@
+//! The verbs: pack, restore, verify, built from the pieces.

@@ -1,0 +1,386 @@
+//! The store: a directory of immutable packs and manifests, small refs
+//! swapped atomically, an audit log and a writer lock.
+//!
+//! ```text
+//! STORE/
+//!   config              framed JSON: format, block size
+//!   packs/<id>.pack     encoded blocks, written once
+//!   packs/<id>.idx      index of a pack, written after it
+//!   versions/<id>.tdm   manifests, content-addressed
+//!   refs/<name>         channels and tags (may contain `/`)
+//!   HEAD                the newest version packed
+//!   audit.log           hash-chained log of versions and ref moves
+//!   lock                writer lock
+//!   tmp/                temporary files of the current writer
+//! ```
+//!
+//! Everything but `audit.log` and `lock` is written once to `tmp/`,
+//! fsynced and renamed into place, so a reader sees a file whole or not at
+//! all. Packs and manifests never change after that: the same layout maps
+//! onto an object store. The store knows blocks and versions, not what
+//! tensors mean.
+
+pub(crate) mod fsutil;
+pub(crate) mod lock;
+pub(crate) mod manifest;
+pub(crate) mod pack;
+pub(crate) mod refs;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IoContext;
+use crate::hash::Hash;
+use crate::{Error, Result};
+use manifest::Manifest;
+use pack::Entry;
+use refs::{AuditEntry, AuditLog};
+
+const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
+/// Store format version written by this build.
+pub const STORE_VERSION: u32 = 1;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Who is acting: `$USER@host`, or `TDELTA_AUTHOR` when set.
+pub(crate) fn whoami() -> String {
+    if let Ok(a) = std::env::var("TDELTA_AUTHOR") {
+        return a;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
+/// Settings fixed when a store is created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Raw block size in bytes.
+    pub block_size: u32,
+    /// Creation time.
+    pub created: u64,
+}
+
+/// Options of [`Store::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Raw block size in bytes (default [`crate::block::DEFAULT_BLOCK_SIZE`]).
+    pub block_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            block_size: crate::block::DEFAULT_BLOCK_SIZE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PackFile {
+    pub id: Hash,
+    pub path: PathBuf,
+    pub file: File,
+    pub len: u64,
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: StoreConfig,
+    pub(crate) packs: Vec<PackFile>,
+    pub(crate) index: HashMap<Hash, Entry>,
+    /// How long a writer waits for the lock.
+    pub lock_wait: Duration,
+}
+
+impl Store {
+    /// Creates a new, empty store at `path` (created if missing; must be
+    /// empty of any store).
+    pub fn init(path: &Path, opts: &InitOptions) -> Result<Store> {
+        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&opts.block_size) {
+            return Err(Error::InvalidArgument(format!(
+                "block size {} out of range; valid values are {}..={} bytes",
+                opts.block_size,
+                crate::block::MIN_BLOCK_SIZE,
+                crate::block::MAX_BLOCK_SIZE
+            )));
+        }
+        if path.join("config").exists() {
+            return Err(Error::StoreExists { path: path.to_path_buf() });
+        }
+        for d in ["", "packs", "versions", "refs", "tmp"] {
+            fs::create_dir_all(path.join(d)).at(path.join(d))?;
+        }
+        let tmp = path.join("tmp");
+        AuditLog::new(path.join("audit.log")).create(&tmp)?;
+        let config = StoreConfig {
+            block_size: opts.block_size,
+            created: now(),
+        };
+        let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        // The config lands last: a store without it is not a store.
+        fsutil::write_atomic(&tmp, &path.join("config"), &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body))?;
+        Store::open(path)
+    }
+
+    /// Opens an existing store and loads its pack indexes.
+    pub fn open(path: &Path) -> Result<Store> {
+        let cfg_path = path.join("config");
+        if !cfg_path.is_file() {
+            return Err(Error::NoStore { path: path.to_path_buf() });
+        }
+        let bytes = fsutil::read_capped(&cfg_path, 1 << 16)?;
+        let framed = fsutil::unframe(&cfg_path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
+        let config: StoreConfig = serde_json::from_slice(framed.body)
+            .map_err(|e| Error::corrupt(&cfg_path, format!("config is not valid: {e}")))?;
+        let mut store = Store {
+            root: path.to_path_buf(),
+            config,
+            packs: Vec::new(),
+            index: HashMap::new(),
+            lock_wait: Duration::from_secs(60),
+        };
+        store.load_packs()?;
+        Ok(store)
+    }
+
+    /// (Re)loads every pack index. Packs without an index (a writer killed
+    /// between the two renames) are ignored; `gc` removes them.
+    pub(crate) fn load_packs(&mut self) -> Result<()> {
+        let dir = self.root.join("packs");
+        let mut ids: Vec<Hash> = Vec::new();
+        for ent in fs::read_dir(&dir).at(&dir)? {
+            let ent = ent.at(&dir)?;
+            let name = ent.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
+                continue;
+            };
+            let id: Hash = stem
+                .parse()
+                .map_err(|e| Error::corrupt(ent.path(), format!("unexpected file in packs/: {e}")))?;
+            ids.push(id);
+        }
+        ids.sort();
+        self.packs.clear();
+        self.index.clear();
+        for id in ids {
+            let pack_path = dir.join(format!("{id}.pack"));
+            let idx_path = dir.join(format!("{id}.idx"));
+            let file = File::open(&pack_path).at(&pack_path)?;
+            let len = file.metadata().at(&pack_path)?.len();
+            let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
+            let n = self.packs.len() as u32;
+            for e in pack::decode_index(&idx_path, &bytes, n, len)? {
+                self.index.entry(e.hash).or_insert(e);
+            }
+            self.packs.push(PackFile {
+                id,
+                path: pack_path,
+                file,
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Settings fixed at creation.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    pub(crate) fn audit(&self) -> AuditLog {
+        AuditLog::new(self.root.join("audit.log"))
+    }
+
+    /// Takes the writer lock and removes temporary files left by writers
+    /// that died (only the lock holder writes to `tmp/`).
+    pub(crate) fn lock(&self) -> Result<lock::WriteLock> {
+        let l = lock::acquire(&self.root.join("lock"), self.lock_wait)?;
+        let tmp = self.tmp_dir();
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        for ent in fs::read_dir(&tmp).at(&tmp)? {
+            let p = ent.at(&tmp)?.path();
+            let _ = fs::remove_file(&p);
+        }
+        Ok(l)
+    }
+
+    fn manifest_path(&self, id: Hash) -> PathBuf {
+        self.root.join("versions").join(format!("{id}.tdm"))
+    }
+
+    /// Reads and checks the manifest of version `id`.
+    pub fn manifest(&self, id: Hash) -> Result<Manifest> {
+        let path = self.manifest_path(id);
+        if !path.is_file() {
+            return Err(Error::UnknownRef { name: id.to_hex() });
+        }
+        let bytes = fsutil::read_capped(&path, 1 << 30)?;
+        Manifest::decode(&path, &bytes, id)
+    }
+
+    /// Writes a manifest (write-once) and returns its id.
+    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<Hash> {
+        let (id, bytes) = m.encode()?;
+        let path = self.manifest_path(id);
+        if !path.exists() {
+            fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)?;
+        }
+        Ok(id)
+    }
+
+    /// Every version id in the store, sorted by id.
+    pub fn versions(&self) -> Result<Vec<Hash>> {
+        let dir = self.root.join("versions");
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&dir).at(&dir)? {
+            let ent = ent.at(&dir)?;
+            let name = ent.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".tdm"))
+                .and_then(|s| s.parse().ok())
+            {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn ref_path(&self, name: &str) -> PathBuf {
+        if name == "HEAD" {
+            self.root.join("HEAD")
+        } else {
+            self.root.join("refs").join(name)
+        }
+    }
+
+    /// The version a ref points to (`HEAD` or a ref name), if it exists.
+    pub fn read_ref(&self, name: &str) -> Result<Option<Hash>> {
+        if name != "HEAD" {
+            refs::validate_ref_name(name)?;
+        }
+        refs::read_ref(&self.ref_path(name))
+    }
+
+    /// Every ref (not `HEAD`) and its version, sorted by name.
+    pub fn refs(&self) -> Result<Vec<(String, Hash)>> {
+        let mut out = Vec::new();
+        let base = self.root.join("refs");
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            for ent in fs::read_dir(&dir).at(&dir)? {
+                let ent = ent.at(&dir)?;
+                let p = ent.path();
+                if ent.file_type().at(&p)?.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&base) {
+                    let name = rel.to_string_lossy().replace('\\', "/");
+                    if let Some(id) = refs::read_ref(&p)? {
+                        out.push((name, id));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Points `name` at `id` (atomically) and records the move in the audit
+    /// log. The caller must hold the lock.
+    pub(crate) fn move_ref_locked(&self, name: &str, id: Option<Hash>, op: &str, why: &str) -> Result<Option<Hash>> {
+        if name != "HEAD" {
+            refs::validate_ref_name(name)?;
+        }
+        let path = self.ref_path(name);
+        let old = refs::read_ref(&path)?;
+        match id {
+            Some(id) => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).at(parent)?;
+                }
+                fsutil::write_atomic(&self.tmp_dir(), &path, refs::encode_ref(id).as_bytes())?;
+            }
+            None => {
+                fs::remove_file(&path).at(&path)?;
+                if let Some(parent) = path.parent() {
+                    fsutil::sync_dir(parent)?;
+                }
+            }
+        }
+        self.audit().append(AuditEntry {
+            seq: 0,
+            time: now(),
+            who: whoami(),
+            op: op.to_string(),
+            r#ref: Some(name.to_string()),
+            old,
+            new: id,
+            why: why.to_string(),
+            prev: Hash::default(),
+        })?;
+        Ok(old)
+    }
+
+    /// Resolves `HEAD`, a ref name, a full version id or a unique prefix of
+    /// at least 4 hex digits.
+    pub fn resolve(&self, name: &str) -> Result<Hash> {
+        let unknown = || Error::UnknownRef { name: name.to_string() };
+        if name == "HEAD" {
+            return self.read_ref("HEAD")?.ok_or_else(unknown);
+        }
+        if refs::validate_ref_name(name).is_ok() {
+            if let Some(id) = refs::read_ref(&self.ref_path(name))? {
+                return Ok(id);
+            }
+        }
+        if name.len() >= 4 && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let lower = name.to_ascii_lowercase();
+            let hits: Vec<Hash> = self
+                .versions()?
+                .into_iter()
+                .filter(|v| v.to_hex().starts_with(&lower))
+                .collect();
+            return match hits.len() {
+                0 => Err(unknown()),
+                1 => Ok(hits[0]),
+                count => Err(Error::AmbiguousRef {
+                    prefix: name.to_string(),
+                    count,
+                }),
+            };
+        }
+        Err(unknown())
+    }
+
+    /// The checked audit log.
+    pub fn audit_log(&self) -> Result<refs::AuditReport> {
+        self.audit().read()
+    }
+}

@@ -1,0 +1,320 @@
+//! Refs (named pointers to versions) and the hash-chained audit log of
+//! every version created and every ref moved. Layouts in `FORMAT.md`.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fsutil;
+use crate::error::IoContext;
+use crate::hash::Hash;
+use crate::{Error, Result};
+
+const REF_PREFIX: &str = "tdelta-ref 1 ";
+const LOG_HEADER: &str = "tdelta-audit 1";
+/// Refs larger than this are corrupt by definition.
+const MAX_REF_FILE: u64 = 256;
+
+/// Checks that `name` is a valid ref name: `/`-separated components of
+/// ASCII letters, digits, `.`, `_`, `-`, none empty or starting with `.`,
+/// at most 200 bytes, and not `HEAD`.
+pub fn validate_ref_name(name: &str) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::InvalidRefName {
+            name: name.escape_debug().to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return refuse("empty");
+    }
+    if name.len() > 200 {
+        return refuse("longer than 200 bytes");
+    }
+    if name == "HEAD" {
+        return refuse("HEAD is reserved");
+    }
+    for comp in name.split('/') {
+        if comp.is_empty() {
+            return refuse("empty path component (leading, trailing or double `/`)");
+        }
+        if comp.starts_with('.') {
+            return refuse("a component may not start with `.`");
+        }
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return refuse(&format!(
+                "character {:?} not allowed; use letters, digits, `.`, `_`, `-` and `/`",
+                c
+            ));
+        }
+    }
+    if name.ends_with(".lock") || name.ends_with(".tmp") {
+        return refuse("may not end in .lock or .tmp");
+    }
+    Ok(())
+}
+
+/// Serializes a ref file.
+pub(crate) fn encode_ref(id: Hash) -> String {
+    let line = format!("{REF_PREFIX}{id}");
+    let sum = xxhash_rust::xxh3::xxh3_64(line.as_bytes());
+    format!("{line} {sum:016x}\n")
+}
+
+/// Reads a ref file; `Ok(None)` if it does not exist.
+pub(crate) fn read_ref(path: &Path) -> Result<Option<Hash>> {
+    let bytes = match fsutil::read_capped(path, MAX_REF_FILE) {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::corrupt(path, "ref is not UTF-8"))?;
+    let Some(rest) = text.strip_suffix('\n') else {
+        return Err(Error::corrupt(path, "ref is truncated (no final newline)"));
+    };
+    let Some((line, sum)) = rest.rsplit_once(' ') else {
+        return Err(Error::corrupt(path, "ref has no checksum"));
+    };
+    let Some(id) = line.strip_prefix(REF_PREFIX) else {
+        return Err(Error::corrupt(path, "not a tdelta ref (bad prefix)"));
+    };
+    if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(line.as_bytes())) != sum {
+        return Err(Error::corrupt(path, "ref checksum mismatch"));
+    }
+    id.parse()
+        .map(Some)
+        .map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// Who did it (user@host).
+    pub who: String,
+    /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`.
+    pub op: String,
+    /// The ref moved, if any (`HEAD` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#ref: Option<String>,
+    /// The version it pointed to before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<Hash>,
+    /// The version it points to now (or the version created or dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<Hash>,
+    /// Why, in the user's words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+    /// Hash of the previous entry (zero for the first).
+    pub prev: Hash,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    #[serde(flatten)]
+    entry: AuditEntry,
+    hash: Hash,
+}
+
+fn seal(entry: &AuditEntry) -> Result<Hash> {
+    let bytes = serde_json::to_vec(entry)
+        .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+    Ok(Hash::of(&bytes))
+}
+
+/// The audit log: one JSON object per line, each sealed by the hash of its
+/// content, which includes the previous entry's hash.
+#[derive(Debug)]
+pub(crate) struct AuditLog {
+    path: PathBuf,
+}
+
+/// Result of reading the audit log.
+#[derive(Debug, Default)]
+pub struct AuditReport {
+    /// The entries that check out, in order.
+    pub entries: Vec<AuditEntry>,
+    /// Problems found (empty when the chain is intact).
+    pub problems: Vec<String>,
+    /// True when the last line is incomplete (a torn append).
+    pub torn_tail: bool,
+}
+
+impl AuditLog {
+    pub fn new(path: PathBuf) -> Self {
+        AuditLog { path }
+    }
+
+    /// Creates the log with its header line.
+    pub fn create(&self, tmp_dir: &Path) -> Result<()> {
+        fsutil::write_atomic(tmp_dir, &self.path, format!("{LOG_HEADER}\n").as_bytes())
+    }
+
+    /// Reads and checks the whole chain.
+    pub fn read(&self) -> Result<AuditReport> {
+        let text = fs::read(&self.path).at(&self.path)?;
+        let mut rep = AuditReport::default();
+        let body = match text.strip_prefix(format!("{LOG_HEADER}\n").as_bytes()) {
+            Some(b) => b,
+            None => {
+                rep.problems.push(format!("{}: missing or bad header line", self.path.display()));
+                return Ok(rep);
+            }
+        };
+        let complete = match body.iter().rposition(|&b| b == b'\n') {
+            Some(p) => p + 1,
+            None => 0,
+        };
+        if complete < body.len() {
+            rep.torn_tail = true;
+        }
+        let mut prev = Hash::default();
+        for (i, line) in body[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let n = i as u64 + 1;
+            let sealed: Sealed = match serde_json::from_slice(line) {
+                Ok(s) => s,
+                Err(e) => {
+                    rep.problems.push(format!("{}: entry {n} is not valid: {e}", self.path.display()));
+                    return Ok(rep);
+                }
+            };
+            let problem = if sealed.entry.seq != n {
+                Some(format!("entry {n} has sequence number {}", sealed.entry.seq))
+            } else if sealed.entry.prev != prev {
+                Some(format!("entry {n} does not chain to entry {}", n - 1))
+            } else if seal(&sealed.entry)? != sealed.hash {
+                Some(format!("entry {n} was edited (its hash does not match its content)"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                rep.problems.push(format!("{}: {p}", self.path.display()));
+                return Ok(rep);
+            }
+            prev = sealed.hash;
+            rep.entries.push(sealed.entry);
+        }
+        Ok(rep)
+    }
+
+    /// Appends an entry (filling `seq` and `prev`), repairing a torn tail
+    /// first. Must be called with the store lock held.
+    pub fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
+        let rep = self.read()?;
+        if let Some(p) = rep.problems.first() {
+            return Err(Error::corrupt(&self.path, format!("audit log is damaged, refusing to append: {p}")));
+        }
+        if rep.torn_tail {
+            let text = fs::read(&self.path).at(&self.path)?;
+            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let f = OpenOptions::new().write(true).open(&self.path).at(&self.path)?;
+            f.set_len(keep as u64).at(&self.path)?;
+            f.sync_all().at(&self.path)?;
+        }
+        entry.seq = rep.entries.len() as u64 + 1;
+        entry.prev = rep.entries.last().map_or(Ok(Hash::default()), seal)?;
+        let hash = seal(&entry)?;
+        let mut line = serde_json::to_vec(&Sealed { entry: entry.clone(), hash })
+            .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+        line.push(b'\n');
+        let mut f = OpenOptions::new().append(true).open(&self.path).at(&self.path)?;
+        f.write_all(&line).at(&self.path)?;
+        f.sync_all().at(&self.path)?;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_names() {
+        for ok in ["stable", "canary", "exp/lr-3e-5", "v1.2", "a_b"] {
+            validate_ref_name(ok).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("../x", "start with `.`"),
+            ("/abs", "empty path component"),
+            ("a//b", "empty path component"),
+            ("HEAD", "reserved"),
+            ("a\u{7}b", "not allowed"),
+            ("sp ace", "not allowed"),
+            ("x.lock", ".lock"),
+        ] {
+            let e = validate_ref_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ref_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        assert_eq!(read_ref(&p).unwrap(), None);
+        let id = Hash::of(b"v");
+        fs::write(&p, encode_ref(id)).unwrap();
+        assert_eq!(read_ref(&p).unwrap(), Some(id));
+        let mut s = encode_ref(id).into_bytes();
+        s[20] = if s[20] == b'0' { b'1' } else { b'0' };
+        fs::write(&p, &s).unwrap();
+        assert!(read_ref(&p).unwrap_err().to_string().contains("checksum mismatch"));
+        fs::write(&p, &encode_ref(id)[..30]).unwrap();
+        assert!(read_ref(&p).unwrap_err().to_string().contains("truncated"));
+    }
+
+    fn entry(op: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            time: 1,
+            who: "t".into(),
+            op: op.into(),
+            r#ref: Some("stable".into()),
+            old: None,
+            new: Some(Hash::of(op.as_bytes())),
+            why: String::new(),
+            prev: Hash::default(),
+        }
+    }
+
+    #[test]
+    fn audit_chain_detects_edits_and_repairs_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        log.create(dir.path()).unwrap();
+        for op in ["pack", "tag", "rollback"] {
+            log.append(entry(op)).unwrap();
+        }
+        let rep = log.read().unwrap();
+        assert_eq!(rep.entries.len(), 3);
+        assert!(rep.problems.is_empty());
+
+        let text = fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        fs::write(dir.path().join("audit.log"), format!("{text}{{\"seq\":4,")).unwrap();
+        let rep = log.read().unwrap();
+        assert!(rep.torn_tail && rep.problems.is_empty());
+        log.append(entry("drop")).unwrap();
+        let rep = log.read().unwrap();
+        assert_eq!(rep.entries.len(), 4);
+        assert!(!rep.torn_tail);
+
+        let text = fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        fs::write(dir.path().join("audit.log"), text.replace("\"op\":\"tag\"", "\"op\":\"gag\"")).unwrap();
+        let rep = log.read().unwrap();
+        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        assert!(rep.problems[0].contains("entry 2 was edited"), "{:?}", rep.problems);
+        assert!(log.append(entry("x")).is_err());
+    }
+}
