@@ -6,9 +6,12 @@ pub mod checkpoint;
 pub mod codec;
 mod dtype;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod ops;
 mod store;
+pub mod synth;
 
 pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};

@@ -254,7 +254,12 @@ impl Manifest {
                 format!("manifest content hashes to {actual}, not to its name {id}"),
             ));
         }
-        let m: Manifest = serde_json::from_slice(&json)
+        Manifest::from_json(path, &json)
+    }
+
+    /// Parses and validates the JSON body of a manifest.
+    pub(crate) fn from_json(path: &Path, json: &[u8]) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(json)
             .map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))?;
         m.validate(path)?;
         Ok(m)

@@ -1,0 +1,40 @@
+//! Entry points for the fuzz targets in `fuzz/`: each feeds untrusted bytes
+//! to one reader. Not a stable API.
+
+use std::path::Path;
+
+use crate::codec::{CodecId, decode};
+use crate::hash::Hash;
+use crate::store::manifest::Manifest;
+use crate::DType;
+
+/// Parses a safetensors header from the start of `bytes` (as if it were a
+/// whole file of that length).
+pub fn header(bytes: &[u8]) {
+    let _ = crate::checkpoint::parse_header(Path::new("fuzz.safetensors"), bytes, bytes.len() as u64);
+}
+
+/// Decodes a framed manifest file, then parses the bytes as manifest JSON.
+pub fn manifest(bytes: &[u8]) {
+    let p = Path::new("fuzz.manifest");
+    let _ = Manifest::decode(p, bytes, Hash::of(bytes));
+    let _ = Manifest::from_json(p, bytes);
+}
+
+/// Parses a pack index.
+pub fn pack_index(bytes: &[u8]) {
+    let _ = crate::store::pack::decode_index(Path::new("fuzz.idx"), bytes, 0, u64::MAX / 2);
+}
+
+/// Decodes a block payload: the first bytes choose codec, dtype and the
+/// raw length (capped at 1 MiB); the rest is split into base and payload.
+pub fn block(bytes: &[u8]) {
+    let [codec, dtype, l0, l1, l2, rest @ ..] = bytes else { return };
+    let Ok(codec) = CodecId::from_u8(*codec) else { return };
+    let Some(dtype) = DType::from_code(*dtype) else { return };
+    let raw_len = (usize::from(*l0) | usize::from(*l1) << 8 | usize::from(*l2) << 16) & 0xF_FFFF;
+    let mut out = vec![0u8; raw_len];
+    let base = rest.get(..raw_len).filter(|_| codec.needs_base());
+    let payload = if base.is_some() { &rest[raw_len..] } else { rest };
+    let _ = decode(dtype, codec, payload, base, &mut out);
+}

@@ -1,0 +1,2 @@
+//! Deterministic generator of realistic checkpoint series (seeded), for
+//! tests, benches and the demo.
