@@ -1,3 +1,439 @@
-//! The `tdelta` command-line tool.
+//! `tdelta`: store many versions of a model checkpoint compactly and
+//! restore any of them bit-exactly.
 
-fn main() {}
+mod demo;
+mod fmt;
+mod progress;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tdelta::{Hash, Manifest, Store};
+
+use crate::progress::Bar;
+
+#[derive(Parser)]
+#[command(
+    name = "tdelta",
+    version,
+    about = "Tensor-aware delta storage for model checkpoints",
+    long_about = "Stores many versions of a safetensors checkpoint (a file or a Hugging Face \
+                  directory) compactly: tensors are cut into blocks, identical blocks are stored \
+                  once, changed blocks are stored as bit-exact deltas against the previous \
+                  version, and everything is compressed. Any version restores byte for byte.",
+    after_help = "Start with `tdelta demo` to see it work on generated checkpoints, or:\n  \
+                  tdelta init\n  tdelta pack ./checkpoint-1000 -m \"step 1000\"\n  \
+                  tdelta pack ./checkpoint-2000 -m \"step 2000\" --tag best\n  tdelta log\n  \
+                  tdelta unpack best -o ./restored"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Store directory.
+    #[arg(long, global = true, env = "TDELTA_STORE", default_value = ".tdelta")]
+    store: PathBuf,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or summaries on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create an empty store.
+    Init {
+        /// Raw block size (e.g. 1M, 256K); fixed for the store's life.
+        #[arg(long, value_parser = fmt::parse_size)]
+        block_size: Option<u64>,
+    },
+    /// Store a checkpoint (a .safetensors file or a directory) as a new
+    /// version; print its id.
+    ///
+    /// The new version is stored as deltas against the version HEAD points
+    /// to (or --base); HEAD then points to the new version.
+    Pack(PackArgs),
+    /// Restore a version (a ref, an id or a unique id prefix) to a file or
+    /// directory, checking every block.
+    Unpack {
+        /// Version to restore: HEAD, a tag, an id or an id prefix.
+        #[arg(name = "REF")]
+        reference: String,
+        /// Output file (file versions) or directory (directory versions).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List versions from HEAD (or REF) back through their parents.
+    Log {
+        /// Where to start.
+        #[arg(name = "REF", default_value = "HEAD")]
+        reference: String,
+        /// At most this many versions.
+        #[arg(short = 'n', long)]
+        max: Option<usize>,
+    },
+    /// Show one version: metadata, metrics, storage figures, files.
+    Show {
+        /// Version: HEAD, a tag, an id or an id prefix.
+        #[arg(name = "REF", default_value = "HEAD")]
+        reference: String,
+        /// Also list every tensor.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Generate a series of realistic checkpoints, pack them into a fresh
+    /// store, restore each one and check it is bit-exact.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// A .safetensors file or a checkpoint directory.
+    source: PathBuf,
+    /// Message describing the version.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// Point this tag at the new version.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Move --tag even if it already points elsewhere.
+    #[arg(long)]
+    force: bool,
+    /// Delta base: a ref or id (default HEAD), or `none` for no deltas.
+    #[arg(long)]
+    base: Option<String>,
+    /// Delta depth policy: chain:K, keyframe:K, root or full.
+    #[arg(long, default_value_t = tdelta::Policy::default().to_string())]
+    policy: String,
+    /// zstd level, 1..=19.
+    #[arg(long, default_value_t = tdelta::codec::EncodeParams::default().level, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+    /// Metadata KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// Metric KEY=NUMBER or KEY=JSON (repeatable), e.g. --metric eval_loss=1.93.
+    #[arg(long = "metric", value_name = "KEY=VALUE")]
+    metrics: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that a
+/// message already includes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.cmd {
+        Cmd::Init { block_size } => cmd_init(g, block_size),
+        Cmd::Pack(a) => cmd_pack(g, &a),
+        Cmd::Unpack { reference, out, force } => cmd_unpack(g, &reference, &out, force),
+        Cmd::Log { reference, max } => cmd_log(g, &reference, max),
+        Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
+        Cmd::Demo(a) => demo::run(g, &a),
+    }
+}
+
+fn open_store(g: &Global) -> Result<Store> {
+    Ok(Store::open(&g.store)?)
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn cmd_init(g: &Global, block_size: Option<u64>) -> Result<()> {
+    let mut opts = tdelta::InitOptions::default();
+    if let Some(bs) = block_size {
+        opts.block_size = u32::try_from(bs).context("block size too large")?;
+    }
+    let store = Store::init(&g.store, &opts)?;
+    if g.json {
+        print_json(&json!({"store": store.root(), "block_size": store.config().block_size}))?;
+    } else if !g.quiet {
+        eprintln!(
+            "initialized an empty store at {} (block size {})",
+            store.root().display(),
+            fmt::bytes(u64::from(store.config().block_size))
+        );
+    }
+    Ok(())
+}
+
+fn parse_kv(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("invalid --{what} `{s}`: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
+    let mut store = open_store(g)?;
+    let mut opts = tdelta::PackOptions {
+        message: a.message.clone(),
+        tag: a.tag.clone(),
+        force_tag: a.force,
+        policy: a.policy.parse()?,
+        ..Default::default()
+    };
+    opts.encode.level = a.level;
+    opts.meta = parse_kv(&a.meta, "meta")?.into_iter().collect();
+    opts.metrics = parse_kv(&a.metrics, "metric")?
+        .into_iter()
+        .map(|(k, v)| {
+            let val = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+            (k, val)
+        })
+        .collect::<BTreeMap<_, _>>();
+    opts.base = match a.base.as_deref() {
+        None => tdelta::BaseChoice::Head,
+        Some("none") => tdelta::BaseChoice::None,
+        Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
+    };
+    let t0 = Instant::now();
+    let bar = Bar::new(g.quiet || g.json);
+    let rep = tdelta::pack(&mut store, &a.source, &opts, &bar)
+        .with_context(|| format!("cannot pack {}", a.source.display()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let s = &rep.manifest.stats;
+    if g.json {
+        print_json(&json!({
+            "id": rep.id,
+            "raw_bytes": s.raw_bytes,
+            "stored_bytes": s.stored_bytes,
+            "new_blocks": s.new_blocks,
+            "reused_blocks": s.reused_blocks,
+            "delta_blocks": s.delta_blocks,
+            "max_depth": s.max_depth,
+            "seconds": secs,
+            "tag": a.tag,
+        }))?;
+    } else {
+        println!("{}", rep.id);
+        if !g.quiet {
+            eprintln!(
+                "packed {} in {:.2}s ({}): stored {} ({} of raw), {} new blocks ({} deltas), {} reused",
+                fmt::bytes(s.raw_bytes),
+                secs,
+                fmt::mbps(s.raw_bytes, secs),
+                fmt::bytes(s.stored_bytes),
+                fmt::percent(s.stored_bytes, s.raw_bytes),
+                s.new_blocks,
+                s.delta_blocks,
+                s.reused_blocks
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()> {
+    let store = open_store(g)?;
+    let id = store.resolve(reference)?;
+    let t0 = Instant::now();
+    let bar = Bar::new(g.quiet || g.json);
+    let rep = tdelta::restore(&store, id, out, &tdelta::RestoreOptions { force }, &bar)
+        .with_context(|| format!("cannot restore {reference} to {}", out.display()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    if g.json {
+        print_json(&json!({
+            "id": rep.id,
+            "out": out,
+            "bytes": rep.bytes,
+            "files": rep.files,
+            "blocks": rep.blocks,
+            "decoded_blocks": rep.decoded,
+            "max_chain": rep.max_levels,
+            "seconds": secs,
+        }))?;
+    } else if !g.quiet {
+        eprintln!(
+            "restored {} ({}, {} files) to {} in {:.2}s ({}), every block verified",
+            id.short(),
+            fmt::bytes(rep.bytes),
+            rep.files,
+            out.display(),
+            secs,
+            fmt::mbps(rep.bytes, secs)
+        );
+    }
+    Ok(())
+}
+
+/// Ref names pointing at each version.
+fn ref_names(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
+    let mut by: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    if let Some(h) = store.read_ref("HEAD")? {
+        by.entry(h).or_default().push("HEAD".into());
+    }
+    for (name, id) in store.refs()? {
+        by.entry(id).or_default().push(name);
+    }
+    Ok(by)
+}
+
+fn cmd_log(g: &Global, reference: &str, max: Option<usize>) -> Result<()> {
+    let store = open_store(g)?;
+    let refs = ref_names(&store)?;
+    let mut next = match store.resolve(reference) {
+        Ok(id) => Some(id),
+        Err(tdelta::Error::UnknownRef { .. }) if reference == "HEAD" => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut rows = Vec::new();
+    while let Some(id) = next {
+        if max.is_some_and(|m| rows.len() >= m) {
+            break;
+        }
+        let m = store.manifest(id)?;
+        next = m.parent;
+        rows.push((id, m));
+    }
+    if g.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(id, m)| {
+                json!({
+                    "id": id, "parent": m.parent, "created": m.created, "author": m.author,
+                    "message": m.message, "refs": refs.get(id).cloned().unwrap_or_default(),
+                    "raw_bytes": m.stats.raw_bytes, "stored_bytes": m.stats.stored_bytes,
+                    "metrics": m.metrics, "lossy": m.lossy.is_some(),
+                })
+            })
+            .collect();
+        return print_json(&json!(v));
+    }
+    if rows.is_empty() {
+        eprintln!("the store has no versions yet; add one with `tdelta pack SOURCE`");
+    }
+    for (id, m) in &rows {
+        let names = refs.get(id).map(|r| format!(" ({})", r.join(", "))).unwrap_or_default();
+        println!("version {}{names}", id.short());
+        println!("  date:    {}", fmt::time(m.created));
+        println!("  author:  {}", m.author);
+        println!(
+            "  size:    {} raw, {} stored ({})",
+            fmt::bytes(m.stats.raw_bytes),
+            fmt::bytes(m.stats.stored_bytes),
+            fmt::percent(m.stats.stored_bytes, m.stats.raw_bytes)
+        );
+        if !m.metrics.is_empty() {
+            let ms: Vec<String> = m.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("  metrics: {}", ms.join(" "));
+        }
+        if !m.message.is_empty() {
+            println!("\n    {}", m.message.replace('\n', "\n    "));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
+    let store = open_store(g)?;
+    let id = store.resolve(reference)?;
+    let m = store.manifest(id)?;
+    if g.json {
+        return print_json(&json!({"id": id, "manifest": m}));
+    }
+    print_manifest(&store, id, &m, tensors)
+}
+
+fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Result<()> {
+    let refs = ref_names(store)?;
+    println!("version  {id}");
+    if let Some(r) = refs.get(&id) {
+        println!("refs     {}", r.join(", "));
+    }
+    let opt = |h: Option<Hash>| h.map_or_else(|| "-".to_string(), |h| h.short());
+    println!("parent   {}", opt(m.parent));
+    println!("base     {}", opt(m.base));
+    println!("date     {}", fmt::time(m.created));
+    println!("author   {}", m.author);
+    println!("message  {}", m.message);
+    for (k, v) in &m.meta {
+        println!("meta     {k} = {v}");
+    }
+    for (k, v) in &m.metrics {
+        println!("metric   {k} = {v}");
+    }
+    let s = &m.stats;
+    println!(
+        "storage  {} raw, {} added ({}); {} new blocks ({} deltas, depth ≤ {}), {} reused; policy {}, blocks of {}",
+        fmt::bytes(s.raw_bytes),
+        fmt::bytes(s.stored_bytes),
+        fmt::percent(s.stored_bytes, s.raw_bytes),
+        s.new_blocks,
+        s.delta_blocks,
+        s.max_depth,
+        s.reused_blocks,
+        m.policy,
+        fmt::bytes(u64::from(m.block_size))
+    );
+    if let Some(l) = &m.lossy {
+        println!("LOSSY    {l}");
+    }
+    println!("files    {}", m.files.len());
+    for f in &m.files {
+        let n = f.tensors().len();
+        let kind = if matches!(f.content, tdelta::FileContent::Safetensors { .. }) {
+            format!("{n} tensors")
+        } else {
+            "blob".into()
+        };
+        println!("  {:<48} {:>12}  {kind}  {}", f.path, fmt::bytes(f.size), f.hash.short());
+        if tensors {
+            for t in f.tensors() {
+                println!(
+                    "    {:<46} {:<8} {:<20} {:>12}",
+                    t.name,
+                    t.dtype.name(),
+                    format!("{:?}", t.shape),
+                    fmt::bytes(t.len)
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -2,6 +2,10 @@
 //!
 //! Usage: `synth_stats BASE.safetensors NEW.safetensors [--summary]`
 //!
+//! or, to generate a synthetic series with `tdelta::synth` first (and print
+//! the generation speed), then compare its versions 0 and 1:
+//! `synth_stats --gen DIR [--mb N] [--versions N] [--seed N] [--dtype BF16] [--summary] [--gen-only]`
+//!
 //! For each tensor present in both files it prints the dtype, the shape,
 //! the mean and std of the base values, the fraction of elements whose bits
 //! changed, and a histogram of the ULP distance between base and new (the
@@ -105,12 +109,9 @@ fn decode(dtype: Dtype, chunk: &[u8]) -> (u64, f64) {
 }
 
 fn stats(dtype: Dtype, base: &[u8], new: &[u8]) -> Acc {
-    let size = dtype.size();
+    let size = dtype.bitsize() / 8;
     let width = (size * 8) as u32;
-    let mut acc = Acc {
-        tensors: 1,
-        ..Acc::default()
-    };
+    let mut acc = Acc { tensors: 1, ..Acc::default() };
     for (a, b) in base.chunks_exact(size).zip(new.chunks_exact(size)) {
         let (ba, va) = decode(dtype, a);
         let (bb, vb) = decode(dtype, b);
@@ -130,11 +131,13 @@ fn stats(dtype: Dtype, base: &[u8], new: &[u8]) -> Acc {
 fn class(name: &str) -> &'static str {
     let lower = name.to_ascii_lowercase();
     if lower.contains("norm") {
-        "norm"
+        if lower.ends_with("bias") { "norm bias" } else { "norm weight" }
     } else if lower.ends_with("bias") {
         "bias"
-    } else if lower.contains("embed") || lower.contains("head") {
-        "embedding/head"
+    } else if lower.contains("embed") {
+        "embedding"
+    } else if lower.contains("head") {
+        "head"
     } else {
         "weight"
     }
@@ -193,10 +196,7 @@ fn run(base_path: &str, new_path: &str, summary: bool) -> Result<(), String> {
     }
     println!("\nby class (buckets %: {}):", BUCKETS.join(" "));
     for (name, acc) in &classes {
-        println!(
-            "  {:<16} {:4} tensors, {:4} unchanged, {}",
-            name, acc.tensors, acc.unchanged_tensors, acc.row()
-        );
+        println!("  {:<16} {:4} tensors, {:4} unchanged, {}", name, acc.tensors, acc.unchanged_tensors, acc.row());
     }
     println!(
         "\noverall: {} float tensors, {} elements, unchanged tensors {:.1}%",
@@ -217,9 +217,72 @@ fn run(base_path: &str, new_path: &str, summary: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Value of option `--name` in `args`, parsed.
+fn opt<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(None),
+        Some(i) => {
+            let v = args.get(i + 1).ok_or(format!("{name} needs a value"))?;
+            v.parse().map(Some).map_err(|_| format!("bad value for {name}: {v}"))
+        }
+    }
+}
+
+/// Generates a synthetic series into `dir`, prints the speed, and returns
+/// the paths of versions 0 and 1.
+fn generate(args: &[String]) -> Result<(String, String), String> {
+    let dir = opt::<String>(args, "--gen")?.ok_or("--gen needs a directory")?;
+    let mb: u64 = opt(args, "--mb")?.unwrap_or(100);
+    let versions: usize = opt(args, "--versions")?.unwrap_or(2).max(2);
+    let seed: u64 = opt(args, "--seed")?.unwrap_or(1);
+    let dtype: tdelta::DType = opt::<String>(args, "--dtype")?
+        .unwrap_or_else(|| "BF16".into())
+        .parse()
+        .map_err(|e: tdelta::UnknownDType| e.to_string())?;
+    let spec = tdelta::synth::SeriesSpec::new(seed, dtype, mb << 20, versions);
+    println!("generating {versions} versions of ~{mb} MB ({dtype}): {:?}", spec.model_shape());
+    let start = std::time::Instant::now();
+    let paths = tdelta::synth::write_series(&spec, std::path::Path::new(&dir)).map_err(|e| e.to_string())?;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    println!(
+        "wrote {:.1} MB in {secs:.2} s: {:.0} MB/s ({} threads)\n",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / secs,
+        rayon_threads()
+    );
+    // Generation alone, without the disk: version 1 in memory.
+    let start = std::time::Instant::now();
+    let mem = tdelta::synth::version_bytes(&spec, 1);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "in memory, version 1: {:.1} MB in {secs:.2} s: {:.0} MB/s\n",
+        mem.len() as f64 / 1e6,
+        mem.len() as f64 / 1e6 / secs
+    );
+    drop(mem);
+    let p = |i: usize| paths[i].to_string_lossy().into_owned();
+    Ok((p(0), p(1)))
+}
+
+fn rayon_threads() -> String {
+    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let summary = args.iter().any(|a| a == "--summary");
+    if args.iter().any(|a| a == "--gen") {
+        let gen_only = args.iter().any(|a| a == "--gen-only");
+        let result = generate(&args).and_then(|(a, b)| if gen_only { Ok(()) } else { run(&a, &b, summary) });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let files: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let [base, new] = files.as_slice() else {
         eprintln!("usage: synth_stats BASE.safetensors NEW.safetensors [--summary]");

@@ -35,7 +35,9 @@ mod tests {
 
     #[test]
     fn ranges_tile_the_segment_on_element_boundaries() {
-        for (len, bs, align) in [(0u64, 4096u32, 2usize), (10, 4096, 2), (8192, 4096, 2), (8193, 4096, 1), (12_000, 4096, 6)] {
+        for (len, bs, align) in
+            [(0u64, 4096u32, 2usize), (10, 4096, 2), (8192, 4096, 2), (8193, 4096, 1), (12_000, 4096, 6)]
+        {
             let r: Vec<_> = ranges(len, bs, align).collect();
             assert_eq!(r.len() as u64, count(len, bs, align));
             let mut at = 0;

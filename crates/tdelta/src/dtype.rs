@@ -99,15 +99,7 @@ impl DType {
 
     /// True for the floating-point types that get float-aware transforms.
     pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            DType::F8_E4M3
-                | DType::F8_E5M2
-                | DType::F16
-                | DType::BF16
-                | DType::F32
-                | DType::F64
-        )
+        matches!(self, DType::F8_E4M3 | DType::F8_E5M2 | DType::F16 | DType::BF16 | DType::F32 | DType::F64)
     }
 
     /// The name used in safetensors headers.
@@ -162,12 +154,7 @@ pub struct UnknownDType(pub String);
 impl fmt::Display for UnknownDType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let valid: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
-        write!(
-            f,
-            "unknown dtype `{}`; valid values are: {}",
-            self.0,
-            valid.join(", ")
-        )
+        write!(f, "unknown dtype `{}`; valid values are: {}", self.0, valid.join(", "))
     }
 }
 
@@ -177,11 +164,7 @@ impl FromStr for DType {
     type Err = UnknownDType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DType::ALL
-            .iter()
-            .copied()
-            .find(|d| d.name() == s)
-            .ok_or_else(|| UnknownDType(s.to_string()))
+        DType::ALL.iter().copied().find(|d| d.name() == s).ok_or_else(|| UnknownDType(s.to_string()))
     }
 }
 

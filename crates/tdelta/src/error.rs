@@ -55,32 +55,34 @@ pub enum Error {
         supported: u32,
     },
 
-    /// Restored bytes do not hash to what the manifest recorded.
-    #[error("version {version}: {file}: {what}: hash mismatch (expected {expected}, got {actual})")]
+    /// Restored bytes of a block do not hash to the block's id.
+    #[error("block {block} restores to bytes hashing to {actual}")]
     HashMismatch {
-        /// Version id.
-        version: String,
-        /// File path inside the version.
-        file: String,
-        /// The tensor and block, or "file", "header".
-        what: String,
-        /// Recorded hash.
-        expected: String,
+        /// The block hash (what the manifest recorded).
+        block: String,
         /// Hash of the restored bytes.
         actual: String,
     },
 
-    /// A block the manifest names is missing from every pack.
-    #[error("version {version}: {file}: {what}: block {block} is missing from the store")]
+    /// A block is missing from every pack.
+    #[error("block {block} is missing from the store")]
     MissingBlock {
-        /// Version id.
+        /// The block hash.
+        block: String,
+    },
+
+    /// A failure while reading one block of a version, with where it is.
+    #[error("version {version}: {file}: {what}: {source}")]
+    InBlock {
+        /// Version id (short).
         version: String,
         /// File path inside the version.
         file: String,
-        /// The tensor and block index.
+        /// The tensor and block index, or the header or blob block.
         what: String,
-        /// The block hash.
-        block: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
 
     /// No store at the given path.
@@ -139,36 +141,22 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A checkpoint error about a file as a whole.
     pub fn checkpoint(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::InvalidCheckpoint {
-            file: file.into(),
-            tensor: None,
-            reason: reason.into(),
-        }
+        Error::InvalidCheckpoint { file: file.into(), tensor: None, reason: reason.into() }
     }
 
     /// A checkpoint error about one tensor.
     pub fn tensor(file: impl Into<PathBuf>, tensor: &str, reason: impl Into<String>) -> Self {
-        Error::InvalidCheckpoint {
-            file: file.into(),
-            tensor: Some(tensor.to_string()),
-            reason: reason.into(),
-        }
+        Error::InvalidCheckpoint { file: file.into(), tensor: Some(tensor.to_string()), reason: reason.into() }
     }
 
     /// A corrupt-store error.
     pub fn corrupt(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Corrupt {
-            file: file.into(),
-            reason: reason.into(),
-        }
+        Error::Corrupt { file: file.into(), reason: reason.into() }
     }
 }
 

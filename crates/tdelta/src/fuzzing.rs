@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use crate::DType;
 use crate::codec::{CodecId, decode};
 use crate::hash::Hash;
 use crate::store::manifest::Manifest;
-use crate::DType;
 
 /// Parses a safetensors header from the start of `bytes` (as if it were a
 /// whole file of that length).

@@ -68,9 +68,7 @@ impl FromStr for Hash {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("`{s}` is not a 32-digit hex hash"));
         }
-        u128::from_str_radix(s, 16)
-            .map(Hash)
-            .map_err(|e| format!("`{s}`: {e}"))
+        u128::from_str_radix(s, 16).map(Hash).map_err(|e| format!("`{s}`: {e}"))
     }
 }
 

@@ -16,6 +16,10 @@ pub mod synth;
 pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};
 pub use hash::Hash;
+pub use ops::{
+    BaseChoice, DEFAULT_CHAIN, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions,
+    RestoreReport, Silent, pack, read_tensor, restore,
+};
 pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
-pub use store::refs::{validate_ref_name, AuditEntry, AuditReport};
-pub use store::{InitOptions, Store, StoreConfig};
+pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};
+pub use store::{InitOptions, Store, StoreConfig, StoreStats};

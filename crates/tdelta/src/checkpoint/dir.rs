@@ -13,8 +13,8 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::header::read_header;
 use super::{Checkpoint, FileKind, Layout, SourceFile};
@@ -43,20 +43,13 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         return open_dir(path);
     }
     if !meta.is_file() {
-        return Err(Error::checkpoint(
-            path,
-            "not a regular file or directory (fifo, socket or device?)",
-        ));
+        return Err(Error::checkpoint(path, "not a regular file or directory (fifo, socket or device?)"));
     }
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Err(Error::checkpoint(path, "file name is not valid utf-8"));
     };
     let file = describe(name.to_owned(), path.to_path_buf(), meta.len())?;
-    Ok(Checkpoint {
-        root: path.to_path_buf(),
-        layout: Layout::File,
-        files: vec![file],
-    })
+    Ok(Checkpoint { root: path.to_path_buf(), layout: Layout::File, files: vec![file] })
 }
 
 fn open_dir(root: &Path) -> Result<Checkpoint> {
@@ -66,18 +59,12 @@ fn open_dir(root: &Path) -> Result<Checkpoint> {
         return Err(Error::checkpoint(root, "directory contains no files"));
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    let files = found
-        .into_iter()
-        .map(|(rel_path, path, len)| describe(rel_path, path, len))
-        .collect::<Result<Vec<_>>>()?;
+    let files =
+        found.into_iter().map(|(rel_path, path, len)| describe(rel_path, path, len)).collect::<Result<Vec<_>>>()?;
     for index in files.iter().filter(|f| f.rel_path.ends_with(INDEX_SUFFIX)) {
         check_index(index, &files)?;
     }
-    Ok(Checkpoint {
-        root: root.to_path_buf(),
-        layout: Layout::Directory,
-        files,
-    })
+    Ok(Checkpoint { root: root.to_path_buf(), layout: Layout::Directory, files })
 }
 
 /// Every regular file under `root` as `(rel_path, path, len)`, unsorted.
@@ -92,11 +79,7 @@ fn walk(root: &Path, canonical_root: &Path) -> Result<Vec<(String, PathBuf, u64)
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 return Err(Error::checkpoint(&path, "file name is not valid utf-8"));
             };
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
             let meta = if file_type.is_symlink() {
                 follow_symlink(&path, canonical_root)?
@@ -117,10 +100,7 @@ fn walk(root: &Path, canonical_root: &Path) -> Result<Vec<(String, PathBuf, u64)
             } else if meta.is_file() {
                 found.push((rel, path, meta.len()));
             } else {
-                return Err(Error::checkpoint(
-                    &path,
-                    "not a regular file (fifo, socket or device?)",
-                ));
+                return Err(Error::checkpoint(&path, "not a regular file (fifo, socket or device?)"));
             }
         }
     }
@@ -129,9 +109,8 @@ fn walk(root: &Path, canonical_root: &Path) -> Result<Vec<(String, PathBuf, u64)
 
 /// Metadata of a symlink's target, if the target lies inside the root.
 fn follow_symlink(link: &Path, canonical_root: &Path) -> Result<fs::Metadata> {
-    let target = fs::canonicalize(link).map_err(|e| {
-        Error::checkpoint(link, format!("cannot resolve symlink (dangling?): {e}"))
-    })?;
+    let target = fs::canonicalize(link)
+        .map_err(|e| Error::checkpoint(link, format!("cannot resolve symlink (dangling?): {e}")))?;
     if !target.starts_with(canonical_root) {
         return Err(Error::checkpoint(
             link,
@@ -144,26 +123,36 @@ fn follow_symlink(link: &Path, canonical_root: &Path) -> Result<fs::Metadata> {
     fs::metadata(&target).map_err(|e| Error::io(link, e))
 }
 
+/// Opens `path` for reading and checks that what was opened is a regular
+/// file. The walk already checked this, but the file may have been replaced
+/// since: opening a fifo that replaced it must not block forever, so on Unix
+/// the open is non-blocking (which changes nothing for regular files).
+pub(super) fn open_regular(path: &Path) -> Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = options.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::checkpoint(path, "not a regular file (fifo, socket or device?)"));
+    }
+    Ok(f)
+}
+
 /// Parses a `.safetensors` file's header; anything else is a blob.
 fn describe(rel_path: String, path: PathBuf, len: u64) -> Result<SourceFile> {
     if !rel_path.ends_with(SAFETENSORS_SUFFIX) {
-        return Ok(SourceFile {
-            rel_path,
-            path,
-            len,
-            kind: FileKind::Blob,
-        });
+        return Ok(SourceFile { rel_path, path, len, kind: FileKind::Blob });
     }
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let f = open_regular(&path)?;
     // The length of the file actually opened, not of the earlier stat.
     let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
     let header = read_header(&path, &f, len)?;
-    Ok(SourceFile {
-        rel_path,
-        path,
-        len,
-        kind: FileKind::Safetensors(header),
-    })
+    Ok(SourceFile { rel_path, path, len, kind: FileKind::Safetensors(header) })
 }
 
 /// The part of a shard index we check; other fields are ignored.
@@ -187,9 +176,7 @@ impl<'de> Deserialize<'de> for WeightMap {
                 let mut out = BTreeMap::new();
                 while let Some((tensor, shard)) = map.next_entry::<String, String>()? {
                     if out.contains_key(&tensor) {
-                        return Err(de::Error::custom(format_args!(
-                            "duplicate tensor `{tensor}` in `weight_map`"
-                        )));
+                        return Err(de::Error::custom(format_args!("duplicate tensor `{tensor}` in `weight_map`")));
                     }
                     out.insert(tensor, shard);
                 }
@@ -204,16 +191,11 @@ impl<'de> Deserialize<'de> for WeightMap {
 /// holds the tensors the index puts in it.
 fn check_index(index: &SourceFile, files: &[SourceFile]) -> Result<()> {
     let path = &index.path;
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = open_regular(path)?;
     let mut bytes = Vec::new();
-    f.take(MAX_INDEX_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
+    f.take(MAX_INDEX_LEN + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > MAX_INDEX_LEN {
-        return Err(Error::checkpoint(
-            path,
-            format!("shard index is larger than the limit of {MAX_INDEX_LEN} bytes"),
-        ));
+        return Err(Error::checkpoint(path, format!("shard index is larger than the limit of {MAX_INDEX_LEN} bytes")));
     }
     let parsed: Index = serde_json::from_slice(&bytes)
         .map_err(|e| Error::checkpoint(path, format!("invalid shard index json: {e}")))?;
@@ -227,10 +209,7 @@ fn check_index(index: &SourceFile, files: &[SourceFile]) -> Result<()> {
         if !shards.contains_key(shard.as_str()) {
             check_shard_path(path, tensor, shard)?;
             let rel = format!("{base}{shard}");
-            let found = files
-                .binary_search_by(|f| f.rel_path.as_str().cmp(&rel))
-                .ok()
-                .and_then(|i| files.get(i));
+            let found = files.binary_search_by(|f| f.rel_path.as_str().cmp(&rel)).ok().and_then(|i| files.get(i));
             let Some(found) = found else {
                 return Err(Error::checkpoint(
                     path,
@@ -248,9 +227,7 @@ fn check_index(index: &SourceFile, files: &[SourceFile]) -> Result<()> {
             let names = header.tensors.iter().map(|t| t.name.as_str()).collect();
             shards.insert(shard, names);
         }
-        let holds = shards
-            .get(shard.as_str())
-            .is_some_and(|names| names.contains(tensor.as_str()));
+        let holds = shards.get(shard.as_str()).is_some_and(|names| names.contains(tensor.as_str()));
         if !holds {
             return Err(Error::tensor(
                 path,
@@ -278,10 +255,9 @@ fn check_shard_path(index: &Path, tensor: &str, shard: &str) -> Result<()> {
         None
     };
     match problem {
-        Some(p) => Err(Error::checkpoint(
-            index,
-            format!("weight_map shard path `{shard}` (for tensor `{tensor}`) {p}"),
-        )),
+        Some(p) => {
+            Err(Error::checkpoint(index, format!("weight_map shard path `{shard}` (for tensor `{tensor}`) {p}")))
+        }
         None => Ok(()),
     }
 }

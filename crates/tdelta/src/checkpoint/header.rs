@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::{Header, TensorInfo};
 use crate::{DType, Error, Result};
@@ -41,31 +41,20 @@ pub fn parse_header(file: &Path, bytes: &[u8], file_len: u64) -> Result<Header> 
     let Some(raw) = bytes.get(..data_start as usize) else {
         return Err(Error::checkpoint(
             file,
-            format!(
-                "header prefix is truncated: need {data_start} bytes, got {}",
-                bytes.len()
-            ),
+            format!("header prefix is truncated: need {data_start} bytes, got {}", bytes.len()),
         ));
     };
     let json = &raw[HEADER_LEN_PREFIX as usize..];
     let text = std::str::from_utf8(json).map_err(|e| {
         Error::checkpoint(
             file,
-            format!(
-                "header is not valid utf-8 (invalid byte at header offset {})",
-                e.valid_up_to()
-            ),
+            format!("header is not valid utf-8 (invalid byte at header offset {})", e.valid_up_to()),
         )
     })?;
     let parsed = parse_json(file, text)?;
     let data_len = file_len - data_start;
     let tensors = validate(file, parsed.tensors, data_start, data_len)?;
-    Ok(Header {
-        raw: raw.to_vec(),
-        data_start,
-        tensors,
-        metadata: parsed.metadata,
-    })
+    Ok(Header { raw: raw.to_vec(), data_start, tensors, metadata: parsed.metadata })
 }
 
 /// Reads and validates the header of an open safetensors file of length
@@ -118,17 +107,12 @@ fn header_json_len(file: &Path, bytes: &[u8], file_len: u64) -> Result<u64> {
         return Err(if file_len < HEADER_LEN_PREFIX {
             Error::checkpoint(
                 file,
-                format!(
-                    "file is too short: {file_len} bytes, need at least {HEADER_LEN_PREFIX} for the header length"
-                ),
+                format!("file is too short: {file_len} bytes, need at least {HEADER_LEN_PREFIX} for the header length"),
             )
         } else {
             Error::checkpoint(
                 file,
-                format!(
-                    "header prefix is truncated: need {HEADER_LEN_PREFIX} bytes, got {}",
-                    bytes.len()
-                ),
+                format!("header prefix is truncated: need {HEADER_LEN_PREFIX} bytes, got {}", bytes.len()),
             )
         });
     };
@@ -170,11 +154,7 @@ struct RawHeader {
 fn parse_json(file: &Path, text: &str) -> Result<RawHeader> {
     let mut current = None;
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = HeaderSeed {
-        current: &mut current,
-    }
-    .deserialize(&mut de)
-    .and_then(|h| de.end().map(|()| h));
+    let parsed = HeaderSeed { current: &mut current }.deserialize(&mut de).and_then(|h| de.end().map(|()| h));
     parsed.map_err(|e| match current {
         Some(name) => Error::tensor(file, &name, format!("invalid header entry: {e}")),
         None => Error::checkpoint(file, format!("invalid json header: {e}")),
@@ -261,9 +241,7 @@ impl<'de> Visitor<'de> for MetadataSeed {
         while let Some(key) = map.next_key::<String>()? {
             let MetaValue(value) = map.next_value()?;
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key `{key}` in `__metadata__`"
-                )));
+                return Err(de::Error::custom(format_args!("duplicate key `{key}` in `__metadata__`")));
             }
             out.insert(key, value);
         }
@@ -323,27 +301,16 @@ json_u64!(Offset, "a `data_offsets` value: an integer in [0, 2^64)");
 
 /// Checks every entry against the data region `[data_start, data_start +
 /// data_len)` and returns the tensors sorted by start.
-fn validate(
-    file: &Path,
-    raw: Vec<(String, RawTensor)>,
-    data_start: u64,
-    data_len: u64,
-) -> Result<Vec<TensorInfo>> {
+fn validate(file: &Path, raw: Vec<(String, RawTensor)>, data_start: u64, data_len: u64) -> Result<Vec<TensorInfo>> {
     reject_duplicates(file, &raw)?;
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, t) in raw {
-        let dtype: DType = t
-            .dtype
-            .parse()
-            .map_err(|e: crate::UnknownDType| Error::tensor(file, &name, e.to_string()))?;
+        let dtype: DType =
+            t.dtype.parse().map_err(|e: crate::UnknownDType| Error::tensor(file, &name, e.to_string()))?;
         let shape: Vec<u64> = t.shape.into_iter().map(|Dim(d)| d).collect();
         let (Offset(begin), Offset(end)) = t.data_offsets;
         if begin > end {
-            return Err(Error::tensor(
-                file,
-                &name,
-                format!("data_offsets begin {begin} is greater than end {end}"),
-            ));
+            return Err(Error::tensor(file, &name, format!("data_offsets begin {begin} is greater than end {end}")));
         }
         if end > data_len {
             return Err(Error::tensor(
@@ -398,13 +365,7 @@ fn tensor_byte_len(file: &Path, name: &str, dtype: DType, shape: &[u64]) -> Resu
         ));
     };
     dtype.byte_len(elements).ok_or_else(|| {
-        Error::tensor(
-            file,
-            name,
-            format!(
-                "{elements} {dtype} elements are {bits} bits, which do not fill whole bytes"
-            ),
-        )
+        Error::tensor(file, name, format!("{elements} {dtype} elements are {bits} bits, which do not fill whole bytes"))
     })
 }
 
@@ -413,11 +374,7 @@ fn reject_duplicates(file: &Path, raw: &[(String, RawTensor)]) -> Result<()> {
     let mut names: Vec<&str> = raw.iter().map(|(n, _)| n.as_str()).collect();
     names.sort_unstable();
     match names.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(Error::tensor(
-            file,
-            w[0],
-            "duplicate tensor name: the header defines it more than once",
-        )),
+        Some(w) => Err(Error::tensor(file, w[0], "duplicate tensor name: the header defines it more than once")),
         None => Ok(()),
     }
 }

@@ -18,6 +18,10 @@ use crate::DType;
 mod dir;
 mod header;
 mod map;
+#[cfg(test)]
+mod testdata;
+#[cfg(test)]
+mod tests;
 
 pub use dir::{MAX_INDEX_LEN, open};
 pub use header::{HEADER_LEN_PREFIX, MAX_HEADER_LEN, parse_header, read_header};

@@ -1,1 +1,30 @@
-//! The verbs: pack, restore, verify, built from the pieces.
+//! Operations on a store: pack a checkpoint, restore a version.
+
+mod pack;
+mod restore;
+
+pub use pack::{BaseChoice, DEFAULT_CHAIN, PackOptions, PackReport, Policy, pack};
+pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
+
+/// Receives progress of long operations. The library never prints: the
+/// CLI shows a bar, tools may log. Calls come from several threads.
+pub trait Progress: Sync {
+    /// A phase starts; `total` is in bytes.
+    fn begin(&self, what: &str, total: u64) {
+        let _ = (what, total);
+    }
+    /// `n` more bytes are done.
+    fn advance(&self, n: u64) {
+        let _ = n;
+    }
+    /// The phase ended.
+    fn end(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Progress for Silent {}
+#[cfg(test)]
+mod tests;

@@ -15,12 +15,7 @@ pub(crate) fn temp_file(tmp_dir: &Path, what: &str) -> Result<(PathBuf, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let path = tmp_dir.join(format!("{}-{n}-{what}.tmp", std::process::id()));
-    let f = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create_new(true)
-        .open(&path)
-        .at(&path)?;
+    let f = OpenOptions::new().write(true).read(true).create_new(true).open(&path).at(&path)?;
     Ok((path, f))
 }
 
@@ -89,21 +84,17 @@ pub(crate) fn unframe<'a>(
     what: &str,
 ) -> Result<Framed<'a>> {
     if bytes.len() < FRAME_HEADER + 8 {
-        return Err(Error::corrupt(
-            path,
-            format!("truncated {what}: {} bytes", bytes.len()),
-        ));
+        return Err(Error::corrupt(path, format!("truncated {what}: {} bytes", bytes.len())));
     }
     if &bytes[..8] != magic {
         return Err(Error::corrupt(path, format!("not a tdelta {what} (bad magic)")));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if version == 0 || version > max_version {
-        return Err(Error::UnsupportedFormat {
-            file: path.to_path_buf(),
-            found: version,
-            supported: max_version,
-        });
+    if version == 0 {
+        return Err(Error::corrupt(path, format!("{what} has format version 0")));
+    }
+    if version > max_version {
+        return Err(Error::UnsupportedFormat { file: path.to_path_buf(), found: version, supported: max_version });
     }
     let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
@@ -111,10 +102,7 @@ pub(crate) fn unframe<'a>(
     if expected != Some(bytes.len() as u64) {
         return Err(Error::corrupt(
             path,
-            format!(
-                "{what} length mismatch: header says {len} body bytes, file has {}",
-                bytes.len()
-            ),
+            format!("{what} length mismatch: header says {len} body bytes, file has {}", bytes.len()),
         ));
     }
     let end = FRAME_HEADER + len as usize;
@@ -126,20 +114,14 @@ pub(crate) fn unframe<'a>(
             format!("{what} checksum mismatch (stored {stored:016x}, computed {actual:016x})"),
         ));
     }
-    Ok(Framed {
-        flags,
-        body: &bytes[FRAME_HEADER..end],
-    })
+    Ok(Framed { flags, body: &bytes[FRAME_HEADER..end] })
 }
 
 /// Reads a whole small file, refusing anything larger than `cap` bytes.
 pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).at(path)?;
     if meta.len() > cap {
-        return Err(Error::corrupt(
-            path,
-            format!("file is {} bytes, more than the {cap} allowed", meta.len()),
-        ));
+        return Err(Error::corrupt(path, format!("file is {} bytes, more than the {cap} allowed", meta.len())));
     }
     fs::read(path).at(path)
 }

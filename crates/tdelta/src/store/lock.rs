@@ -21,13 +21,7 @@ pub(crate) struct WriteLock {
 
 /// Takes the lock at `path`, waiting up to `wait` for another writer.
 pub(crate) fn acquire(path: &Path, wait: Duration) -> Result<WriteLock> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)?;
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).at(path)?;
     let start = Instant::now();
     loop {
         match file.try_lock() {

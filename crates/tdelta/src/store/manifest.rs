@@ -139,26 +139,12 @@ impl FileEntry {
     pub fn blocks(&self, block_size: u32) -> Vec<BlockRef> {
         let mut out = Vec::new();
         let mut push_run = |blocks: &[Hash], start: u64, len: u64, dtype: DType, tensor: Option<usize>| {
-            for (i, ((off, l), h)) in crate::block::ranges(len, block_size, dtype.align())
-                .zip(blocks)
-                .enumerate()
-            {
-                out.push(BlockRef {
-                    hash: *h,
-                    offset: start + off,
-                    len: l,
-                    dtype,
-                    tensor,
-                    index: i,
-                });
+            for (i, ((off, l), h)) in crate::block::ranges(len, block_size, dtype.align()).zip(blocks).enumerate() {
+                out.push(BlockRef { hash: *h, offset: start + off, len: l, dtype, tensor, index: i });
             }
         };
         match &self.content {
-            FileContent::Safetensors {
-                header_len,
-                header_blocks,
-                tensors,
-            } => {
+            FileContent::Safetensors { header_len, header_blocks, tensors } => {
                 push_run(header_blocks, 0, *header_len, DType::U8, None);
                 for (t, te) in tensors.iter().enumerate() {
                     push_run(&te.blocks, te.offset, te.len, te.dtype, Some(t));
@@ -172,15 +158,9 @@ impl FileEntry {
     /// The hashes of every block in file order.
     pub fn block_hashes(&self) -> Vec<Hash> {
         match &self.content {
-            FileContent::Safetensors {
-                header_blocks,
-                tensors,
-                ..
-            } => header_blocks
-                .iter()
-                .chain(tensors.iter().flat_map(|t| t.blocks.iter()))
-                .copied()
-                .collect(),
+            FileContent::Safetensors { header_blocks, tensors, .. } => {
+                header_blocks.iter().chain(tensors.iter().flat_map(|t| t.blocks.iter())).copied().collect()
+            }
             FileContent::Blob { blocks } => blocks.clone(),
         }
     }
@@ -214,12 +194,13 @@ pub struct BlockRef {
 impl Manifest {
     /// Serializes; returns the version id and the framed file bytes.
     pub(crate) fn encode(&self) -> Result<(Hash, Vec<u8>)> {
-        let json = serde_json::to_vec(self)
-            .map_err(|e| Error::InvalidArgument(format!("cannot serialize manifest: {e}")))?;
+        let json =
+            serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(format!("cannot serialize manifest: {e}")))?;
         let id = Hash::of(&json);
         let mut body = Vec::with_capacity(8 + json.len() / 2);
         body.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        let z = zstd::bulk::compress(&json, 3).map_err(|e| Error::InvalidArgument(format!("cannot compress manifest: {e}")))?;
+        let z = zstd::bulk::compress(&json, 3)
+            .map_err(|e| Error::InvalidArgument(format!("cannot compress manifest: {e}")))?;
         body.extend_from_slice(&z);
         Ok((id, fsutil::frame(MANIFEST_MAGIC, MANIFEST_VERSION, FLAG_ZSTD, &body)))
     }
@@ -228,6 +209,9 @@ impl Manifest {
     pub(crate) fn decode(path: &Path, bytes: &[u8], id: Hash) -> Result<Manifest> {
         let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
         let body = framed.body;
+        if framed.flags & !FLAG_ZSTD != 0 {
+            return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
+        }
         let json = if framed.flags & FLAG_ZSTD != 0 {
             let Some(len) = body.get(..8) else {
                 return Err(Error::corrupt(path, "manifest body too short"));
@@ -236,7 +220,10 @@ impl Manifest {
             l.copy_from_slice(len);
             let raw_len = u64::from_le_bytes(l);
             if raw_len > MAX_MANIFEST as u64 {
-                return Err(Error::corrupt(path, format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap")));
+                return Err(Error::corrupt(
+                    path,
+                    format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap"),
+                ));
             }
             let out = zstd::bulk::decompress(&body[8..], raw_len as usize)
                 .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
@@ -249,18 +236,15 @@ impl Manifest {
         };
         let actual = Hash::of(&json);
         if actual != id {
-            return Err(Error::corrupt(
-                path,
-                format!("manifest content hashes to {actual}, not to its name {id}"),
-            ));
+            return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
         }
         Manifest::from_json(path, &json)
     }
 
     /// Parses and validates the JSON body of a manifest.
     pub(crate) fn from_json(path: &Path, json: &[u8]) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(json)
-            .map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))?;
+        let m: Manifest =
+            serde_json::from_slice(json).map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))?;
         m.validate(path)?;
         Ok(m)
     }
@@ -273,24 +257,37 @@ impl Manifest {
             return bad(format!("block size {} out of range", self.block_size));
         }
         let bs = self.block_size;
+        if self.files.windows(2).any(|w| w[0].path >= w[1].path) {
+            return bad("file paths are not sorted and unique".into());
+        }
+        if self.layout == LayoutKind::File && self.files.len() != 1 {
+            return bad(format!("a file version lists {} files", self.files.len()));
+        }
         for f in &self.files {
             match &f.content {
-                FileContent::Safetensors {
-                    header_len,
-                    header_blocks,
-                    tensors,
-                } => {
+                FileContent::Safetensors { header_len, header_blocks, tensors } => {
                     if crate::block::count(*header_len, bs, 1) != header_blocks.len() as u64 {
                         return bad(format!("{}: header block count does not match its length", f.path));
                     }
                     let mut at = *header_len;
                     for t in tensors {
-                        let expect = t.dtype.byte_len(t.shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d)).unwrap_or(u64::MAX));
+                        let expect = t
+                            .dtype
+                            .byte_len(t.shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d)).unwrap_or(u64::MAX));
                         if t.offset != at || expect != Some(t.len) {
-                            return bad(format!("{}: tensor `{}` has an inconsistent offset or length", f.path, t.name));
+                            return bad(format!(
+                                "{}: tensor `{}` has an inconsistent offset or length",
+                                f.path, t.name
+                            ));
+                        }
+                        if Hash::of_hashes(&t.blocks) != t.hash {
+                            return bad(format!("{}: tensor `{}` hash does not match its blocks", f.path, t.name));
                         }
                         if crate::block::count(t.len, bs, t.dtype.align()) != t.blocks.len() as u64 {
-                            return bad(format!("{}: tensor `{}` block count does not match its length", f.path, t.name));
+                            return bad(format!(
+                                "{}: tensor `{}` block count does not match its length",
+                                f.path, t.name
+                            ));
                         }
                         at = match at.checked_add(t.len) {
                             Some(v) => v,

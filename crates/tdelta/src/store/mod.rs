@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STORE/
-//!   config              framed JSON: format, block size
+//!   config              framed JSON: block size, creation time
 //!   packs/<id>.pack     encoded blocks, written once
 //!   packs/<id>.idx      index of a pack, written after it
 //!   versions/<id>.tdm   manifests, content-addressed
@@ -24,6 +24,7 @@ pub(crate) mod fsutil;
 pub(crate) mod lock;
 pub(crate) mod manifest;
 pub(crate) mod pack;
+pub(crate) mod read;
 pub(crate) mod refs;
 
 use std::collections::HashMap;
@@ -46,9 +47,7 @@ pub const STORE_VERSION: u32 = 1;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Who is acting: `$USER@host`, or `TDELTA_AUTHOR` when set.
@@ -71,6 +70,23 @@ pub struct StoreConfig {
     pub created: u64,
 }
 
+/// Figures about a whole store ([`Store::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Pack files.
+    pub packs: usize,
+    /// Bytes of the pack files.
+    pub pack_bytes: u64,
+    /// Distinct blocks stored.
+    pub blocks: usize,
+    /// Payload bytes of those blocks.
+    pub payload_bytes: u64,
+    /// Raw bytes those blocks restore to.
+    pub raw_block_bytes: u64,
+    /// Versions (manifests).
+    pub versions: usize,
+}
+
 /// Options of [`Store::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -80,14 +96,13 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions {
-            block_size: crate::block::DEFAULT_BLOCK_SIZE,
-        }
+        InitOptions { block_size: crate::block::DEFAULT_BLOCK_SIZE }
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct PackFile {
+    #[allow(dead_code)] // read by gc and stats (issue 5)
     pub id: Hash,
     pub path: PathBuf,
     pub file: File,
@@ -123,12 +138,14 @@ impl Store {
         for d in ["", "packs", "versions", "refs", "tmp"] {
             fs::create_dir_all(path.join(d)).at(path.join(d))?;
         }
+        // Two concurrent inits: the second waits, then finds the store.
+        let _lock = lock::acquire(&path.join("lock"), Duration::from_secs(60))?;
+        if path.join("config").exists() {
+            return Err(Error::StoreExists { path: path.to_path_buf() });
+        }
         let tmp = path.join("tmp");
         AuditLog::new(path.join("audit.log")).create(&tmp)?;
-        let config = StoreConfig {
-            block_size: opts.block_size,
-            created: now(),
-        };
+        let config = StoreConfig { block_size: opts.block_size, created: now() };
         let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // The config lands last: a store without it is not a store.
         fsutil::write_atomic(&tmp, &path.join("config"), &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body))?;
@@ -145,6 +162,9 @@ impl Store {
         let framed = fsutil::unframe(&cfg_path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
         let config: StoreConfig = serde_json::from_slice(framed.body)
             .map_err(|e| Error::corrupt(&cfg_path, format!("config is not valid: {e}")))?;
+        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
+            return Err(Error::corrupt(&cfg_path, format!("block size {} out of range", config.block_size)));
+        }
         let mut store = Store {
             root: path.to_path_buf(),
             config,
@@ -167,9 +187,8 @@ impl Store {
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
                 continue;
             };
-            let id: Hash = stem
-                .parse()
-                .map_err(|e| Error::corrupt(ent.path(), format!("unexpected file in packs/: {e}")))?;
+            let id: Hash =
+                stem.parse().map_err(|e| Error::corrupt(ent.path(), format!("unexpected file in packs/: {e}")))?;
             ids.push(id);
         }
         ids.sort();
@@ -185,12 +204,7 @@ impl Store {
             for e in pack::decode_index(&idx_path, &bytes, n, len)? {
                 self.index.entry(e.hash).or_insert(e);
             }
-            self.packs.push(PackFile {
-                id,
-                path: pack_path,
-                file,
-                len,
-            });
+            self.packs.push(PackFile { id, path: pack_path, file, len });
         }
         Ok(())
     }
@@ -241,7 +255,14 @@ impl Store {
             return Err(Error::UnknownRef { name: id.to_hex() });
         }
         let bytes = fsutil::read_capped(&path, 1 << 30)?;
-        Manifest::decode(&path, &bytes, id)
+        let m = Manifest::decode(&path, &bytes, id)?;
+        if m.block_size != self.config.block_size {
+            return Err(Error::corrupt(
+                &path,
+                format!("block size {} differs from the store's {}", m.block_size, self.config.block_size),
+            ));
+        }
+        Ok(m)
     }
 
     /// Writes a manifest (write-once) and returns its id.
@@ -261,11 +282,7 @@ impl Store {
         for ent in fs::read_dir(&dir).at(&dir)? {
             let ent = ent.at(&dir)?;
             let name = ent.file_name();
-            if let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".tdm"))
-                .and_then(|s| s.parse().ok())
-            {
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".tdm")).and_then(|s| s.parse().ok()) {
                 out.push(id);
             }
         }
@@ -274,11 +291,7 @@ impl Store {
     }
 
     fn ref_path(&self, name: &str) -> PathBuf {
-        if name == "HEAD" {
-            self.root.join("HEAD")
-        } else {
-            self.root.join("refs").join(name)
-        }
+        if name == "HEAD" { self.root.join("HEAD") } else { self.root.join("refs").join(name) }
     }
 
     /// The version a ref points to (`HEAD` or a ref name), if it exists.
@@ -355,28 +368,33 @@ impl Store {
         if name == "HEAD" {
             return self.read_ref("HEAD")?.ok_or_else(unknown);
         }
-        if refs::validate_ref_name(name).is_ok() {
-            if let Some(id) = refs::read_ref(&self.ref_path(name))? {
-                return Ok(id);
-            }
+        if refs::validate_ref_name(name).is_ok()
+            && let Some(id) = refs::read_ref(&self.ref_path(name))?
+        {
+            return Ok(id);
         }
         if name.len() >= 4 && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
             let lower = name.to_ascii_lowercase();
-            let hits: Vec<Hash> = self
-                .versions()?
-                .into_iter()
-                .filter(|v| v.to_hex().starts_with(&lower))
-                .collect();
+            let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
             return match hits.len() {
                 0 => Err(unknown()),
                 1 => Ok(hits[0]),
-                count => Err(Error::AmbiguousRef {
-                    prefix: name.to_string(),
-                    count,
-                }),
+                count => Err(Error::AmbiguousRef { prefix: name.to_string(), count }),
             };
         }
         Err(unknown())
+    }
+
+    /// Figures about the store as a whole.
+    pub fn stats(&self) -> Result<StoreStats> {
+        Ok(StoreStats {
+            packs: self.packs.len(),
+            pack_bytes: self.packs.iter().map(|p| p.len).sum(),
+            blocks: self.index.len(),
+            payload_bytes: self.index.values().map(|e| u64::from(e.stored_len)).sum(),
+            raw_block_bytes: self.index.values().map(|e| u64::from(e.raw_len)).sum(),
+            versions: self.versions()?.len(),
+        })
     }
 
     /// The checked audit log.

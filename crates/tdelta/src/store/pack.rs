@@ -111,16 +111,11 @@ impl PackWriter {
         self.pos
     }
 
-    /// True when no block was added.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Appends one encoded block.
     pub fn add(&mut self, meta: BlockMeta, payload: &[u8]) -> Result<()> {
         let checksum = xxhash_rust::xxh3::xxh3_64(payload);
-        let stored_len = u32::try_from(payload.len())
-            .map_err(|_| Error::InvalidArgument("block payload over 4 GiB".into()))?;
+        let stored_len =
+            u32::try_from(payload.len()).map_err(|_| Error::InvalidArgument("block payload over 4 GiB".into()))?;
         let mut head = [0u8; RECORD_HEADER];
         head[..4].copy_from_slice(RECORD_MAGIC);
         head[4] = meta.codec;
@@ -159,10 +154,7 @@ impl PackWriter {
         foot[8..].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
         self.put(&foot)?;
         let id = Hash(self.digest.digest128());
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+        let file = self.out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
         let pack_path = packs_dir.join(format!("{id}.pack"));
         fsutil::commit_file(file, &self.tmp_path, &pack_path)?;
 
@@ -231,21 +223,12 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
     }
     let version = le_u32(bytes, 8);
     if version == 0 || version > PACK_VERSION {
-        return Err(Error::UnsupportedFormat {
-            file: path.to_path_buf(),
-            found: version,
-            supported: PACK_VERSION,
-        });
+        return Err(Error::UnsupportedFormat { file: path.to_path_buf(), found: version, supported: PACK_VERSION });
     }
     let count = le_u64(bytes, 16);
-    let expected = count
-        .checked_mul(INDEX_ENTRY as u64)
-        .and_then(|n| n.checked_add(32));
+    let expected = count.checked_mul(INDEX_ENTRY as u64).and_then(|n| n.checked_add(32));
     if expected != Some(bytes.len() as u64) {
-        return Err(Error::corrupt(
-            path,
-            format!("index claims {count} entries but is {} bytes long", bytes.len()),
-        ));
+        return Err(Error::corrupt(path, format!("index claims {count} entries but is {} bytes long", bytes.len())));
     }
     let end = bytes.len() - 8;
     let stored = le_u64(bytes, end);
@@ -274,12 +257,10 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         let in_range = e
             .offset
             .checked_add(u64::from(e.stored_len))
-            .is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
-        if !in_range || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
-            return Err(Error::corrupt(
-                path,
-                format!("index entry {i} (block {}) is inconsistent", e.hash),
-            ));
+            .is_some_and(|end| end + 16 <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
+        let sorted = entries.last().is_none_or(|p: &Entry| p.hash < e.hash);
+        if !in_range || !sorted || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
+            return Err(Error::corrupt(path, format!("index entry {i} (block {}) is inconsistent", e.hash)));
         }
         entries.push(e);
     }
@@ -302,10 +283,7 @@ pub(crate) fn read_payload(file: &File, path: &Path, entry: &Entry, buf: &mut Ve
     if sum != entry.checksum {
         return Err(Error::corrupt(
             path,
-            format!(
-                "payload of block {} at offset {} fails its checksum",
-                entry.hash, entry.offset
-            ),
+            format!("payload of block {} at offset {} fails its checksum", entry.hash, entry.offset),
         ));
     }
     Ok(())

@@ -21,12 +21,8 @@ const MAX_REF_FILE: u64 = 256;
 /// ASCII letters, digits, `.`, `_`, `-`, none empty or starting with `.`,
 /// at most 200 bytes, and not `HEAD`.
 pub fn validate_ref_name(name: &str) -> Result<()> {
-    let refuse = |reason: &str| {
-        Err(Error::InvalidRefName {
-            name: name.escape_debug().to_string(),
-            reason: reason.to_string(),
-        })
-    };
+    let refuse =
+        |reason: &str| Err(Error::InvalidRefName { name: name.escape_debug().to_string(), reason: reason.to_string() });
     if name.is_empty() {
         return refuse("empty");
     }
@@ -43,14 +39,8 @@ pub fn validate_ref_name(name: &str) -> Result<()> {
         if comp.starts_with('.') {
             return refuse("a component may not start with `.`");
         }
-        if let Some(c) = comp
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return refuse(&format!(
-                "character {:?} not allowed; use letters, digits, `.`, `_`, `-` and `/`",
-                c
-            ));
+        if let Some(c) = comp.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return refuse(&format!("character {:?} not allowed; use letters, digits, `.`, `_`, `-` and `/`", c));
         }
     }
     if name.ends_with(".lock") || name.ends_with(".tmp") {
@@ -88,9 +78,7 @@ pub(crate) fn read_ref(path: &Path) -> Result<Option<Hash>> {
     if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(line.as_bytes())) != sum {
         return Err(Error::corrupt(path, "ref checksum mismatch"));
     }
-    id.parse()
-        .map(Some)
-        .map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
+    id.parse().map(Some).map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
 }
 
 /// One entry of the audit log.
@@ -128,8 +116,8 @@ struct Sealed {
 }
 
 fn seal(entry: &AuditEntry) -> Result<Hash> {
-    let bytes = serde_json::to_vec(entry)
-        .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+    let bytes =
+        serde_json::to_vec(entry).map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
     Ok(Hash::of(&bytes))
 }
 

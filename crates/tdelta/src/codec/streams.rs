@@ -1,0 +1,234 @@
+//! The stream container shared by the plane codecs: a small header, then
+//! each stream stored raw, as one constant byte, or as one zstd frame.
+//!
+//! Layout (all integers little-endian), see `FORMAT.md`:
+//!
+//! ```text
+//! u8 count
+//! count × { u8 method, u32 raw_len, u32 stored_len }
+//! the stored bytes of each stream, in order, back to back
+//! ```
+
+use std::cell::RefCell;
+
+use super::CodecError;
+
+/// How one stream is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Method {
+    /// The bytes as they are.
+    Raw = 0,
+    /// One zstd frame.
+    Zstd = 1,
+    /// One byte, repeated `raw_len` times.
+    Const = 2,
+    /// Context-conditioned rANS (`rans.rs`), contexts from the codec's
+    /// context plane.
+    Rans = 3,
+}
+
+/// Most streams a payload may hold.
+pub(crate) const MAX_STREAMS: usize = 8;
+/// Bytes of header per stream.
+const ENTRY: usize = 9;
+
+thread_local! {
+    static RANS_TABLES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd-compresses `src` into `dst` (whose length is the most it may
+/// take); returns the compressed size, or `None` when it does not fit.
+pub(crate) fn zstd_compress(src: &[u8], level: i32, dst: &mut [u8]) -> Option<usize> {
+    CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, comp) = c.as_mut()?;
+        comp.compress_to_buffer(src, dst).ok()
+    })
+}
+
+/// zstd-compresses `src`, appending to `out`; returns false (and leaves
+/// `out` as it was) when the frame would not be smaller than `src`.
+pub(crate) fn zstd_append(src: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let room = src.len().saturating_sub(1);
+    out.resize(start + room, 0);
+    match zstd_compress(src, level, &mut out[start..]) {
+        Some(n) => {
+            out.truncate(start + n);
+            true
+        }
+        None => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+/// Decompresses one zstd frame into exactly `out.len()` bytes.
+pub(crate) fn zstd_decompress(codec: &'static str, src: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    let r = DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress_to_buffer(src, out)
+    });
+    match r {
+        Ok(n) if n == out.len() => Ok(()),
+        Ok(n) => Err(malformed(codec, format!("zstd stream decoded to {n} bytes, expected {}", out.len()))),
+        Err(e) => Err(malformed(codec, format!("zstd stream: {e}"))),
+    }
+}
+
+pub(crate) fn malformed(codec: &'static str, reason: String) -> CodecError {
+    CodecError::Malformed { codec, reason }
+}
+
+/// A rough order-0 entropy test: true when `s` looks incompressible
+/// (more than ~7.9 bits per byte), so zstd need not be tried.
+fn looks_random(s: &[u8]) -> bool {
+    if s.len() < 4096 {
+        return false;
+    }
+    // Sample up to 64 KiB spread over the stream.
+    let mut h = [0u32; 256];
+    let step = (s.len() / 65536).max(1);
+    let mut n = 0u32;
+    for &b in s.iter().step_by(step) {
+        h[b as usize] += 1;
+        n += 1;
+    }
+    let nf = f64::from(n);
+    let bits: f64 = h
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / nf;
+            -p * p.log2()
+        })
+        .sum();
+    bits > 7.9
+}
+
+/// Builds a payload holding `streams`, each stored the smallest way found:
+/// with rANS (stream `i` coded in the contexts `ctxs[i]`, when given) when
+/// `entropy` is set, else with zstd at `level`.
+pub(crate) fn encode_streams(streams: &[&[u8]], ctxs: &[Option<&[u8]>], entropy: bool, level: i32, out: &mut Vec<u8>) {
+    debug_assert!(streams.len() <= MAX_STREAMS);
+    out.clear();
+    out.push(streams.len() as u8);
+    let header = out.len();
+    out.resize(header + ENTRY * streams.len(), 0);
+    for (i, s) in streams.iter().enumerate() {
+        let start = out.len();
+        let method = if !s.is_empty() && s.iter().all(|&b| b == s[0]) {
+            out.push(s[0]);
+            Method::Const
+        } else if entropy {
+            let ok = match ctxs.get(i).copied().flatten() {
+                Some(c) => super::rans::encode(s, |i| c[i], s.len(), out),
+                None => super::rans::encode(s, |_| 0, s.len(), out),
+            };
+            if ok {
+                Method::Rans
+            } else {
+                out.extend_from_slice(s);
+                Method::Raw
+            }
+        } else if s.is_empty() || looks_random(s) || !zstd_append(s, level, out) {
+            out.extend_from_slice(s);
+            Method::Raw
+        } else {
+            Method::Zstd
+        };
+        let stored = (out.len() - start) as u32;
+        let e = &mut out[header + ENTRY * i..header + ENTRY * (i + 1)];
+        e[0] = method as u8;
+        e[1..5].copy_from_slice(&(s.len() as u32).to_le_bytes());
+        e[5..9].copy_from_slice(&stored.to_le_bytes());
+    }
+}
+
+/// One stream of a parsed payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stream<'a> {
+    method: Method,
+    /// Decoded length.
+    pub(crate) raw_len: usize,
+    data: &'a [u8],
+}
+
+/// Parses the header of a stream payload: it must hold exactly `count`
+/// streams, and the stored lengths must add up to the payload exactly.
+pub(crate) fn parse_streams<'a>(
+    codec: &'static str,
+    payload: &'a [u8],
+    count: usize,
+) -> Result<[Stream<'a>; MAX_STREAMS], CodecError> {
+    debug_assert!(count <= MAX_STREAMS);
+    let empty = Stream { method: Method::Raw, raw_len: 0, data: &[] };
+    let mut out = [empty; MAX_STREAMS];
+    let Some((&n, rest)) = payload.split_first() else {
+        return Err(malformed(codec, "empty payload".into()));
+    };
+    if usize::from(n) != count {
+        return Err(malformed(codec, format!("{n} streams, expected {count}")));
+    }
+    let Some((head, mut data)) = rest.split_at_checked(ENTRY * count) else {
+        return Err(malformed(codec, "truncated stream header".into()));
+    };
+    for (i, e) in head.chunks_exact(ENTRY).enumerate() {
+        let method = match e[0] {
+            0 => Method::Raw,
+            1 => Method::Zstd,
+            2 => Method::Const,
+            3 => Method::Rans,
+            m => return Err(malformed(codec, format!("stream {i}: unknown method {m}"))),
+        };
+        let raw_len = u32::from_le_bytes(e[1..5].try_into().expect("4 bytes")) as usize;
+        let stored = u32::from_le_bytes(e[5..9].try_into().expect("4 bytes")) as usize;
+        let Some((s, rest)) = data.split_at_checked(stored) else {
+            return Err(malformed(codec, format!("stream {i}: {stored} bytes past the payload end")));
+        };
+        let ok = match method {
+            Method::Raw => stored == raw_len,
+            Method::Const => stored == 1,
+            Method::Zstd | Method::Rans => true,
+        };
+        if !ok {
+            return Err(malformed(codec, format!("stream {i}: stored length {stored} for raw length {raw_len}")));
+        }
+        out[i] = Stream { method, raw_len, data: s };
+        data = rest;
+    }
+    if !data.is_empty() {
+        return Err(malformed(codec, format!("{} trailing bytes", data.len())));
+    }
+    Ok(out)
+}
+
+impl Stream<'_> {
+    /// Decodes the stream into `out`, which must be `raw_len` long; `ctx`
+    /// is the context plane of a rANS stream (as long as `out`).
+    pub(crate) fn decode(&self, codec: &'static str, out: &mut [u8], ctx: Option<&[u8]>) -> Result<(), CodecError> {
+        if out.len() != self.raw_len {
+            return Err(malformed(codec, format!("stream of {} bytes, expected {}", self.raw_len, out.len())));
+        }
+        match self.method {
+            Method::Raw => out.copy_from_slice(self.data),
+            Method::Const => out.fill(self.data[0]),
+            Method::Zstd => zstd_decompress(codec, self.data, out)?,
+            Method::Rans => RANS_TABLES.with(|t| {
+                let mut t = t.borrow_mut();
+                super::rans::decode(codec, self.data, ctx, out, &mut t)
+            })?,
+        }
+        Ok(())
+    }
+}

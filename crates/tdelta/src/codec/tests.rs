@@ -1,0 +1,283 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn round_trip(dtype: DType, new: &[u8], base: Option<&[u8]>) -> Encoded {
+    let e = encode(dtype, new, base, &EncodeParams::default());
+    assert!(e.payload.len() <= new.len(), "{dtype}: payload larger than raw");
+    let mut out = vec![0xA5u8; new.len()];
+    decode(dtype, e.codec, &e.payload, base, &mut out)
+        .unwrap_or_else(|err| panic!("{dtype} {}: {err}", e.codec.name()));
+    assert!(out == new, "{dtype} {}: round trip differs", e.codec.name());
+    e
+}
+
+/// Every plane/delta codec on its own, whatever `encode` would pick.
+fn round_trip_all_codecs(dtype: DType, new: &[u8], base: &[u8]) {
+    let word = Word::of(dtype);
+    if new.len() % word.size() != 0 {
+        return;
+    }
+    for (codec, kind) in
+        [(CodecId::Planes, Kind::Plain), (CodecId::XorPlanes, Kind::Xor), (CodecId::UlpPlanes, Kind::Sub)]
+    {
+        let payload = encode_planes(word, kind, new, base, 1);
+        let mut out = vec![0u8; new.len()];
+        decode(dtype, codec, &payload, Some(base), &mut out).unwrap();
+        assert!(out == new, "{dtype} {}", codec.name());
+    }
+    let mut out = vec![0u8; new.len()];
+    let b = baseline::bitx_like(dtype, new, base);
+    baseline::bitx_like_decode(dtype, &b, base, &mut out).unwrap();
+    assert!(out == new, "{dtype} bitx_like");
+    let z = baseline::zipnn_like(dtype, new);
+    baseline::zipnn_like_decode(dtype, &z, &mut out).unwrap();
+    assert!(out == new, "{dtype} zipnn_like");
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// BF16 weights ~ N(0, 0.02) and a fine-tune moving most by a few ULPs.
+fn bf16_pair(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let r = noise(seed, n * 8);
+    let mut base = Vec::with_capacity(n * 2);
+    let mut new = Vec::with_capacity(n * 2);
+    for c in r.chunks_exact(8) {
+        // Sum of uniforms: roughly normal.
+        let s: f32 = c[..4].iter().map(|&b| f32::from(b) / 255.0 - 0.5).sum::<f32>() * 0.035;
+        let b = half::bf16::from_f32(s).to_bits();
+        let d: i16 = match c[4] % 10 {
+            0..=5 => 0,
+            6 | 7 => 1,
+            8 => -1,
+            _ => i16::from(c[5] % 7) - 3,
+        };
+        let nb = (b as i16).wrapping_add(d) as u16;
+        base.extend_from_slice(&b.to_le_bytes());
+        new.extend_from_slice(&nb.to_le_bytes());
+    }
+    (new, base)
+}
+
+#[test]
+fn codec_ids_round_trip() {
+    for c in CodecId::ALL {
+        assert_eq!(CodecId::from_u8(*c as u8).unwrap(), *c);
+        assert!(!c.name().is_empty());
+    }
+    assert!(CodecId::from_u8(200).is_err());
+    assert!(CodecId::UlpPlanes.needs_base() && CodecId::XorPlanes.needs_base());
+    assert!(!CodecId::Planes.needs_base());
+}
+
+#[test]
+fn special_float_values_round_trip() {
+    let f32s = [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x7FC0_1234),
+        f32::from_bits(0xFF80_0001),
+        f32::MIN_POSITIVE / 3.0,
+        -f32::MIN_POSITIVE / 7.0,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+        -1.0,
+    ];
+    for dtype in DType::ALL {
+        let size = dtype.align();
+        // Build blocks from the bit patterns of the special values,
+        // truncated/extended to the element size, in every pairing.
+        let mut vals: Vec<u8> = Vec::new();
+        for v in f32s {
+            let b = v.to_bits();
+            let w: u64 = match size {
+                8 => f64::from(v).to_bits(),
+                4 => u64::from(b),
+                2 => u64::from(b >> 16),
+                _ => u64::from(b >> 24),
+            };
+            vals.extend_from_slice(&w.to_le_bytes()[..size]);
+        }
+        let m = vals.len() / size;
+        let mut new = Vec::new();
+        let mut base = Vec::new();
+        for i in 0..m {
+            for j in 0..m {
+                new.extend_from_slice(&vals[i * size..(i + 1) * size]);
+                base.extend_from_slice(&vals[j * size..(j + 1) * size]);
+            }
+        }
+        round_trip(dtype, &new, None);
+        round_trip(dtype, &new, Some(&base));
+        round_trip_all_codecs(dtype, &new, &base);
+        // Sign flips only.
+        let flipped: Vec<u8> = base
+            .chunks(size)
+            .flat_map(|c| {
+                let mut c = c.to_vec();
+                *c.last_mut().unwrap() ^= 0x80;
+                c
+            })
+            .collect();
+        round_trip(dtype, &flipped, Some(&base));
+        round_trip_all_codecs(dtype, &flipped, &base);
+    }
+}
+
+#[test]
+fn every_16_bit_pattern_against_neighbours() {
+    let new: Vec<u8> = (0..=u16::MAX).flat_map(|v| v.to_le_bytes()).collect();
+    for shift in [1u16, 3, 0x8000, 0x7FFF, 0xFFFF] {
+        let base: Vec<u8> = (0..=u16::MAX).flat_map(|v| v.wrapping_add(shift).to_le_bytes()).collect();
+        for dtype in [DType::BF16, DType::F16, DType::I16, DType::U16] {
+            round_trip(dtype, &new, Some(&base));
+            round_trip_all_codecs(dtype, &new, &base);
+        }
+    }
+}
+
+#[test]
+fn every_8_bit_pattern() {
+    let new: Vec<u8> = (0..=255u8).collect();
+    let base: Vec<u8> = (0..=255u8).rev().collect();
+    for dtype in DType::ALL.into_iter().filter(|d| d.align() == 1) {
+        round_trip(dtype, &new, Some(&base));
+        round_trip_all_codecs(dtype, &new, &base);
+    }
+}
+
+#[test]
+fn realistic_bf16_compresses() {
+    let (new, base) = bf16_pair(1 << 18, 7);
+    let plain = round_trip(DType::BF16, &base, None);
+    assert_eq!(plain.codec, CodecId::Planes);
+    assert!(plain.payload.len() < base.len() * 7 / 10, "{}", plain.payload.len());
+    let delta = round_trip(DType::BF16, &new, Some(&base));
+    assert!(delta.codec.needs_base(), "{:?}", delta.codec);
+    let bitx = baseline::bitx_like(DType::BF16, &new, &base);
+    assert!(delta.payload.len() < bitx.len(), "{} vs bitx {}", delta.payload.len(), bitx.len());
+}
+
+#[test]
+fn lengths_not_whole_elements_and_empty() {
+    for dtype in DType::ALL {
+        for len in [0usize, 1, 3, 5, 7, 9, 1001] {
+            let new = noise(len as u64, len);
+            let base = noise(len as u64 + 1, len);
+            round_trip(dtype, &new, None);
+            round_trip(dtype, &new, Some(&base));
+        }
+    }
+}
+
+#[test]
+fn garbage_and_truncated_payloads_are_errors() {
+    let (new, base) = bf16_pair(4096, 3);
+    for dtype in [DType::BF16, DType::F32, DType::U8, DType::F4] {
+        for b in [None, Some(&base[..])] {
+            let e = encode(dtype, &new, b, &EncodeParams::default());
+            let mut out = vec![0u8; new.len()];
+            for cut in [0, 1, 5, e.payload.len() / 2, e.payload.len() - 1] {
+                assert!(decode(dtype, e.codec, &e.payload[..cut], b, &mut out).is_err(), "cut {cut}");
+            }
+            // Wrong output length.
+            let mut short = vec![0u8; new.len() - 2];
+            assert!(decode(dtype, e.codec, &e.payload, b, &mut short).is_err());
+        }
+    }
+    // Delta codecs without, or with a wrong, base.
+    let e = encode(DType::BF16, &new, Some(&base), &EncodeParams::default());
+    let mut out = vec![0u8; new.len()];
+    assert!(decode(DType::BF16, e.codec, &e.payload, None, &mut out).is_err());
+    assert!(decode(DType::BF16, e.codec, &e.payload, Some(&base[2..]), &mut out).is_err());
+}
+
+#[test]
+fn lying_stream_headers_are_errors() {
+    let mut out = vec![0u8; 1 << 16];
+    // Two streams claiming huge raw lengths, stored as constants.
+    let mut p = vec![2u8];
+    for _ in 0..2 {
+        p.push(2);
+        p.extend_from_slice(&u32::MAX.to_le_bytes());
+        p.extend_from_slice(&1u32.to_le_bytes());
+    }
+    p.extend_from_slice(&[0, 0]);
+    assert!(decode(DType::BF16, CodecId::Planes, &p, None, &mut out).is_err());
+    // A zstd frame that decodes to more than the plane.
+    let z = zstd::bulk::compress(&vec![7u8; 1 << 20], 1).unwrap();
+    let mut p = vec![2u8];
+    for len in [z.len(), 1] {
+        p.push(if len == 1 { 2 } else { 1 });
+        p.extend_from_slice(&(1u32 << 15).to_le_bytes());
+        p.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+    p.extend_from_slice(&z);
+    p.push(0);
+    assert!(decode(DType::BF16, CodecId::Planes, &p, None, &mut out).is_err());
+}
+
+fn any_dtype() -> impl Strategy<Value = DType> {
+    proptest::sample::select(DType::ALL.to_vec())
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_round_trip(dtype in any_dtype(), new in proptest::collection::vec(any::<u8>(), 0..3000), seed in any::<u64>()) {
+        let base = noise(seed, new.len());
+        round_trip(dtype, &new, None);
+        round_trip(dtype, &new, Some(&base));
+        round_trip_all_codecs(dtype, &new, &base);
+    }
+
+    #[test]
+    fn near_base_round_trip(dtype in any_dtype(), base in proptest::collection::vec(any::<u8>(), 0..3000), seed in any::<u64>()) {
+        // A few bytes of the base changed, low bits mostly.
+        let r = noise(seed, base.len());
+        let new: Vec<u8> = base.iter().zip(&r).map(|(&b, &x)| if x < 40 { b ^ (x & 7) } else if x == 255 { b ^ 0x80 } else { b }).collect();
+        round_trip(dtype, &new, Some(&base));
+        round_trip_all_codecs(dtype, &new, &base);
+    }
+
+    #[test]
+    fn garbage_never_panics(codec in 0u8..8, dtype in any_dtype(), len in 0usize..5000, payload in proptest::collection::vec(any::<u8>(), 0..400), seed in any::<u64>()) {
+        let base = noise(seed, len);
+        let mut out = vec![0u8; len];
+        if let Ok(c) = CodecId::from_u8(codec) {
+            let _ = decode(dtype, c, &payload, Some(&base), &mut out);
+            let _ = decode(dtype, c, &payload, None, &mut out);
+        }
+        let _ = baseline::bitx_like_decode(dtype, &payload, &base, &mut out);
+        let _ = baseline::zipnn_like_decode(dtype, &payload, &mut out);
+    }
+
+    #[test]
+    fn mutated_payloads_never_panic(seed in any::<u64>(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let (new, base) = bf16_pair(2048, seed);
+        for b in [None, Some(&base[..])] {
+            let e = encode(DType::BF16, &new, b, &EncodeParams::default());
+            let mut p = e.payload.clone();
+            for (i, x) in &flips {
+                let i = i % p.len();
+                p[i] ^= x | 1;
+            }
+            let mut out = vec![0u8; new.len()];
+            let _ = decode(DType::BF16, e.codec, &p, Some(&base), &mut out);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Element-wise bit transforms and byte-plane (de)interleaving.
+//!
+//! All transforms here are bijections on bit patterns, so every codec built
+//! on them is bit-exact for any input (NaN payloads, -0.0, subnormals...).
+
+use crate::DType;
+
+/// How the bits of one element are prepared before a plane split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Word {
+    /// Opaque bytes: no transform, one plane.
+    Bytes,
+    /// Integer of `size` bytes, no bit transform.
+    Int(usize),
+    /// IEEE-like float of `size` bytes (sign bit on top).
+    Float(usize),
+}
+
+impl Word {
+    /// The word kind of a dtype.
+    pub(crate) fn of(dtype: DType) -> Word {
+        let size = (dtype.bits() / 8) as usize;
+        if !dtype.bits().is_multiple_of(8) || size <= 1 && !dtype.is_float() {
+            return Word::Bytes;
+        }
+        if dtype.is_float() {
+            Word::Float(size)
+        } else if dtype == DType::C64 {
+            // Two f32 (real, imaginary): transform as floats of 4 bytes.
+            Word::Float(4)
+        } else {
+            Word::Int(size)
+        }
+    }
+
+    /// Bytes per transformed word.
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Word::Bytes => 1,
+            Word::Int(s) | Word::Float(s) => s,
+        }
+    }
+
+    /// True for floats.
+    pub(crate) fn is_float(self) -> bool {
+        matches!(self, Word::Float(_))
+    }
+}
+
+/// Sign-magnitude float bits to an unsigned integer whose order is the
+/// numeric order of the floats (NaNs at both ends).
+macro_rules! ordered {
+    ($t:ty, $x:expr) => {{
+        let x: $t = $x;
+        let sign = x >> (<$t>::BITS - 1);
+        // Negative: flip all bits; positive: set the sign bit.
+        x ^ ((0 as $t).wrapping_sub(sign) | (1 as $t) << (<$t>::BITS - 1))
+    }};
+}
+
+/// Inverse of `ordered!`.
+macro_rules! unordered {
+    ($t:ty, $x:expr) => {{
+        let x: $t = $x;
+        let top = x >> (<$t>::BITS - 1);
+        // top == 1: was positive, clear the sign bit; top == 0: flip all.
+        x ^ ((top.wrapping_sub(1)) | (1 as $t) << (<$t>::BITS - 1))
+    }};
+}
+
+macro_rules! zigzag {
+    ($t:ty, $s:ty, $d:expr) => {{
+        let d: $t = $d;
+        (d << 1) ^ (((d as $s) >> (<$t>::BITS - 1)) as $t)
+    }};
+}
+
+macro_rules! unzigzag {
+    ($t:ty, $z:expr) => {{
+        let z: $t = $z;
+        (z >> 1) ^ (0 as $t).wrapping_sub(z & 1)
+    }};
+}
+
+/// Forward transform of one word type: plane `p` of element `i` goes to
+/// `planes[p * n + i]`. The float transform rotates the word left by one
+/// so the sign becomes the lowest bit and the top byte holds the exponent.
+macro_rules! gen_split {
+    ($name:ident, $t:ty, $s:ty) => {
+        fn $name(kind: Kind, float: bool, new: &[u8], base: &[u8], planes: &mut [u8]) {
+            const S: usize = std::mem::size_of::<$t>();
+            let n = new.len() / S;
+            let base = if kind == Kind::Plain { new } else { base };
+            let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().unwrap());
+            let f = |a: &[u8], b: &[u8]| -> $t {
+                let (a, b) = (word(a), word(b));
+                match kind {
+                    Kind::Plain if float => a.rotate_left(1),
+                    Kind::Plain => a,
+                    Kind::Xor if float => (a ^ b).rotate_left(1),
+                    Kind::Xor => a ^ b,
+                    Kind::Sub if float => zigzag!($t, $s, ordered!($t, a).wrapping_sub(ordered!($t, b))),
+                    Kind::Sub => zigzag!($t, $s, a.wrapping_sub(b)),
+                }
+            };
+            if S == 1 {
+                for (o, (a, b)) in planes.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
+                    *o = f(a, b) as u8;
+                }
+                return;
+            }
+            // Whole words at a time, then scattered to the planes.
+            for (p, col) in planes.chunks_exact_mut(n.max(1)).take(S).enumerate() {
+                let shift = 8 * p as u32;
+                for (o, (a, b)) in col.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
+                    *o = (f(a, b) >> shift) as u8;
+                }
+            }
+        }
+    };
+}
+
+macro_rules! gen_merge {
+    ($name:ident, $t:ty) => {
+        /// Inverse transform of one word type, from planes into `out`.
+        fn $name(kind: Kind, float: bool, planes: &[u8], base: &[u8], out: &mut [u8]) {
+            const S: usize = std::mem::size_of::<$t>();
+            let n = out.len() / S;
+            let cols: [&[u8]; S] = std::array::from_fn(|p| &planes[p * n..(p + 1) * n]);
+            let base = if kind == Kind::Plain { planes } else { base };
+            let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().unwrap());
+            let (lo, hi) = (cols[0], cols[S - 1]);
+            for (i, (o, b)) in out.chunks_exact_mut(S).zip(base.chunks_exact(S)).enumerate() {
+                let v = if S == 2 {
+                    // The common case, without the per-plane loop.
+                    (<$t>::from(hi[i]) << (8 * (S - 1))) | <$t>::from(lo[i])
+                } else {
+                    let mut bytes = [0u8; S];
+                    for p in 0..S {
+                        bytes[p] = cols[p][i];
+                    }
+                    <$t>::from_le_bytes(bytes)
+                };
+                let r = match kind {
+                    Kind::Plain if float => v.rotate_right(1),
+                    Kind::Plain => v,
+                    Kind::Xor if float => v.rotate_right(1) ^ word(b),
+                    Kind::Xor => v ^ word(b),
+                    Kind::Sub if float => unordered!($t, ordered!($t, word(b)).wrapping_add(unzigzag!($t, v))),
+                    Kind::Sub => word(b).wrapping_add(unzigzag!($t, v)),
+                };
+                o.copy_from_slice(&r.to_le_bytes());
+            }
+        }
+    };
+}
+
+gen_split!(split16, u16, i16);
+gen_split!(split32, u32, i32);
+gen_split!(split64, u64, i64);
+gen_split!(split8, u8, i8);
+gen_merge!(merge16, u16);
+gen_merge!(merge32, u32);
+gen_merge!(merge64, u64);
+gen_merge!(merge8, u8);
+
+/// Which element-wise transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The value itself (floats rotated so the sign is the low bit).
+    Plain,
+    /// `new ^ base` (floats rotated like `Plain`).
+    Xor,
+    /// Zigzag of `ord(new) - ord(base)`, wrapping, where `ord` maps floats
+    /// to order-preserving integers and is the identity on integers.
+    Sub,
+}
+
+/// Transforms `new` (and `base` for deltas) into `word.size()` planes of
+/// `new.len() / word.size()` bytes each, written to `planes` (same length
+/// as `new`). `new.len()` must be a multiple of the word size.
+pub(crate) fn split(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
+    let f = word.is_float();
+    match word.size() {
+        2 => split16(kind, f, new, base, planes),
+        4 => split32(kind, f, new, base, planes),
+        8 => split64(kind, f, new, base, planes),
+        _ => split8(kind, f, new, base, planes),
+    }
+}
+
+/// Inverse of [`split`].
+pub(crate) fn merge(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
+    let f = word.is_float();
+    match word.size() {
+        2 => merge16(kind, f, planes, base, out),
+        4 => merge32(kind, f, planes, base, out),
+        8 => merge64(kind, f, planes, base, out),
+        _ => merge8(kind, f, planes, base, out),
+    }
+}
+
+/// Writes the top byte of each float-rotated word of `src` (the exponent,
+/// or its top 8 bits) to `out` (one byte per word).
+pub(crate) fn top_plane(word: Word, src: &[u8], out: &mut [u8]) {
+    let s = word.size();
+    for (o, w) in out.iter_mut().zip(src.chunks_exact(s)) {
+        let hi = w[s - 1];
+        let lo = if s >= 2 { w[s - 2] } else { hi };
+        *o = if word.is_float() { hi << 1 | lo >> 7 } else { hi };
+    }
+}

@@ -1,0 +1,571 @@
+//! Packing a checkpoint into the store as a new version.
+//!
+//! The source is cut into runs (the verbatim header of a safetensors file,
+//! each tensor, each blob file), each run into element-aligned blocks. The
+//! files are mapped in windows of at most [`PackOptions::window`] bytes;
+//! within a window, blocks are hashed and encoded in parallel; a writer
+//! thread appends the new ones, in order, to pack files while the next
+//! window is encoded (a bounded pipeline: at most two windows of encoded
+//! payloads wait). The manifest lands after its packs, `HEAD` moves last.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr;
+use std::thread;
+
+use rayon::prelude::*;
+
+use super::Progress;
+use crate::checkpoint::{self, FileKind, Layout};
+use crate::codec::{self, EncodeParams};
+use crate::error::IoContext;
+use crate::hash::Hash;
+use crate::store::Store;
+use crate::store::manifest::{FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
+use crate::store::pack::{BlockMeta, PackWriter};
+use crate::store::read::Scratch;
+use crate::{DType, Error, Result};
+
+/// A pack file is closed and a new one started past this size.
+const PACK_ROLL_BYTES: u64 = 1 << 30;
+
+/// How deep delta chains may grow, which bounds what a restore decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Delta against the base version's block while that block is less than
+    /// `K` levels deep; past that, delta against the full block at the root
+    /// of its chain (depth 1 again). `chain:1` deltas every version against
+    /// the last full version (the "root" policy).
+    Chain(u16),
+    /// Delta against the base version's block while that block is less than
+    /// `K` levels deep; past that, store the block in full (a keyframe).
+    Keyframe(u16),
+    /// Never delta: every new block is stored in full.
+    Full,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::Chain(DEFAULT_CHAIN)
+    }
+}
+
+/// Depth bound of the default policy (chosen by measurement, see README).
+pub const DEFAULT_CHAIN: u16 = 8;
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::Chain(k) => write!(f, "chain:{k}"),
+            Policy::Keyframe(k) => write!(f, "keyframe:{k}"),
+            Policy::Full => write!(f, "full"),
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Policy> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid policy `{s}`: expected chain:K, keyframe:K (K in 1..=1000), root or full"
+            ))
+        };
+        let depth = |k: &str| match k.parse::<u16>() {
+            Ok(k) if (1..=1000).contains(&k) => Ok(k),
+            _ => Err(bad()),
+        };
+        match s.split_once(':') {
+            None if s == "root" => Ok(Policy::Chain(1)),
+            None if s == "full" => Ok(Policy::Full),
+            Some(("chain", k)) => Ok(Policy::Chain(depth(k)?)),
+            Some(("keyframe", k)) => Ok(Policy::Keyframe(depth(k)?)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Which version serves as the delta base.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BaseChoice {
+    /// The version `HEAD` points to (none in an empty store).
+    #[default]
+    Head,
+    /// A given version.
+    Version(Hash),
+    /// No base: content dedup only.
+    None,
+}
+
+/// Options of [`pack`].
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Free text describing the version.
+    pub message: String,
+    /// Who packs it (default: `TDELTA_AUTHOR`, or `$USER@host`).
+    pub author: Option<String>,
+    /// Free key/value metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Metrics (e.g. eval scores).
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// The delta base.
+    pub base: BaseChoice,
+    /// The chain-depth policy.
+    pub policy: Policy,
+    /// Encoder settings.
+    pub encode: EncodeParams,
+    /// A tag (ref) to point at the new version.
+    pub tag: Option<String>,
+    /// Move the tag even if it exists.
+    pub force_tag: bool,
+    /// Bytes of source mapped and encoded at a time.
+    pub window: u64,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            message: String::new(),
+            author: None,
+            meta: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            base: BaseChoice::Head,
+            policy: Policy::default(),
+            encode: EncodeParams::default(),
+            tag: None,
+            force_tag: false,
+            window: 64 << 20,
+        }
+    }
+}
+
+/// What [`pack`] did.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    /// The new version.
+    pub id: Hash,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Packs written.
+    pub packs: Vec<Hash>,
+}
+
+/// One run of bytes cut into blocks: a header, a tensor or a blob.
+struct Run<'a> {
+    file: usize,
+    dtype: DType,
+    offset: u64,
+    len: u64,
+    /// The blocks of the same run in the base version.
+    base: Option<&'a [Hash]>,
+}
+
+/// One block to hash and maybe encode.
+#[derive(Clone, Copy)]
+struct Job {
+    run: usize,
+    index: usize,
+    offset: u64,
+    len: u64,
+}
+
+/// A block new to the store, encoded.
+struct NewBlock {
+    meta: BlockMeta,
+    payload: Vec<u8>,
+}
+
+enum Outcome {
+    Known(Hash),
+    New(NewBlock),
+}
+
+/// Packs the checkpoint at `source` as a new version and moves `HEAD` (and
+/// the tag, if asked) to it.
+pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport> {
+    let ckpt = checkpoint::open(source)?;
+    if opts.window < u64::from(store.config().block_size) {
+        return Err(Error::InvalidArgument("pack window is smaller than a block".into()));
+    }
+    let _lock = store.lock()?;
+    store.load_packs()?;
+    if let Some(tag) = &opts.tag {
+        crate::validate_ref_name(tag)?;
+        if !opts.force_tag
+            && let Some(old) = store.read_ref(tag)?
+        {
+            return Err(Error::InvalidArgument(format!(
+                "tag `{tag}` already points to {}; pass --force to move it",
+                old.short()
+            )));
+        }
+    }
+    let head = store.read_ref("HEAD")?;
+    let base_id = match &opts.base {
+        BaseChoice::Head => head,
+        BaseChoice::Version(id) => Some(*id),
+        BaseChoice::None => None,
+    };
+    let base = base_id.map(|id| store.manifest(id)).transpose()?;
+    let block_size = store.config().block_size;
+
+    // Runs, with their base blocks.
+    let mut base_tensors: HashMap<&str, &TensorEntry> = HashMap::new();
+    let mut base_files: HashMap<&str, &FileEntry> = HashMap::new();
+    if let Some(b) = &base {
+        for f in &b.files {
+            base_files.insert(&f.path, f);
+            for t in f.tensors() {
+                base_tensors.entry(&t.name).or_insert(t);
+            }
+        }
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for (fi, f) in ckpt.files.iter().enumerate() {
+        let bf = base_files.get(f.rel_path.as_str());
+        match &f.kind {
+            FileKind::Safetensors(h) => {
+                let base_header = bf.and_then(|b| match &b.content {
+                    FileContent::Safetensors { header_blocks, .. } => Some(header_blocks.as_slice()),
+                    FileContent::Blob { .. } => None,
+                });
+                runs.push(Run { file: fi, dtype: DType::U8, offset: 0, len: h.data_start, base: base_header });
+                for t in &h.tensors {
+                    let bt = base_tensors.get(t.name.as_str()).filter(|b| b.dtype == t.dtype);
+                    runs.push(Run {
+                        file: fi,
+                        dtype: t.dtype,
+                        offset: t.start,
+                        len: t.len,
+                        base: bt.map(|b| b.blocks.as_slice()),
+                    });
+                }
+            }
+            FileKind::Blob => {
+                let base_blob = bf.and_then(|b| match &b.content {
+                    FileContent::Blob { blocks } => Some(blocks.as_slice()),
+                    FileContent::Safetensors { .. } => None,
+                });
+                runs.push(Run { file: fi, dtype: DType::U8, offset: 0, len: f.len, base: base_blob });
+            }
+        }
+    }
+    let mut run_hashes: Vec<Vec<Hash>> = runs
+        .iter()
+        .map(|r| Vec::with_capacity(crate::block::count(r.len, block_size, r.dtype.align()) as usize))
+        .collect();
+
+    let total: u64 = ckpt.files.iter().map(|f| f.len).sum();
+    progress.begin("packing", total);
+
+    let store_ref: &Store = store;
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<NewBlock>>(2);
+    let tmp_dir = store_ref.tmp_dir();
+    let packs_dir = store_ref.packs_dir();
+    let mut stats = VersionStats { raw_bytes: total, ..VersionStats::default() };
+
+    let result = thread::scope(|s| {
+        let writer = s.spawn(move || write_packs(rx, &tmp_dir, &packs_dir));
+        let produced = (|| -> Result<()> {
+            let mut seen: HashSet<Hash> = HashSet::new();
+            for (fi, f) in ckpt.files.iter().enumerate() {
+                let file = File::open(&f.path).at(&f.path)?;
+                let jobs: Vec<Job> = runs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.file == fi)
+                    .flat_map(|(ri, r)| {
+                        crate::block::ranges(r.len, block_size, r.dtype.align())
+                            .enumerate()
+                            .map(move |(index, (off, len))| Job { run: ri, index, offset: r.offset + off, len })
+                    })
+                    .collect();
+                for window in windows(&jobs, opts.window) {
+                    let start = window[0].offset;
+                    let last = window[window.len() - 1];
+                    let span = (last.offset + last.len - start) as usize;
+                    let map = checkpoint::map_range(&file, &f.path, start, span)?;
+                    checkpoint::advise_sequential(&map);
+                    let outcomes: Vec<Result<Outcome>> = window
+                        .par_iter()
+                        .map_init(
+                            || (Scratch::default(), Vec::new()),
+                            |(scratch, basebuf), job| {
+                                let lo = (job.offset - start) as usize;
+                                let bytes = &map[lo..lo + job.len as usize];
+                                encode_job(store_ref, &runs[job.run], job, bytes, &seen, opts, scratch, basebuf)
+                                    .map_err(|e| in_block(&ckpt.root, f, &runs[job.run], job, e))
+                            },
+                        )
+                        .collect();
+                    drop(map);
+                    let mut batch = Vec::new();
+                    for (job, o) in window.iter().zip(outcomes) {
+                        let hash = match o? {
+                            Outcome::Known(h) => {
+                                stats.reused_blocks += 1;
+                                h
+                            }
+                            Outcome::New(nb) => {
+                                let h = nb.meta.hash;
+                                if store_ref.has_block(h) || !seen.insert(h) {
+                                    stats.reused_blocks += 1;
+                                } else {
+                                    stats.new_blocks += 1;
+                                    stats.stored_bytes += nb.payload.len() as u64;
+                                    if nb.meta.base.is_some() {
+                                        stats.delta_blocks += 1;
+                                    }
+                                    stats.max_depth = stats.max_depth.max(nb.meta.depth);
+                                    batch.push(nb);
+                                }
+                                h
+                            }
+                        };
+                        run_hashes[job.run].push(hash);
+                    }
+                    if !batch.is_empty() && tx.send(batch).is_err() {
+                        // The writer stopped: its error is reported below.
+                        return Ok(());
+                    }
+                    progress.advance(span as u64);
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written =
+            writer.join().unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
+        match (produced, written) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(packs)) => Ok(packs),
+        }
+    });
+    progress.end();
+    let packs = result?;
+
+    // Every run got all its blocks (the writer accepted every batch).
+    for (r, h) in runs.iter().zip(&run_hashes) {
+        if h.len() as u64 != crate::block::count(r.len, block_size, r.dtype.align()) {
+            return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
+        }
+    }
+    let files = build_files(&ckpt, &runs, &run_hashes);
+    let manifest = Manifest {
+        parent: head,
+        base: base_id,
+        created: crate::store::now(),
+        author: opts.author.clone().unwrap_or_else(crate::store::whoami),
+        message: opts.message.clone(),
+        meta: opts.meta.clone(),
+        metrics: opts.metrics.clone(),
+        layout: match ckpt.layout {
+            Layout::File => LayoutKind::File,
+            Layout::Directory => LayoutKind::Directory,
+        },
+        block_size,
+        policy: opts.policy.to_string(),
+        lossy: None,
+        files,
+        stats,
+    };
+    store.load_packs()?;
+    let id = store.write_manifest(&manifest)?;
+    let why = if opts.message.is_empty() { "pack".to_string() } else { opts.message.clone() };
+    store.move_ref_locked("HEAD", Some(id), "pack", &why)?;
+    if let Some(tag) = &opts.tag {
+        store.move_ref_locked(tag, Some(id), "tag", &why)?;
+    }
+    Ok(PackReport { id, manifest, packs })
+}
+
+/// Splits the jobs of one file into consecutive groups spanning at most
+/// `window` bytes (a single block larger than that gets its own group).
+fn windows(jobs: &[Job], window: u64) -> Vec<&[Job]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=jobs.len() {
+        let span_end = jobs.get(i).map(|j| j.offset + j.len);
+        let too_big = span_end.is_some_and(|end| end - jobs[start].offset > window);
+        if i == jobs.len() || too_big {
+            out.push(&jobs[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Hashes one block and, when it is new, encodes it against its base.
+#[allow(clippy::too_many_arguments)]
+fn encode_job(
+    store: &Store,
+    run: &Run,
+    job: &Job,
+    bytes: &[u8],
+    seen: &HashSet<Hash>,
+    opts: &PackOptions,
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<Outcome> {
+    let hash = Hash::of(bytes);
+    if store.has_block(hash) || seen.contains(&hash) {
+        return Ok(Outcome::Known(hash));
+    }
+    let base = match (run.base.and_then(|b| b.get(job.index)), opts.policy) {
+        (None, _) | (_, Policy::Full) => None,
+        (Some(&bh), policy) => {
+            let be = store.entry(bh)?;
+            match policy {
+                _ if DType::from_code(be.dtype) != Some(run.dtype) => None,
+                Policy::Chain(k) if be.depth >= k => {
+                    let chain = store.chain(bh)?;
+                    Some((chain[chain.len() - 1].hash, 1))
+                }
+                Policy::Keyframe(k) if be.depth >= k => None,
+                _ => Some((bh, be.depth + 1)),
+            }
+        }
+    };
+    let (encoded, base, depth) = match base {
+        Some((bh, depth)) => {
+            store.read_block(bh, basebuf, scratch, None)?;
+            basebuf.resize(bytes.len(), 0);
+            let e = codec::encode(run.dtype, bytes, Some(basebuf), &opts.encode);
+            if e.codec.needs_base() { (e, Some(bh), depth) } else { (e, None, 0) }
+        }
+        None => (codec::encode(run.dtype, bytes, None, &opts.encode), None, 0),
+    };
+    Ok(Outcome::New(NewBlock {
+        meta: BlockMeta {
+            hash,
+            raw_len: bytes.len() as u32,
+            codec: encoded.codec as u8,
+            dtype: run.dtype as u8,
+            depth,
+            base,
+        },
+        payload: encoded.payload,
+    }))
+}
+
+/// Appends batches of new blocks to pack files, rolling to a new pack past
+/// [`PACK_ROLL_BYTES`]. Returns the ids of the packs written.
+fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, tmp_dir: &Path, packs_dir: &Path) -> Result<Vec<Hash>> {
+    let mut done = Vec::new();
+    let mut cur: Option<PackWriter> = None;
+    let res = (|| -> Result<()> {
+        for batch in rx {
+            for nb in batch {
+                if cur.is_none() {
+                    cur = Some(PackWriter::create(tmp_dir)?);
+                }
+                let w = cur.as_mut().expect("writer just created");
+                w.add(nb.meta, &nb.payload)?;
+                if w.len() >= PACK_ROLL_BYTES {
+                    let w = cur.take().expect("writer present");
+                    done.push(w.finish(tmp_dir, packs_dir)?.0);
+                }
+            }
+        }
+        if let Some(w) = cur.take() {
+            done.push(w.finish(tmp_dir, packs_dir)?.0);
+        }
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            if let Some(w) = cur.take() {
+                w.abandon();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Puts a block-level error in context: which source file, tensor, block.
+fn in_block(root: &Path, f: &checkpoint::SourceFile, run: &Run, job: &Job, e: Error) -> Error {
+    let what = match &f.kind {
+        FileKind::Safetensors(h) if run.offset >= h.data_start => h
+            .tensors
+            .iter()
+            .find(|t| t.start == run.offset && t.len == run.len)
+            .map_or_else(|| format!("block {}", job.index), |t| format!("tensor `{}` block {}", t.name, job.index)),
+        FileKind::Safetensors(_) => format!("header block {}", job.index),
+        FileKind::Blob => format!("block {}", job.index),
+    };
+    Error::InBlock {
+        version: format!("packing {}", root.display()),
+        file: f.rel_path.clone(),
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// The manifest's file entries from the runs and their block hashes.
+fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Hash>]) -> Vec<FileEntry> {
+    let mut per_file: Vec<Vec<usize>> = vec![Vec::new(); ckpt.files.len()];
+    for (ri, r) in runs.iter().enumerate() {
+        per_file[r.file].push(ri);
+    }
+    ckpt.files
+        .iter()
+        .zip(per_file)
+        .map(|(f, rs)| {
+            let content = match &f.kind {
+                FileKind::Safetensors(h) => FileContent::Safetensors {
+                    header_len: h.data_start,
+                    header_blocks: run_hashes[rs[0]].clone(),
+                    tensors: h
+                        .tensors
+                        .iter()
+                        .zip(&rs[1..])
+                        .map(|(t, &ri)| TensorEntry {
+                            name: t.name.clone(),
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            offset: t.start,
+                            len: t.len,
+                            hash: Hash::of_hashes(&run_hashes[ri]),
+                            blocks: run_hashes[ri].clone(),
+                        })
+                        .collect(),
+                },
+                FileKind::Blob => FileContent::Blob { blocks: run_hashes[rs[0]].clone() },
+            };
+            let mut fe = FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), content };
+            fe.hash = Hash::of_hashes(&fe.block_hashes());
+            fe
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parses_and_prints() {
+        for s in ["chain:8", "keyframe:4", "full", "chain:1"] {
+            assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
+        }
+        assert_eq!("root".parse::<Policy>().unwrap(), Policy::Chain(1));
+        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", ""] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_cover_every_job_once_within_the_span() {
+        let jobs: Vec<Job> = (0..10).map(|i| Job { run: 0, index: i, offset: i as u64 * 100, len: 100 }).collect();
+        let w = windows(&jobs, 250);
+        assert_eq!(w.iter().map(|w| w.len()).sum::<usize>(), 10);
+        for g in &w {
+            let span = g[g.len() - 1].offset + g[g.len() - 1].len - g[0].offset;
+            assert!(span <= 250);
+        }
+        assert!(windows(&[], 250).is_empty());
+    }
+}

@@ -1,0 +1,132 @@
+//! Reading blocks back: payload, checksum, base chain, decode, hash check.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Store;
+use super::pack::{self, Entry};
+use crate::codec::{self, CodecId};
+use crate::hash::Hash;
+use crate::{DType, Error, Result};
+
+/// Reusable buffers of one reader thread: one block buffer per delta level
+/// and one payload buffer, so that a long restore allocates only once.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    payload: Vec<u8>,
+    levels: Vec<Vec<u8>>,
+}
+
+/// Counters of what block reads did; shared between threads.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    /// Blocks decoded (every level of every chain counts once).
+    pub decoded: AtomicU64,
+    /// Payload bytes read from packs.
+    pub payload_bytes: AtomicU64,
+    /// Deepest delta chain followed by one block read.
+    pub max_levels: AtomicU64,
+}
+
+impl ReadCounters {
+    fn record(&self, levels: u64, bytes: u64) {
+        self.decoded.fetch_add(levels, Ordering::Relaxed);
+        self.payload_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.max_levels.fetch_max(levels, Ordering::Relaxed);
+    }
+}
+
+impl Store {
+    /// The index entry of a stored block.
+    pub(crate) fn entry(&self, hash: Hash) -> Result<&Entry> {
+        self.index.get(&hash).ok_or_else(|| Error::MissingBlock { block: hash.to_hex() })
+    }
+
+    /// True when the store holds the block.
+    pub(crate) fn has_block(&self, hash: Hash) -> bool {
+        self.index.contains_key(&hash)
+    }
+
+    /// The chain of `hash` from the block itself down to its full (depth 0)
+    /// root, checked: every base exists and sits exactly one level lower,
+    /// so a corrupt index cannot make a reader loop.
+    pub(crate) fn chain(&self, hash: Hash) -> Result<Vec<&Entry>> {
+        let mut chain = vec![self.entry(hash)?];
+        loop {
+            let e = chain[chain.len() - 1];
+            let Some(base) = e.base else { break };
+            let b = self.entry(base)?;
+            if b.depth.checked_add(1) != Some(e.depth) {
+                return Err(Error::corrupt(
+                    &self.packs[e.pack as usize].path,
+                    format!("block {} at depth {} has base {} at depth {}", e.hash, e.depth, b.hash, b.depth),
+                ));
+            }
+            chain.push(b);
+        }
+        Ok(chain)
+    }
+
+    /// Restores the raw bytes of block `hash` into `out` (resized to the
+    /// block length), decoding its base chain first and checking the hash of
+    /// every level.
+    pub(crate) fn read_block(
+        &self,
+        hash: Hash,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+    ) -> Result<()> {
+        let chain = self.chain(hash)?;
+        let levels = chain.len();
+        if scratch.levels.len() < levels {
+            scratch.levels.resize_with(levels, Vec::new);
+        }
+        let mut bytes = 0u64;
+        // Decode from the root up; level i of `scratch.levels` holds the
+        // block at chain[levels - 1 - i].
+        for (i, e) in chain.iter().rev().enumerate() {
+            let (done, rest) = scratch.levels.split_at_mut(i);
+            let cur = &mut rest[0];
+            let base = if i == 0 {
+                None
+            } else {
+                let b = &mut done[i - 1];
+                // A base shorter or longer than the block (a tensor that
+                // gained or lost rows) is cut or zero-padded to its length.
+                b.resize(e.raw_len as usize, 0);
+                Some(b.as_slice())
+            };
+            self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            bytes += u64::from(e.stored_len);
+        }
+        std::mem::swap(out, &mut scratch.levels[levels - 1]);
+        if let Some(c) = counters {
+            c.record(levels as u64, bytes);
+        }
+        Ok(())
+    }
+
+    /// Reads, checks and decodes one entry given its (already restored)
+    /// base, and checks the result against the entry's hash.
+    fn decode_entry(&self, e: &Entry, base: Option<&[u8]>, out: &mut Vec<u8>, payload: &mut Vec<u8>) -> Result<()> {
+        let pf = &self.packs[e.pack as usize];
+        pack::read_payload(&pf.file, &pf.path, e, payload)?;
+        let codec = CodecId::from_u8(e.codec)?;
+        let dtype = DType::from_code(e.dtype)
+            .ok_or_else(|| Error::corrupt(&pf.path, format!("block {} has unknown dtype code {}", e.hash, e.dtype)))?;
+        if codec.needs_base() != base.is_some() {
+            return Err(Error::corrupt(
+                &pf.path,
+                format!("block {}: codec {} and base {:?} disagree", e.hash, codec.name(), e.base),
+            ));
+        }
+        out.clear();
+        out.resize(e.raw_len as usize, 0);
+        codec::decode(dtype, codec, payload, base, out)?;
+        let actual = Hash::of(out);
+        if actual != e.hash {
+            return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+        }
+        Ok(())
+    }
+}
