@@ -1,8 +1,10 @@
 //! `tdelta`: store many versions of a model checkpoint compactly and
 //! restore any of them bit-exactly.
 
+mod bench;
 mod demo;
 mod fmt;
+mod manage;
 mod progress;
 
 use std::collections::BTreeMap;
@@ -39,16 +41,16 @@ struct Cli {
 }
 
 #[derive(Args)]
-struct Global {
+pub(crate) struct Global {
     /// Store directory.
     #[arg(long, global = true, env = "TDELTA_STORE", default_value = ".tdelta")]
-    store: PathBuf,
+    pub store: PathBuf,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     /// No progress bars or summaries on stderr.
     #[arg(short, long, global = true)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +88,12 @@ enum Cmd {
         /// At most this many versions.
         #[arg(short = 'n', long)]
         max: Option<usize>,
+        /// Only versions whose metadata or metric KEY equals VALUE (repeatable).
+        #[arg(long = "where", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Sort by this metric, highest first (prefix `-` for lowest first).
+        #[arg(long, value_name = "METRIC", allow_hyphen_values = true)]
+        sort: Option<String>,
     },
     /// Show one version: metadata, metrics, storage figures, files.
     Show {
@@ -96,9 +104,100 @@ enum Cmd {
         #[arg(long)]
         tensors: bool,
     },
+    /// Point a tag (release channel) at a version, or delete it with -d.
+    ///
+    /// Names like `stable`, `canary`, `exp/lr-3e-5`. An existing tag moves
+    /// only with --force. Every move is recorded (see `tdelta history`).
+    Tag {
+        /// Tag name.
+        name: String,
+        /// Version (default HEAD).
+        #[arg(name = "REF")]
+        reference: Option<String>,
+        /// Delete the tag.
+        #[arg(short, long)]
+        delete: bool,
+        /// Move the tag even if it points elsewhere.
+        #[arg(long)]
+        force: bool,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "")]
+        why: String,
+    },
+    /// List tags and the versions they point to.
+    Tags,
+    /// Every move of a ref (tag or HEAD): time, who, old -> new, why.
+    History {
+        /// Tag name or HEAD.
+        name: String,
+    },
+    /// Move a tag (or HEAD) back to an earlier version in one atomic step.
+    ///
+    /// Without --to, goes back --steps versions (default 1) in the ref's own
+    /// history; rolling forward again is the same command.
+    Rollback {
+        /// Tag name or HEAD.
+        name: String,
+        /// The version to go back to.
+        #[arg(long, value_name = "REF")]
+        to: Option<String>,
+        /// How many earlier targets of the ref to go back.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "")]
+        why: String,
+    },
+    /// Decode every block of a version (default HEAD) or of --all versions
+    /// and check every hash, refs and the audit log. Exit status 3 when
+    /// anything is damaged.
+    Verify {
+        /// Version to check.
+        #[arg(name = "REF")]
+        reference: Option<String>,
+        /// Check every version.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete a version no ref points to; `tdelta gc` then frees its blocks.
+    Drop {
+        /// Version.
+        #[arg(name = "REF")]
+        reference: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        why: String,
+    },
+    /// Remove blocks no version needs, rewriting packs; report bytes freed.
+    Gc {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        why: String,
+    },
+    /// Raw vs stored bytes per version and for the whole store.
+    Stats {
+        /// Only this version.
+        #[arg(name = "REF")]
+        reference: Option<String>,
+    },
+    /// Compare two versions tensor by tensor (from the store, nothing is
+    /// restored to disk): added, removed, reshaped, changed with relative
+    /// L2 change and max |Δ|, most changed first.
+    Diff {
+        /// First version.
+        a: String,
+        /// Second version.
+        b: String,
+        /// Also list unchanged tensors.
+        #[arg(long)]
+        all: bool,
+    },
     /// Generate a series of realistic checkpoints, pack them into a fresh
     /// store, restore each one and check it is bit-exact.
     Demo(demo::DemoArgs),
+    /// Compare storage strategies (raw, zstd, byte planes, XOR deltas,
+    /// tdelta policies, lossy) on a series of checkpoints.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -129,6 +228,10 @@ struct PackArgs {
     /// Metric KEY=NUMBER or KEY=JSON (repeatable), e.g. --metric eval_loss=1.93.
     #[arg(long = "metric", value_name = "KEY=VALUE")]
     metrics: Vec<String>,
+    /// Metrics from a JSON object file (e.g. eval results); --metric wins on
+    /// the same key.
+    #[arg(long = "metrics", value_name = "FILE.json")]
+    metrics_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -137,7 +240,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::FAILURE
+            if e.downcast_ref::<manage::Damaged>().is_some() { ExitCode::from(3) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -165,17 +268,29 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Init { block_size } => cmd_init(g, block_size),
         Cmd::Pack(a) => cmd_pack(g, &a),
         Cmd::Unpack { reference, out, force } => cmd_unpack(g, &reference, &out, force),
-        Cmd::Log { reference, max } => cmd_log(g, &reference, max),
+        Cmd::Log { reference, max, filters, sort } => cmd_log(g, &reference, max, &filters, sort.as_deref()),
         Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
         Cmd::Demo(a) => demo::run(g, &a),
+        Cmd::Tag { name, reference, delete, force, why } => {
+            manage::tag(g, &name, reference.as_deref(), delete, force, &why)
+        }
+        Cmd::Tags => manage::tags(g),
+        Cmd::History { name } => manage::history(g, &name),
+        Cmd::Rollback { name, to, steps, why } => manage::rollback(g, &name, to.as_deref(), steps, &why),
+        Cmd::Verify { reference, all } => manage::verify(g, reference.as_deref(), all),
+        Cmd::Drop { reference, why } => manage::drop(g, &reference, &why),
+        Cmd::Gc { why } => manage::gc(g, &why),
+        Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
+        Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
+        Cmd::Bench(a) => bench::run(g, &a),
     }
 }
 
-fn open_store(g: &Global) -> Result<Store> {
+pub(crate) fn open_store(g: &Global) -> Result<Store> {
     Ok(Store::open(&g.store)?)
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -219,13 +334,19 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
     };
     opts.encode.level = a.level;
     opts.meta = parse_kv(&a.meta, "meta")?.into_iter().collect();
-    opts.metrics = parse_kv(&a.metrics, "metric")?
-        .into_iter()
-        .map(|(k, v)| {
-            let val = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
-            (k, val)
-        })
-        .collect::<BTreeMap<_, _>>();
+    if let Some(f) = &a.metrics_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", f.display()))?;
+        let serde_json::Value::Object(map) = v else {
+            bail!("{}: metrics must be a JSON object", f.display());
+        };
+        opts.metrics.extend(map);
+    }
+    opts.metrics.extend(parse_kv(&a.metrics, "metric")?.into_iter().map(|(k, v)| {
+        let val = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+        (k, val)
+    }));
     opts.base = match a.base.as_deref() {
         None => tdelta::BaseChoice::Head,
         Some("none") => tdelta::BaseChoice::None,
@@ -301,21 +422,25 @@ fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()
     Ok(())
 }
 
-/// Ref names pointing at each version.
-fn ref_names(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
-    let mut by: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
-    if let Some(h) = store.read_ref("HEAD")? {
-        by.entry(h).or_default().push("HEAD".into());
+/// Whether a metric equals the text given on the command line: strings
+/// as text, numbers by value (`1.50` matches `1.5`), others as JSON.
+fn metric_eq(x: &serde_json::Value, v: &str) -> bool {
+    match x {
+        serde_json::Value::String(s) => s == v,
+        serde_json::Value::Number(n) => v.parse::<f64>().ok() == n.as_f64(),
+        other => serde_json::from_str::<serde_json::Value>(v).is_ok_and(|p| p == *other),
     }
-    for (name, id) in store.refs()? {
-        by.entry(id).or_default().push(name);
-    }
-    Ok(by)
 }
 
-fn cmd_log(g: &Global, reference: &str, max: Option<usize>) -> Result<()> {
+/// Ref names pointing at each version.
+fn ref_names(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
+    Ok(tdelta::refs_by_version(store)?)
+}
+
+fn cmd_log(g: &Global, reference: &str, max: Option<usize>, filters: &[String], sort: Option<&str>) -> Result<()> {
     let store = open_store(g)?;
     let refs = ref_names(&store)?;
+    let filters = parse_kv(filters, "where")?;
     let mut next = match store.resolve(reference) {
         Ok(id) => Some(id),
         Err(tdelta::Error::UnknownRef { .. }) if reference == "HEAD" => None,
@@ -323,12 +448,38 @@ fn cmd_log(g: &Global, reference: &str, max: Option<usize>) -> Result<()> {
     };
     let mut rows = Vec::new();
     while let Some(id) = next {
-        if max.is_some_and(|m| rows.len() >= m) {
-            break;
-        }
-        let m = store.manifest(id)?;
+        let m = match store.manifest(id) {
+            Ok(m) => m,
+            // A dropped parent ends the line.
+            Err(tdelta::Error::UnknownRef { .. }) if !rows.is_empty() => break,
+            Err(e) => return Err(e.into()),
+        };
         next = m.parent;
-        rows.push((id, m));
+        let matches = filters
+            .iter()
+            .all(|(k, v)| m.meta.get(k).is_some_and(|x| x == v) || m.metrics.get(k).is_some_and(|x| metric_eq(x, v)));
+        if matches {
+            rows.push((id, m));
+        }
+    }
+    if let Some(key) = sort {
+        let (key, asc) = key.strip_prefix('-').map_or((key, false), |k| (k, true));
+        let val = |m: &Manifest| m.metrics.get(key).and_then(serde_json::Value::as_f64);
+        rows.sort_by(|(_, x), (_, y)| match (val(x), val(y)) {
+            (Some(a), Some(b)) => {
+                if asc {
+                    a.total_cmp(&b)
+                } else {
+                    b.total_cmp(&a)
+                }
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+    }
+    if let Some(m) = max {
+        rows.truncate(m);
     }
     if g.json {
         let v: Vec<_> = rows

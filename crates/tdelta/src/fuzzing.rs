@@ -14,16 +14,37 @@ pub fn header(bytes: &[u8]) {
     let _ = crate::checkpoint::parse_header(Path::new("fuzz.safetensors"), bytes, bytes.len() as u64);
 }
 
-/// Decodes a framed manifest file, then parses the bytes as manifest JSON.
+/// Decodes a framed manifest file as given, then the bytes wrapped in a
+/// valid frame (first byte: flags) so that the fuzzer gets past the
+/// checksum, then parses the bytes as manifest JSON.
 pub fn manifest(bytes: &[u8]) {
     let p = Path::new("fuzz.manifest");
     let _ = Manifest::decode(p, bytes, Hash::of(bytes));
+    if let [flags, body @ ..] = bytes {
+        let framed = crate::store::fsutil::frame(
+            crate::store::manifest::MANIFEST_MAGIC,
+            crate::store::manifest::MANIFEST_VERSION,
+            u32::from(*flags & 3),
+            body,
+        );
+        let _ = Manifest::decode(p, &framed, Hash::of(body));
+    }
     let _ = Manifest::from_json(p, bytes);
 }
 
-/// Parses a pack index.
+/// Parses a pack index as given, then with its trailing checksum fixed up
+/// so that the fuzzer reaches the entry checks.
 pub fn pack_index(bytes: &[u8]) {
-    let _ = crate::store::pack::decode_index(Path::new("fuzz.idx"), bytes, 0, u64::MAX / 2);
+    let p = Path::new("fuzz.idx");
+    let _ = crate::store::pack::decode_index(p, bytes, 0, u64::MAX / 2);
+    if bytes.len() >= 8 {
+        let mut fixed = bytes.to_vec();
+        let end = fixed.len() - 8;
+        let sum = xxhash_rust::xxh3::xxh3_64(&fixed[..end]);
+        fixed[end..].copy_from_slice(&sum.to_le_bytes());
+        let _ = crate::store::pack::decode_index(p, &fixed, 0, u64::MAX / 2);
+        let _ = crate::store::pack::decode_index(p, &fixed, 0, 1 << 20);
+    }
 }
 
 /// Decodes a block payload: the first bytes choose codec, dtype and the

@@ -1,6 +1,7 @@
 //! tdelta: a tensor-aware delta storage engine for model checkpoints.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod block;
 pub mod checkpoint;
 pub mod codec;
@@ -19,6 +20,11 @@ pub use hash::Hash;
 pub use ops::{
     BaseChoice, DEFAULT_CHAIN, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions,
     RestoreReport, Silent, pack, read_tensor, restore,
+};
+pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
+pub use ops::{
+    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
+    refs_by_version, rollback, stats, tag, untag, verify,
 };
 pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};

@@ -408,7 +408,9 @@ fn a_sharded_directory_is_checked_against_its_index() {
     );
 
     let idx = d.join("a/model.safetensors.index.json");
-    let bad_maps: [(&[(&str, &str)], Option<&str>, &str); 9] = [
+    // (weight_map, tensor named by the error, phrase of the error)
+    type BadMap<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+    let bad_maps: [BadMap<'_>; 9] = [
         (&[("x", "model-3.safetensors")], None, "names shard `model-3.safetensors` (for tensor `x`), which is missing"),
         (&[("z", "model-1.safetensors")], Some("z"), "which has no such tensor"),
         (&[("x", "../a/model-1.safetensors")], None, "leaves the checkpoint directory"),

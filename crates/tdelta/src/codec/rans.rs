@@ -1,4 +1,8 @@
-//! A static, context-conditioned rANS coder for byte streams.
+//! A fast static, context-conditioned rANS coder for byte streams.
+//!
+//! Eight interleaved 32-bit states (symbol `i` uses state `i % 8`), 12-bit
+//! probabilities, 16-bit renormalization words (at most one per symbol, so
+//! renormalization is branchless), one table lookup per decoded symbol.
 //!
 //! Each symbol is coded with the frequency table of its context; the
 //! context of symbol `i` is `map[ctx(i)]`, where `ctx(i)` is a byte the
@@ -11,24 +15,69 @@
 //! u8 nctx                       1..=MAX_CTX
 //! [u8; 256] map                 only when nctx > 1; every entry < nctx
 //! nctx × { u16 k, k × varint freq }   freqs of symbols 0..k, sum SCALE
-//!                                      (k = 0: context never used)
-//! u32 state0, u32 state1        both in [L, L << 8)
-//! renormalization bytes
+//!                                      (k = 0: the constant symbol 0)
+//! 8 × u32 state                 each >= L
+//! u16 renormalization words
 //! ```
+
+use std::cell::RefCell;
 
 use super::CodecError;
 use super::streams::malformed;
 
 /// Probability scale bits.
-const SCALE_BITS: u32 = 11;
+const SCALE_BITS: u32 = 12;
 /// Sum of the frequencies of one table.
 const SCALE: u32 = 1 << SCALE_BITS;
-/// Lower bound of the normalized state.
-const L: u32 = 1 << 23;
+const MASK: u32 = SCALE - 1;
+/// Lower bound of the normalized state; states live in `[L, 2^32)`.
+const L: u32 = 1 << 16;
+/// Interleaved states.
+const LANES: usize = 8;
 /// Most frequency tables per stream.
 pub(crate) const MAX_CTX: usize = 16;
 /// Symbols a context needs to get a table of its own.
 const MIN_CTX_SYMBOLS: u32 = 4096;
+/// Entries of the decode table (all contexts).
+const DTAB: usize = MAX_CTX << SCALE_BITS;
+
+/// Encoder view of one symbol of one table.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncSym {
+    /// `ceil(2^44 / f)`: `floor(x / f) == (x * rcp) >> 44` for the
+    /// states the encoder divides (`x < f << 20`).
+    rcp: u64,
+    /// Frequency.
+    f: u32,
+    /// Cumulative frequency.
+    cum: u16,
+    /// `SCALE - f`.
+    cmpl: u16,
+}
+
+/// Per-thread scratch of the coder (grown, never shrunk).
+#[derive(Default)]
+struct Scratch {
+    /// Joint counts: two copies (even/odd symbols) of 256 context rows.
+    counts: Vec<[u32; 256]>,
+    /// Encoder tables, `MAX_CTX × 256`.
+    syms: Vec<EncSym>,
+    /// Renormalization words, in encoding order.
+    words: Vec<u16>,
+    /// Decode tables.
+    dtab: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
 
 /// Normalizes `counts` to frequencies summing to `SCALE`, every symbol
 /// seen getting at least 1.
@@ -42,7 +91,8 @@ fn normalize(counts: &[u32; 256], freqs: &mut [u32; 256]) {
     let mut best = 0usize;
     for s in 0..256 {
         if counts[s] > 0 {
-            let f = ((u64::from(counts[s]) * u64::from(SCALE)) / total).max(1) as u32;
+            // Rounded to nearest.
+            let f = ((u64::from(counts[s]) * u64::from(SCALE) + total / 2) / total).max(1) as u32;
             freqs[s] = f;
             sum += f;
             if counts[s] > counts[best] {
@@ -52,9 +102,17 @@ fn normalize(counts: &[u32; 256], freqs: &mut [u32; 256]) {
     }
     if sum < SCALE {
         freqs[best] += SCALE - sum;
+        return;
     }
+    // Over the scale: take from the largest frequencies, the best first
+    // while it stays well above its share, then round-robin.
+    let over = sum - SCALE;
+    if freqs[best] > over * 2 {
+        freqs[best] -= over;
+        return;
+    }
+    let mut sum = sum;
     while sum > SCALE {
-        // Take from the largest frequencies first.
         let mut order: Vec<usize> = (0..256).filter(|&s| freqs[s] > 1).collect();
         order.sort_by_key(|&s| std::cmp::Reverse(freqs[s]));
         for s in order {
@@ -67,110 +125,224 @@ fn normalize(counts: &[u32; 256], freqs: &mut [u32; 256]) {
     }
 }
 
-/// Encodes `data` with contexts `ctx(i)`, appending to `out`; returns
-/// false (and leaves `out` as it was) when the result would not be
-/// smaller than `limit` bytes.
-pub(crate) fn encode(data: &[u8], ctx: impl Fn(usize) -> u8, limit: usize, out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    // Context histogram, and the contexts that get their own table.
-    let mut ch = [0u32; 256];
-    for i in 0..data.len() {
-        ch[ctx(i) as usize] += 1;
-    }
-    let mut order: Vec<usize> = (0..256).filter(|&c| ch[c] >= MIN_CTX_SYMBOLS).collect();
-    order.sort_by_key(|&c| std::cmp::Reverse(ch[c]));
-    let shared_needed = ch.iter().enumerate().any(|(c, &n)| n > 0 && !order[..order.len().min(MAX_CTX)].contains(&c));
-    let own = order.len().min(if shared_needed { MAX_CTX - 1 } else { MAX_CTX });
-    let nctx = (own + usize::from(shared_needed)).max(1);
-    let mut map = [(nctx - 1) as u8; 256];
-    for (k, &c) in order[..own].iter().enumerate() {
-        map[c] = k as u8;
-    }
-    // Symbol histograms per table.
-    let mut counts = vec![[0u32; 256]; nctx];
-    for (i, &b) in data.iter().enumerate() {
-        counts[map[ctx(i) as usize] as usize][b as usize] += 1;
-    }
-    // Tables: freq and cumulative, packed as freq | cum << 16, and the
-    // reciprocal of freq (floor(x / f) == (x * rcp) >> 42 for x < 2^31).
-    let mut tables = vec![[0u32; 256]; nctx];
-    let mut rcps = vec![[0u64; 256]; nctx];
-    out.push(nctx as u8);
-    if nctx > 1 {
-        out.extend_from_slice(&map);
-    }
-    let mut freqs = [0u32; 256];
-    for (c, t) in tables.iter_mut().enumerate() {
-        normalize(&counts[c], &mut freqs);
-        let k = freqs.iter().rposition(|&f| f > 0).map_or(0, |p| p + 1);
-        out.extend_from_slice(&(k as u16).to_le_bytes());
-        let mut cum = 0u32;
-        for s in 0..k {
-            let f = freqs[s];
-            if f < 0x80 {
-                out.push(f as u8);
-            } else {
-                out.extend_from_slice(&[(f & 0x7F) as u8 | 0x80, (f >> 7) as u8]);
-            }
-            t[s] = f | cum << 16;
-            if f > 0 {
-                rcps[c][s] = (1u64 << 42).div_ceil(u64::from(f));
-            }
-            cum += f;
-        }
-    }
-    // Estimated size check: bail out early when clearly too big.
-    let mut bits = 0f64;
-    for (c, cnt) in counts.iter().enumerate() {
-        for s in 0..256 {
-            if cnt[s] > 0 {
-                let f = tables[c][s] & 0xFFFF;
-                bits += f64::from(cnt[s]) * (f64::from(SCALE) / f64::from(f)).log2();
-            }
-        }
-    }
-    let header = out.len() - start;
-    if header + (bits / 8.0) as usize + 8 >= limit {
-        out.truncate(start);
-        return false;
-    }
-    // The coded bytes, built backwards.
-    let mut rev: Vec<u8> = Vec::with_capacity((bits / 8.0) as usize + 64);
-    let mut st = [L, L];
-    for i in (0..data.len()).rev() {
-        let c = map[ctx(i) as usize] as usize;
-        let sym = data[i] as usize;
-        let t = tables[c][sym];
-        let (f, cum) = (t & 0xFFFF, t >> 16);
-        let x = &mut st[i & 1];
-        let x_max = ((L >> SCALE_BITS) << 8) * f;
-        while *x >= x_max {
-            rev.push(*x as u8);
-            *x >>= 8;
-        }
-        let q = ((u128::from(*x) * u128::from(rcps[c][sym])) >> 42) as u32;
-        *x = q * SCALE + (*x - q * f) + cum;
-    }
-    for x in [st[1], st[0]] {
-        rev.extend_from_slice(&x.to_be_bytes());
-    }
-    if header + rev.len() >= limit {
-        out.truncate(start);
-        return false;
-    }
-    out.extend(rev.iter().rev());
-    true
+/// A fitted model of one stream: which contexts get tables, the
+/// frequencies, and the estimated coded size.
+#[derive(Debug, Clone)]
+pub(crate) struct Model {
+    nctx: usize,
+    map: [u8; 256],
+    freqs: Vec<[u32; 256]>,
+    /// Header bytes (context count, map, tables) as stored.
+    header: Vec<u8>,
+    /// Estimated stored size in bytes (header, states and words).
+    pub(crate) est: usize,
+    /// Share of the most frequent symbol, over all contexts (0..=1).
+    pub(crate) top_share: f64,
+    /// The most frequent symbol.
+    pub(crate) top: u8,
 }
 
-/// Decodes a stream made by [`encode`] into `out`, with the same contexts.
-/// `tables` is scratch space.
-pub(crate) fn decode(
-    codec: &'static str,
-    src: &[u8],
-    ctx: Option<&[u8]>,
-    out: &mut [u8],
-    tables: &mut Vec<u32>,
-) -> Result<(), CodecError> {
+/// Counts symbols per context byte and fits a model.
+pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
+    with_scratch(|s| {
+        s.counts.resize(512, [0; 256]);
+        let (ca, cb) = s.counts.split_at_mut(256);
+        let mut ch = [0u32; 256];
+        let mut totals = [0u32; 256];
+        let mut used = [false; 256];
+        match ctx {
+            Some(c) => {
+                let c = &c[..data.len()];
+                let mut pairs = data.chunks_exact(2).zip(c.chunks_exact(2));
+                for (d, c) in &mut pairs {
+                    ca[usize::from(c[0])][usize::from(d[0])] += 1;
+                    cb[usize::from(c[1])][usize::from(d[1])] += 1;
+                }
+                if data.len() % 2 == 1 {
+                    let i = data.len() - 1;
+                    ca[usize::from(c[i])][usize::from(data[i])] += 1;
+                }
+            }
+            None => {
+                let (a, b) = (&mut ca[0], &mut cb[0]);
+                let mut c4 = [[0u32; 256]; 2];
+                let mut it = data.chunks_exact(4);
+                for q in &mut it {
+                    a[usize::from(q[0])] += 1;
+                    b[usize::from(q[1])] += 1;
+                    c4[0][usize::from(q[2])] += 1;
+                    c4[1][usize::from(q[3])] += 1;
+                }
+                for &x in it.remainder() {
+                    a[usize::from(x)] += 1;
+                }
+                for k in 0..256 {
+                    a[k] += c4[0][k] + c4[1][k];
+                }
+            }
+        }
+        // Merge the two copies into `ca`, and clear `cb`.
+        let rows = if ctx.is_some() { 256 } else { 1 };
+        for c in 0..rows {
+            let (ra, rb) = (&mut ca[c], &mut cb[c]);
+            let mut sum = 0u32;
+            for k in 0..256 {
+                ra[k] += rb[k];
+                sum += ra[k];
+            }
+            rb.fill(0);
+            ch[c] = sum;
+            used[c] = sum > 0;
+        }
+        // The contexts that get their own table.
+        let mut order: Vec<usize> = (0..256).filter(|&c| ch[c] >= MIN_CTX_SYMBOLS).collect();
+        order.sort_by_key(|&c| std::cmp::Reverse(ch[c]));
+        let own_max = order.len().min(MAX_CTX);
+        let shared_needed = (0..256).any(|c| ch[c] > 0 && !order[..own_max].contains(&c));
+        let own = order.len().min(if shared_needed { MAX_CTX - 1 } else { MAX_CTX });
+        let nctx = (own + usize::from(shared_needed)).max(1);
+        let mut map = [(nctx - 1) as u8; 256];
+        for (k, &c) in order[..own].iter().enumerate() {
+            map[c] = k as u8;
+        }
+        let mut counts = vec![[0u32; 256]; nctx];
+        for c in 0..rows {
+            if used[c] {
+                let t = &mut counts[usize::from(map[c])];
+                for k in 0..256 {
+                    t[k] += ca[c][k];
+                }
+                ca[c].fill(0);
+            }
+        }
+        let mut freqs = vec![[0u32; 256]; nctx];
+        let mut header = Vec::with_capacity(300 + nctx * 64);
+        header.push(nctx as u8);
+        if nctx > 1 {
+            header.extend_from_slice(&map);
+        }
+        let mut bits = 0f64;
+        for (cnt, fr) in counts.iter().zip(freqs.iter_mut()) {
+            normalize(cnt, fr);
+            let k = fr.iter().rposition(|&f| f > 0).map_or(0, |p| p + 1);
+            header.extend_from_slice(&(k as u16).to_le_bytes());
+            for &f in &fr[..k] {
+                if f < 0x80 {
+                    header.push(f as u8);
+                } else {
+                    header.extend_from_slice(&[(f & 0x7F) as u8 | 0x80, (f >> 7) as u8]);
+                }
+            }
+            for sym in 0..256 {
+                if cnt[sym] > 0 {
+                    bits += f64::from(cnt[sym]) * (f64::from(SCALE) / f64::from(fr[sym])).log2();
+                }
+            }
+            for k in 0..256 {
+                totals[k] += cnt[k];
+            }
+        }
+        let (top, &tc) = totals.iter().enumerate().max_by_key(|&(_, c)| *c).expect("256 symbols");
+        let est = header.len() + 4 * LANES + (bits / 8.0) as usize + 2;
+        Model {
+            nctx,
+            map,
+            freqs,
+            header,
+            est,
+            top_share: f64::from(tc) / (data.len().max(1) as f64),
+            top: top as u8,
+        }
+    })
+}
+
+impl Model {
+    /// Encodes `data` (with the contexts the model was fitted on),
+    /// appending to `out`; returns false (and leaves `out` as it was) when
+    /// the result would not be smaller than `limit` bytes.
+    pub(crate) fn encode(&self, data: &[u8], ctx: Option<&[u8]>, limit: usize, out: &mut Vec<u8>) -> bool {
+        if self.est >= limit {
+            return false;
+        }
+        with_scratch(|s| {
+            s.syms.resize(MAX_CTX * 256, EncSym::default());
+            for (c, fr) in self.freqs.iter().enumerate() {
+                let mut cum = 0u32;
+                for sym in 0..256 {
+                    let f = fr[sym];
+                    s.syms[c * 256 + sym] = if f == 0 {
+                        EncSym::default()
+                    } else {
+                        EncSym {
+                            rcp: (1u64 << 44).div_ceil(u64::from(f)),
+                            f,
+                            cum: cum as u16,
+                            cmpl: (SCALE - f) as u16,
+                        }
+                    };
+                    cum += f;
+                }
+            }
+            let syms: &[EncSym; MAX_CTX * 256] = (&s.syms[..MAX_CTX * 256]).try_into().expect("sized above");
+            s.words.clear();
+            s.words.resize(data.len() + 1, 0);
+            let words = &mut s.words[..];
+            let mut wp = 0usize;
+            let mut x = [L; LANES];
+            let map = &self.map;
+            let one = self.nctx == 1;
+            #[inline(always)]
+            fn put(x: &mut u32, e: &EncSym, words: &mut [u16], wp: &mut usize) {
+                let need = (*x >> 20) >= e.f;
+                words[*wp] = *x as u16;
+                *wp += usize::from(need);
+                let v = if need { *x >> 16 } else { *x };
+                let q = ((u64::from(v) * e.rcp) >> 44) as u32;
+                *x = v.wrapping_add(q.wrapping_mul(u32::from(e.cmpl))).wrapping_add(u32::from(e.cum));
+            }
+            let ctxs: &[u8] = match ctx {
+                Some(c) if !one => &c[..data.len()],
+                _ => &[],
+            };
+            let full = data.len() / LANES * LANES;
+            // The tail first (encoding runs backwards).
+            for i in (full..data.len()).rev() {
+                let c = if ctxs.is_empty() { 0 } else { usize::from(map[usize::from(ctxs[i])]) & (MAX_CTX - 1) };
+                let e = &syms[c << 8 | usize::from(data[i])];
+                put(&mut x[i % LANES], e, words, &mut wp);
+            }
+            if ctxs.is_empty() {
+                for d in data[..full].chunks_exact(LANES).rev() {
+                    for j in (0..LANES).rev() {
+                        put(&mut x[j], &syms[usize::from(d[j])], words, &mut wp);
+                    }
+                }
+            } else {
+                for (d, c) in data[..full].chunks_exact(LANES).zip(ctxs[..full].chunks_exact(LANES)).rev() {
+                    for j in (0..LANES).rev() {
+                        let t = usize::from(map[usize::from(c[j])]) & (MAX_CTX - 1);
+                        put(&mut x[j], &syms[t << 8 | usize::from(d[j])], words, &mut wp);
+                    }
+                }
+            }
+            let size = self.header.len() + 4 * LANES + 2 * wp;
+            if size >= limit {
+                return false;
+            }
+            out.reserve(size);
+            out.extend_from_slice(&self.header);
+            for v in x {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend(words[..wp].iter().rev().flat_map(|w| w.to_le_bytes()));
+            true
+        })
+    }
+}
+
+/// Decodes a stream made by [`Model::encode`] into `out`, with the same
+/// contexts (`ctx` at least as long as `out`, or `None`).
+pub(crate) fn decode(codec: &'static str, src: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result<(), CodecError> {
     let bad = |r: &str| malformed(codec, format!("rans: {r}"));
     let (&nctx, mut rest) = src.split_first().ok_or_else(|| bad("empty"))?;
     let nctx = usize::from(nctx);
@@ -186,97 +358,129 @@ pub(crate) fn decode(
         map.copy_from_slice(m);
         rest = r;
     }
-    // Decode tables: slot -> sym | freq << 8 | cum << 20 (0 = unusable).
-    tables.clear();
-    tables.resize(nctx << SCALE_BITS, 0);
-    for c in 0..nctx {
-        let (k, r) = rest.split_at_checked(2).ok_or_else(|| bad("truncated table"))?;
-        rest = r;
-        let k = usize::from(u16::from_le_bytes([k[0], k[1]]));
-        if k > 256 {
-            return Err(bad("table longer than 256"));
+    let ctx = if nctx > 1 {
+        match ctx {
+            Some(c) if c.len() >= out.len() => Some(&c[..out.len()]),
+            _ => return Err(bad("contexts needed but not given")),
         }
-        let t = &mut tables[c << SCALE_BITS..(c + 1) << SCALE_BITS];
-        let mut cum = 0u32;
-        for s in 0..k {
-            let (&b0, r) = rest.split_first().ok_or_else(|| bad("truncated table"))?;
+    } else {
+        None
+    };
+    with_scratch(|s| {
+        // Decode tables: slot -> sym | (freq - 1) << 8 | cum << 20.
+        s.dtab.resize(DTAB, 0);
+        let tab: &mut [u32; DTAB] = (&mut s.dtab[..DTAB]).try_into().expect("sized above");
+        for c in 0..nctx {
+            let (k, r) = rest.split_at_checked(2).ok_or_else(|| bad("truncated table"))?;
             rest = r;
-            let mut f = u32::from(b0);
-            if b0 & 0x80 != 0 {
-                let (&b1, r) = rest.split_first().ok_or_else(|| bad("truncated table"))?;
+            let k = usize::from(u16::from_le_bytes([k[0], k[1]]));
+            if k > 256 {
+                return Err(bad("table longer than 256"));
+            }
+            let t = &mut tab[c << SCALE_BITS..(c + 1) << SCALE_BITS];
+            if k == 0 {
+                // The constant symbol 0.
+                t.fill(MASK << 8);
+                continue;
+            }
+            let mut cum = 0u32;
+            for sym in 0..k {
+                let (&b0, r) = rest.split_first().ok_or_else(|| bad("truncated table"))?;
                 rest = r;
-                f = (f & 0x7F) | u32::from(b1) << 7;
+                let mut f = u32::from(b0);
+                if b0 & 0x80 != 0 {
+                    let (&b1, r) = rest.split_first().ok_or_else(|| bad("truncated table"))?;
+                    rest = r;
+                    f = (f & 0x7F) | u32::from(b1) << 7;
+                }
+                if f > SCALE - cum {
+                    return Err(bad("frequencies over the scale"));
+                }
+                if f > 0 {
+                    t[cum as usize..(cum + f) as usize].fill(sym as u32 | (f - 1) << 8 | cum << 20);
+                }
+                cum += f;
             }
-            if f > SCALE - cum {
-                return Err(bad("frequencies over the scale"));
+            if cum != SCALE {
+                return Err(bad("frequencies do not sum to the scale"));
             }
-            for slot in &mut t[cum as usize..(cum + f) as usize] {
-                *slot = s as u32 | f << 8 | cum << 20;
-            }
-            cum += f;
         }
-        if cum != SCALE && k != 0 {
-            return Err(bad("frequencies do not sum to the scale"));
+        let (head, data) = rest.split_at_checked(4 * LANES).ok_or_else(|| bad("truncated states"))?;
+        let mut x = [0u32; LANES];
+        for (v, b) in x.iter_mut().zip(head.chunks_exact(4)) {
+            *v = u32::from_le_bytes(b.try_into().expect("4 bytes"));
         }
-    }
-    let (head, data) = rest.split_at_checked(8).ok_or_else(|| bad("truncated states"))?;
-    let mut st = [
-        u32::from_le_bytes(head[..4].try_into().expect("4 bytes")),
-        u32::from_le_bytes(head[4..].try_into().expect("4 bytes")),
-    ];
-    if st.iter().any(|&x| !(L..L << 8).contains(&x)) {
-        return Err(bad("state out of range"));
-    }
-    let pos = match ctx {
-        Some(c) if c.len() >= out.len() => run(out, c.iter().copied(), &map, tables, data, &mut st),
-        _ => run(out, std::iter::repeat(0u8), &map, tables, data, &mut st),
-    }
-    .ok_or_else(|| bad("truncated data or empty context"))?;
-    if st != [L, L] || pos != data.len() {
-        return Err(bad("stream does not end where it should"));
-    }
-    Ok(())
+        if x.iter().any(|&v| v < L) {
+            return Err(bad("state out of range"));
+        }
+        let tab: &[u32; DTAB] = tab;
+        let pos = match ctx {
+            Some(c) => run(out, |i| map[usize::from(c[i])], tab, data, &mut x),
+            None => run(out, |_| 0, tab, data, &mut x),
+        }
+        .ok_or_else(|| bad("truncated data"))?;
+        if x != [L; LANES] || pos != data.len() {
+            return Err(bad("stream does not end where it should"));
+        }
+        Ok(())
+    })
+}
+
+/// One decoding step of state `x`; `w` is the next word (used only when
+/// the state needs it); returns the symbol and whether `w` was used.
+#[inline(always)]
+fn step(x: &mut u32, t: usize, tab: &[u32; DTAB], w: u32) -> (u8, bool) {
+    let slot = *x & MASK;
+    let e = tab[(t & (MAX_CTX - 1)) << SCALE_BITS | slot as usize];
+    let f = ((e >> 8) & MASK) + 1;
+    let v = f.wrapping_mul(*x >> SCALE_BITS).wrapping_add(slot).wrapping_sub(e >> 20);
+    let need = v < L;
+    *x = if need { v << 16 | w } else { v };
+    (e as u8, need)
 }
 
 /// The decoding loop; returns the bytes of `data` consumed, `None` on
-/// truncated data or a symbol in an empty context.
+/// truncated data.
 #[inline(always)]
 fn run(
     out: &mut [u8],
-    mut ctx: impl Iterator<Item = u8>,
-    map: &[u8; 256],
-    tables: &[u32],
+    ctx: impl Fn(usize) -> u8,
+    tab: &[u32; DTAB],
     data: &[u8],
-    st: &mut [u32; 2],
+    x: &mut [u32; LANES],
 ) -> Option<usize> {
     let mut pos = 0usize;
-    macro_rules! step {
-        ($x:ident, $c:expr) => {{
-            let slot = $x & (SCALE - 1);
-            let e = tables[(usize::from(map[usize::from($c)]) << SCALE_BITS) | slot as usize];
-            let f = (e >> 8) & 0xFFF;
-            if f == 0 {
+    let full = out.len() / LANES * LANES;
+    let mut i = 0usize;
+    // Fast path: at most 2 bytes per symbol, so 16 bytes are always there.
+    for o in out[..full].chunks_exact_mut(LANES) {
+        let Some(w) = data.get(pos..pos + 2 * LANES) else { break };
+        let mut k = 0usize;
+        for j in 0..LANES {
+            let word = u32::from(u16::from_le_bytes([w[k], w[k + 1]]));
+            let (s, used) = step(&mut x[j], usize::from(ctx(i + j)), tab, word);
+            o[j] = s;
+            k += usize::from(used) * 2;
+        }
+        pos += k;
+        i += LANES;
+    }
+    // The rest, with checked reads.
+    while i < out.len() {
+        let j = i % LANES;
+        let word = match data.get(pos..pos + 2) {
+            Some(w) => u32::from(u16::from_le_bytes([w[0], w[1]])),
+            None => 0,
+        };
+        let (s, used) = step(&mut x[j], usize::from(ctx(i)), tab, word);
+        if used {
+            if pos + 2 > data.len() {
                 return None;
             }
-            $x = f * ($x >> SCALE_BITS) + slot - (e >> 20);
-            while $x < L {
-                $x = $x << 8 | u32::from(*data.get(pos)?);
-                pos += 1;
-            }
-            e as u8
-        }};
+            pos += 2;
+        }
+        out[i] = s;
+        i += 1;
     }
-    let [mut x0, mut x1] = *st;
-    let mut pairs = out.chunks_exact_mut(2);
-    for o in &mut pairs {
-        let c0 = ctx.next()?;
-        let c1 = ctx.next()?;
-        o[0] = step!(x0, c0);
-        o[1] = step!(x1, c1);
-    }
-    if let [o] = pairs.into_remainder() {
-        *o = step!(x0, ctx.next()?);
-    }
-    *st = [x0, x1];
     Some(pos)
 }

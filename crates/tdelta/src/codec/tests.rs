@@ -15,7 +15,7 @@ fn round_trip(dtype: DType, new: &[u8], base: Option<&[u8]>) -> Encoded {
 /// Every plane/delta codec on its own, whatever `encode` would pick.
 fn round_trip_all_codecs(dtype: DType, new: &[u8], base: &[u8]) {
     let word = Word::of(dtype);
-    if new.len() % word.size() != 0 {
+    if !new.len().is_multiple_of(word.size()) {
         return;
     }
     for (codec, kind) in

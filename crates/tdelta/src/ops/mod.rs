@@ -1,8 +1,15 @@
 //! Operations on a store: pack a checkpoint, restore a version.
 
+mod diff;
+mod manage;
 mod pack;
 mod restore;
 
+pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
+pub use manage::{
+    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
+    refs_by_version, rollback, stats, tag, untag, verify,
+};
 pub use pack::{BaseChoice, DEFAULT_CHAIN, PackOptions, PackReport, Policy, pack};
 pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
 

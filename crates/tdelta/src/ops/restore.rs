@@ -172,14 +172,12 @@ fn write_files(
 
 /// Puts a block error in the context of a version, file, tensor and block.
 pub(crate) fn block_error(id: Hash, f: &FileEntry, b: &BlockRef, e: Error) -> Error {
-    let what = match b.tensor {
-        Some(t) => format!("tensor `{}` block {}", f.tensors()[t].name, b.index),
-        None if f.tensors().is_empty() && !matches!(f.content, crate::FileContent::Safetensors { .. }) => {
-            format!("block {}", b.index)
-        }
-        None => format!("header block {}", b.index),
-    };
-    Error::InBlock { version: id.short(), file: f.path.clone(), what, source: Box::new(e) }
+    Error::InBlock {
+        version: id.short(),
+        file: f.path.clone(),
+        what: super::manage::block_name(f, b),
+        source: Box::new(e),
+    }
 }
 
 /// A block whose bytes hash right but whose length differs from where the

@@ -244,7 +244,7 @@ impl Store {
         Ok(l)
     }
 
-    fn manifest_path(&self, id: Hash) -> PathBuf {
+    pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
         self.root.join("versions").join(format!("{id}.tdm"))
     }
 
@@ -359,6 +359,48 @@ impl Store {
             prev: Hash::default(),
         })?;
         Ok(old)
+    }
+
+    /// Appends an audit entry that moves no ref (a version dropped, a gc).
+    /// The caller must hold the lock.
+    pub(crate) fn record(&self, op: &str, r#ref: Option<&str>, new: Option<Hash>, why: &str) -> Result<()> {
+        self.audit().append(AuditEntry {
+            seq: 0,
+            time: now(),
+            who: whoami(),
+            op: op.to_string(),
+            r#ref: r#ref.map(str::to_string),
+            old: None,
+            new,
+            why: why.to_string(),
+            prev: Hash::default(),
+        })?;
+        Ok(())
+    }
+
+    /// Reads every ref file; returns one message per ref that cannot be
+    /// read or points to a missing version.
+    pub(crate) fn refs_checked(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let base = self.root.join("refs");
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            for ent in fs::read_dir(&dir).at(&dir)? {
+                let p = ent.at(&dir)?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                match refs::read_ref(&p) {
+                    Ok(Some(id)) if !self.manifest_path(id).is_file() => {
+                        problems.push(format!("{}: points to missing version {}", p.display(), id.short()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+        }
+        Ok(problems)
     }
 
     /// Resolves `HEAD`, a ref name, a full version id or a unique prefix of

@@ -257,7 +257,8 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         let in_range = e
             .offset
             .checked_add(u64::from(e.stored_len))
-            .is_some_and(|end| end + 16 <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
+            .and_then(|end| end.checked_add(16))
+            .is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
         let sorted = entries.last().is_none_or(|p: &Entry| p.hash < e.hash);
         if !in_range || !sorted || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
             return Err(Error::corrupt(path, format!("index entry {i} (block {}) is inconsistent", e.hash)));
@@ -335,5 +336,21 @@ mod tests {
         assert!(e.to_string().contains("claims 5 entries"), "{e}");
         let e = decode_index(&idx_path, &idx, 0, 100).unwrap_err();
         assert!(e.to_string().contains("inconsistent"), "{e}");
+    }
+
+    /// Found by fuzzing: an entry whose offset is near `u64::MAX` made the
+    /// bounds check overflow (a panic in debug, a wrong pass in release).
+    #[test]
+    fn index_entry_near_u64_max_is_refused() {
+        let hex = "5444494e444558000100000000000000010000000000000001000000000000000000000000000000\
+                   f7ffffffffffffff0000000000000000000200000000000000000000000000000000000000000000\
+                   000000000000000094cbb4201a79c5c2";
+        let hex: String = hex.split_whitespace().collect();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        for pack_len in [u64::MAX, u64::MAX / 2, 1 << 20] {
+            let e = decode_index(Path::new("x.idx"), &bytes, 0, pack_len).unwrap_err();
+            assert!(e.to_string().contains("inconsistent"), "{e}");
+        }
     }
 }

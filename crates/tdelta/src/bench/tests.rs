@@ -1,0 +1,125 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::DType;
+use crate::synth::{SeriesSpec, write_series};
+
+#[test]
+fn strategy_names_round_trip() {
+    for s in
+        default_strategies().into_iter().chain([Strategy::Bitx { base: XorBase::First }, Strategy::Zstd { level: 19 }])
+    {
+        assert_eq!(s.to_string().parse::<Strategy>().unwrap(), s, "{s}");
+    }
+    assert_eq!("chain:8".parse::<Strategy>().unwrap(), Strategy::Tdelta { policy: Policy::Chain(8) });
+    assert_eq!("root".parse::<Strategy>().unwrap().to_string(), "tdelta:root");
+    assert_eq!("ZSTD".parse::<Strategy>().unwrap(), Strategy::Zstd { level: 3 });
+    for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", ""] {
+        assert!(bad.parse::<Strategy>().is_err(), "{bad}");
+    }
+    assert_eq!(parse_strategies("raw, zipnn").unwrap(), vec![Strategy::Raw, Strategy::Zipnn]);
+    assert!(parse_strategies("raw,raw").is_err());
+    assert!(parse_strategies(",").is_err());
+}
+
+#[test]
+fn median_and_rates() {
+    assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    assert_eq!(mb_s(2_000_000, 2.0), 1.0);
+    assert_eq!(mb_s(5, 0.0), 0.0);
+}
+
+fn series(dir: &std::path::Path, sharded: bool) -> Vec<PathBuf> {
+    let mut spec = SeriesSpec::new(7, DType::BF16, 1 << 20, 3);
+    spec.sharded = sharded;
+    spec.vocab_extension_at = Some(2);
+    write_series(&spec, &dir.join("series")).unwrap()
+}
+
+fn check(report: &BenchReport, n: usize) {
+    assert_eq!(report.strategies.len(), n);
+    for r in &report.strategies {
+        assert!(r.verified, "{} not bit-exact", r.strategy);
+        assert!(r.ratio > 0.0, "{}", r.strategy);
+        assert_eq!(r.added_bytes.iter().sum::<u64>(), r.stored_bytes, "{}", r.strategy);
+        assert_eq!(r.restore_mb_s.len(), report.versions);
+        assert!(r.pack_mb_s > 0.0 && r.restore_newest_mb_s > 0.0, "{}", r.strategy);
+    }
+}
+
+#[test]
+fn every_strategy_restores_bit_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = series(tmp.path(), false);
+    let mut opts = BenchOptions::new(tmp.path().join("work"));
+    opts.block_size = 64 << 10;
+    opts.strategies.push(Strategy::Bitx { base: XorBase::First });
+    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    check(&report, 9);
+    let get = |name: &str| report.strategies.iter().find(|r| r.strategy == name).unwrap();
+    // Raw stores the series byte for byte; everything else stores less.
+    assert_eq!(get("raw").stored_bytes, report.raw_bytes);
+    for r in &report.strategies[1..] {
+        assert!(r.stored_bytes < report.raw_bytes, "{}", r.strategy);
+    }
+    // The XOR chain grows with the series; the first-base one does not.
+    assert_eq!(get("bitx").max_levels, vec![1, 2, 3]);
+    assert_eq!(get("bitx:first").max_levels, vec![1, 2, 2]);
+    assert_eq!(get("tdelta:full").max_levels, vec![1, 1, 1]);
+    // Deltas beat no deltas on a fine-tuning series.
+    assert!(get("tdelta:chain:8").stored_bytes < get("zipnn").stored_bytes);
+    // Temporary stores are gone.
+    assert_eq!(std::fs::read_dir(&opts.work_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn sharded_series_from_a_parent_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    series(tmp.path(), true);
+    let paths = expand_inputs(&[tmp.path().join("series")]).unwrap();
+    assert_eq!(paths.len(), 3);
+    assert!(paths.windows(2).all(|w| w[0] < w[1]));
+    let mut opts = BenchOptions::new(tmp.path().join("work"));
+    opts.strategies = parse_strategies("raw,zstd:1,zipnn,bitx,chain:2").unwrap();
+    opts.repeat = 2;
+    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    check(&report, 5);
+    assert_eq!(report.repeat, 2);
+}
+
+#[test]
+fn renderings_are_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = series(tmp.path(), false);
+    let mut opts = BenchOptions::new(tmp.path().join("work"));
+    opts.strategies = parse_strategies("raw,bitx,root").unwrap();
+    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let back: BenchReport = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(back.strategies.len(), 3);
+    for (a, b) in back.strategies.iter().zip(&report.strategies) {
+        assert_eq!((&a.strategy, a.stored_bytes, &a.added_bytes), (&b.strategy, b.stored_bytes, &b.added_bytes));
+        assert!((a.pack_mb_s - b.pack_mb_s).abs() < 1e-6 * b.pack_mb_s.max(1.0));
+    }
+    let csv = report.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0].split(',').collect::<Vec<_>>(), CSV_COLUMNS);
+    assert_eq!(lines.len(), 4);
+    for l in &lines[1..] {
+        assert_eq!(l.split(',').count(), CSV_COLUMNS.len(), "{l}");
+    }
+    let svg = report.to_svg();
+    assert_eq!(svg.matches(r#"<g class="series""#).count(), 3);
+    assert!(svg.contains(r#"data-strategy="tdelta:root""#));
+    assert_eq!(svg.matches("<g").count(), svg.matches("</g>").count());
+}
+
+#[test]
+fn empty_series_and_missing_paths_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = BenchOptions::new(tmp.path().join("work"));
+    assert!(run(&[], &opts, &crate::Silent).is_err());
+    assert!(run(&[tmp.path().join("nope.safetensors")], &opts, &crate::Silent).is_err());
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    assert!(expand_inputs(&[tmp.path().join("empty")]).is_err());
+}

@@ -1,0 +1,449 @@
+//! Version management: tags and channels, rollback, ref history, drop,
+//! garbage collection, verification and store figures.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::Progress;
+use crate::error::IoContext;
+use crate::hash::Hash;
+use crate::store::manifest::{BlockRef, FileEntry, Manifest};
+use crate::store::pack::{BlockMeta, PackWriter};
+use crate::store::read::Scratch;
+use crate::store::{Store, fsutil};
+use crate::{AuditEntry, Error, Result};
+
+/// Points tag `name` at version `id`. Refuses to move an existing tag to
+/// another version unless `force`. Returns the previous target.
+pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<Option<Hash>> {
+    crate::validate_ref_name(name)?;
+    let _lock = store.lock()?;
+    store.manifest(id)?;
+    let old = store.read_ref(name)?;
+    if let Some(old) = old.filter(|o| *o != id && !force) {
+        return Err(Error::InvalidArgument(format!(
+            "tag `{name}` already points to {}; pass --force to move it",
+            old.short()
+        )));
+    }
+    store.move_ref_locked(name, Some(id), "tag", why)
+}
+
+/// Deletes tag `name`. Returns the version it pointed to.
+pub fn untag(store: &Store, name: &str, why: &str) -> Result<Hash> {
+    crate::validate_ref_name(name)?;
+    let _lock = store.lock()?;
+    let old = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
+    store.move_ref_locked(name, None, "untag", why)?;
+    Ok(old)
+}
+
+/// Where [`rollback`] moves a ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackTarget {
+    /// To this version.
+    Version(Hash),
+    /// To the version the ref pointed to `n` moves ago (its history,
+    /// newest first, without repeats of the current version).
+    Steps(usize),
+}
+
+/// Moves ref `name` (a tag or `HEAD`) back to an earlier version in one
+/// atomic step, recording why. Returns `(old, new)`.
+pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Result<(Hash, Hash)> {
+    let _lock = store.lock()?;
+    let cur = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
+    let target = match to {
+        RollbackTarget::Version(id) => id,
+        RollbackTarget::Steps(n) => {
+            let earlier = previous_targets(store, name, cur)?;
+            let Some(id) = n.checked_sub(1).and_then(|i| earlier.get(i)) else {
+                return Err(Error::InvalidArgument(format!(
+                    "`{name}` has {} earlier versions in its history; cannot go back {n}",
+                    earlier.len()
+                )));
+            };
+            *id
+        }
+    };
+    store.manifest(target)?;
+    store.move_ref_locked(name, Some(target), "rollback", why)?;
+    Ok((cur, target))
+}
+
+/// The versions a ref pointed to before, newest first, each once, without
+/// `current`.
+fn previous_targets(store: &Store, name: &str, current: Hash) -> Result<Vec<Hash>> {
+    let mut seen = HashSet::from([current]);
+    let mut out = Vec::new();
+    for e in history(store, name)?.iter().rev() {
+        for id in [e.new, e.old].into_iter().flatten() {
+            if seen.insert(id) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every move of ref `name` from the audit log, oldest first.
+pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
+    let rep = store.audit_log()?;
+    Ok(rep.entries.into_iter().filter(|e| e.r#ref.as_deref() == Some(name)).collect())
+}
+
+/// Deletes version `id` (its manifest). Refused while a ref points to it.
+/// Its blocks stay until [`gc`] finds them unreferenced.
+pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
+    let _lock = store.lock()?;
+    store.manifest(id)?;
+    let mut holders: Vec<String> = store.refs()?.into_iter().filter(|(_, v)| *v == id).map(|(n, _)| n).collect();
+    if store.read_ref("HEAD")? == Some(id) {
+        holders.insert(0, "HEAD".into());
+    }
+    if !holders.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "version {} is still referenced by {}; move or delete those refs first",
+            id.short(),
+            holders.join(", ")
+        )));
+    }
+    let path = store.manifest_path(id);
+    fs::remove_file(&path).at(&path)?;
+    if let Some(dir) = path.parent() {
+        fsutil::sync_dir(dir)?;
+    }
+    store.record("drop", None, Some(id), why)?;
+    Ok(())
+}
+
+/// What [`gc`] did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GcReport {
+    /// Versions kept (all manifests present).
+    pub versions: usize,
+    /// Blocks removed.
+    pub blocks_removed: u64,
+    /// Packs deleted whole.
+    pub packs_deleted: usize,
+    /// Packs rewritten without their dead blocks.
+    pub packs_rewritten: usize,
+    /// Bytes of `packs/` before and after.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
+/// Removes every block no version needs (directly or as a delta base) by
+/// deleting or rewriting packs, and pack files that lost their index.
+///
+/// Crash-safe: a rewritten pack and its index land before the old index
+/// and pack are removed, so every live block is always in an indexed pack.
+pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
+    let _lock = store.lock()?;
+    store.load_packs()?;
+    let versions = store.versions()?;
+    let mut live: HashSet<Hash> = HashSet::new();
+    for id in &versions {
+        // A manifest that cannot be read stops gc: what it needs is unknown.
+        let m = store.manifest(*id)?;
+        for f in &m.files {
+            for h in f.block_hashes() {
+                if live.insert(h) {
+                    for e in store.chain(h)? {
+                        live.insert(e.hash);
+                    }
+                }
+            }
+        }
+    }
+    let dir = store.packs_dir();
+    let bytes_before = dir_bytes(&dir)?;
+    let mut rep = GcReport { versions: versions.len(), bytes_before, ..GcReport::default() };
+    // Entries of each pack (the index map keeps one copy of a block that
+    // sits in several packs; count every pack's own entries).
+    let mut per_pack: Vec<Vec<crate::store::pack::Entry>> = vec![Vec::new(); store.packs.len()];
+    for (i, p) in store.packs.iter().enumerate() {
+        let idx_path = dir.join(format!("{}.idx", p.id));
+        let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
+        per_pack[i] = crate::store::pack::decode_index(&idx_path, &bytes, i as u32, p.len)?;
+    }
+    let mut kept_elsewhere: HashSet<Hash> = HashSet::new();
+    for (i, entries) in per_pack.iter().enumerate() {
+        let p = &store.packs[i];
+        let keep: Vec<_> =
+            entries.iter().filter(|e| live.contains(&e.hash) && !kept_elsewhere.contains(&e.hash)).collect();
+        rep.blocks_removed += (entries.len() - keep.len()) as u64;
+        if keep.len() == entries.len() {
+            kept_elsewhere.extend(entries.iter().map(|e| e.hash));
+            continue;
+        }
+        if !keep.is_empty() {
+            let mut w = PackWriter::create(&store.tmp_dir())?;
+            let mut buf = Vec::new();
+            for e in &keep {
+                crate::store::pack::read_payload(&p.file, &p.path, e, &mut buf)?;
+                w.add(
+                    BlockMeta {
+                        hash: e.hash,
+                        raw_len: e.raw_len,
+                        codec: e.codec,
+                        dtype: e.dtype,
+                        depth: e.depth,
+                        base: e.base,
+                    },
+                    &buf,
+                )?;
+            }
+            w.finish(&store.tmp_dir(), &dir)?;
+            kept_elsewhere.extend(keep.iter().map(|e| e.hash));
+            rep.packs_rewritten += 1;
+        } else {
+            rep.packs_deleted += 1;
+        }
+        let idx_path = dir.join(format!("{}.idx", p.id));
+        fs::remove_file(&idx_path).at(&idx_path)?;
+        fsutil::sync_dir(&dir)?;
+        fs::remove_file(&p.path).at(&p.path)?;
+    }
+    // Packs whose index never landed (a writer killed in between).
+    for ent in fs::read_dir(&dir).at(&dir)? {
+        let p = ent.at(&dir)?.path();
+        if p.extension().is_some_and(|e| e == "pack") && !p.with_extension("idx").exists() {
+            fs::remove_file(&p).at(&p)?;
+        }
+    }
+    fsutil::sync_dir(&dir)?;
+    store.load_packs()?;
+    rep.bytes_after = dir_bytes(&dir)?;
+    let note = format!("{why} (freed {} bytes)", rep.bytes_before.saturating_sub(rep.bytes_after));
+    store.record("gc", None, None, note.trim())?;
+    Ok(rep)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
+    let mut n = 0;
+    for ent in fs::read_dir(dir).at(dir)? {
+        let ent = ent.at(dir)?;
+        n += ent.metadata().at(ent.path())?.len();
+    }
+    Ok(n)
+}
+
+/// The check of one version by [`verify`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VersionCheck {
+    /// The version.
+    pub id: Hash,
+    /// What is wrong (empty when the version restores bit-exactly).
+    pub problems: Vec<String>,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// One entry per version checked.
+    pub versions: Vec<VersionCheck>,
+    /// Distinct blocks decoded and checked.
+    pub blocks_checked: u64,
+    /// Raw bytes those blocks restore to.
+    pub bytes_checked: u64,
+    /// Problems of the store itself: refs, audit log, stray files.
+    pub store_problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.store_problems.is_empty() && self.versions.iter().all(|v| v.problems.is_empty())
+    }
+}
+
+/// At most this many problems are listed per version.
+const MAX_PROBLEMS: usize = 20;
+
+/// Decodes every block of the given versions (each distinct block once,
+/// in parallel) and checks every hash; also checks the refs and the audit
+/// log's hash chain.
+pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<VerifyReport> {
+    let mut rep = VerifyReport::default();
+    let audit = store.audit_log()?;
+    rep.store_problems.extend(audit.problems);
+    if audit.torn_tail {
+        rep.store_problems
+            .push("audit.log: last entry is incomplete (a torn write; the next writer repairs it)".into());
+    }
+    match store.refs_checked() {
+        Ok(bad) => rep.store_problems.extend(bad),
+        Err(e) => rep.store_problems.push(e.to_string()),
+    }
+    if let Err(e) = store.read_ref("HEAD") {
+        rep.store_problems.push(e.to_string());
+    }
+    let mut manifests: Vec<(Hash, Option<Manifest>)> = Vec::new();
+    for id in ids {
+        match store.manifest(*id) {
+            Ok(m) => manifests.push((*id, Some(m))),
+            Err(e) => {
+                rep.versions.push(VersionCheck { id: *id, problems: vec![e.to_string()] });
+                manifests.push((*id, None));
+            }
+        }
+    }
+    let mut unique: HashMap<Hash, u64> = HashMap::new();
+    for (_, m) in &manifests {
+        for f in m.iter().flat_map(|m| &m.files) {
+            for b in f.blocks(store.config().block_size) {
+                unique.insert(b.hash, b.len);
+            }
+        }
+    }
+    let blocks: Vec<(Hash, u64)> = unique.into_iter().collect();
+    progress.begin("verifying", blocks.iter().map(|b| b.1).sum());
+    let broken: Mutex<HashMap<Hash, String>> = Mutex::new(HashMap::new());
+    blocks.par_iter().for_each_init(
+        || (Scratch::default(), Vec::new()),
+        |(scratch, buf), (h, len)| {
+            if let Err(e) = store.read_block(*h, buf, scratch, None) {
+                broken.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, e.to_string());
+            }
+            progress.advance(*len);
+        },
+    );
+    progress.end();
+    rep.blocks_checked = blocks.len() as u64;
+    rep.bytes_checked = blocks.iter().map(|b| b.1).sum();
+    let broken = broken.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (id, m) in &manifests {
+        let Some(m) = m else { continue };
+        let mut problems = Vec::new();
+        let mut more = 0;
+        for f in &m.files {
+            for b in f.blocks(m.block_size) {
+                if let Some(e) = broken.get(&b.hash) {
+                    if problems.len() < MAX_PROBLEMS {
+                        problems.push(format!("{}: {}: {e}", f.path, block_name(f, &b)));
+                    } else {
+                        more += 1;
+                    }
+                }
+            }
+        }
+        if more > 0 {
+            problems.push(format!("... and {more} more damaged blocks"));
+        }
+        rep.versions.push(VersionCheck { id: *id, problems });
+    }
+    rep.versions.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
+    Ok(rep)
+}
+
+/// "tensor `x` block 3", "header block 0" or "block 2".
+pub(crate) fn block_name(f: &FileEntry, b: &BlockRef) -> String {
+    match b.tensor {
+        Some(t) => format!("tensor `{}` block {}", f.tensors()[t].name, b.index),
+        None if matches!(f.content, crate::FileContent::Safetensors { .. }) => format!("header block {}", b.index),
+        None => format!("block {}", b.index),
+    }
+}
+
+/// Storage figures of one version for [`stats`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VersionFigures {
+    /// The version.
+    pub id: Hash,
+    /// Creation time.
+    pub created: u64,
+    /// Message.
+    pub message: String,
+    /// Raw bytes of the checkpoint.
+    pub raw_bytes: u64,
+    /// Payload bytes it added to the store when packed.
+    pub stored_bytes: u64,
+    /// Blocks stored as deltas when packed.
+    pub delta_blocks: u64,
+    /// Deepest delta chain among its blocks (0 = all full).
+    pub max_depth: u16,
+    /// Whether some tensors were stored lossily.
+    pub lossy: bool,
+}
+
+/// Storage figures of the store ([`stats`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreFigures {
+    /// Versions, oldest first.
+    pub versions: Vec<VersionFigures>,
+    /// Sum of the raw sizes of all versions.
+    pub raw_bytes: u64,
+    /// Raw bytes of the distinct blocks (after dedup).
+    pub unique_bytes: u64,
+    /// Payload bytes of the distinct blocks (after dedup and encoding).
+    pub payload_bytes: u64,
+    /// Bytes of the pack files (payloads plus framing).
+    pub pack_bytes: u64,
+    /// Bytes of the manifests.
+    pub manifest_bytes: u64,
+    /// `raw_bytes / unique_bytes`.
+    pub dedup_ratio: f64,
+    /// `unique_bytes / payload_bytes`.
+    pub compression_ratio: f64,
+    /// `raw_bytes / (pack_bytes + manifest_bytes)`.
+    pub total_ratio: f64,
+    /// Distinct blocks.
+    pub blocks: usize,
+    /// Pack files.
+    pub packs: usize,
+}
+
+/// Figures for every version and the whole store.
+pub fn stats(store: &Store) -> Result<StoreFigures> {
+    let mut versions = Vec::new();
+    let mut manifest_bytes = 0;
+    for id in store.versions()? {
+        let m = store.manifest(id)?;
+        manifest_bytes += fs::metadata(store.manifest_path(id)).map(|md| md.len()).unwrap_or(0);
+        versions.push(VersionFigures {
+            id,
+            created: m.created,
+            message: m.message.clone(),
+            raw_bytes: m.stats.raw_bytes,
+            stored_bytes: m.stats.stored_bytes,
+            delta_blocks: m.stats.delta_blocks,
+            max_depth: m.stats.max_depth,
+            lossy: m.lossy.is_some(),
+        });
+    }
+    versions.sort_by_key(|v| (v.created, v.id));
+    let s = store.stats()?;
+    let raw_bytes: u64 = versions.iter().map(|v| v.raw_bytes).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Ok(StoreFigures {
+        raw_bytes,
+        unique_bytes: s.raw_block_bytes,
+        payload_bytes: s.payload_bytes,
+        pack_bytes: s.pack_bytes,
+        manifest_bytes,
+        dedup_ratio: ratio(raw_bytes, s.raw_block_bytes),
+        compression_ratio: ratio(s.raw_block_bytes, s.payload_bytes),
+        total_ratio: ratio(raw_bytes, s.pack_bytes + manifest_bytes),
+        blocks: s.blocks,
+        packs: s.packs,
+        versions,
+    })
+}
+
+/// Versions in `m`'s order with the refs pointing at each (for listings).
+pub fn refs_by_version(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
+    let mut by: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
+    if let Some(h) = store.read_ref("HEAD")? {
+        by.entry(h).or_default().push("HEAD".into());
+    }
+    for (name, id) in store.refs()? {
+        by.entry(id).or_default().push(name);
+    }
+    Ok(by)
+}
