@@ -108,11 +108,7 @@ pub fn list(dir: &Path) -> Vec<String> {
 /// `packs/*.pack` without their `.idx`.
 pub fn orphan_packs(store: &Path) -> Vec<String> {
     let names = list(&store.join("packs"));
-    names
-        .iter()
-        .filter(|n| n.ends_with(".pack") && !names.contains(&n.replace(".pack", ".idx")))
-        .cloned()
-        .collect()
+    names.iter().filter(|n| n.ends_with(".pack") && !names.contains(&n.replace(".pack", ".idx"))).cloned().collect()
 }
 
 /// splitmix64: a tiny seeded generator (no dev-dependency needed).

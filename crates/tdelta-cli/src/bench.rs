@@ -25,14 +25,18 @@ use crate::progress::Bar;
                   (BitX-like); restoring version N decodes the whole XOR chain\n  \
                   bitx:first    the same, XOR with the first version (the base model)\n  \
                   tdelta:POLICY a tdelta store; POLICY is chain:K, keyframe:K, root or full \
-                  (the `tdelta:` prefix may be left out)\n\
-                  Default: raw,zstd:3,zipnn,bitx,chain:8,keyframe:4,root,full.\n\n\
+                  (the `tdelta:` prefix may be left out)\n  \
+                  tdelta:BITS[:POLICY]  lossy tdelta: deltas quantized to BITS = int8, int4 or int2 \
+                  (default policy chain:8); the table shows the error recorded at pack\n\
+                  Default: raw,zstd:3,zipnn,bitx,chain:8,keyframe:4,root,full,int8,int4.\n\n\
                   Reading the table: `stored` is what the store holds on disk after the last \
                   version (`% raw` of the series); `per version` is the mean cost of one more \
                   checkpoint after the first; `pack` is source MB (10^6 B) stored per second; \
                   `newest` and `worst` are restore speeds of the newest version and of the slowest \
                   one to restore (vN); `levels` is the deepest chain one block needed; `exact` says \
-                  every version restored bit-exactly; `peak RSS` is the resident-memory high-water \
+                  every version restored bit-exactly (`lossy`: restored and checked against the recorded \
+                  reconstruction, with `error` = largest absolute error and relative L2 error of the \
+                  weights, worst version); `peak RSS` is the resident-memory high-water \
                   mark while the strategy ran (Linux), page cache of mapped checkpoints included.",
     after_help = "Examples:\n  \
                   tdelta bench --generate --versions 10 --size 512M\n  \
@@ -208,7 +212,13 @@ fn row(r: &StrategyResult) -> Vec<String> {
         mb(r.restore_newest_mb_s),
         format!("{} (v{})", mb(r.restore_worst_mb_s), r.restore_worst_version),
         r.max_levels.iter().max().copied().unwrap_or(0).to_string(),
-        if r.lossy { "lossy".into() } else if r.verified { "yes".into() } else { "NO".into() },
+        if r.lossy {
+            "lossy".into()
+        } else if r.verified {
+            "yes".into()
+        } else {
+            "NO".into()
+        },
         r.peak_rss_bytes.map(fmt::bytes).unwrap_or_else(|| "-".into()),
     ];
     if r.lossy {
@@ -243,7 +253,11 @@ fn table(report: &BenchReport, source: &str) -> String {
 
     // Bytes each version added, per strategy.
     out.push_str("\nbytes added by each version:\n");
-    let mut rows = vec![std::iter::once("version".to_string()).chain(report.strategies.iter().map(|r| r.strategy.clone())).collect::<Vec<_>>()];
+    let mut rows = vec![
+        std::iter::once("version".to_string())
+            .chain(report.strategies.iter().map(|r| r.strategy.clone()))
+            .collect::<Vec<_>>(),
+    ];
     for v in 0..report.versions {
         let mut r = vec![format!("v{v} ({})", fmt::bytes(report.version_bytes[v]))];
         r.extend(report.strategies.iter().map(|s| fmt::bytes(s.added_bytes.get(v).copied().unwrap_or(0))));

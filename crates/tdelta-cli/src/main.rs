@@ -232,6 +232,23 @@ struct PackArgs {
     /// the same key.
     #[arg(long = "metrics", value_name = "FILE.json")]
     metrics_file: Option<PathBuf>,
+    /// LOSSY: store float tensors as quantized deltas with codes of this
+    /// width (int8, int4 or int2). The error is measured and recorded in
+    /// the version; never the default.
+    #[arg(long, value_name = "WIDTH", value_parser = ["int8", "int4", "int2"])]
+    lossy: Option<String>,
+    /// With --lossy: bound on each tensor's relative L2 error of the delta
+    /// (‖restored − new‖ / ‖new − base‖), e.g. 0.01; blocks that would
+    /// exceed it get wider codes or stay exact.
+    #[arg(long, value_name = "E", requires = "lossy")]
+    max_error: Option<f64>,
+    /// With --lossy: keep tensors whose name matches PATTERN exact (`*`
+    /// matches anything; repeatable), e.g. '*norm*' '*.bias'.
+    #[arg(long, value_name = "PATTERN", requires = "lossy")]
+    keep_exact: Vec<String>,
+    /// With --lossy: elements per quantization scale.
+    #[arg(long, value_name = "G", requires = "lossy", default_value_t = tdelta::lossy::DEFAULT_GROUP)]
+    group: u32,
 }
 
 fn main() -> ExitCode {
@@ -333,6 +350,14 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
         ..Default::default()
     };
     opts.encode.level = a.level;
+    if let Some(w) = &a.lossy {
+        opts.lossy = Some(tdelta::lossy::LossyOptions {
+            bits: w.parse()?,
+            group: a.group,
+            max_error: a.max_error,
+            keep_exact: a.keep_exact.clone(),
+        });
+    }
     opts.meta = parse_kv(&a.meta, "meta")?.into_iter().collect();
     if let Some(f) = &a.metrics_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -531,6 +556,57 @@ fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
     print_manifest(&store, id, &m, tensors)
 }
 
+/// The `LOSSY` lines of `show`: settings, totals, then the worst tensors.
+fn print_lossy(l: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.3e}"));
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
+    let bound = l["max_error"].as_f64().map_or_else(|| "none".to_string(), |x| format!("{:.3}%", x * 100.0));
+    let keep: Vec<&str> =
+        l["keep_exact"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    println!(
+        "LOSSY    {} codes, groups of {}, bound on delta rel-L2 {}{}; {} lossy blocks, {} exact",
+        l["bits"].as_str().unwrap_or("?"),
+        l["group"],
+        bound,
+        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", keep.join(" ")) },
+        l["lossy_blocks"],
+        l["exact_blocks"],
+    );
+    println!(
+        "LOSSY    error: delta rel-L2 {} (worst tensor {}), weight rel-L2 {}, max abs {}",
+        pct(&l["delta_rel_l2"]),
+        pct(&l["max_tensor_delta_rel_l2"]),
+        pct(&l["weight_rel_l2"]),
+        f(&l["max_abs_err"]),
+    );
+    let mut tensors: Vec<&serde_json::Value> = l["tensors"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let n = tensors.len();
+    tensors.sort_by(|a, b| {
+        let k = |v: &serde_json::Value| v["delta_rel_l2"].as_f64().unwrap_or(f64::INFINITY);
+        k(b).total_cmp(&k(a))
+    });
+    println!(
+        "LOSSY    {n} lossy tensors, worst first:  delta rel-L2  weight rel-L2  max abs  blocks int2/int4/int8/exact"
+    );
+    for t in tensors.iter().take(10) {
+        let b = &t["blocks"];
+        println!(
+            "  {:<46} {:>12} {:>14} {:>9}  {}/{}/{}/{}",
+            t["name"].as_str().unwrap_or("?"),
+            pct(&t["delta_rel_l2"]),
+            pct(&t["weight_rel_l2"]),
+            f(&t["max_abs_err"]),
+            b["int2"],
+            b["int4"],
+            b["int8"],
+            b["exact"],
+        );
+    }
+    if n > 10 {
+        println!("  … {} more (tdelta log --json shows them all)", n - 10);
+    }
+}
+
 fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Result<()> {
     let refs = ref_names(store)?;
     println!("version  {id}");
@@ -563,7 +639,7 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
         fmt::bytes(u64::from(m.block_size))
     );
     if let Some(l) = &m.lossy {
-        println!("LOSSY    {l}");
+        print_lossy(l);
     }
     println!("files    {}", m.files.len());
     for f in &m.files {

@@ -2,7 +2,8 @@
 //! side by side with the BitX-like and ZipNN-like baselines.
 //!
 //! ```text
-//! cargo run --release -p tdelta --example codec_ratio -- [BASE NEW] [--level N] [--synthetic MIB]
+//! cargo run --release -p tdelta --example codec_ratio -- [BASE NEW] [--level N] [--effort N]
+//!     [--reps N] [--entropy] [--synthetic MIB]
 //! ```
 //!
 //! Without files it reads the real pair in `../shared/data/minilm-sib-bf16`
@@ -91,9 +92,43 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
 }
 
-fn measure(label: &str, pairs: &Pairs<'_>, level: i32) {
+/// Median of the values.
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs [`measure_once`] `reps` times; bytes from the first run, times the
+/// median of each column.
+fn measure(label: &str, pairs: &Pairs<'_>, params: EncodeParams, reps: usize) {
+    let runs: Vec<(Vec<(&str, Row)>, String)> = (0..reps.max(1)).map(|_| measure_once(pairs, params)).collect();
     let raw: u64 = pairs.iter().map(|p| p.1.len() as u64).sum();
-    let params = EncodeParams { level };
+    let (first, info) = &runs[0];
+    let bitx = first.iter().find(|r| r.0.starts_with("bitx")).map_or(1, |r| r.1.bytes);
+    println!(
+        "\n## {label}: {} blocks, {:.1} MiB raw, {params:?}, {info}, medians of {} runs",
+        pairs.len(),
+        raw as f64 / 1048576.0,
+        runs.len()
+    );
+    println!("| codec | bytes | vs raw | vs bitx_like | encode MB/s | decode MB/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| raw | {raw} | 100.0% | | | |");
+    for (k, (name, r)) in first.iter().enumerate() {
+        let enc = median(runs.iter().map(|x| x.0[k].1.enc).collect());
+        let dec = median(runs.iter().map(|x| x.0[k].1.dec).collect());
+        println!(
+            "| {name} | {} | {:.2}% | {:.3}× | {:.0} | {:.0} |",
+            r.bytes,
+            100.0 * r.bytes as f64 / raw as f64,
+            r.bytes as f64 / bitx.max(1) as f64,
+            mbps(raw, enc),
+            mbps(raw, dec),
+        );
+    }
+}
+
+fn measure_once<'p>(pairs: &Pairs<'_>, params: EncodeParams) -> (Vec<(&'p str, Row)>, String) {
     let mut rows: Vec<(&str, Row)> = Vec::new();
     let mut out = vec![0u8; BLOCK];
     let mut codec_count = std::collections::BTreeMap::<&str, usize>::new();
@@ -153,28 +188,9 @@ fn measure(label: &str, pairs: &Pairs<'_>, level: i32) {
         dr.bytes += e.payload.len() as u64;
         *codec_count.entry(e.codec.name()).or_default() += 1;
     }
-    let bitx = br.bytes;
     rows.push(("bitx_like (delta)", br));
     rows.push(("tdelta delta", dr));
-
-    println!(
-        "\n## {label}: {} blocks, {:.1} MiB raw, {same} identical blocks, level {level}, delta codecs used {codec_count:?}",
-        pairs.len(),
-        raw as f64 / 1048576.0
-    );
-    println!("| codec | bytes | vs raw | vs bitx_like | encode MB/s | decode MB/s |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    println!("| raw | {raw} | 100.0% | | | |");
-    for (name, r) in &rows {
-        println!(
-            "| {name} | {} | {:.1}% | {:.3}× | {:.0} | {:.0} |",
-            r.bytes,
-            100.0 * r.bytes as f64 / raw as f64,
-            r.bytes as f64 / bitx.max(1) as f64,
-            mbps(raw, r.enc),
-            mbps(raw, r.dec),
-        );
-    }
+    (rows, format!("{same} identical blocks, delta codecs used {codec_count:?}"))
 }
 
 fn h(counts: &std::collections::HashMap<u32, u64>) -> f64 {
@@ -259,12 +275,18 @@ fn entropy(label: &str, pairs: &Pairs<'_>) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut files = Vec::new();
-    let mut levels = vec![1, 2, 3];
+    let mut levels = vec![3];
+    let mut efforts = vec![0u8, 1];
+    let mut reps = 5usize;
+    let mut show_entropy = false;
     let mut synth_mib = 0usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--level" => levels = vec![it.next().and_then(|s| s.parse().ok()).expect("--level N")],
+            "--effort" => efforts = vec![it.next().and_then(|s| s.parse().ok()).expect("--effort N")],
+            "--reps" => reps = it.next().and_then(|s| s.parse().ok()).expect("--reps N"),
+            "--entropy" => show_entropy = true,
             "--synthetic" => synth_mib = it.next().and_then(|s| s.parse().ok()).expect("--synthetic MIB"),
             _ => files.push(a.clone()),
         }
@@ -280,17 +302,25 @@ fn main() {
         let bs = safetensors::SafeTensors::deserialize(&bb).expect("parse base");
         let ns = safetensors::SafeTensors::deserialize(&nb).expect("parse new");
         let pairs = blocks(&ns, &bs);
-        entropy("real", &pairs);
-        for &l in &levels {
-            measure(&format!("{new} vs {base}"), &pairs, l);
+        if show_entropy {
+            entropy("real", &pairs);
+        }
+        for &level in &levels {
+            for &effort in &efforts {
+                measure(&format!("{new} vs {base}"), &pairs, EncodeParams { level, effort }, reps);
+            }
         }
     }
     if synth_mib > 0 {
         let (new, base) = synthetic(synth_mib);
         let pairs: Pairs<'_> = new.chunks(BLOCK).zip(base.chunks(BLOCK)).map(|(n, b)| (DType::BF16, n, b)).collect();
-        entropy("synthetic", &pairs);
-        for &l in &levels {
-            measure(&format!("synthetic BF16 {synth_mib} MiB"), &pairs, l);
+        if show_entropy {
+            entropy("synthetic", &pairs);
+        }
+        for &level in &levels {
+            for &effort in &efforts {
+                measure(&format!("synthetic BF16 {synth_mib} MiB"), &pairs, EncodeParams { level, effort }, reps);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hash;
+pub mod lossy;
 mod ops;
 mod store;
 pub mod synth;

@@ -27,6 +27,21 @@ pub(super) trait Engine {
     /// Restores version `v` to `out` (a file or a directory, like the
     /// source); returns the deepest chain one block needed (1 = no delta).
     fn restore(&mut self, v: usize, out: &Path, progress: &dyn Progress) -> Result<u64>;
+    /// The worst error recorded over the versions of a lossy strategy.
+    fn error(&self) -> Option<LossyError> {
+        None
+    }
+}
+
+/// The error a lossy pack recorded (worst over versions).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct LossyError {
+    /// Largest absolute error of one element.
+    pub(super) max_abs: f64,
+    /// ‖error‖ / ‖weights‖.
+    pub(super) weight_rel_l2: f64,
+    /// ‖error‖ / ‖delta‖.
+    pub(super) delta_rel_l2: f64,
 }
 
 /// The engine of `strategy`, storing under `store` (created).
@@ -44,7 +59,18 @@ pub(super) fn make<'a>(
         Strategy::Tdelta { policy } => {
             let store = Store::init(store, &InitOptions { block_size })?;
             let opts = PackOptions { policy, author: Some("tdelta-bench".into()), ..PackOptions::default() };
-            Box::new(Tdelta { series, store, opts, ids: Vec::new() })
+            Box::new(Tdelta { series, store, opts, ids: Vec::new(), error: None })
+        }
+        Strategy::TdeltaLossy { policy, bits } => {
+            let store = Store::init(store, &InitOptions { block_size })?;
+            let lossy = crate::lossy::LossyOptions { bits, ..crate::lossy::LossyOptions::default() };
+            let opts = PackOptions {
+                policy,
+                lossy: Some(lossy),
+                author: Some("tdelta-bench".into()),
+                ..PackOptions::default()
+            };
+            Box::new(Tdelta { series, store, opts, ids: Vec::new(), error: None })
         }
     })
 }
@@ -396,6 +422,7 @@ struct Tdelta<'a> {
     store: Store,
     opts: PackOptions,
     ids: Vec<Hash>,
+    error: Option<LossyError>,
 }
 
 impl Engine for Tdelta<'_> {
@@ -405,7 +432,19 @@ impl Engine for Tdelta<'_> {
         opts.message = format!("bench version {v}");
         let r = crate::pack(&mut self.store, &path, &opts, progress)?;
         self.ids.push(r.id);
+        if opts.lossy.is_some() {
+            let rec = r.manifest.lossy.as_ref();
+            let get = |k: &str| rec.and_then(|l| l.get(k)).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+            let e = self.error.get_or_insert_with(LossyError::default);
+            e.max_abs = e.max_abs.max(get("max_abs_err"));
+            e.weight_rel_l2 = e.weight_rel_l2.max(get("weight_rel_l2"));
+            e.delta_rel_l2 = e.delta_rel_l2.max(get("delta_rel_l2"));
+        }
         Ok(())
+    }
+
+    fn error(&self) -> Option<LossyError> {
+        self.error
     }
 
     fn restore(&mut self, v: usize, out: &Path, progress: &dyn Progress) -> Result<u64> {

@@ -19,8 +19,9 @@ use super::{BenchReport, StrategyResult};
 /// - `max_levels`: deepest chain one block needed, over all versions;
 /// - `verified`: every version restored bit-exactly;
 /// - `peak_rss_bytes`: peak resident memory while it ran (empty if unknown);
-/// - `max_abs_err`, `rel_l2_err`: error of a lossy strategy (empty if
-///   lossless);
+/// - `max_abs_err`, `rel_l2_err`, `delta_rel_l2_err`: error of a lossy
+///   strategy, worst version: largest absolute element error, relative L2
+///   error of the weights, and of the deltas (empty if lossless);
 /// - `added_bytes`: bytes each version added, `;`-separated.
 pub const CSV_COLUMNS: &[&str] = &[
     "strategy",
@@ -38,6 +39,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "peak_rss_bytes",
     "max_abs_err",
     "rel_l2_err",
+    "delta_rel_l2_err",
     "added_bytes",
 ];
 
@@ -117,6 +119,7 @@ impl BenchReport {
                 opt(r.peak_rss_bytes),
                 opt(r.max_abs_err),
                 opt(r.rel_l2_err),
+                opt(r.delta_rel_l2_err),
                 added.join(";"),
             ];
             out.push_str(&row.join(","));

@@ -72,8 +72,17 @@ pub fn reset_peak_rss() -> bool {
 /// Peak resident memory of this process in bytes (`VmHWM` of
 /// `/proc/self/status`), or `None` where it cannot be read.
 pub fn peak_rss() -> Option<u64> {
+    status_kb("VmHWM:")
+}
+
+/// Current resident memory of this process in bytes (`VmRSS`).
+pub fn current_rss() -> Option<u64> {
+    status_kb("VmRSS:")
+}
+
+fn status_kb(key: &str) -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

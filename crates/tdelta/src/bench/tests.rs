@@ -14,7 +14,12 @@ fn strategy_names_round_trip() {
     assert_eq!("chain:8".parse::<Strategy>().unwrap(), Strategy::Tdelta { policy: Policy::Chain(8) });
     assert_eq!("root".parse::<Strategy>().unwrap().to_string(), "tdelta:root");
     assert_eq!("ZSTD".parse::<Strategy>().unwrap(), Strategy::Zstd { level: 3 });
-    for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", ""] {
+    assert_eq!(
+        "int4:root".parse::<Strategy>().unwrap(),
+        Strategy::TdeltaLossy { policy: Policy::Chain(1), bits: crate::lossy::Bits::Int4 }
+    );
+    assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:chain:8");
+    for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", "int8:nope", "int3", ""] {
         assert!(bad.parse::<Strategy>().is_err(), "{bad}");
     }
     assert_eq!(parse_strategies("raw, zipnn").unwrap(), vec![Strategy::Raw, Strategy::Zipnn]);
@@ -56,7 +61,7 @@ fn every_strategy_restores_bit_exactly() {
     opts.block_size = 64 << 10;
     opts.strategies.push(Strategy::Bitx { base: XorBase::First });
     let report = run(&paths, &opts, &crate::Silent).unwrap();
-    check(&report, 9);
+    check(&report, 11);
     let get = |name: &str| report.strategies.iter().find(|r| r.strategy == name).unwrap();
     // Raw stores the series byte for byte; everything else stores less.
     assert_eq!(get("raw").stored_bytes, report.raw_bytes);
@@ -69,6 +74,17 @@ fn every_strategy_restores_bit_exactly() {
     assert_eq!(get("tdelta:full").max_levels, vec![1, 1, 1]);
     // Deltas beat no deltas on a fine-tuning series.
     assert!(get("tdelta:chain:8").stored_bytes < get("zipnn").stored_bytes);
+    // Lossy: marked, with a small recorded error, and smaller.
+    for name in ["tdelta:int8:chain:8", "tdelta:int4:chain:8"] {
+        let r = get(name);
+        assert!(r.lossy, "{name}");
+        let e = r.rel_l2_err.unwrap();
+        assert!(e > 0.0 && e < 0.05, "{name}: {e}");
+        assert!(r.max_abs_err.unwrap() > 0.0 && r.delta_rel_l2_err.unwrap() > 0.0, "{name}");
+    }
+    // int8 of ±1..3-ULP deltas need not beat lossless; int4 must.
+    assert!(get("tdelta:int4:chain:8").stored_bytes < get("tdelta:chain:8").stored_bytes);
+    assert!(get("tdelta:chain:8").rel_l2_err.is_none());
     // Temporary stores are gone.
     assert_eq!(std::fs::read_dir(&opts.work_dir).unwrap().count(), 0);
 }

@@ -62,12 +62,15 @@ pub enum CodecId {
     /// Zigzag of the wrapping difference `ord(new) - ord(base)` in ULPs
     /// (order-preserving integer map of floats), split into byte planes.
     UlpPlanes = 4,
+    /// Lossy: a quantized delta against the base (`crate::lossy`). The
+    /// block's hash is that of the reconstruction, which decodes exactly.
+    Quant = 16,
 }
 
 impl CodecId {
     /// Every codec, in code order.
     pub const ALL: &'static [CodecId] =
-        &[CodecId::Raw, CodecId::Zstd, CodecId::Planes, CodecId::XorPlanes, CodecId::UlpPlanes];
+        &[CodecId::Raw, CodecId::Zstd, CodecId::Planes, CodecId::XorPlanes, CodecId::UlpPlanes, CodecId::Quant];
 
     /// The codec with this code.
     pub fn from_u8(code: u8) -> Result<CodecId, CodecError> {
@@ -82,25 +85,41 @@ impl CodecId {
             CodecId::Planes => "planes",
             CodecId::XorPlanes => "xor-planes",
             CodecId::UlpPlanes => "ulp-planes",
+            CodecId::Quant => "quant",
         }
     }
 
     /// True when decoding needs the base block.
     pub fn needs_base(self) -> bool {
-        matches!(self, CodecId::XorPlanes | CodecId::UlpPlanes)
+        matches!(self, CodecId::XorPlanes | CodecId::UlpPlanes | CodecId::Quant)
     }
 }
 
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeParams {
-    /// zstd level (1..=22).
+    /// zstd level (1..=22) of zstd-coded streams (non-float words).
     pub level: i32,
+    /// Float streams: 0 favours speed (a plane is entropy-coded only when
+    /// that saves a few percent, sparse planes go to fast zstd), 1 and up
+    /// favour size (every plane entropy-coded when smaller).
+    pub effort: u8,
 }
 
 impl Default for EncodeParams {
     fn default() -> Self {
-        EncodeParams { level: 3 }
+        EncodeParams { level: 3, effort: 0 }
+    }
+}
+
+impl EncodeParams {
+    /// The stream policy these settings mean.
+    fn policy(&self) -> streams::Policy {
+        if self.effort == 0 {
+            streams::Policy { level: self.level, min_gain: 0.02, sparse: 0.9, sparse_slack: 1.5 }
+        } else {
+            streams::Policy { level: self.level, min_gain: 0.0, sparse: 2.0, sparse_slack: 1.0 }
+        }
     }
 }
 
@@ -136,7 +155,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// Encodes with one plane transform. Float planes are entropy-coded with
 /// rANS, in the contexts of the exponent (the top plane for `Plain`, the
 /// base's for deltas); other words use zstd.
-fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], level: i32) -> Vec<u8> {
+fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], params: &EncodeParams) -> Vec<u8> {
     let s = word.size();
     let n = new.len() / s;
     let entropy = word.is_float();
@@ -158,7 +177,7 @@ fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], level: i32) ->
             ctxs[p] = if kind == Kind::Plain && p == s - 1 { None } else { ctx };
         }
         let mut out = Vec::with_capacity(new.len() / 2 + 64);
-        encode_streams(&streams[..s], &ctxs[..s], entropy, level, &mut out);
+        encode_streams(&streams[..s], &ctxs[..s], entropy, &params.policy(), &mut out);
         out
     })
 }
@@ -211,14 +230,14 @@ pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodePara
         }
     }
     if let Some(base) = base.filter(|b| b.len() == new.len() && whole) {
-        consider(&mut best, CodecId::UlpPlanes, encode_planes(word, Kind::Sub, new, base, level));
+        consider(&mut best, CodecId::UlpPlanes, encode_planes(word, Kind::Sub, new, base, params));
     }
     // A delta under half the raw size beats any non-delta candidate on
     // real weights: skip them then.
     let good_delta = best.as_ref().is_some_and(|b| b.payload.len() < new.len() / 2);
     if !good_delta {
         if word.is_float() && whole && word.size() > 1 {
-            consider(&mut best, CodecId::Planes, encode_planes(word, Kind::Plain, new, &[], level));
+            consider(&mut best, CodecId::Planes, encode_planes(word, Kind::Plain, new, &[], params));
         } else {
             let mut z = Vec::new();
             if streams::zstd_append(new, level, &mut z) {
@@ -271,6 +290,7 @@ pub fn decode(
         CodecId::Planes => decode_planes(codec, word, Kind::Plain, payload, base, out),
         CodecId::XorPlanes => decode_planes(codec, word, Kind::Xor, payload, base, out),
         CodecId::UlpPlanes => decode_planes(codec, word, Kind::Sub, payload, base, out),
+        CodecId::Quant => crate::lossy::decode(dtype, payload, base, out),
     }
 }
 

@@ -1,8 +1,12 @@
 //! A fast static, context-conditioned rANS coder for byte streams.
 //!
-//! Eight interleaved 32-bit states (symbol `i` uses state `i % 8`), 12-bit
+//! 32 interleaved 32-bit states (symbol `i` uses state `i % 32`), 12-bit
 //! probabilities, 16-bit renormalization words (at most one per symbol, so
 //! renormalization is branchless), one table lookup per decoded symbol.
+//! On x86-64 with AVX-512 (F, BW, VL, VBMI, VBMI2) the decoder runs 32
+//! states as two vectors of 16 (gathered table lookups, renormalization
+//! words placed with an expand); the scalar path decodes the same streams
+//! and is used elsewhere and for the tails.
 //!
 //! Each symbol is coded with the frequency table of its context; the
 //! context of symbol `i` is `map[ctx(i)]`, where `ctx(i)` is a byte the
@@ -16,7 +20,7 @@
 //! [u8; 256] map                 only when nctx > 1; every entry < nctx
 //! nctx × { u16 k, k × varint freq }   freqs of symbols 0..k, sum SCALE
 //!                                      (k = 0: the constant symbol 0)
-//! 8 × u32 state                 each >= L
+//! 32 × u32 state                each >= L
 //! u16 renormalization words
 //! ```
 
@@ -33,7 +37,7 @@ const MASK: u32 = SCALE - 1;
 /// Lower bound of the normalized state; states live in `[L, 2^32)`.
 const L: u32 = 1 << 16;
 /// Interleaved states.
-const LANES: usize = 8;
+const LANES: usize = 32;
 /// Most frequency tables per stream.
 pub(crate) const MAX_CTX: usize = 16;
 /// Symbols a context needs to get a table of its own.
@@ -111,7 +115,6 @@ fn normalize(counts: &[u32; 256], freqs: &mut [u32; 256]) {
         freqs[best] -= over;
         return;
     }
-    let mut sum = sum;
     while sum > SCALE {
         let mut order: Vec<usize> = (0..256).filter(|&s| freqs[s] > 1).collect();
         order.sort_by_key(|&s| std::cmp::Reverse(freqs[s]));
@@ -157,10 +160,14 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
                 for (d, c) in &mut pairs {
                     ca[usize::from(c[0])][usize::from(d[0])] += 1;
                     cb[usize::from(c[1])][usize::from(d[1])] += 1;
+                    // Plain stores (no read-modify-write chain).
+                    used[usize::from(c[0])] = true;
+                    used[usize::from(c[1])] = true;
                 }
                 if data.len() % 2 == 1 {
                     let i = data.len() - 1;
                     ca[usize::from(c[i])][usize::from(data[i])] += 1;
+                    used[usize::from(c[i])] = true;
                 }
             }
             None => {
@@ -179,11 +186,15 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
                 for k in 0..256 {
                     a[k] += c4[0][k] + c4[1][k];
                 }
+                used[0] = true;
             }
         }
-        // Merge the two copies into `ca`, and clear `cb`.
+        // Merge the two copies of the rows used into `ca`, and clear `cb`.
         let rows = if ctx.is_some() { 256 } else { 1 };
         for c in 0..rows {
+            if !used[c] {
+                continue;
+            }
             let (ra, rb) = (&mut ca[c], &mut cb[c]);
             let mut sum = 0u32;
             for k in 0..256 {
@@ -192,7 +203,6 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
             }
             rb.fill(0);
             ch[c] = sum;
-            used[c] = sum > 0;
         }
         // The contexts that get their own table.
         let mut order: Vec<usize> = (0..256).filter(|&c| ch[c] >= MIN_CTX_SYMBOLS).collect();
@@ -244,15 +254,7 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
         }
         let (top, &tc) = totals.iter().enumerate().max_by_key(|&(_, c)| *c).expect("256 symbols");
         let est = header.len() + 4 * LANES + (bits / 8.0) as usize + 2;
-        Model {
-            nctx,
-            map,
-            freqs,
-            header,
-            est,
-            top_share: f64::from(tc) / (data.len().max(1) as f64),
-            top: top as u8,
-        }
+        Model { nctx, map, freqs, header, est, top_share: f64::from(tc) / (data.len().max(1) as f64), top: top as u8 }
     })
 }
 
@@ -268,9 +270,8 @@ impl Model {
             s.syms.resize(MAX_CTX * 256, EncSym::default());
             for (c, fr) in self.freqs.iter().enumerate() {
                 let mut cum = 0u32;
-                for sym in 0..256 {
-                    let f = fr[sym];
-                    s.syms[c * 256 + sym] = if f == 0 {
+                for (&f, e) in fr.iter().zip(&mut s.syms[c * 256..(c + 1) * 256]) {
+                    *e = if f == 0 {
                         EncSym::default()
                     } else {
                         EncSym {
@@ -284,8 +285,10 @@ impl Model {
                 }
             }
             let syms: &[EncSym; MAX_CTX * 256] = (&s.syms[..MAX_CTX * 256]).try_into().expect("sized above");
-            s.words.clear();
-            s.words.resize(data.len() + 1, 0);
+            // Every word is written before it is read: no clearing.
+            if s.words.len() < data.len() + 1 {
+                s.words.resize(data.len() + 1, 0);
+            }
             let words = &mut s.words[..];
             let mut wp = 0usize;
             let mut x = [L; LANES];
@@ -414,9 +417,15 @@ pub(crate) fn decode(codec: &'static str, src: &[u8], ctx: Option<&[u8]>, out: &
             return Err(bad("state out of range"));
         }
         let tab: &[u32; DTAB] = tab;
+        let (mut i, mut pos) = (0usize, 0usize);
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() && use_simd() {
+            // SAFETY: the CPU features `run` needs were detected.
+            (i, pos) = unsafe { simd::run(out, ctx, &map, tab, data, &mut x) };
+        }
         let pos = match ctx {
-            Some(c) => run(out, |i| map[usize::from(c[i])], tab, data, &mut x),
-            None => run(out, |_| 0, tab, data, &mut x),
+            Some(c) => run(out, |i| map[usize::from(c[i])], tab, data, &mut x, i, pos),
+            None => run(out, |_| 0, tab, data, &mut x, i, pos),
         }
         .ok_or_else(|| bad("truncated data"))?;
         if x != [L; LANES] || pos != data.len() {
@@ -439,8 +448,9 @@ fn step(x: &mut u32, t: usize, tab: &[u32; DTAB], w: u32) -> (u8, bool) {
     (e as u8, need)
 }
 
-/// The decoding loop; returns the bytes of `data` consumed, `None` on
-/// truncated data.
+/// The scalar decoding loop, from symbol `i` and byte `pos` of `data`
+/// (`i` a multiple of `LANES`); returns the bytes of `data` consumed,
+/// `None` on truncated data.
 #[inline(always)]
 fn run(
     out: &mut [u8],
@@ -448,12 +458,12 @@ fn run(
     tab: &[u32; DTAB],
     data: &[u8],
     x: &mut [u32; LANES],
+    mut i: usize,
+    mut pos: usize,
 ) -> Option<usize> {
-    let mut pos = 0usize;
     let full = out.len() / LANES * LANES;
-    let mut i = 0usize;
-    // Fast path: at most 2 bytes per symbol, so 16 bytes are always there.
-    for o in out[..full].chunks_exact_mut(LANES) {
+    // Fast path: at most 2 bytes per symbol, so the words are always there.
+    for o in out[i.min(full)..full].chunks_exact_mut(LANES) {
         let Some(w) = data.get(pos..pos + 2 * LANES) else { break };
         let mut k = 0usize;
         for j in 0..LANES {
@@ -483,4 +493,143 @@ fn run(
         i += 1;
     }
     Some(pos)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests turn the SIMD decoder off to check both paths agree.
+    pub(crate) static SIMD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the SIMD decoder may be used (always, outside tests).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn use_simd() -> bool {
+    #[cfg(test)]
+    {
+        SIMD.with(|s| s.get())
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! AVX-512 decoding of whole groups of 32 symbols.
+
+    use std::arch::x86_64::*;
+
+    use super::{DTAB, L, LANES, MASK, MAX_CTX, SCALE_BITS};
+
+    /// True when the CPU has what [`run`] needs.
+    pub(super) fn available() -> bool {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vbmi")
+                && is_x86_feature_detected!("avx512vbmi2")
+                && is_x86_feature_detected!("popcnt")
+        })
+    }
+
+    /// Decodes whole groups of `LANES` symbols while the data surely holds
+    /// their words; returns (symbols decoded, bytes consumed). The scalar
+    /// loop finishes from there.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have the features [`available`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    pub(super) unsafe fn run(
+        out: &mut [u8],
+        ctx: Option<&[u8]>,
+        map: &[u8; 256],
+        tab: &[u32; DTAB],
+        data: &[u8],
+        x: &mut [u32; LANES],
+    ) -> (usize, usize) {
+        let full = out.len() / LANES * LANES;
+        let mut pos = 0usize;
+        let mut i = 0usize;
+        // SAFETY (all loads and stores below): `x` has 32 states; `map` 256
+        // bytes; each group reads 32 context bytes at `i` and writes 32
+        // output bytes at `i` with `i + 32 <= full <= out.len()` (and
+        // `ctx.len() >= out.len()`, checked by the caller); the words of
+        // one vector are read from `data[pos..pos + 32]` with
+        // `pos + 64 <= data.len()` at the start of the group; gathered
+        // indices are `(t & 15) << 12 | slot < DTAB`.
+        unsafe {
+            let mut xa = _mm512_loadu_si512(x.as_ptr().cast());
+            let mut xb = _mm512_loadu_si512(x.as_ptr().add(16).cast());
+            let mask = _mm512_set1_epi32(MASK as i32);
+            let one = _mm512_set1_epi32(1);
+            let lv = _mm512_set1_epi32(L as i32);
+            let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
+            let m0 = _mm512_loadu_si512(map.as_ptr().cast());
+            let m1 = _mm512_loadu_si512(map.as_ptr().add(64).cast());
+            let m2 = _mm512_loadu_si512(map.as_ptr().add(128).cast());
+            let m3 = _mm512_loadu_si512(map.as_ptr().add(192).cast());
+            let tp = tab.as_ptr().cast::<i32>();
+            assert!(ctx.is_none_or(|c| c.len() >= out.len()));
+            while i < full && pos + 64 <= data.len() {
+                let (ta, tb) = match ctx {
+                    Some(c) => {
+                        let cb = _mm512_castsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()));
+                        let lo = _mm512_permutex2var_epi8(m0, cb, m1);
+                        let hi = _mm512_permutex2var_epi8(m2, cb, m3);
+                        let t = _mm512_mask_mov_epi8(lo, _mm512_movepi8_mask(cb), hi);
+                        let ta = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(t));
+                        let tb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(t));
+                        (
+                            _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(ta, cmask)),
+                            _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(tb, cmask)),
+                        )
+                    }
+                    None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
+                };
+                let sa = _mm512_and_si512(xa, mask);
+                let sb = _mm512_and_si512(xb, mask);
+                let ea = _mm512_i32gather_epi32::<4>(_mm512_or_si512(ta, sa), tp);
+                let eb = _mm512_i32gather_epi32::<4>(_mm512_or_si512(tb, sb), tp);
+                let fa = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(ea), mask), one);
+                let fb = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(eb), mask), one);
+                let va = _mm512_sub_epi32(
+                    _mm512_add_epi32(_mm512_mullo_epi32(fa, _mm512_srli_epi32::<SCALE_BITS>(xa)), sa),
+                    _mm512_srli_epi32::<20>(ea),
+                );
+                let vb = _mm512_sub_epi32(
+                    _mm512_add_epi32(_mm512_mullo_epi32(fb, _mm512_srli_epi32::<SCALE_BITS>(xb)), sb),
+                    _mm512_srli_epi32::<20>(eb),
+                );
+                let o = out.as_mut_ptr().add(i);
+                _mm_storeu_si128(o.cast(), _mm512_cvtepi32_epi8(ea));
+                _mm_storeu_si128(o.add(16).cast(), _mm512_cvtepi32_epi8(eb));
+                let ka = _mm512_cmplt_epu32_mask(va, lv);
+                let wa = _mm256_maskz_expand_epi16(ka, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
+                xa = _mm512_mask_mov_epi32(
+                    va,
+                    ka,
+                    _mm512_or_si512(_mm512_slli_epi32::<16>(va), _mm512_cvtepu16_epi32(wa)),
+                );
+                pos += 2 * ka.count_ones() as usize;
+                let kb = _mm512_cmplt_epu32_mask(vb, lv);
+                let wb = _mm256_maskz_expand_epi16(kb, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
+                xb = _mm512_mask_mov_epi32(
+                    vb,
+                    kb,
+                    _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)),
+                );
+                pos += 2 * kb.count_ones() as usize;
+                i += LANES;
+            }
+            _mm512_storeu_si512(x.as_mut_ptr().cast(), xa);
+            _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), xb);
+        }
+        (i, pos)
+    }
 }

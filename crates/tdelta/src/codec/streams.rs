@@ -34,7 +34,6 @@ pub(crate) const MAX_STREAMS: usize = 8;
 const ENTRY: usize = 9;
 
 thread_local! {
-    static RANS_TABLES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -116,10 +115,32 @@ fn looks_random(s: &[u8]) -> bool {
     bits > 7.9
 }
 
-/// Builds a payload holding `streams`, each stored the smallest way found:
-/// with rANS (stream `i` coded in the contexts `ctxs[i]`, when given) when
-/// `entropy` is set, else with zstd at `level`.
-pub(crate) fn encode_streams(streams: &[&[u8]], ctxs: &[Option<&[u8]>], entropy: bool, level: i32, out: &mut Vec<u8>) {
+/// How hard the stream encoder works for a smaller payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Policy {
+    /// zstd level for zstd-coded streams.
+    pub(crate) level: i32,
+    /// A stream is entropy-coded only when that saves at least this share
+    /// of its raw size (else it is stored raw, decoded at memcpy speed).
+    pub(crate) min_gain: f64,
+    /// A stream whose most frequent symbol has at least this share is
+    /// tried with zstd level 1 (fast to decode when sparse), kept when
+    /// not much larger than rANS.
+    pub(crate) sparse: f64,
+    /// How much larger (as a factor) the sparse zstd frame may be.
+    pub(crate) sparse_slack: f64,
+}
+
+/// Builds a payload holding `streams`, each stored the smallest way found
+/// under `policy`: with rANS (stream `i` coded in the contexts `ctxs[i]`,
+/// when given) when `entropy` is set, else with zstd.
+pub(crate) fn encode_streams(
+    streams: &[&[u8]],
+    ctxs: &[Option<&[u8]>],
+    entropy: bool,
+    policy: &Policy,
+    out: &mut Vec<u8>,
+) {
     debug_assert!(streams.len() <= MAX_STREAMS);
     out.clear();
     out.push(streams.len() as u8);
@@ -127,26 +148,41 @@ pub(crate) fn encode_streams(streams: &[&[u8]], ctxs: &[Option<&[u8]>], entropy:
     out.resize(header + ENTRY * streams.len(), 0);
     for (i, s) in streams.iter().enumerate() {
         let start = out.len();
-        let method = if !s.is_empty() && s.iter().all(|&b| b == s[0]) {
+        let method = if s.is_empty() {
+            Method::Raw
+        } else if entropy {
+            let ctx = ctxs.get(i).copied().flatten();
+            let m = super::rans::model(s, ctx);
+            let limit = ((s.len() as f64) * (1.0 - policy.min_gain)) as usize;
+            if m.top_share >= 1.0 {
+                out.push(m.top);
+                Method::Const
+            } else if m.top_share >= policy.sparse
+                && zstd_append(s, 1, out)
+                && (out.len() - start) as f64 <= m.est as f64 * policy.sparse_slack
+            {
+                Method::Zstd
+            } else {
+                out.truncate(start);
+                if m.encode(s, ctx, limit.min(s.len()), out) {
+                    Method::Rans
+                } else {
+                    out.extend_from_slice(s);
+                    Method::Raw
+                }
+            }
+        } else if s.iter().all(|&b| b == s[0]) {
             out.push(s[0]);
             Method::Const
-        } else if entropy {
-            let ok = match ctxs.get(i).copied().flatten() {
-                Some(c) => super::rans::encode(s, |i| c[i], s.len(), out),
-                None => super::rans::encode(s, |_| 0, s.len(), out),
-            };
-            if ok {
-                Method::Rans
-            } else {
-                out.extend_from_slice(s);
-                Method::Raw
-            }
-        } else if s.is_empty() || looks_random(s) || !zstd_append(s, level, out) {
-            out.extend_from_slice(s);
+        } else if looks_random(s) || !zstd_append(s, policy.level, out) {
             Method::Raw
         } else {
             Method::Zstd
         };
+        if method == Method::Raw {
+            out.truncate(start);
+            out.extend_from_slice(s);
+        }
         let stored = (out.len() - start) as u32;
         let e = &mut out[header + ENTRY * i..header + ENTRY * (i + 1)];
         e[0] = method as u8;
@@ -224,10 +260,7 @@ impl Stream<'_> {
             Method::Raw => out.copy_from_slice(self.data),
             Method::Const => out.fill(self.data[0]),
             Method::Zstd => zstd_decompress(codec, self.data, out)?,
-            Method::Rans => RANS_TABLES.with(|t| {
-                let mut t = t.borrow_mut();
-                super::rans::decode(codec, self.data, ctx, out, &mut t)
-            })?,
+            Method::Rans => super::rans::decode(codec, self.data, ctx, out)?,
         }
         Ok(())
     }

@@ -85,36 +85,51 @@ macro_rules! unzigzag {
 /// Forward transform of one word type: plane `p` of element `i` goes to
 /// `planes[p * n + i]`. The float transform rotates the word left by one
 /// so the sign becomes the lowest bit and the top byte holds the exponent.
+/// The transform is chosen once, outside the loops (one monomorphized
+/// loop per kind, which the compiler vectorizes).
 macro_rules! gen_split {
     ($name:ident, $t:ty, $s:ty) => {
         fn $name(kind: Kind, float: bool, new: &[u8], base: &[u8], planes: &mut [u8]) {
-            const S: usize = std::mem::size_of::<$t>();
-            let n = new.len() / S;
-            let base = if kind == Kind::Plain { new } else { base };
-            let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().unwrap());
-            let f = |a: &[u8], b: &[u8]| -> $t {
-                let (a, b) = (word(a), word(b));
-                match kind {
-                    Kind::Plain if float => a.rotate_left(1),
-                    Kind::Plain => a,
-                    Kind::Xor if float => (a ^ b).rotate_left(1),
-                    Kind::Xor => a ^ b,
-                    Kind::Sub if float => zigzag!($t, $s, ordered!($t, a).wrapping_sub(ordered!($t, b))),
-                    Kind::Sub => zigzag!($t, $s, a.wrapping_sub(b)),
+            #[inline(always)]
+            fn go(new: &[u8], base: &[u8], planes: &mut [u8], f: impl Fn($t, $t) -> $t) {
+                const S: usize = std::mem::size_of::<$t>();
+                let n = new.len() / S;
+                let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().expect("word"));
+                if S == 1 {
+                    for (o, (a, b)) in planes.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
+                        *o = f(word(a), word(b)) as u8;
+                    }
+                    return;
                 }
-            };
-            if S == 1 {
-                for (o, (a, b)) in planes.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
-                    *o = f(a, b) as u8;
+                if S == 2 {
+                    let (lo, hi) = planes[..2 * n].split_at_mut(n);
+                    for ((l, h), (a, b)) in
+                        lo.iter_mut().zip(hi.iter_mut()).zip(new.chunks_exact(S).zip(base.chunks_exact(S)))
+                    {
+                        let v = f(word(a), word(b));
+                        *l = v as u8;
+                        *h = (v >> (8 * (S - 1))) as u8;
+                    }
+                    return;
                 }
-                return;
+                // Whole words at a time, then scattered to the planes.
+                for (p, col) in planes.chunks_exact_mut(n.max(1)).take(S).enumerate() {
+                    let shift = 8 * p as u32;
+                    for (o, (a, b)) in col.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
+                        *o = (f(word(a), word(b)) >> shift) as u8;
+                    }
+                }
             }
-            // Whole words at a time, then scattered to the planes.
-            for (p, col) in planes.chunks_exact_mut(n.max(1)).take(S).enumerate() {
-                let shift = 8 * p as u32;
-                for (o, (a, b)) in col.iter_mut().zip(new.chunks_exact(S).zip(base.chunks_exact(S))) {
-                    *o = (f(a, b) >> shift) as u8;
+            let base = if kind == Kind::Plain { new } else { base };
+            match (kind, float) {
+                (Kind::Plain, true) => go(new, base, planes, |a, _| a.rotate_left(1)),
+                (Kind::Plain, false) => go(new, base, planes, |a, _| a),
+                (Kind::Xor, true) => go(new, base, planes, |a, b| (a ^ b).rotate_left(1)),
+                (Kind::Xor, false) => go(new, base, planes, |a, b| a ^ b),
+                (Kind::Sub, true) => {
+                    go(new, base, planes, |a, b| zigzag!($t, $s, ordered!($t, a).wrapping_sub(ordered!($t, b))))
                 }
+                (Kind::Sub, false) => go(new, base, planes, |a, b| zigzag!($t, $s, a.wrapping_sub(b))),
             }
         }
     };
@@ -124,32 +139,40 @@ macro_rules! gen_merge {
     ($name:ident, $t:ty) => {
         /// Inverse transform of one word type, from planes into `out`.
         fn $name(kind: Kind, float: bool, planes: &[u8], base: &[u8], out: &mut [u8]) {
-            const S: usize = std::mem::size_of::<$t>();
-            let n = out.len() / S;
-            let cols: [&[u8]; S] = std::array::from_fn(|p| &planes[p * n..(p + 1) * n]);
-            let base = if kind == Kind::Plain { planes } else { base };
-            let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().unwrap());
-            let (lo, hi) = (cols[0], cols[S - 1]);
-            for (i, (o, b)) in out.chunks_exact_mut(S).zip(base.chunks_exact(S)).enumerate() {
-                let v = if S == 2 {
-                    // The common case, without the per-plane loop.
-                    (<$t>::from(hi[i]) << (8 * (S - 1))) | <$t>::from(lo[i])
-                } else {
+            #[inline(always)]
+            fn go(planes: &[u8], base: &[u8], out: &mut [u8], g: impl Fn($t, $t) -> $t) {
+                const S: usize = std::mem::size_of::<$t>();
+                let n = out.len() / S;
+                let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().expect("word"));
+                if S <= 2 {
+                    let (lo, hi) =
+                        if S == 2 { (&planes[..n], &planes[n..2 * n]) } else { (&planes[..n], &planes[..n]) };
+                    for ((o, b), (&l, &h)) in out.chunks_exact_mut(S).zip(base.chunks_exact(S)).zip(lo.iter().zip(hi)) {
+                        let v = if S == 2 { <$t>::from(h) << (8 * (S - 1)) | <$t>::from(l) } else { <$t>::from(l) };
+                        o.copy_from_slice(&g(v, word(b)).to_le_bytes());
+                    }
+                    return;
+                }
+                let cols: [&[u8]; S] = std::array::from_fn(|p| &planes[p * n..(p + 1) * n]);
+                for (i, (o, b)) in out.chunks_exact_mut(S).zip(base.chunks_exact(S)).enumerate() {
                     let mut bytes = [0u8; S];
                     for p in 0..S {
                         bytes[p] = cols[p][i];
                     }
-                    <$t>::from_le_bytes(bytes)
-                };
-                let r = match kind {
-                    Kind::Plain if float => v.rotate_right(1),
-                    Kind::Plain => v,
-                    Kind::Xor if float => v.rotate_right(1) ^ word(b),
-                    Kind::Xor => v ^ word(b),
-                    Kind::Sub if float => unordered!($t, ordered!($t, word(b)).wrapping_add(unzigzag!($t, v))),
-                    Kind::Sub => word(b).wrapping_add(unzigzag!($t, v)),
-                };
-                o.copy_from_slice(&r.to_le_bytes());
+                    o.copy_from_slice(&g(<$t>::from_le_bytes(bytes), word(b)).to_le_bytes());
+                }
+            }
+            // `Plain` has no base: the planes stand in (same length).
+            let base = if kind == Kind::Plain { planes } else { base };
+            match (kind, float) {
+                (Kind::Plain, true) => go(planes, base, out, |v, _| v.rotate_right(1)),
+                (Kind::Plain, false) => go(planes, base, out, |v, _| v),
+                (Kind::Xor, true) => go(planes, base, out, |v, b| v.rotate_right(1) ^ b),
+                (Kind::Xor, false) => go(planes, base, out, |v, b| v ^ b),
+                (Kind::Sub, true) => {
+                    go(planes, base, out, |v, b| unordered!($t, ordered!($t, b).wrapping_add(unzigzag!($t, v))))
+                }
+                (Kind::Sub, false) => go(planes, base, out, |v, b| b.wrapping_add(unzigzag!($t, v))),
             }
         }
     };
@@ -204,6 +227,15 @@ pub(crate) fn merge(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mu
 /// or its top 8 bits) to `out` (one byte per word).
 pub(crate) fn top_plane(word: Word, src: &[u8], out: &mut [u8]) {
     let s = word.size();
+    if s == 2 {
+        // The common case, in a loop the compiler vectorizes.
+        let float = word.is_float();
+        for (o, w) in out.iter_mut().zip(src.chunks_exact(2)) {
+            let v = u16::from_le_bytes([w[0], w[1]]);
+            *o = if float { (v.rotate_left(1) >> 8) as u8 } else { (v >> 8) as u8 };
+        }
+        return;
+    }
     for (o, w) in out.iter_mut().zip(src.chunks_exact(s)) {
         let hi = w[s - 1];
         let lo = if s >= 2 { w[s - 2] } else { hi };

@@ -263,6 +263,30 @@ impl VerifyReport {
     }
 }
 
+/// Checks that a pack's bytes still hash to its name (its id): catches
+/// bytes appended or altered anywhere, including outside any payload.
+fn check_pack_id(p: &crate::store::PackFile) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut f = fs::File::open(&p.path).map_err(|e| format!("{}: {e}", p.path.display()))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) => return Err(format!("{}: {e}", p.path.display())),
+        }
+    }
+    let actual = Hash(h.digest128());
+    if actual != p.id {
+        return Err(format!(
+            "{}: the pack's content hashes to {actual}, not to its name (bytes were altered or appended)",
+            p.path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// At most this many problems are listed per version.
 const MAX_PROBLEMS: usize = 20;
 
@@ -271,12 +295,24 @@ const MAX_PROBLEMS: usize = 20;
 /// log's hash chain.
 pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<VerifyReport> {
     let mut rep = VerifyReport::default();
+    rep.store_problems.extend(store.damaged_packs().iter().cloned());
     let audit = store.audit_log()?;
     rep.store_problems.extend(audit.problems);
     if audit.torn_tail {
-        rep.store_problems
-            .push("audit.log: last entry is incomplete (a torn write; the next writer repairs it)".into());
+        // A cut-short append and a truncated log look the same: report it
+        // as damage; the next writer drops the partial line.
+        rep.store_problems.push(
+            "audit.log: the last entry is incomplete (a write cut short or the file truncated); \
+             the next writer drops the partial line"
+                .into(),
+        );
     }
+    for p in &store.packs {
+        if let Err(e) = check_pack_id(p) {
+            rep.store_problems.push(e);
+        }
+    }
+
     match store.refs_checked() {
         Ok(bad) => rep.store_problems.extend(bad),
         Err(e) => rep.store_problems.push(e.to_string()),

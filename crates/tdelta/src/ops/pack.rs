@@ -21,6 +21,7 @@ use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::{self, EncodeParams};
 use crate::error::IoContext;
 use crate::hash::Hash;
+use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
 use crate::store::Store;
 use crate::store::manifest::{FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
 use crate::store::pack::{BlockMeta, PackWriter};
@@ -122,6 +123,10 @@ pub struct PackOptions {
     pub force_tag: bool,
     /// Bytes of source mapped and encoded at a time.
     pub window: u64,
+    /// Opt-in lossy storage of float tensors (quantized deltas); `None`
+    /// (the default) keeps every byte exact. A version with any lossy
+    /// block is marked by [`Manifest::lossy`].
+    pub lossy: Option<LossyOptions>,
 }
 
 impl Default for PackOptions {
@@ -137,6 +142,7 @@ impl Default for PackOptions {
             tag: None,
             force_tag: false,
             window: 64 << 20,
+            lossy: None,
         }
     }
 }
@@ -160,6 +166,10 @@ struct Run<'a> {
     len: u64,
     /// The blocks of the same run in the base version.
     base: Option<&'a [Hash]>,
+    /// The tensor's name (tensor runs only).
+    name: Option<&'a str>,
+    /// Whether its blocks may be stored lossily.
+    lossy: bool,
 }
 
 /// One block to hash and maybe encode.
@@ -180,6 +190,25 @@ struct NewBlock {
 enum Outcome {
     Known(Hash),
     New(NewBlock),
+}
+
+/// What a block of a lossy-eligible run adds to its tensor's figures.
+struct LossyNote {
+    /// Hash of the original bytes.
+    orig: Hash,
+    /// The width it was stored with, when lossy.
+    bits: Option<Bits>,
+    /// Its error sums.
+    sums: ErrorSums,
+}
+
+/// Lossy figures of one tensor, accumulated in block order.
+#[derive(Default)]
+struct RunLossy {
+    orig: Vec<Hash>,
+    sums: ErrorSums,
+    /// Blocks stored with int2, int4, int8 codes, and exactly.
+    blocks: [u64; 4],
 }
 
 /// Packs the checkpoint at `source` as a new version and moves `HEAD` (and
@@ -208,6 +237,9 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         BaseChoice::Version(id) => Some(*id),
         BaseChoice::None => None,
     };
+    if let Some(l) = &opts.lossy {
+        l.validate()?;
+    }
     let base = base_id.map(|id| store.manifest(id)).transpose()?;
     let block_size = store.config().block_size;
 
@@ -231,7 +263,15 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                     FileContent::Safetensors { header_blocks, .. } => Some(header_blocks.as_slice()),
                     FileContent::Blob { .. } => None,
                 });
-                runs.push(Run { file: fi, dtype: DType::U8, offset: 0, len: h.data_start, base: base_header });
+                runs.push(Run {
+                    file: fi,
+                    dtype: DType::U8,
+                    offset: 0,
+                    len: h.data_start,
+                    base: base_header,
+                    name: None,
+                    lossy: false,
+                });
                 for t in &h.tensors {
                     let bt = base_tensors.get(t.name.as_str()).filter(|b| b.dtype == t.dtype);
                     runs.push(Run {
@@ -240,6 +280,8 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                         offset: t.start,
                         len: t.len,
                         base: bt.map(|b| b.blocks.as_slice()),
+                        name: Some(&t.name),
+                        lossy: opts.lossy.as_ref().is_some_and(|l| lossy::supports(t.dtype) && !l.keeps_exact(&t.name)),
                     });
                 }
             }
@@ -248,7 +290,15 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                     FileContent::Blob { blocks } => Some(blocks.as_slice()),
                     FileContent::Safetensors { .. } => None,
                 });
-                runs.push(Run { file: fi, dtype: DType::U8, offset: 0, len: f.len, base: base_blob });
+                runs.push(Run {
+                    file: fi,
+                    dtype: DType::U8,
+                    offset: 0,
+                    len: f.len,
+                    base: base_blob,
+                    name: None,
+                    lossy: false,
+                });
             }
         }
     }
@@ -256,6 +306,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         .iter()
         .map(|r| Vec::with_capacity(crate::block::count(r.len, block_size, r.dtype.align()) as usize))
         .collect();
+    let mut run_lossy: Vec<Option<RunLossy>> = runs.iter().map(|r| r.lossy.then(RunLossy::default)).collect();
 
     let total: u64 = ckpt.files.iter().map(|f| f.len).sum();
     progress.begin("packing", total);
@@ -288,7 +339,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                     let span = (last.offset + last.len - start) as usize;
                     let map = checkpoint::map_range(&file, &f.path, start, span)?;
                     checkpoint::advise_sequential(&map);
-                    let outcomes: Vec<Result<Outcome>> = window
+                    let outcomes: Vec<Result<(Outcome, Option<LossyNote>)>> = window
                         .par_iter()
                         .map_init(
                             || (Scratch::default(), Vec::new()),
@@ -303,7 +354,19 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                     drop(map);
                     let mut batch = Vec::new();
                     for (job, o) in window.iter().zip(outcomes) {
-                        let hash = match o? {
+                        let (o, note) = o?;
+                        if let (Some(note), Some(rl)) = (note, run_lossy[job.run].as_mut()) {
+                            rl.orig.push(note.orig);
+                            rl.sums.add(&note.sums);
+                            let slot = match note.bits {
+                                Some(Bits::Int2) => 0,
+                                Some(Bits::Int4) => 1,
+                                Some(Bits::Int8) => 2,
+                                None => 3,
+                            };
+                            rl.blocks[slot] += 1;
+                        }
+                        let hash = match o {
                             Outcome::Known(h) => {
                                 stats.reused_blocks += 1;
                                 h
@@ -339,20 +402,65 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         let written =
             writer.join().unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
         match (produced, written) {
+            (Err(e), Ok(packs)) => {
+                discard_packs(&store_ref.packs_dir(), &packs);
+                Err(e)
+            }
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(packs)) => Ok(packs),
         }
     });
     progress.end();
     let packs = result?;
+    // Until the manifest lands, a failure takes back the packs written.
+    let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy));
+    let landed = write_version(store, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
+    let (id, manifest, new_manifest) = match landed {
+        Ok(v) => v,
+        Err(e) => {
+            discard_packs(&store.packs_dir(), &packs);
+            let _ = store.load_packs();
+            return Err(e);
+        }
+    };
+    let why = if opts.message.is_empty() { "pack".to_string() } else { opts.message.clone() };
+    if let Err(e) = store.move_ref_locked("HEAD", Some(id), "pack", &why) {
+        // HEAD did not move (no space for it, say): take the version back.
+        if new_manifest && store.read_ref("HEAD").ok() == Some(head) {
+            let _ = std::fs::remove_file(store.manifest_path(id));
+            discard_packs(&store.packs_dir(), &packs);
+            let _ = store.load_packs();
+        }
+        return Err(e);
+    }
+    if let Some(tag) = &opts.tag {
+        store.move_ref_locked(tag, Some(id), "tag", &why)?;
+    }
+    Ok(PackReport { id, manifest, packs })
+}
+
+/// Builds the manifest and writes it (after reloading the indexes).
+#[allow(clippy::too_many_arguments)]
+fn write_version(
+    store: &mut Store,
+    ckpt: &checkpoint::Checkpoint,
+    runs: &[Run],
+    run_hashes: &[Vec<Hash>],
+    head: Option<Hash>,
+    base_id: Option<Hash>,
+    stats: VersionStats,
+    lossy: Option<serde_json::Value>,
+    opts: &PackOptions,
+) -> Result<(Hash, Manifest, bool)> {
+    let block_size = store.config().block_size;
 
     // Every run got all its blocks (the writer accepted every batch).
-    for (r, h) in runs.iter().zip(&run_hashes) {
+    for (r, h) in runs.iter().zip(run_hashes) {
         if h.len() as u64 != crate::block::count(r.len, block_size, r.dtype.align()) {
             return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
         }
     }
-    let files = build_files(&ckpt, &runs, &run_hashes);
+    let files = build_files(ckpt, runs, run_hashes);
     let manifest = Manifest {
         parent: head,
         base: base_id,
@@ -367,18 +475,24 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         },
         block_size,
         policy: opts.policy.to_string(),
-        lossy: None,
+        lossy,
         files,
         stats,
     };
     store.load_packs()?;
-    let id = store.write_manifest(&manifest)?;
-    let why = if opts.message.is_empty() { "pack".to_string() } else { opts.message.clone() };
-    store.move_ref_locked("HEAD", Some(id), "pack", &why)?;
-    if let Some(tag) = &opts.tag {
-        store.move_ref_locked(tag, Some(id), "tag", &why)?;
+    let (id, new) = store.write_manifest(&manifest)?;
+    Ok((id, manifest, new))
+}
+
+/// Removes packs (index first) written by a pack that failed before its
+/// manifest landed: nothing references them. Best effort.
+fn discard_packs(dir: &Path, packs: &[Hash]) {
+    for id in packs {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.idx")));
+        let _ = crate::store::fsutil::sync_dir(dir);
+        let _ = std::fs::remove_file(dir.join(format!("{id}.pack")));
     }
-    Ok(PackReport { id, manifest, packs })
+    let _ = crate::store::fsutil::sync_dir(dir);
 }
 
 /// Splits the jobs of one file into consecutive groups spanning at most
@@ -397,7 +511,9 @@ fn windows(jobs: &[Job], window: u64) -> Vec<&[Job]> {
     out
 }
 
-/// Hashes one block and, when it is new, encodes it against its base.
+/// Hashes one block and, when it is new, encodes it against its base
+/// (lossily when the run allows it and that is smaller). Blocks of
+/// lossy-eligible runs also return their share of the tensor's figures.
 #[allow(clippy::too_many_arguments)]
 fn encode_job(
     store: &Store,
@@ -408,10 +524,15 @@ fn encode_job(
     opts: &PackOptions,
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Option<LossyNote>)> {
     let hash = Hash::of(bytes);
+    let lossy_opts = opts.lossy.as_ref().filter(|_| run.lossy);
+    let exact_note = |base: Option<&[u8]>| {
+        lossy_opts.map(|_| LossyNote { orig: hash, bits: None, sums: lossy::measure(run.dtype, bytes, bytes, base) })
+    };
     if store.has_block(hash) || seen.contains(&hash) {
-        return Ok(Outcome::Known(hash));
+        // Stored exactly already (its delta to the base is not measured).
+        return Ok((Outcome::Known(hash), exact_note(None)));
     }
     let base = match (run.base.and_then(|b| b.get(job.index)), opts.policy) {
         (None, _) | (_, Policy::Full) => None,
@@ -428,25 +549,124 @@ fn encode_job(
             }
         }
     };
-    let (encoded, base, depth) = match base {
+    let meta = |hash: Hash, codec: codec::CodecId, base: Option<Hash>, depth: u16| BlockMeta {
+        hash,
+        raw_len: bytes.len() as u32,
+        codec: codec as u8,
+        dtype: run.dtype as u8,
+        depth,
+        base,
+    };
+    let (encoded, base, depth, note) = match base {
         Some((bh, depth)) => {
             store.read_block(bh, basebuf, scratch, None)?;
             basebuf.resize(bytes.len(), 0);
             let e = codec::encode(run.dtype, bytes, Some(basebuf), &opts.encode);
-            if e.codec.needs_base() { (e, Some(bh), depth) } else { (e, None, 0) }
+            if let Some(l) = lossy_opts
+                && let Some((bits, q)) = quantize_block(run.dtype, bytes, basebuf, l, &opts.encode, e.payload.len())
+            {
+                let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
+                let rh = Hash::of(&q.recon);
+                if store.has_block(rh) || seen.contains(&rh) {
+                    return Ok((Outcome::Known(rh), Some(note)));
+                }
+                let nb = NewBlock { meta: meta(rh, codec::CodecId::Quant, Some(bh), depth), payload: q.payload };
+                return Ok((Outcome::New(nb), Some(note)));
+            }
+            let note = exact_note(Some(basebuf));
+            if e.codec.needs_base() { (e, Some(bh), depth, note) } else { (e, None, 0, note) }
         }
-        None => (codec::encode(run.dtype, bytes, None, &opts.encode), None, 0),
+        None => (codec::encode(run.dtype, bytes, None, &opts.encode), None, 0, exact_note(None)),
     };
-    Ok(Outcome::New(NewBlock {
-        meta: BlockMeta {
-            hash,
-            raw_len: bytes.len() as u32,
-            codec: encoded.codec as u8,
-            dtype: run.dtype as u8,
-            depth,
-            base,
-        },
-        payload: encoded.payload,
+    Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
+}
+
+/// Quantizes one block against its (restored) base with the narrowest
+/// width that keeps within `max_error`, starting at the asked width.
+/// Returns `None` when the block is better stored exactly: no width keeps
+/// within the bound, or the lossy payload is not smaller than `exact_len`.
+fn quantize_block(
+    dtype: DType,
+    new: &[u8],
+    base: &[u8],
+    l: &LossyOptions,
+    params: &EncodeParams,
+    exact_len: usize,
+) -> Option<(Bits, lossy::Quantized)> {
+    let mut bits = l.bits;
+    loop {
+        let q = lossy::encode(dtype, new, base, bits, l.group, params.level)?;
+        let e = &q.error;
+        let within = e.err_sq.is_finite()
+            && l.max_error.is_none_or(|eps| {
+                // A hair of margin so that summing blocks in another order
+                // cannot push the tensor past the bound.
+                let eps = eps * (1.0 - 1e-9);
+                e.err_sq <= eps * eps * e.delta_sq
+            });
+        if within {
+            return (q.payload.len() < exact_len).then_some((bits, q));
+        }
+        bits = match (l.max_error, bits.wider()) {
+            (Some(_), Some(w)) => w,
+            _ => return None,
+        };
+    }
+}
+
+/// The manifest's `lossy` record (`FORMAT.md`): the settings and, for
+/// every tensor with at least one lossy block, its measured error and the
+/// hash of its original bytes. `None` when no block was stored lossily.
+fn lossy_record(
+    l: &LossyOptions,
+    ckpt: &checkpoint::Checkpoint,
+    runs: &[Run],
+    run_lossy: &[Option<RunLossy>],
+) -> Option<serde_json::Value> {
+    let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+    let mut tensors = Vec::new();
+    let mut total = ErrorSums::default();
+    let mut blocks = [0u64; 4];
+    let mut worst = 0f64;
+    for (r, rl) in runs.iter().zip(run_lossy) {
+        let Some(rl) = rl else { continue };
+        if rl.blocks[..3].iter().sum::<u64>() == 0 {
+            continue;
+        }
+        total.add(&rl.sums);
+        for (a, b) in blocks.iter_mut().zip(rl.blocks) {
+            *a += b;
+        }
+        worst = worst.max(rl.sums.delta_rel_l2());
+        tensors.push(serde_json::json!({
+            "file": ckpt.files[r.file].rel_path,
+            "name": r.name.unwrap_or_default(),
+            "dtype": r.dtype.name(),
+            "original_hash": Hash::of_hashes(&rl.orig).to_string(),
+            "elements": rl.sums.elements,
+            "blocks": {"int2": rl.blocks[0], "int4": rl.blocks[1], "int8": rl.blocks[2], "exact": rl.blocks[3]},
+            "max_abs_err": num(rl.sums.max_abs),
+            "delta_rel_l2": num(rl.sums.delta_rel_l2()),
+            "weight_rel_l2": num(rl.sums.weight_rel_l2()),
+        }));
+    }
+    if tensors.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "format": 1,
+        "bits": l.bits.to_string(),
+        "group": l.group,
+        "metric": "delta_rel_l2",
+        "max_error": l.max_error,
+        "keep_exact": l.keep_exact,
+        "lossy_blocks": blocks[0] + blocks[1] + blocks[2],
+        "exact_blocks": blocks[3],
+        "max_abs_err": num(total.max_abs),
+        "delta_rel_l2": num(total.delta_rel_l2()),
+        "weight_rel_l2": num(total.weight_rel_l2()),
+        "max_tensor_delta_rel_l2": num(worst),
+        "tensors": tensors,
     }))
 }
 
@@ -480,6 +700,7 @@ fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, tmp_dir: &Path, p
             if let Some(w) = cur.take() {
                 w.abandon();
             }
+            discard_packs(packs_dir, &done);
             Err(e)
         }
     }

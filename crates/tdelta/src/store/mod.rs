@@ -102,7 +102,6 @@ impl Default for InitOptions {
 
 #[derive(Debug)]
 pub(crate) struct PackFile {
-    #[allow(dead_code)] // read by gc and stats (issue 5)
     pub id: Hash,
     pub path: PathBuf,
     pub file: File,
@@ -116,6 +115,10 @@ pub struct Store {
     config: StoreConfig,
     pub(crate) packs: Vec<PackFile>,
     pub(crate) index: HashMap<Hash, Entry>,
+    /// Pack indexes (or their packs) found damaged by the last load: their
+    /// blocks are unavailable, so only the versions that need them are
+    /// damaged (`verify` lists both).
+    pub(crate) damaged: Vec<String>,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
 }
@@ -170,6 +173,7 @@ impl Store {
             config,
             packs: Vec::new(),
             index: HashMap::new(),
+            damaged: Vec::new(),
             lock_wait: Duration::from_secs(60),
         };
         store.load_packs()?;
@@ -194,19 +198,47 @@ impl Store {
         ids.sort();
         self.packs.clear();
         self.index.clear();
+        self.damaged.clear();
         for id in ids {
             let pack_path = dir.join(format!("{id}.pack"));
             let idx_path = dir.join(format!("{id}.idx"));
-            let file = File::open(&pack_path).at(&pack_path)?;
-            let len = file.metadata().at(&pack_path)?.len();
-            let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
-            let n = self.packs.len() as u32;
-            for e in pack::decode_index(&idx_path, &bytes, n, len)? {
+            // A damaged index or pack makes its blocks unavailable, not the
+            // whole store: the other versions still restore. A newer
+            // format, or an I/O error other than a missing file, still
+            // stops the open.
+            let loaded = File::open(&pack_path).at(&pack_path).and_then(|file| {
+                let len = file.metadata().at(&pack_path)?.len();
+                let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
+                let entries = pack::decode_index(&idx_path, &bytes, self.packs.len() as u32, len)?;
+                Ok((file, len, entries))
+            });
+            let (file, len, entries) = match loaded {
+                Ok(v) => v,
+                Err(e @ Error::Corrupt { .. }) => {
+                    self.damaged.push(e.to_string());
+                    continue;
+                }
+                Err(Error::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    // Removed under us by a concurrent gc (index first,
+                    // then pack), or a pack lost by hand.
+                    if idx_path.exists() {
+                        self.damaged.push(format!("{}: pack of this index is missing", path.display()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for e in entries {
                 self.index.entry(e.hash).or_insert(e);
             }
             self.packs.push(PackFile { id, path: pack_path, file, len });
         }
         Ok(())
+    }
+
+    /// Problems found loading the pack indexes (see `damaged`).
+    pub(crate) fn damaged_packs(&self) -> &[String] {
+        &self.damaged
     }
 
     /// The store directory.
@@ -265,14 +297,16 @@ impl Store {
         Ok(m)
     }
 
-    /// Writes a manifest (write-once) and returns its id.
-    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<Hash> {
+    /// Writes a manifest (write-once) and returns its id, and whether it
+    /// is new (false when the same version already existed).
+    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<(Hash, bool)> {
         let (id, bytes) = m.encode()?;
         let path = self.manifest_path(id);
-        if !path.exists() {
-            fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)?;
+        if path.exists() {
+            return Ok((id, false));
         }
-        Ok(id)
+        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)?;
+        Ok((id, true))
     }
 
     /// Every version id in the store, sorted by id.

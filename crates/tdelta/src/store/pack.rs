@@ -148,20 +148,36 @@ impl PackWriter {
 
     /// Finishes the pack: footer, fsync, rename into `packs_dir`, then the
     /// index. Returns the pack id and its entries (pack number unset).
+    /// On failure nothing is left behind: neither the temporary file nor a
+    /// pack whose index could not be written (a full disk must leave the
+    /// store as it was).
     pub fn finish(mut self, tmp_dir: &Path, packs_dir: &Path) -> Result<(Hash, Vec<Entry>)> {
+        let tmp_path = self.tmp_path.clone();
         let mut foot = [0u8; 16];
         foot[..8].copy_from_slice(PACK_FOOTER_MAGIC);
         foot[8..].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        self.put(&foot)?;
+        if let Err(e) = self.put(&foot) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
         let id = Hash(self.digest.digest128());
-        let file = self.out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
         let pack_path = packs_dir.join(format!("{id}.pack"));
-        fsutil::commit_file(file, &self.tmp_path, &pack_path)?;
-
+        let landed = match self.out.into_inner() {
+            Ok(file) => fsutil::commit_file(file, &tmp_path, &pack_path),
+            Err(e) => Err(Error::io(&tmp_path, e.into_error())),
+        };
+        if let Err(e) = landed {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.hash);
         let index = encode_index(&entries);
-        fsutil::write_atomic(tmp_dir, &packs_dir.join(format!("{id}.idx")), &index)?;
+        if let Err(e) = fsutil::write_atomic(tmp_dir, &packs_dir.join(format!("{id}.idx")), &index) {
+            let _ = fs::remove_file(&pack_path);
+            let _ = fsutil::sync_dir(packs_dir);
+            return Err(e);
+        }
         Ok((id, entries))
     }
 
@@ -254,11 +270,17 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
             base: (base != Hash::default()).then_some(base),
             checksum: le_u64(rec, 56),
         };
-        let in_range = e
-            .offset
-            .checked_add(u64::from(e.stored_len))
-            .and_then(|end| end.checked_add(16))
-            .is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
+        let end = e.offset.checked_add(u64::from(e.stored_len)).and_then(|end| end.checked_add(16));
+        if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64 {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "index entry {i} (block {}) lies past the end of its pack ({pack_len} bytes): the pack is truncated",
+                    e.hash
+                ),
+            ));
+        }
+        let in_range = end.is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
         let sorted = entries.last().is_none_or(|p: &Entry| p.hash < e.hash);
         if !in_range || !sorted || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
             return Err(Error::corrupt(path, format!("index entry {i} (block {}) is inconsistent", e.hash)));
@@ -335,7 +357,7 @@ mod tests {
         let e = decode_index(&idx_path, &idx[..idx.len() - 3], 0, pack_len).unwrap_err();
         assert!(e.to_string().contains("claims 5 entries"), "{e}");
         let e = decode_index(&idx_path, &idx, 0, 100).unwrap_err();
-        assert!(e.to_string().contains("inconsistent"), "{e}");
+        assert!(e.to_string().contains("past the end of its pack (100 bytes): the pack is truncated"), "{e}");
     }
 
     /// Found by fuzzing: an entry whose offset is near `u64::MAX` made the

@@ -1,0 +1,356 @@
+//! Lossy storage (quantized deltas) through the real binary and the
+//! library: recorded error equals measured error, bounds hold, restores
+//! are deterministic, lossless on top of lossy is exact.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use tdelta::DType;
+use tdelta::lossy::{Bits, LossyOptions};
+use tdelta::synth::{SeriesSpec, write_series};
+use tdelta::{Hash, PackOptions, Policy, RestoreOptions, Silent, Store};
+
+fn tdelta(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tdelta"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("TDELTA_STORE")
+        .env("TDELTA_AUTHOR", "tester")
+        .output()
+        .expect("run tdelta")
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let o = tdelta(store, args);
+    assert!(o.status.success(), "tdelta {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every tensor of a safetensors file as f64 values, parsed with the
+/// official `safetensors` crate (which also checks the file is valid).
+fn tensors(path: &Path) -> BTreeMap<String, Vec<f64>> {
+    let bytes = fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| matches!(v.dtype(), safetensors::Dtype::F32 | safetensors::Dtype::BF16))
+        .map(|(name, v)| {
+            let d = v.data();
+            let vals: Vec<f64> = match v.dtype() {
+                safetensors::Dtype::F32 => {
+                    d.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect()
+                }
+                safetensors::Dtype::BF16 => d
+                    .chunks_exact(2)
+                    .map(|c| f64::from(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)))
+                    .collect(),
+                _ => unreachable!("filtered above"),
+            };
+            (name, vals)
+        })
+        .collect()
+}
+
+/// Measured error of one tensor.
+#[derive(Debug, Default, Clone, Copy)]
+struct Err {
+    err_sq: f64,
+    delta_sq: f64,
+    weight_sq: f64,
+    max_abs: f64,
+}
+
+impl Err {
+    fn delta_rel(&self) -> f64 {
+        if self.err_sq == 0.0 { 0.0 } else { (self.err_sq / self.delta_sq).sqrt() }
+    }
+    fn weight_rel(&self) -> f64 {
+        if self.err_sq == 0.0 { 0.0 } else { (self.err_sq / self.weight_sq).sqrt() }
+    }
+}
+
+/// Per tensor: restored vs original, delta against the base as restored.
+fn measure(orig: &Path, restored: &Path, base: &Path) -> BTreeMap<String, Err> {
+    let (o, r, b) = (tensors(orig), tensors(restored), tensors(base));
+    o.iter()
+        .map(|(name, ov)| {
+            let rv = &r[name];
+            let bv = b.get(name);
+            let mut e = Err::default();
+            for (i, (&w, &x)) in ov.iter().zip(rv).enumerate() {
+                let d = x - w;
+                e.err_sq += d * d;
+                e.max_abs = e.max_abs.max(d.abs());
+                e.weight_sq += w * w;
+                if let Some(bv) = bv {
+                    let dd = w - bv[i];
+                    e.delta_sq += dd * dd;
+                }
+            }
+            (name.clone(), e)
+        })
+        .collect()
+}
+
+fn series(dir: &Path, dtype: DType, bytes: u64, versions: usize, step_scale: f32) -> Vec<PathBuf> {
+    let spec = SeriesSpec { step_scale, ..SeriesSpec::new(7, dtype, bytes, versions) };
+    write_series(&spec, dir).unwrap()
+}
+
+fn lossy_opts(bits: Bits, max_error: Option<f64>) -> PackOptions {
+    PackOptions { lossy: Some(LossyOptions { bits, max_error, ..LossyOptions::default() }), ..PackOptions::default() }
+}
+
+fn restore(store: &Store, id: Hash, out: &Path) {
+    tdelta::restore(store, id, out, &RestoreOptions { force: true }, &Silent).unwrap();
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 + 1e-6 * a.abs().max(b.abs())
+}
+
+#[test]
+fn cli_lossy_pack_records_the_measured_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = series(&tmp.path().join("src"), DType::F32, 2 << 20, 3, 1.0);
+    let store = tmp.path().join("store");
+    ok(&store, &["init", "--block-size", "65536"]);
+    let v0 = ok(&store, &["pack", s(&files[0])]).trim().to_string();
+    let v1 = ok(&store, &["pack", s(&files[1]), "--lossy", "int8", "--keep-exact", "*norm*"]).trim().to_string();
+    let v2 = ok(&store, &["pack", s(&files[2]), "--lossy", "int4", "--max-error", "0.05"]).trim().to_string();
+    ok(&store, &["verify"]);
+    let show = ok(&store, &["show", &v1]);
+    assert!(show.contains("LOSSY    int8 codes"), "{show}");
+    assert!(show.contains("delta rel-L2"), "{show}");
+    // Lossy without a flag is refused; --max-error alone is refused.
+    assert!(!tdelta(&store, &["pack", s(&files[2]), "--max-error", "0.1"]).status.success());
+    assert!(!tdelta(&store, &["pack", s(&files[2]), "--lossy", "int3"]).status.success());
+
+    let st = Store::open(&store).unwrap();
+    let mut prev = tmp.path().join("r0.safetensors");
+    ok(&store, &["unpack", &v0, "--out", s(&prev)]);
+    for (k, id) in [(1, &v1), (2, &v2)] {
+        let out = tmp.path().join(format!("r{k}.safetensors"));
+        ok(&store, &["unpack", id, "--out", s(&out)]);
+        let m = st.manifest(st.resolve(id).unwrap()).unwrap();
+        let rec = m.lossy.as_ref().expect("version is marked lossy");
+        let measured = measure(&files[k], &out, &prev);
+        let listed = rec["tensors"].as_array().unwrap();
+        assert!(!listed.is_empty());
+        for t in listed {
+            let name = t["name"].as_str().unwrap();
+            let e = measured[name];
+            assert!(close(t["delta_rel_l2"].as_f64().unwrap(), e.delta_rel()), "{name}: {t} vs {e:?}");
+            assert!(close(t["weight_rel_l2"].as_f64().unwrap(), e.weight_rel()), "{name}: {t} vs {e:?}");
+            assert!(close(t["max_abs_err"].as_f64().unwrap(), e.max_abs), "{name}: {t} vs {e:?}");
+            if k == 2 {
+                assert!(e.delta_rel() <= 0.05, "{name}: {e:?}");
+            }
+        }
+        if k == 1 {
+            for (name, e) in &measured {
+                if name.contains("norm") {
+                    assert_eq!(e.err_sq, 0.0, "{name} should be exact");
+                }
+            }
+            assert_eq!(rec["keep_exact"][0], "*norm*");
+        }
+        prev = out;
+    }
+    // `log --json` marks it too.
+    let log = ok(&store, &["--json", "log"]);
+    assert!(log.contains("\"lossy\":true") || log.contains("\"lossy\": true"), "{log}");
+}
+
+#[test]
+fn lossless_on_top_of_lossy_is_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = series(&tmp.path().join("src"), DType::BF16, 1 << 20, 3, 4.0);
+    let store = tmp.path().join("store");
+    ok(&store, &["init", "--block-size", "16384"]);
+    ok(&store, &["pack", s(&files[0])]);
+    ok(&store, &["pack", s(&files[1]), "--lossy", "int2"]);
+    let v2 = ok(&store, &["pack", s(&files[2])]).trim().to_string();
+    let out = tmp.path().join("r2.safetensors");
+    ok(&store, &["unpack", &v2, "--out", s(&out)]);
+    assert!(fs::read(&out).unwrap() == fs::read(&files[2]).unwrap());
+    ok(&store, &["verify"]);
+    let st = Store::open(&store).unwrap();
+    assert!(st.manifest(st.resolve(&v2).unwrap()).unwrap().lossy.is_none());
+}
+
+#[test]
+fn restore_is_identical_across_thread_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = series(&tmp.path().join("src"), DType::F32, 1 << 20, 2, 1.0);
+    let dir = tmp.path().join("store");
+    let mut st = Store::init(&dir, &tdelta::InitOptions { block_size: 16384 }).unwrap();
+    tdelta::pack(&mut st, &files[0], &PackOptions::default(), &Silent).unwrap();
+    let id = tdelta::pack(&mut st, &files[1], &lossy_opts(Bits::Int4, None), &Silent).unwrap().id;
+    let mut outs = Vec::new();
+    for threads in [1, 2, 8] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let out = tmp.path().join(format!("t{threads}.safetensors"));
+        pool.install(|| restore(&st, id, &out));
+        outs.push(fs::read(&out).unwrap());
+    }
+    assert!(outs[0] == outs[1] && outs[1] == outs[2]);
+    assert!(outs[0] != fs::read(&files[1]).unwrap(), "int4 should not be exact");
+    // Packing the same version again in a pool of one thread gives the
+    // same reconstruction (the encoder is deterministic too).
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let dir2 = tmp.path().join("store2");
+    let mut st2 = Store::init(&dir2, &tdelta::InitOptions { block_size: 16384 }).unwrap();
+    let id2 = pool.install(|| {
+        tdelta::pack(&mut st2, &files[0], &PackOptions::default(), &Silent).unwrap();
+        tdelta::pack(&mut st2, &files[1], &lossy_opts(Bits::Int4, None), &Silent).unwrap().id
+    });
+    let out = tmp.path().join("again.safetensors");
+    restore(&st2, id2, &out);
+    assert!(fs::read(&out).unwrap() == outs[0]);
+}
+
+#[test]
+fn chain_of_ten_lossy_versions_stays_within_its_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = series(&tmp.path().join("src"), DType::F32, 512 << 10, 11, 1.0);
+    let dir = tmp.path().join("store");
+    let mut st = Store::init(&dir, &tdelta::InitOptions { block_size: 16384 }).unwrap();
+    tdelta::pack(&mut st, &files[0], &PackOptions::default(), &Silent).unwrap();
+    let mut prev = tmp.path().join("r0.safetensors");
+    fs::copy(&files[0], &prev).unwrap();
+    let eps = 0.03;
+    let mut weight_rel = Vec::new();
+    for (v, f) in files.iter().enumerate().skip(1) {
+        let mut opts = lossy_opts(Bits::Int2, Some(eps));
+        opts.policy = Policy::Chain(16);
+        let id = tdelta::pack(&mut st, f, &opts, &Silent).unwrap().id;
+        let out = tmp.path().join(format!("r{v}.safetensors"));
+        restore(&st, id, &out);
+        let m = measure(f, &out, &prev);
+        let (mut es, mut ws) = (0.0, 0.0);
+        for (name, e) in &m {
+            assert!(e.err_sq <= eps * eps * e.delta_sq, "v{v} {name}: {} > {eps}", e.delta_rel());
+            es += e.err_sq;
+            ws += e.weight_sq;
+        }
+        weight_rel.push((es / ws).sqrt());
+        prev = out;
+    }
+    // Errors do not accumulate: the last version is as close to its
+    // original as the first.
+    assert!(weight_rel[9] < 3.0 * weight_rel[0] + 1e-12, "{weight_rel:?}");
+}
+
+#[test]
+fn bf16_lossy_never_costs_more_than_lossless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = series(&tmp.path().join("src"), DType::BF16, 1 << 20, 2, 1.0);
+    let mut stored = Vec::new();
+    for (k, lossy) in [None, Some(Bits::Int8), Some(Bits::Int4), Some(Bits::Int2)].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("s{k}"));
+        let mut st = Store::init(&dir, &tdelta::InitOptions { block_size: 16384 }).unwrap();
+        tdelta::pack(&mut st, &files[0], &PackOptions::default(), &Silent).unwrap();
+        let opts = match lossy {
+            Some(b) => lossy_opts(b, None),
+            None => PackOptions::default(),
+        };
+        stored.push(tdelta::pack(&mut st, &files[1], &opts, &Silent).unwrap().manifest.stats.stored_bytes);
+    }
+    for (k, s) in stored.iter().enumerate().skip(1) {
+        assert!(*s <= stored[0], "{k}: {stored:?}");
+    }
+}
+
+/// Side-by-side figures (run by hand, release build):
+/// `cargo test --release --test lossy -- --ignored --nocapture measure`.
+/// `TDELTA_LOSSY_DATA` may name a directory with a real pair
+/// (`step_0000.safetensors`, `step_0030.safetensors`).
+#[test]
+#[ignore]
+fn measure_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mb = |n: u64| n << 20;
+    let group: u32 = std::env::var("TDELTA_LOSSY_GROUP").ok().and_then(|g| g.parse().ok()).unwrap_or(64);
+    let mut cases: Vec<(String, Vec<PathBuf>)> = vec![
+        ("F32 series (4 versions)".into(), series(&tmp.path().join("f32"), DType::F32, mb(32), 4, 1.0)),
+        ("BF16 short pair".into(), series(&tmp.path().join("bf16"), DType::BF16, mb(32), 2, 1.0)),
+        ("BF16 distant pair (x10)".into(), series(&tmp.path().join("bf16d"), DType::BF16, mb(32), 2, 10.0)),
+    ];
+    if let Ok(d) = std::env::var("TDELTA_LOSSY_DATA") {
+        let d = PathBuf::from(d);
+        cases.push((
+            "real BF16 pair (MiniLM, 30 steps)".into(),
+            vec![d.join("step_0000.safetensors"), d.join("step_0030.safetensors")],
+        ));
+    }
+    println!(
+        "| data | mode | stored | ratio vs lossless | delta rel-L2 | weight rel-L2 | max abs err | pack MB/s | restore MB/s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, files) in &cases {
+        let mut lossless = 0u64;
+        for mode in [None, Some(Bits::Int8), Some(Bits::Int4), Some(Bits::Int2)] {
+            let dir = tmp.path().join("store");
+            let _ = fs::remove_dir_all(&dir);
+            let mut st = Store::init(&dir, &tdelta::InitOptions::default()).unwrap();
+            tdelta::pack(&mut st, &files[0], &PackOptions::default(), &Silent).unwrap();
+            let mut opts = PackOptions::default();
+            if let Some(b) = mode {
+                opts.lossy = Some(LossyOptions { bits: b, group, ..LossyOptions::default() });
+            }
+            let (mut stored, mut raw, mut secs) = (0u64, 0u64, 0f64);
+            let mut ids = Vec::new();
+            for f in &files[1..] {
+                let t = Instant::now();
+                let rep = tdelta::pack(&mut st, f, &opts, &Silent).unwrap();
+                secs += t.elapsed().as_secs_f64();
+                stored += rep.manifest.stats.stored_bytes;
+                raw += rep.manifest.stats.raw_bytes;
+                ids.push(rep.id);
+            }
+            let out = tmp.path().join("out.safetensors");
+            let t = Instant::now();
+            restore(&st, *ids.last().unwrap(), &out);
+            let rsecs = t.elapsed().as_secs_f64();
+            // Error of the last version against its original and base.
+            let prev = tmp.path().join("prev.safetensors");
+            if ids.len() >= 2 {
+                restore(&st, ids[ids.len() - 2], &prev);
+            } else {
+                fs::copy(&files[0], &prev).unwrap();
+            }
+            let m = measure(files.last().unwrap(), &out, &prev);
+            let mut tot = Err::default();
+            for e in m.values() {
+                tot.err_sq += e.err_sq;
+                tot.delta_sq += e.delta_sq;
+                tot.weight_sq += e.weight_sq;
+                tot.max_abs = tot.max_abs.max(e.max_abs);
+            }
+            if mode.is_none() {
+                lossless = stored;
+            }
+            let last = raw / (files.len() as u64 - 1);
+            println!(
+                "| {label} | {} | {} | {:.2}× | {:.3}% | {:.4}% | {:.2e} | {:.0} | {:.0} |",
+                mode.map_or("lossless".into(), |b| b.to_string()),
+                stored,
+                lossless as f64 / stored as f64,
+                tot.delta_rel() * 100.0,
+                tot.weight_rel() * 100.0,
+                tot.max_abs,
+                raw as f64 / secs / 1e6,
+                last as f64 / rsecs / 1e6,
+            );
+        }
+    }
+}
