@@ -1,34 +1,20 @@
 //! Integration tests: the real `tdelta` binary in temporary directories.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{ok, run};
 use tdelta::DType;
 use tdelta::synth::SeriesSpec;
-
-fn tdelta(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tdelta"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("TDELTA_STORE")
-        .env("TDELTA_AUTHOR", "tester")
-        .output()
-        .expect("run tdelta")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let o = tdelta(store, args);
-    assert!(o.status.success(), "tdelta {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// Runs a command that must fail cleanly: exit code 1, one `error:` line,
 /// no panic. Returns the message.
 fn fails(store: &Path, args: &[&str]) -> String {
-    let o = tdelta(store, args);
+    let o = run(store, args);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(1), "tdelta {args:?} should fail; stderr: {err}");
     assert!(!err.contains("panicked"), "tdelta {args:?} panicked: {err}");
@@ -42,20 +28,8 @@ fn repo() -> PathBuf {
 }
 
 /// Every file of the store and its bytes (the lock file excepted).
-fn snapshot(store: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != "lock") {
-                out.insert(p.clone(), fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
+fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    common::snapshot(store, &["lock"])
 }
 
 fn small_series(dir: &Path, versions: usize) -> Vec<PathBuf> {

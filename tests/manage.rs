@@ -1,35 +1,12 @@
 //! Integration tests of the version-management verbs, through the binary.
 
+mod common;
+
+use common::{json, ok, run};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use serde_json::Value;
 use tdelta::DType;
 use tdelta::synth::SeriesSpec;
-
-fn run(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tdelta"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env("TDELTA_AUTHOR", "tester")
-        .output()
-        .expect("run tdelta")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let o = run(store, args);
-    assert!(o.status.success(), "tdelta {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn json(store: &Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = ok(store, &a);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("tdelta {args:?} --json: {e}: {out}"))
-}
 
 /// A store with `n` packed versions of a small generated series.
 fn setup(dir: &Path, n: usize) -> (PathBuf, Vec<PathBuf>, Vec<String>) {

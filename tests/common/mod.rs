@@ -1,5 +1,5 @@
-//! Helpers shared by the reliability tests (crash, corruption,
-//! concurrency): running the binary, a seeded RNG, store snapshots.
+//! Helpers shared by the integration tests: running the binary, a seeded
+//! RNG, store snapshots.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -27,7 +27,7 @@ use crate::progress::Bar;
                   tdelta:POLICY a tdelta store; POLICY is chain:K, keyframe:K, root or full \
                   (the `tdelta:` prefix may be left out)\n  \
                   tdelta:BITS[:POLICY]  lossy tdelta: deltas quantized to BITS = int8, int4 or int2 \
-                  (default policy chain:8); the table shows the error recorded at pack\n\
+                  (default policy root, the store default); the table shows the error recorded at pack\n\
                   Default: raw,zstd:3,zipnn,bitx,chain:8,keyframe:4,root,full,int8,int4.\n\n\
                   Reading the table: `stored` is what the store holds on disk after the last \
                   version (`% raw` of the series); `per version` is the mean cost of one more \

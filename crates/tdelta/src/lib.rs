@@ -19,8 +19,8 @@ pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ops::{
-    BaseChoice, DEFAULT_CHAIN, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions,
-    RestoreReport, Silent, pack, read_tensor, restore,
+    BaseChoice, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Silent, pack,
+    read_tensor, restore,
 };
 pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use ops::{

@@ -115,8 +115,8 @@ pub fn default_strategies() -> Vec<Strategy> {
         Strategy::Tdelta { policy: Policy::Keyframe(4) },
         Strategy::Tdelta { policy: Policy::Chain(1) },
         Strategy::Tdelta { policy: Policy::Full },
-        Strategy::TdeltaLossy { policy: Policy::Chain(8), bits: crate::lossy::Bits::Int8 },
-        Strategy::TdeltaLossy { policy: Policy::Chain(8), bits: crate::lossy::Bits::Int4 },
+        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: crate::lossy::Bits::Int8 },
+        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: crate::lossy::Bits::Int4 },
     ]
 }
 

@@ -18,7 +18,7 @@ fn strategy_names_round_trip() {
         "int4:root".parse::<Strategy>().unwrap(),
         Strategy::TdeltaLossy { policy: Policy::Chain(1), bits: crate::lossy::Bits::Int4 }
     );
-    assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:chain:8");
+    assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:root");
     for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", "int8:nope", "int3", ""] {
         assert!(bad.parse::<Strategy>().is_err(), "{bad}");
     }
@@ -75,7 +75,7 @@ fn every_strategy_restores_bit_exactly() {
     // Deltas beat no deltas on a fine-tuning series.
     assert!(get("tdelta:chain:8").stored_bytes < get("zipnn").stored_bytes);
     // Lossy: marked, with a small recorded error, and smaller.
-    for name in ["tdelta:int8:chain:8", "tdelta:int4:chain:8"] {
+    for name in ["tdelta:int8:root", "tdelta:int4:root"] {
         let r = get(name);
         assert!(r.lossy, "{name}");
         let e = r.rel_l2_err.unwrap();
@@ -83,7 +83,7 @@ fn every_strategy_restores_bit_exactly() {
         assert!(r.max_abs_err.unwrap() > 0.0 && r.delta_rel_l2_err.unwrap() > 0.0, "{name}");
     }
     // int8 of ±1..3-ULP deltas need not beat lossless; int4 must.
-    assert!(get("tdelta:int4:chain:8").stored_bytes < get("tdelta:chain:8").stored_bytes);
+    assert!(get("tdelta:int4:root").stored_bytes < get("tdelta:root").stored_bytes);
     assert!(get("tdelta:chain:8").rel_l2_err.is_none());
     // Temporary stores are gone.
     assert_eq!(std::fs::read_dir(&opts.work_dir).unwrap().count(), 0);

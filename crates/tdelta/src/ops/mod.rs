@@ -10,7 +10,7 @@ pub use manage::{
     GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
     refs_by_version, rollback, stats, tag, untag, verify,
 };
-pub use pack::{BaseChoice, DEFAULT_CHAIN, PackOptions, PackReport, Policy, pack};
+pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
 pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
 
 /// Receives progress of long operations. The library never prints: the

@@ -48,16 +48,21 @@ pub enum Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy::Chain(DEFAULT_CHAIN)
+        Policy::ROOT
     }
 }
 
-/// Depth bound of the default policy (chosen by measurement, see README).
-pub const DEFAULT_CHAIN: u16 = 8;
+impl Policy {
+    /// Every block a delta against the last full block of its position
+    /// (`chain:1`): restores decode at most two levels. The default, chosen
+    /// by measurement (README, "Choosing a delta policy").
+    pub const ROOT: Policy = Policy::Chain(1);
+}
 
 impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Policy::Chain(1) => write!(f, "root"),
             Policy::Chain(k) => write!(f, "chain:{k}"),
             Policy::Keyframe(k) => write!(f, "keyframe:{k}"),
             Policy::Full => write!(f, "full"),
@@ -769,10 +774,11 @@ mod tests {
 
     #[test]
     fn policy_parses_and_prints() {
-        for s in ["chain:8", "keyframe:4", "full", "chain:1"] {
+        for s in ["chain:8", "keyframe:4", "full", "root"] {
             assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
         }
-        assert_eq!("root".parse::<Policy>().unwrap(), Policy::Chain(1));
+        assert_eq!("chain:1".parse::<Policy>().unwrap(), Policy::ROOT);
+        assert_eq!(Policy::default(), Policy::ROOT);
         for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", ""] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
