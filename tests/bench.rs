@@ -37,8 +37,8 @@ const DEFAULTS: &[&str] = &[
     "tdelta:keyframe:4",
     "tdelta:root",
     "tdelta:full",
-    "tdelta:int8:chain:8",
-    "tdelta:int4:chain:8",
+    "tdelta:int8:root",
+    "tdelta:int4:root",
 ];
 
 fn is_lossy(name: &str) -> bool {
@@ -226,7 +226,7 @@ fn default_strategies_on_a_generated_series() {
     assert_eq!(by("raw")["stored_bytes"].as_u64().unwrap(), raw);
     assert!(by("tdelta:chain:8")["stored_bytes"].as_u64() < by("zipnn")["stored_bytes"].as_u64());
     assert_eq!(by("bitx")["max_levels"], serde_json::json!([1, 2, 3, 4]));
-    assert!(by("tdelta:int4:chain:8")["stored_bytes"].as_u64() < by("tdelta:chain:8")["stored_bytes"].as_u64());
+    assert!(by("tdelta:int4:root")["stored_bytes"].as_u64() < by("tdelta:root")["stored_bytes"].as_u64());
 
     // CSV.
     let text = fs::read_to_string(&csv).unwrap();
