@@ -317,13 +317,15 @@ fn bad_input_fails_cleanly() {
         vec!["bench", "--generate", "--strategies", "raw,lz4", "--dir", s(&w)],
         vec!["bench", "--generate", "--strategies", "zstd:99", "--dir", s(&w)],
         vec!["bench", s(&tmp.path().join("missing.safetensors")), "--dir", s(&w)],
-        vec!["bench", "--generate", "--dtype", "i8", "--dir", s(&w)],
     ] {
         let o = tdelta(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
     }
-    // Neither paths nor --generate: a usage error.
+    // Neither paths nor --generate, or a dtype the generator lacks: usage errors.
     assert_eq!(tdelta(&["bench"]).status.code(), Some(2));
+    let o = tdelta(&["bench", "--generate", "--dtype", "i8", "--dir", s(&w)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not one of bf16, f16, f32"));
 }

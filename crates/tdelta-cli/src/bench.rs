@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tdelta::DType;
 use tdelta::bench::{BenchOptions, BenchReport, StrategyResult};
 
 use crate::Global;
 use crate::fmt;
 use crate::progress::Bar;
+use crate::series::SeriesArgs;
 
 #[derive(Args)]
 #[command(
@@ -53,18 +53,9 @@ pub struct BenchArgs {
     /// Benchmark a generated, realistic fine-tuning series instead of PATHs.
     #[arg(long)]
     generate: bool,
-    /// With --generate: number of versions.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    versions: u64,
-    /// With --generate: approximate size of each version (e.g. 64M, 1G).
-    #[arg(long, default_value = "64M", value_parser = fmt::parse_size)]
-    size: u64,
-    /// With --generate: element type, bf16, f16 or f32.
-    #[arg(long, default_value = "bf16")]
-    dtype: String,
-    /// With --generate: seed (same seed, same bytes).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// With --generate: the series to generate.
+    #[command(flatten)]
+    series: SeriesArgs,
     /// With --generate: write each version as a sharded HF directory.
     #[arg(long)]
     sharded: bool,
@@ -121,23 +112,20 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<()> {
 
 fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta::bench::Strategy>, dir: &Path) -> Result<()> {
     let (paths, source) = if a.generate {
-        let dtype: DType = a.dtype.to_ascii_uppercase().parse().map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-        if !matches!(dtype, DType::BF16 | DType::F16 | DType::F32) {
-            bail!("--dtype must be bf16, f16 or f32");
-        }
-        let mut spec = tdelta::synth::SeriesSpec::new(a.seed, dtype, a.size, a.versions as usize);
+        let dtype = a.series.dtype;
+        let mut spec = a.series.spec();
         spec.sharded = a.sharded;
         if !g.quiet {
             eprintln!(
                 "generating {} versions of about {} ({dtype}, seed {}) in {}",
-                a.versions,
-                fmt::bytes(a.size),
-                a.seed,
+                a.series.versions,
+                fmt::bytes(a.series.size),
+                a.series.seed,
                 dir.display()
             );
         }
         let paths = tdelta::synth::write_series(&spec, &dir.join("series"))?;
-        (paths, format!("generated, {dtype}, seed {}", a.seed))
+        (paths, format!("generated, {dtype}, seed {}", a.series.seed))
     } else {
         let paths = tdelta::bench::expand_inputs(&a.paths)?;
         (paths, "from files".to_string())

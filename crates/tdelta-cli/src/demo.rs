@@ -13,21 +13,12 @@ use tdelta::{DType, Store};
 use crate::Global;
 use crate::fmt;
 use crate::progress::Bar;
+use crate::series::SeriesArgs;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Number of checkpoint versions in the series.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    versions: u64,
-    /// Approximate size of each checkpoint (e.g. 128M, 1G).
-    #[arg(long, default_value = "128M", value_parser = fmt::parse_size)]
-    size: u64,
-    /// Element type of the generated weights: bf16, f16 or f32.
-    #[arg(long, default_value = "bf16")]
-    dtype: String,
-    /// Seed of the generator (same seed, same bytes).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    series: SeriesArgs,
     /// Work directory (default: a new directory under the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -37,10 +28,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(g: &Global, a: &DemoArgs) -> Result<()> {
-    let dtype: DType = a.dtype.to_ascii_uppercase().parse().map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    if !matches!(dtype, DType::BF16 | DType::F16 | DType::F32) {
-        bail!("--dtype must be bf16, f16 or f32");
-    }
+    let dtype = a.series.dtype;
     let dir = match &a.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("tdelta-demo-{}", std::process::id())),
@@ -65,21 +53,21 @@ fn say(g: &Global, msg: impl AsRef<str>) {
 }
 
 fn demo(g: &Global, a: &DemoArgs, dtype: DType, dir: &Path) -> Result<()> {
-    let spec = tdelta::synth::SeriesSpec::new(a.seed, dtype, a.size, a.versions as usize);
+    let spec = a.series.spec();
     say(
         g,
         format!(
             "generating {} {} checkpoints of ~{} in {} (seed {})",
-            a.versions,
+            a.series.versions,
             dtype.name(),
-            fmt::bytes(a.size),
+            fmt::bytes(a.series.size),
             dir.display(),
-            a.seed
+            a.series.seed
         ),
     );
     let t0 = Instant::now();
     let mut sources = Vec::new();
-    for v in 0..a.versions as usize {
+    for v in 0..a.series.versions as usize {
         let p = dir.join(format!("v{v:03}.safetensors"));
         tdelta::synth::write_version(&spec, v, &p).with_context(|| format!("cannot write {}", p.display()))?;
         sources.push(p);

@@ -6,6 +6,7 @@ mod demo;
 mod fmt;
 mod manage;
 mod progress;
+mod series;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

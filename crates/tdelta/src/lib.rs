@@ -14,6 +14,8 @@ pub mod lossy;
 mod ops;
 mod store;
 pub mod synth;
+#[cfg(test)]
+mod testutil;
 
 pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};

@@ -35,18 +35,7 @@ fn round_trip_all_codecs(dtype: DType, new: &[u8], base: &[u8]) {
     assert!(out == new, "{dtype} zipnn_like");
 }
 
-/// Deterministic pseudo-random bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use crate::testutil::noise;
 
 /// BF16 weights ~ N(0, 0.02) and a fine-tune moving most by a few ULPs.
 fn bf16_pair(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {

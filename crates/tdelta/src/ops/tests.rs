@@ -55,18 +55,7 @@ fn restore_to(s: &Store, id: crate::Hash, out: &Path) -> RestoreReport {
     restore(s, id, out, &RestoreOptions { force: true }, &Silent).unwrap()
 }
 
-/// Deterministic pseudo-random bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use crate::testutil::noise;
 
 /// BF16 weights near N(0, 0.02) as bytes, and a copy nudged by a few ULPs.
 fn bf16_pair(seed: u64, n: usize, step: u64) -> (Vec<u8>, Vec<u8>) {
