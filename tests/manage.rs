@@ -220,3 +220,26 @@ fn verify_names_damage_and_catches_a_hand_edited_history() {
     assert!(out.contains("checksum") || out.contains("hash"), "{out}");
     let _ = srcs;
 }
+
+#[test]
+fn gc_prune_drops_only_unreferenced_versions_beyond_keep_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, srcs, ids) = setup(dir.path(), 5);
+    ok(&store, &["tag", "stable", &ids[1]]);
+    // --keep-last needs --prune.
+    assert_eq!(run(&store, &["gc", "--keep-last", "2"]).status.code(), Some(2));
+    let g = json(&store, &["gc", "--prune", "--keep-last", "2"]);
+    let dropped: Vec<&str> = g["dropped"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    // Kept: stable (v1), HEAD (v4) and the 2 newest of HEAD's line (v4, v3).
+    assert_eq!(dropped, vec![ids[0].as_str(), ids[2].as_str()]);
+    assert_eq!(g["versions"], 3);
+    for i in [1, 3, 4] {
+        unpack_eq(&store, &ids[i], &srcs[i], dir.path());
+    }
+    assert_eq!(run(&store, &["show", &ids[0]]).status.code(), Some(1));
+    let v = json(&store, &["verify", "--all"]);
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+    // The drops are in the audit trail.
+    let log = std::fs::read_to_string(store.join("audit.log")).unwrap();
+    assert_eq!(log.matches("\"op\":\"drop\"").count(), 2);
+}

@@ -170,7 +170,18 @@ enum Cmd {
         why: String,
     },
     /// Remove blocks no version needs, rewriting packs; report bytes freed.
+    ///
+    /// Versions are deleted only when asked: with `tdelta drop REF`, or here
+    /// with --prune, which first drops every version that no tag or HEAD
+    /// points to and that is not among the --keep-last newest versions of
+    /// HEAD's line.
     Gc {
+        /// Drop unreferenced versions first (see above).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: also keep this many newest versions of HEAD's line.
+        #[arg(long, default_value_t = 0, requires = "prune")]
+        keep_last: usize,
         /// Why (recorded in the audit log).
         #[arg(long, default_value = "")]
         why: String,
@@ -297,7 +308,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Rollback { name, to, steps, why } => manage::rollback(g, &name, to.as_deref(), steps, &why),
         Cmd::Verify { reference, all } => manage::verify(g, reference.as_deref(), all),
         Cmd::Drop { reference, why } => manage::drop(g, &reference, &why),
-        Cmd::Gc { why } => manage::gc(g, &why),
+        Cmd::Gc { prune, keep_last, why } => manage::gc(g, prune.then_some(keep_last), &why),
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),

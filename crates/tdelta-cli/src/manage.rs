@@ -165,13 +165,22 @@ pub fn drop(g: &Global, reference: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn gc(g: &Global, why: &str) -> Result<()> {
+pub fn gc(g: &Global, prune: Option<usize>, why: &str) -> Result<()> {
     let mut store = open_store(g)?;
+    let dropped = match prune {
+        Some(keep_last) => tdelta::prune(&store, keep_last, if why.is_empty() { "gc --prune" } else { why })?,
+        None => Vec::new(),
+    };
     let rep = tdelta::gc(&mut store, why)?;
     if g.json {
-        return print_json(&serde_json::to_value(&rep)?);
+        let mut v = serde_json::to_value(&rep)?;
+        v["dropped"] = json!(dropped);
+        return print_json(&v);
     }
     if !g.quiet {
+        for id in &dropped {
+            eprintln!("dropped {}", id.short());
+        }
         eprintln!(
             "kept {} versions; removed {} blocks ({} packs deleted, {} rewritten); packs {} -> {} (freed {})",
             rep.versions,

@@ -27,7 +27,7 @@ pub use ops::{
 pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use ops::{
     GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    refs_by_version, rollback, stats, tag, untag, verify,
+    prune, refs_by_version, rollback, stats, tag, untag, verify,
 };
 pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};

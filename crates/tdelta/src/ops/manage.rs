@@ -112,13 +112,52 @@ pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
             holders.join(", ")
         )));
     }
+    remove_version_locked(store, id, why)
+}
+
+/// Deletes a manifest and records it. The caller holds the lock and has
+/// checked that no ref points to `id`.
+fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
     let path = store.manifest_path(id);
     fs::remove_file(&path).at(&path)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
     }
-    store.record("drop", None, Some(id), why)?;
-    Ok(())
+    store.record("drop", None, Some(id), why)
+}
+
+/// Drops every version that no ref (tags and `HEAD`) points to and that is
+/// not among the `keep_last` newest versions of `HEAD`'s line (following
+/// parents). Returns the versions dropped, oldest first. Blocks are freed
+/// by a following [`gc`].
+pub fn prune(store: &Store, keep_last: usize, why: &str) -> Result<Vec<Hash>> {
+    let _lock = store.lock()?;
+    let mut keep: std::collections::HashSet<Hash> = store.refs()?.into_iter().map(|(_, id)| id).collect();
+    let mut next = store.read_ref("HEAD")?;
+    if let Some(h) = next {
+        keep.insert(h);
+    }
+    for _ in 0..keep_last {
+        let Some(id) = next else { break };
+        keep.insert(id);
+        next = match store.manifest(id) {
+            Ok(m) => m.parent,
+            Err(Error::UnknownRef { .. }) => None,
+            Err(e) => return Err(e),
+        };
+    }
+    let mut dropped: Vec<(u64, Hash)> = Vec::new();
+    for id in store.versions()? {
+        if !keep.contains(&id) {
+            let created = store.manifest(id)?.created;
+            dropped.push((created, id));
+        }
+    }
+    dropped.sort();
+    for (_, id) in &dropped {
+        remove_version_locked(store, *id, why)?;
+    }
+    Ok(dropped.into_iter().map(|(_, id)| id).collect())
 }
 
 /// What [`gc`] did.

@@ -8,7 +8,7 @@ mod restore;
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use manage::{
     GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    refs_by_version, rollback, stats, tag, untag, verify,
+    prune, refs_by_version, rollback, stats, tag, untag, verify,
 };
 pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
 pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
