@@ -226,7 +226,7 @@ pub fn stats(g: &Global, reference: Option<&str>) -> Result<()> {
     }
     if reference.is_none() {
         println!(
-            "\nstore: {} versions, {} raw in all; {} distinct blocks ({} raw, dedup {:.2}x) stored in {} ({} packs, compression {:.2}x); {:.2}x smaller than raw overall",
+            "\nstore: {} versions, {} raw in all; {} distinct blocks ({} raw, dedup {:.2}x) stored in {} ({} packs, compression {:.2}x); the store is {} of raw",
             st.versions.len(),
             fmt::bytes(st.raw_bytes),
             st.blocks,
@@ -235,7 +235,7 @@ pub fn stats(g: &Global, reference: Option<&str>) -> Result<()> {
             fmt::bytes(st.pack_bytes + st.manifest_bytes),
             st.packs,
             st.compression_ratio,
-            st.total_ratio
+            fmt::percent(st.pack_bytes + st.manifest_bytes, st.raw_bytes)
         );
     }
     Ok(())
