@@ -179,6 +179,8 @@ fn unknown_refs_missing_and_corrupt_stores_are_clear_errors() {
     assert!(e.contains("already exists"), "{e}");
     let e = fails(&store, &["unpack", "nope", "-o", "x"]);
     assert!(e.contains("unknown ref or version `nope`"), "{e}");
+    let e = fails(&store, &["show"]);
+    assert!(e.contains("no versions yet") && e.contains("tdelta pack"), "{e}");
     let src = &small_series(&dir.path().join("src"), 1)[0];
     let id = ok(&store, &["pack", src.to_str().unwrap(), "-q"]).trim().to_string();
     // A damaged manifest is detected and named.

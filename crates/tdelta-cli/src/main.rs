@@ -480,7 +480,7 @@ fn cmd_log(g: &Global, reference: &str, max: Option<usize>, filters: &[String], 
     let filters = parse_kv(filters, "where")?;
     let mut next = match store.resolve(reference) {
         Ok(id) => Some(id),
-        Err(tdelta::Error::UnknownRef { .. }) if reference == "HEAD" => None,
+        Err(tdelta::Error::NoVersions { .. }) => None,
         Err(e) => return Err(e.into()),
     };
     let mut rows = Vec::new();

@@ -106,6 +106,13 @@ pub enum Error {
         name: String,
     },
 
+    /// `HEAD` asked for in a store that has no version yet.
+    #[error("the store at {} has no versions yet; add one with `tdelta pack SOURCE`", path.display())]
+    NoVersions {
+        /// The store path.
+        path: PathBuf,
+    },
+
     /// A prefix that matches more than one version.
     #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions")]
     AmbiguousRef {

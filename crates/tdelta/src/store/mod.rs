@@ -442,7 +442,7 @@ impl Store {
     pub fn resolve(&self, name: &str) -> Result<Hash> {
         let unknown = || Error::UnknownRef { name: name.to_string() };
         if name == "HEAD" {
-            return self.read_ref("HEAD")?.ok_or_else(unknown);
+            return self.read_ref("HEAD")?.ok_or_else(|| Error::NoVersions { path: self.root.clone() });
         }
         if refs::validate_ref_name(name).is_ok()
             && let Some(id) = refs::read_ref(&self.ref_path(name))?
