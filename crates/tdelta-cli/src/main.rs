@@ -8,7 +8,6 @@ mod manage;
 mod progress;
 mod series;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -469,14 +468,9 @@ fn metric_eq(x: &serde_json::Value, v: &str) -> bool {
     }
 }
 
-/// Ref names pointing at each version.
-fn ref_names(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
-    Ok(tdelta::refs_by_version(store)?)
-}
-
 fn cmd_log(g: &Global, reference: &str, max: Option<usize>, filters: &[String], sort: Option<&str>) -> Result<()> {
     let store = open_store(g)?;
-    let refs = ref_names(&store)?;
+    let refs = tdelta::refs_by_version(&store)?;
     let filters = parse_kv(filters, "where")?;
     let mut next = match store.resolve(reference) {
         Ok(id) => Some(id),
@@ -620,7 +614,7 @@ fn print_lossy(l: &serde_json::Value) {
 }
 
 fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Result<()> {
-    let refs = ref_names(store)?;
+    let refs = tdelta::refs_by_version(store)?;
     println!("version  {id}");
     if let Some(r) = refs.get(&id) {
         println!("refs     {}", r.join(", "));

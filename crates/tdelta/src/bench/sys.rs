@@ -1,42 +1,13 @@
-//! Small system helpers of the benchmark: hashing files, sizing and
-//! removing directories, peak memory.
+//! Small system helpers of the benchmark: counting files, peak memory.
+//! (Hashing, sizing and removing files live in `store::fsutil`.)
 
-use std::fs::{self, File};
-use std::io::Read;
+pub use crate::store::fsutil::{dir_bytes, hash_file, remove_any};
+
+use std::fs;
 use std::path::Path;
 
+use crate::Result;
 use crate::error::IoContext;
-use crate::{Hash, Progress, Result};
-
-/// xxh3-128 of a whole file, read in 4 MiB pieces (reported to `progress`
-/// as bytes read).
-pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<Hash> {
-    let mut f = File::open(path).at(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    Ok(Hash(h.digest128()))
-}
-
-/// Sum of the lengths of every file under `path` (or of `path` itself).
-pub(crate) fn dir_bytes(path: &Path) -> Result<u64> {
-    let meta = fs::symlink_metadata(path).at(path)?;
-    if !meta.is_dir() {
-        return Ok(meta.len());
-    }
-    let mut total = 0;
-    for e in fs::read_dir(path).at(path)? {
-        total += dir_bytes(&e.at(path)?.path())?;
-    }
-    Ok(total)
-}
 
 /// Number of regular files under `dir`, recursively.
 pub(crate) fn count_files(dir: &Path) -> Result<usize> {
@@ -50,16 +21,6 @@ pub(crate) fn count_files(dir: &Path) -> Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Removes a file or a directory tree; nothing there is fine.
-pub(crate) fn remove_any(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(crate::Error::io(path, e)),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
-        Ok(_) => fs::remove_file(path).at(path),
-    }
 }
 
 /// Resets the peak resident memory of this process to its current value

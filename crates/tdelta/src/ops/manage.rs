@@ -201,7 +201,7 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
         }
     }
     let dir = store.packs_dir();
-    let bytes_before = dir_bytes(&dir)?;
+    let bytes_before = fsutil::dir_bytes(&dir)?;
     let mut rep = GcReport { versions: versions.len(), bytes_before, ..GcReport::default() };
     // Entries of each pack (the index map keeps one copy of a block that
     // sits in several packs; count every pack's own entries).
@@ -258,19 +258,10 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
     }
     fsutil::sync_dir(&dir)?;
     store.load_packs()?;
-    rep.bytes_after = dir_bytes(&dir)?;
+    rep.bytes_after = fsutil::dir_bytes(&dir)?;
     let note = format!("{why} (freed {} bytes)", rep.bytes_before.saturating_sub(rep.bytes_after));
     store.record("gc", None, None, note.trim())?;
     Ok(rep)
-}
-
-fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
-    let mut n = 0;
-    for ent in fs::read_dir(dir).at(dir)? {
-        let ent = ent.at(dir)?;
-        n += ent.metadata().at(ent.path())?.len();
-    }
-    Ok(n)
 }
 
 /// The check of one version by [`verify`].
@@ -304,23 +295,12 @@ impl VerifyReport {
 
 /// Checks that a pack's bytes still hash to its name (its id): catches
 /// bytes appended or altered anywhere, including outside any payload.
-fn check_pack_id(p: &crate::store::PackFile) -> std::result::Result<(), String> {
-    use std::io::Read;
-    let mut f = fs::File::open(&p.path).map_err(|e| format!("{}: {e}", p.path.display()))?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) => return Err(format!("{}: {e}", p.path.display())),
-        }
-    }
-    let actual = Hash(h.digest128());
+fn check_pack_id(p: &crate::store::PackFile) -> Result<()> {
+    let actual = fsutil::hash_file(&p.path, &super::Silent)?;
     if actual != p.id {
-        return Err(format!(
-            "{}: the pack's content hashes to {actual}, not to its name (bytes were altered or appended)",
-            p.path.display()
+        return Err(Error::corrupt(
+            &p.path,
+            format!("the pack's content hashes to {actual}, not to its name (bytes were altered or appended)"),
         ));
     }
     Ok(())
@@ -346,11 +326,9 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
                 .into(),
         );
     }
-    for p in &store.packs {
-        if let Err(e) = check_pack_id(p) {
-            rep.store_problems.push(e);
-        }
-    }
+    let bad_packs: Vec<String> =
+        store.packs.par_iter().filter_map(|p| check_pack_id(p).err().map(|e| e.to_string())).collect();
+    rep.store_problems.extend(bad_packs);
 
     match store.refs_checked() {
         Ok(bad) => rep.store_problems.extend(bad),
@@ -511,7 +489,7 @@ pub fn stats(store: &Store) -> Result<StoreFigures> {
     })
 }
 
-/// Versions in `m`'s order with the refs pointing at each (for listings).
+/// The refs (`HEAD` and tags) pointing at each version, for listings.
 pub fn refs_by_version(store: &Store) -> Result<BTreeMap<Hash, Vec<String>>> {
     let mut by: BTreeMap<Hash, Vec<String>> = BTreeMap::new();
     if let Some(h) = store.read_ref("HEAD")? {

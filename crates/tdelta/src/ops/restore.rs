@@ -63,7 +63,7 @@ pub fn restore(
         )));
     }
     let staging = partial_path(out);
-    remove_any(&staging)?;
+    fsutil::remove_any(&staging)?;
     let targets: Vec<PathBuf> = match m.layout {
         LayoutKind::File => {
             if m.files.len() != 1 {
@@ -83,11 +83,11 @@ pub fn restore(
     let res = write_files(store, id, &m, &targets, &counters, progress);
     progress.end();
     if let Err(e) = res {
-        let _ = remove_any(&staging);
+        let _ = fsutil::remove_any(&staging);
         return Err(e);
     }
     if out.exists() {
-        remove_any(out)?;
+        fsutil::remove_any(out)?;
     }
     fs::rename(&staging, out).at(out)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -108,14 +108,6 @@ fn partial_path(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(PARTIAL_SUFFIX);
     PathBuf::from(s)
-}
-
-fn remove_any(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(md) if md.is_dir() => fs::remove_dir_all(p).at(p),
-        Ok(_) => fs::remove_file(p).at(p),
-        Err(_) => Ok(()),
-    }
 }
 
 /// Joins a manifest path (`/`-separated, relative) under `root`, refusing

@@ -1,8 +1,9 @@
 //! Durable file writes and the framed-file envelope shared by the store's
-//! small files (config, manifests). Layouts are in `FORMAT.md`.
+//! small files (config, manifests), and whole-file helpers (hash, size,
+//! removal). Layouts are in `FORMAT.md`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,6 +125,46 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
         return Err(Error::corrupt(path, format!("file is {} bytes, more than the {cap} allowed", meta.len())));
     }
     fs::read(path).at(path)
+}
+
+/// xxh3-128 of a whole file, read in 4 MiB pieces (reported to `progress`
+/// as bytes read).
+pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::hash::Hash> {
+    let mut f = fs::File::open(path).at(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    Ok(crate::hash::Hash(h.digest128()))
+}
+
+/// Sum of the lengths of every file under `path` (or of `path` itself).
+pub fn dir_bytes(path: &Path) -> Result<u64> {
+    let meta = fs::symlink_metadata(path).at(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for e in fs::read_dir(path).at(path)? {
+        total += dir_bytes(&e.at(path)?.path())?;
+    }
+    Ok(total)
+}
+
+/// Removes a file or a directory tree; nothing there is fine.
+pub fn remove_any(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::Error::io(path, e)),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
+        Ok(_) => fs::remove_file(path).at(path),
+    }
 }
 
 #[cfg(test)]

@@ -336,8 +336,8 @@ impl Store {
         refs::read_ref(&self.ref_path(name))
     }
 
-    /// Every ref (not `HEAD`) and its version, sorted by name.
-    pub fn refs(&self) -> Result<Vec<(String, Hash)>> {
+    /// Every ref file under `refs/`: its name and path, sorted by name.
+    fn ref_files(&self) -> Result<Vec<(String, PathBuf)>> {
         let mut out = Vec::new();
         let base = self.root.join("refs");
         let mut stack = vec![base.clone()];
@@ -348,14 +348,22 @@ impl Store {
                 if ent.file_type().at(&p)?.is_dir() {
                     stack.push(p);
                 } else if let Ok(rel) = p.strip_prefix(&base) {
-                    let name = rel.to_string_lossy().replace('\\', "/");
-                    if let Some(id) = refs::read_ref(&p)? {
-                        out.push((name, id));
-                    }
+                    out.push((rel.to_string_lossy().replace('\\', "/"), p.clone()));
                 }
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    /// Every ref (not `HEAD`) and its version, sorted by name.
+    pub fn refs(&self) -> Result<Vec<(String, Hash)>> {
+        let mut out = Vec::new();
+        for (name, p) in self.ref_files()? {
+            if let Some(id) = refs::read_ref(&p)? {
+                out.push((name, id));
+            }
+        }
         Ok(out)
     }
 
@@ -416,22 +424,13 @@ impl Store {
     /// read or points to a missing version.
     pub(crate) fn refs_checked(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        let base = self.root.join("refs");
-        let mut stack = vec![base.clone()];
-        while let Some(dir) = stack.pop() {
-            for ent in fs::read_dir(&dir).at(&dir)? {
-                let p = ent.at(&dir)?.path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
+        for (_, p) in self.ref_files()? {
+            match refs::read_ref(&p) {
+                Ok(Some(id)) if !self.manifest_path(id).is_file() => {
+                    problems.push(format!("{}: points to missing version {}", p.display(), id.short()));
                 }
-                match refs::read_ref(&p) {
-                    Ok(Some(id)) if !self.manifest_path(id).is_file() => {
-                        problems.push(format!("{}: points to missing version {}", p.display(), id.short()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(e.to_string()),
-                }
+                Ok(_) => {}
+                Err(e) => problems.push(e.to_string()),
             }
         }
         Ok(problems)
