@@ -51,11 +51,16 @@ pub enum DType {
     F6_E2M3 = 19,
     /// 6-bit float (E3M2), packed.
     F6_E3M2 = 20,
+    /// 8-bit float, 4 exponent bits, 3 mantissa bits, no negative zero
+    /// (`0x80` is the only NaN), as on AMD Instinct GPUs.
+    F8_E4M3FNUZ = 21,
+    /// 8-bit float, 5 exponent bits, 2 mantissa bits, no negative zero.
+    F8_E5M2FNUZ = 22,
 }
 
 impl DType {
     /// Every dtype, in code order.
-    pub const ALL: [DType; 20] = [
+    pub const ALL: [DType; 22] = [
         DType::BOOL,
         DType::U8,
         DType::I8,
@@ -76,6 +81,8 @@ impl DType {
         DType::F4,
         DType::F6_E2M3,
         DType::F6_E3M2,
+        DType::F8_E4M3FNUZ,
+        DType::F8_E5M2FNUZ,
     ];
 
     /// Size of one element in bits.
@@ -84,7 +91,7 @@ impl DType {
             DType::F4 => 4,
             DType::F6_E2M3 | DType::F6_E3M2 => 6,
             DType::BOOL | DType::U8 | DType::I8 => 8,
-            DType::F8_E4M3 | DType::F8_E5M2 | DType::F8_E8M0 => 8,
+            DType::F8_E4M3 | DType::F8_E5M2 | DType::F8_E8M0 | DType::F8_E4M3FNUZ | DType::F8_E5M2FNUZ => 8,
             DType::I16 | DType::U16 | DType::F16 | DType::BF16 => 16,
             DType::I32 | DType::U32 | DType::F32 => 32,
             DType::F64 | DType::I64 | DType::U64 | DType::C64 => 64,
@@ -99,7 +106,17 @@ impl DType {
 
     /// True for the floating-point types that get float-aware transforms.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F8_E4M3 | DType::F8_E5M2 | DType::F16 | DType::BF16 | DType::F32 | DType::F64)
+        matches!(
+            self,
+            DType::F8_E4M3
+                | DType::F8_E5M2
+                | DType::F8_E4M3FNUZ
+                | DType::F8_E5M2FNUZ
+                | DType::F16
+                | DType::BF16
+                | DType::F32
+                | DType::F64
+        )
     }
 
     /// The name used in safetensors headers.
@@ -125,6 +142,8 @@ impl DType {
             DType::F4 => "F4",
             DType::F6_E2M3 => "F6_E2M3",
             DType::F6_E3M2 => "F6_E3M2",
+            DType::F8_E4M3FNUZ => "F8_E4M3FNUZ",
+            DType::F8_E5M2FNUZ => "F8_E5M2FNUZ",
         }
     }
 

@@ -107,6 +107,9 @@ pub(super) fn tiny() -> Vec<u8> {
         ("model.q8.e4m3", DType::F8_E4M3, &[4], vec![0x38, 0xb8, 0x7f, 0x00]),
         ("model.q8.e5m2", DType::F8_E5M2, &[4], vec![0x3c, 0xbc, 0x7c, 0x80]),
         ("model.q8.scale", DType::F8_E8M0, &[2], vec![0x7f, 0x80]),
+        // FNUZ: 0x80 is NaN, not -0.
+        ("model.q8.e4m3fnuz", DType::F8_E4M3FNUZ, &[4], vec![0x40, 0xc0, 0x80, 0x00]),
+        ("model.q8.e5m2fnuz", DType::F8_E5M2FNUZ, &[3], vec![0x40, 0xc0, 0x80]),
         ("model.u8", DType::U8, &[3], vec![0, 128, 255]),
         ("model.i8", DType::I8, &[3], vec![0x80, 0x00, 0x7f]),
         ("model.fp4", DType::F4, &[2, 4], vec![0x12, 0x34, 0x56, 0x78]),

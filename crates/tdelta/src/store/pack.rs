@@ -19,7 +19,9 @@ use crate::{Error, Result};
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
 pub(crate) const PACK_FOOTER_MAGIC: &[u8; 8] = b"TDPKEND\0";
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"TDINDEX\0";
-pub(crate) const PACK_VERSION: u32 = 1;
+/// Version 2 added the dtype codes 21 and 22 (F8_E4M3FNUZ, F8_E5M2FNUZ)
+/// and codec codes above 16; version-1 packs are still read.
+pub(crate) const PACK_VERSION: u32 = 2;
 pub(crate) const RECORD_MAGIC: &[u8; 4] = b"TDBK";
 pub(crate) const RECORD_HEADER: usize = 64;
 pub(crate) const INDEX_ENTRY: usize = 64;
@@ -358,6 +360,22 @@ mod tests {
         assert!(e.to_string().contains("claims 5 entries"), "{e}");
         let e = decode_index(&idx_path, &idx, 0, 100).unwrap_err();
         assert!(e.to_string().contains("past the end of its pack (100 bytes): the pack is truncated"), "{e}");
+
+        // Every older version is read; a newer one is refused by name.
+        let with_version = |v: u32| {
+            let mut b = idx[..idx.len() - 8].to_vec();
+            b[8..12].copy_from_slice(&v.to_le_bytes());
+            let sum = xxhash_rust::xxh3::xxh3_64(&b);
+            b.extend_from_slice(&sum.to_le_bytes());
+            b
+        };
+        for v in 1..=PACK_VERSION {
+            assert_eq!(decode_index(&idx_path, &with_version(v), 0, pack_len).unwrap(), entries, "version {v}");
+        }
+        let e = decode_index(&idx_path, &with_version(PACK_VERSION + 1), 0, pack_len).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
+        assert!(e.to_string().contains("format version 3 is not supported"), "{e}");
+        assert!(e.to_string().contains(&idx_path.display().to_string()), "{e}");
     }
 
     /// Found by fuzzing: an entry whose offset is near `u64::MAX` made the

@@ -120,7 +120,9 @@ impl Store {
                 format!("block {}: codec {} and base {:?} disagree", e.hash, codec.name(), e.base),
             ));
         }
-        out.clear();
+        // Every codec writes each byte of `out` (or fails, and the buffer
+        // is discarded): only a length change needs new zeroed bytes, so a
+        // reused buffer is not cleared per block.
         out.resize(e.raw_len as usize, 0);
         codec::decode(dtype, codec, payload, base, out)?;
         let actual = Hash::of(out);
