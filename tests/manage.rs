@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{json, ok, run};
+use common::{json, ok, run, stderr};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tdelta::DType;
@@ -73,6 +73,20 @@ fn release_workflow_with_channels_and_rollback() {
         assert_eq!(o.status.code(), Some(1), "{bad:?} accepted");
         assert!(String::from_utf8_lossy(&o.stderr).contains("invalid ref name"), "{bad:?}");
     }
+    // A name cannot be both a ref and a folder of refs: clear refusals,
+    // nothing changed, and the name is free again once the clash is gone.
+    ok(&store, &["tag", "team/a", &ids[0]]);
+    let o = run(&store, &["tag", "team", &ids[1]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refs named `team/...` exist"), "{}", stderr(&o));
+    let o = run(&store, &["tag", "team/a/b", &ids[1]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ref `team/a` exists"), "{}", stderr(&o));
+    assert!(run(&store, &["show", "team"]).status.code() == Some(1), "a folder of refs is not a ref");
+    ok(&store, &["tag", "-d", "team/a"]);
+    ok(&store, &["tag", "team", &ids[1]]);
+    assert_eq!(json(&store, &["show", "team"])["id"], ids[1].as_str());
+    assert_eq!(run(&store, &["verify", "--all"]).status.code(), Some(0));
 }
 
 #[test]

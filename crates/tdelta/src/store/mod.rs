@@ -333,7 +333,12 @@ impl Store {
         if name != "HEAD" {
             refs::validate_ref_name(name)?;
         }
-        refs::read_ref(&self.ref_path(name))
+        let path = self.ref_path(name);
+        if path.is_dir() {
+            // A folder of refs (`name/...`), not a ref.
+            return Ok(None);
+        }
+        refs::read_ref(&path)
     }
 
     /// Every ref file under `refs/`: its name and path, sorted by name.
@@ -373,6 +378,9 @@ impl Store {
         if name != "HEAD" {
             refs::validate_ref_name(name)?;
         }
+        if id.is_some() {
+            self.check_ref_room(name)?;
+        }
         let path = self.ref_path(name);
         let old = refs::read_ref(&path)?;
         match id {
@@ -386,6 +394,16 @@ impl Store {
                 fs::remove_file(&path).at(&path)?;
                 if let Some(parent) = path.parent() {
                     fsutil::sync_dir(parent)?;
+                }
+                // Folders the ref leaves empty go too, so that their names
+                // are free for refs again.
+                let refs_root = self.root.join("refs");
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| *d != refs_root && d.starts_with(&refs_root)) {
+                    if fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
                 }
             }
         }
@@ -401,6 +419,36 @@ impl Store {
             prev: Hash::default(),
         })?;
         Ok(old)
+    }
+
+    /// Refuses a ref name that clashes with existing refs: `a/b` while a
+    /// ref `a` exists, or `a` while refs `a/...` exist (a name cannot be
+    /// both a ref and a folder of refs).
+    fn check_ref_room(&self, name: &str) -> Result<()> {
+        if name == "HEAD" {
+            return Ok(());
+        }
+        let refs_root = self.root.join("refs");
+        let mut prefix = String::new();
+        for part in name.split('/').take(name.split('/').count() - 1) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if refs_root.join(&prefix).is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot create ref `{name}`: ref `{prefix}` exists, and a name cannot be both a ref and a \
+                     folder of refs; choose another name or delete `{prefix}`"
+                )));
+            }
+        }
+        if refs_root.join(name).is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot create ref `{name}`: refs named `{name}/...` exist, and a name cannot be both a ref and \
+                 a folder of refs; choose another name"
+            )));
+        }
+        Ok(())
     }
 
     /// Appends an audit entry that moves no ref (a version dropped, a gc).

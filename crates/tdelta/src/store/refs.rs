@@ -60,7 +60,10 @@ pub(crate) fn encode_ref(id: Hash) -> String {
 pub(crate) fn read_ref(path: &Path) -> Result<Option<Hash>> {
     let bytes = match fsutil::read_capped(path, MAX_REF_FILE) {
         Ok(b) => b,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        // Not found, or a parent of the path is a ref (`a` for `a/b`).
+        Err(Error::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(e),
