@@ -325,11 +325,31 @@ fn kill_anywhere_leaves_a_consistent_store() {
     }
     let audit = json(&store, &["history", "HEAD"]);
     assert!(audit.as_array().is_some_and(|a| !a.is_empty()), "[seed {seed}] no HEAD history");
+    // The log is complete: after a writer ran (the gc above), the newest
+    // entry of every ref names where the ref points, also for moves whose
+    // writer was killed before it logged them (recorded as `recover`).
+    let head = json(&store, &["show", "HEAD"])["id"].as_str().unwrap().to_string();
+    let mut current: Vec<(String, String)> = vec![("HEAD".into(), head)];
+    for t in json(&store, &["tags"]).as_array().unwrap() {
+        current.push((t["name"].as_str().unwrap().into(), t["id"].as_str().unwrap().into()));
+    }
+    let mut recovered = 0;
+    for (name, id) in &current {
+        let h = json(&store, &["history", name]);
+        let h = h.as_array().unwrap();
+        recovered += h.iter().filter(|e| e["op"] == "recover").count();
+        let last = h.iter().max_by_key(|e| e["seq"].as_u64().unwrap());
+        assert_eq!(
+            last.and_then(|e| e["new"].as_str()),
+            Some(id.as_str()),
+            "[seed {seed}] the audit log does not end with {name} -> {id}"
+        );
+    }
     let total: usize = kills.values().sum();
     eprintln!(
         "crash test: {total} kills survived {kills:?}; {completed:?} ran to completion; {landed_by_kill} \
          killed packs had already landed their version; temp leftovers cleaned {tmp_leftovers}×; orphan packs \
-         seen {orphan_seen}×; {} versions live; {:.1}s",
+         seen {orphan_seen}×; {recovered} unlogged ref moves recorded; {} versions live; {:.1}s",
         w.expected.len(),
         t_start.elapsed().as_secs_f64()
     );

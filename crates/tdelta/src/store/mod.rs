@@ -27,7 +27,7 @@ pub(crate) mod pack;
 pub(crate) mod read;
 pub(crate) mod refs;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -273,7 +273,55 @@ impl Store {
             let p = ent.at(&tmp)?.path();
             let _ = fs::remove_file(&p);
         }
+        self.record_unlogged_moves()?;
         Ok(l)
+    }
+
+    /// A ref moves first and its audit entry follows; a writer that died
+    /// between the two left a move the log does not show. The next writer
+    /// finds each ref (and `HEAD`) whose value differs from the last value
+    /// the log gave it and appends the missing move as op `recover`, so the
+    /// history stays complete. A damaged log or an unreadable ref is left
+    /// to `verify`, which reports them. The caller holds the lock.
+    fn record_unlogged_moves(&self) -> Result<()> {
+        let audit = self.audit();
+        let Ok(rep) = audit.read() else { return Ok(()) };
+        if !rep.problems.is_empty() {
+            return Ok(());
+        }
+        let mut logged: BTreeMap<String, Option<Hash>> = BTreeMap::new();
+        for e in &rep.entries {
+            if let Some(r) = &e.r#ref {
+                logged.insert(r.clone(), e.new);
+            }
+        }
+        let mut current: BTreeMap<String, Option<Hash>> = BTreeMap::new();
+        for (name, path) in self.ref_files()?.into_iter().chain([("HEAD".to_string(), self.root.join("HEAD"))]) {
+            match refs::read_ref(&path) {
+                Ok(id) => {
+                    current.insert(name, id);
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        let names: BTreeSet<&String> = logged.keys().chain(current.keys()).collect();
+        for name in names {
+            let (was, is) = (logged.get(name).copied().flatten(), current.get(name).copied().flatten());
+            if was != is {
+                audit.append(AuditEntry {
+                    seq: 0,
+                    time: now(),
+                    who: whoami(),
+                    op: "recover".into(),
+                    r#ref: Some(name.clone()),
+                    old: was,
+                    new: is,
+                    why: "ref found moved without its audit entry (a writer stopped between the two writes)".into(),
+                    prev: Hash::default(),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
