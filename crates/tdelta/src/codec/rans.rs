@@ -42,6 +42,8 @@ const LANES: usize = 32;
 pub(crate) const MAX_CTX: usize = 16;
 /// Symbols a context needs to get a table of its own.
 const MIN_CTX_SYMBOLS: u32 = 4096;
+/// Entries of the encode tables (all contexts).
+const ETAB: usize = MAX_CTX << 8;
 /// Entries of the decode table (all contexts).
 const DTAB: usize = MAX_CTX << SCALE_BITS;
 
@@ -64,10 +66,12 @@ struct EncSym {
 struct Scratch {
     /// Joint counts: two copies (even/odd symbols) of 256 context rows.
     counts: Vec<[u32; 256]>,
-    /// Encoder tables, `MAX_CTX × 256`.
+    /// Scalar encoder tables, `MAX_CTX × 256`.
     syms: Vec<EncSym>,
-    /// Renormalization words, in encoding order.
-    words: Vec<u16>,
+    /// Packed encoder tables of the SIMD encoder, `MAX_CTX × 256`.
+    etab: Vec<u32>,
+    /// Renormalization words as stored, filled from the end.
+    words: Vec<u8>,
     /// Decode tables.
     dtab: Vec<u32>,
 }
@@ -266,69 +270,38 @@ impl Model {
         if self.est >= limit {
             return false;
         }
+        let ctxs: Option<&[u8]> = match ctx {
+            Some(c) if self.nctx > 1 => Some(&c[..data.len()]),
+            _ => None,
+        };
         with_scratch(|s| {
-            s.syms.resize(MAX_CTX * 256, EncSym::default());
-            for (c, fr) in self.freqs.iter().enumerate() {
-                let mut cum = 0u32;
-                for (&f, e) in fr.iter().zip(&mut s.syms[c * 256..(c + 1) * 256]) {
-                    *e = if f == 0 {
-                        EncSym::default()
-                    } else {
-                        EncSym {
-                            rcp: (1u64 << 44).div_ceil(u64::from(f)),
-                            f,
-                            cum: cum as u16,
-                            cmpl: (SCALE - f) as u16,
-                        }
-                    };
-                    cum += f;
-                }
+            // The words are written from the end of the buffer back, so
+            // they end up in decoding order. Every word is written before
+            // it is read: no clearing.
+            let room = 2 * data.len() + 2;
+            if s.words.len() < room {
+                s.words.resize(room, 0);
             }
-            let syms: &[EncSym; MAX_CTX * 256] = (&s.syms[..MAX_CTX * 256]).try_into().expect("sized above");
-            // Every word is written before it is read: no clearing.
-            if s.words.len() < data.len() + 1 {
-                s.words.resize(data.len() + 1, 0);
-            }
-            let words = &mut s.words[..];
-            let mut wp = 0usize;
+            let mut wp = room;
             let mut x = [L; LANES];
-            let map = &self.map;
-            let one = self.nctx == 1;
-            #[inline(always)]
-            fn put(x: &mut u32, e: &EncSym, words: &mut [u16], wp: &mut usize) {
-                let need = (*x >> 20) >= e.f;
-                words[*wp] = *x as u16;
-                *wp += usize::from(need);
-                let v = if need { *x >> 16 } else { *x };
-                let q = ((u64::from(v) * e.rcp) >> 44) as u32;
-                *x = v.wrapping_add(q.wrapping_mul(u32::from(e.cmpl))).wrapping_add(u32::from(e.cum));
+            let mut simd = false;
+            #[cfg(target_arch = "x86_64")]
+            if simd::available() && use_simd() {
+                simd = true;
+                self.packed_tables(&mut s.etab);
+                let etab: &[u32; ETAB] = (&s.etab[..ETAB]).try_into().expect("sized above");
+                let full = data.len() / LANES * LANES;
+                wp = encode_tail(&self.map, etab, data, ctxs, full, &mut x, &mut s.words[..room], wp);
+                // SAFETY: the CPU features `encode` needs were detected.
+                wp = unsafe { simd::encode(&data[..full], ctxs, &self.map, etab, &mut s.words[..wp], &mut x) };
             }
-            let ctxs: &[u8] = match ctx {
-                Some(c) if !one => &c[..data.len()],
-                _ => &[],
-            };
-            let full = data.len() / LANES * LANES;
-            // The tail first (encoding runs backwards).
-            for i in (full..data.len()).rev() {
-                let c = if ctxs.is_empty() { 0 } else { usize::from(map[usize::from(ctxs[i])]) & (MAX_CTX - 1) };
-                let e = &syms[c << 8 | usize::from(data[i])];
-                put(&mut x[i % LANES], e, words, &mut wp);
+            if !simd {
+                self.scalar_tables(&mut s.syms);
+                let syms: &[EncSym; ETAB] = (&s.syms[..ETAB]).try_into().expect("sized above");
+                wp = encode_scalar(&self.map, syms, data, ctxs, &mut x, &mut s.words[..room], wp);
             }
-            if ctxs.is_empty() {
-                for d in data[..full].chunks_exact(LANES).rev() {
-                    for j in (0..LANES).rev() {
-                        put(&mut x[j], &syms[usize::from(d[j])], words, &mut wp);
-                    }
-                }
-            } else {
-                for (d, c) in data[..full].chunks_exact(LANES).zip(ctxs[..full].chunks_exact(LANES)).rev() {
-                    for j in (0..LANES).rev() {
-                        let t = usize::from(map[usize::from(c[j])]) & (MAX_CTX - 1);
-                        put(&mut x[j], &syms[t << 8 | usize::from(d[j])], words, &mut wp);
-                    }
-                }
-            }
-            let size = self.header.len() + 4 * LANES + 2 * wp;
+            let words = &s.words[wp..room];
+            let size = self.header.len() + 4 * LANES + words.len();
             if size >= limit {
                 return false;
             }
@@ -337,10 +310,122 @@ impl Model {
             for v in x {
                 out.extend_from_slice(&v.to_le_bytes());
             }
-            out.extend(words[..wp].iter().rev().flat_map(|w| w.to_le_bytes()));
+            out.extend_from_slice(words);
             true
         })
     }
+
+    /// Fills `syms` (grown to `ETAB`) with the scalar encoder's tables.
+    fn scalar_tables(&self, syms: &mut Vec<EncSym>) {
+        syms.resize(ETAB, EncSym::default());
+        for (c, fr) in self.freqs.iter().enumerate() {
+            let mut cum = 0u32;
+            for (&f, e) in fr.iter().zip(&mut syms[c * 256..(c + 1) * 256]) {
+                *e = if f == 0 {
+                    EncSym::default()
+                } else {
+                    EncSym { rcp: (1u64 << 44).div_ceil(u64::from(f)), f, cum: cum as u16, cmpl: (SCALE - f) as u16 }
+                };
+                cum += f;
+            }
+        }
+    }
+
+    /// Fills `etab` (grown to `ETAB`) with `f | cum << 16` per symbol of
+    /// each table (0 for the symbols a table does not have).
+    #[cfg(target_arch = "x86_64")]
+    fn packed_tables(&self, etab: &mut Vec<u32>) {
+        etab.resize(ETAB, 0);
+        for (c, fr) in self.freqs.iter().enumerate() {
+            let mut cum = 0u32;
+            for (&f, e) in fr.iter().zip(&mut etab[c * 256..(c + 1) * 256]) {
+                *e = if f == 0 { 0 } else { f | cum << 16 };
+                cum += f;
+            }
+        }
+    }
+}
+
+/// Encodes one symbol of table entry `e` into state `x`, writing the
+/// renormalization word (if any) just before byte `wp` of `words`.
+#[inline(always)]
+fn put(x: &mut u32, e: &EncSym, words: &mut [u8], wp: &mut usize) {
+    let need = (*x >> 20) >= e.f;
+    words[*wp - 2..*wp].copy_from_slice(&(*x as u16).to_le_bytes());
+    *wp -= 2 * usize::from(need);
+    let v = if need { *x >> 16 } else { *x };
+    let q = ((u64::from(v) * e.rcp) >> 44) as u32;
+    *x = v.wrapping_add(q.wrapping_mul(u32::from(e.cmpl))).wrapping_add(u32::from(e.cum));
+}
+
+/// The scalar encoder: codes all of `data` backwards (symbol `i` in state
+/// `i % LANES`), the words written back from byte `wp` of `words` (which
+/// has room for one word per symbol); returns where they start.
+fn encode_scalar(
+    map: &[u8; 256],
+    syms: &[EncSym; ETAB],
+    data: &[u8],
+    ctxs: Option<&[u8]>,
+    x: &mut [u32; LANES],
+    words: &mut [u8],
+    mut wp: usize,
+) -> usize {
+    let full = data.len() / LANES * LANES;
+    let table = |c: u8| usize::from(map[usize::from(c)]) & (MAX_CTX - 1);
+    match ctxs {
+        None => {
+            for i in (full..data.len()).rev() {
+                put(&mut x[i % LANES], &syms[usize::from(data[i])], words, &mut wp);
+            }
+            for d in data[..full].chunks_exact(LANES).rev() {
+                for j in (0..LANES).rev() {
+                    put(&mut x[j], &syms[usize::from(d[j])], words, &mut wp);
+                }
+            }
+        }
+        Some(c) => {
+            for i in (full..data.len()).rev() {
+                put(&mut x[i % LANES], &syms[table(c[i]) << 8 | usize::from(data[i])], words, &mut wp);
+            }
+            for (d, c) in data[..full].chunks_exact(LANES).zip(c[..full].chunks_exact(LANES)).rev() {
+                for j in (0..LANES).rev() {
+                    put(&mut x[j], &syms[table(c[j]) << 8 | usize::from(d[j])], words, &mut wp);
+                }
+            }
+        }
+    }
+    wp
+}
+
+/// Codes symbols `from..` of `data` (the tail after the whole groups of
+/// `LANES`) backwards with the packed tables, like [`encode_scalar`] does
+/// (a symbol of frequency 0, which a model never gives a symbol it
+/// counted, is coded the same garbage way).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn encode_tail(
+    map: &[u8; 256],
+    etab: &[u32; ETAB],
+    data: &[u8],
+    ctxs: Option<&[u8]>,
+    from: usize,
+    x: &mut [u32; LANES],
+    words: &mut [u8],
+    mut wp: usize,
+) -> usize {
+    for i in (from..data.len()).rev() {
+        let t = ctxs.map_or(0, |c| usize::from(map[usize::from(c[i])]) & (MAX_CTX - 1));
+        let e = etab[t << 8 | usize::from(data[i])];
+        let (f, cum) = (e & 0xFFFF, e >> 16);
+        let s = &mut x[i % LANES];
+        let need = (*s >> 20) >= f;
+        words[wp - 2..wp].copy_from_slice(&(*s as u16).to_le_bytes());
+        wp -= 2 * usize::from(need);
+        let v = if need { *s >> 16 } else { *s };
+        let q = v.checked_div(f).unwrap_or(0);
+        *s = (q << SCALE_BITS).wrapping_add(v - q * f).wrapping_add(cum);
+    }
+    wp
 }
 
 /// Decodes a stream made by [`Model::encode`] into `out`, with the same
@@ -497,11 +582,11 @@ fn run(
 
 #[cfg(test)]
 thread_local! {
-    /// Tests turn the SIMD decoder off to check both paths agree.
+    /// Tests turn the SIMD coder off to check both paths agree.
     pub(crate) static SIMD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Whether the SIMD decoder may be used (always, outside tests).
+/// Whether the SIMD coder may be used (always, outside tests).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn use_simd() -> bool {
@@ -515,121 +600,7 @@ fn use_simd() -> bool {
     }
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(target_arch = "x86_64")]
-mod simd {
-    //! AVX-512 decoding of whole groups of 32 symbols.
-
-    use std::arch::x86_64::*;
-
-    use super::{DTAB, L, LANES, MASK, MAX_CTX, SCALE_BITS};
-
-    /// True when the CPU has what [`run`] needs.
-    pub(super) fn available() -> bool {
-        use std::sync::OnceLock;
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512vbmi")
-                && is_x86_feature_detected!("avx512vbmi2")
-                && is_x86_feature_detected!("popcnt")
-        })
-    }
-
-    /// Decodes whole groups of `LANES` symbols while the data surely holds
-    /// their words; returns (symbols decoded, bytes consumed). The scalar
-    /// loop finishes from there.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must have the features [`available`] checks.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
-    pub(super) unsafe fn run(
-        out: &mut [u8],
-        ctx: Option<&[u8]>,
-        map: &[u8; 256],
-        tab: &[u32; DTAB],
-        data: &[u8],
-        x: &mut [u32; LANES],
-    ) -> (usize, usize) {
-        let full = out.len() / LANES * LANES;
-        let mut pos = 0usize;
-        let mut i = 0usize;
-        // SAFETY (all loads and stores below): `x` has 32 states; `map` 256
-        // bytes; each group reads 32 context bytes at `i` and writes 32
-        // output bytes at `i` with `i + 32 <= full <= out.len()` (and
-        // `ctx.len() >= out.len()`, checked by the caller); the words of
-        // one vector are read from `data[pos..pos + 32]` with
-        // `pos + 64 <= data.len()` at the start of the group; gathered
-        // indices are `(t & 15) << 12 | slot < DTAB`.
-        unsafe {
-            let mut xa = _mm512_loadu_si512(x.as_ptr().cast());
-            let mut xb = _mm512_loadu_si512(x.as_ptr().add(16).cast());
-            let mask = _mm512_set1_epi32(MASK as i32);
-            let one = _mm512_set1_epi32(1);
-            let lv = _mm512_set1_epi32(L as i32);
-            let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
-            let m0 = _mm512_loadu_si512(map.as_ptr().cast());
-            let m1 = _mm512_loadu_si512(map.as_ptr().add(64).cast());
-            let m2 = _mm512_loadu_si512(map.as_ptr().add(128).cast());
-            let m3 = _mm512_loadu_si512(map.as_ptr().add(192).cast());
-            let tp = tab.as_ptr().cast::<i32>();
-            assert!(ctx.is_none_or(|c| c.len() >= out.len()));
-            while i < full && pos + 64 <= data.len() {
-                let (ta, tb) = match ctx {
-                    Some(c) => {
-                        let cb = _mm512_castsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()));
-                        let lo = _mm512_permutex2var_epi8(m0, cb, m1);
-                        let hi = _mm512_permutex2var_epi8(m2, cb, m3);
-                        let t = _mm512_mask_mov_epi8(lo, _mm512_movepi8_mask(cb), hi);
-                        let ta = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(t));
-                        let tb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(t));
-                        (
-                            _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(ta, cmask)),
-                            _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(tb, cmask)),
-                        )
-                    }
-                    None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
-                };
-                let sa = _mm512_and_si512(xa, mask);
-                let sb = _mm512_and_si512(xb, mask);
-                let ea = _mm512_i32gather_epi32::<4>(_mm512_or_si512(ta, sa), tp);
-                let eb = _mm512_i32gather_epi32::<4>(_mm512_or_si512(tb, sb), tp);
-                let fa = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(ea), mask), one);
-                let fb = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(eb), mask), one);
-                let va = _mm512_sub_epi32(
-                    _mm512_add_epi32(_mm512_mullo_epi32(fa, _mm512_srli_epi32::<SCALE_BITS>(xa)), sa),
-                    _mm512_srli_epi32::<20>(ea),
-                );
-                let vb = _mm512_sub_epi32(
-                    _mm512_add_epi32(_mm512_mullo_epi32(fb, _mm512_srli_epi32::<SCALE_BITS>(xb)), sb),
-                    _mm512_srli_epi32::<20>(eb),
-                );
-                let o = out.as_mut_ptr().add(i);
-                _mm_storeu_si128(o.cast(), _mm512_cvtepi32_epi8(ea));
-                _mm_storeu_si128(o.add(16).cast(), _mm512_cvtepi32_epi8(eb));
-                let ka = _mm512_cmplt_epu32_mask(va, lv);
-                let wa = _mm256_maskz_expand_epi16(ka, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
-                xa = _mm512_mask_mov_epi32(
-                    va,
-                    ka,
-                    _mm512_or_si512(_mm512_slli_epi32::<16>(va), _mm512_cvtepu16_epi32(wa)),
-                );
-                pos += 2 * ka.count_ones() as usize;
-                let kb = _mm512_cmplt_epu32_mask(vb, lv);
-                let wb = _mm256_maskz_expand_epi16(kb, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
-                xb = _mm512_mask_mov_epi32(
-                    vb,
-                    kb,
-                    _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)),
-                );
-                pos += 2 * kb.count_ones() as usize;
-                i += LANES;
-            }
-            _mm512_storeu_si512(x.as_mut_ptr().cast(), xa);
-            _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), xb);
-        }
-        (i, pos)
-    }
-}
+mod simd;

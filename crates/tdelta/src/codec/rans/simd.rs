@@ -1,0 +1,295 @@
+//! AVX-512 coding of whole groups of 32 symbols: the 32 states as two
+//! vectors of 16, table entries gathered per lane.
+
+use std::arch::x86_64::*;
+
+use super::{DTAB, ETAB, L, LANES, MASK, MAX_CTX, SCALE, SCALE_BITS};
+
+/// True when the CPU has what [`run`] and [`encode`] need.
+pub(super) fn available() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("avx512vbmi2")
+            && is_x86_feature_detected!("popcnt")
+    })
+}
+
+/// Decodes whole groups of `LANES` symbols while the data surely holds
+/// their words; returns (symbols decoded, bytes consumed). The scalar
+/// loop finishes from there.
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn run(
+    out: &mut [u8],
+    ctx: Option<&[u8]>,
+    map: &[u8; 256],
+    tab: &[u32; DTAB],
+    data: &[u8],
+    x: &mut [u32; LANES],
+) -> (usize, usize) {
+    let full = out.len() / LANES * LANES;
+    let mut pos = 0usize;
+    let mut i = 0usize;
+    // SAFETY (all loads and stores below): `x` has 32 states; `map` 256
+    // bytes; each group reads 32 context bytes at `i` and writes 32
+    // output bytes at `i` with `i + 32 <= full <= out.len()` (and
+    // `ctx.len() >= out.len()`, checked by the caller); the words of
+    // one vector are read from `data[pos..pos + 32]` with
+    // `pos + 64 <= data.len()` at the start of the group; gathered
+    // indices are `(t & 15) << 12 | slot < DTAB`.
+    unsafe {
+        let mut xa = _mm512_loadu_si512(x.as_ptr().cast());
+        let mut xb = _mm512_loadu_si512(x.as_ptr().add(16).cast());
+        let mask = _mm512_set1_epi32(MASK as i32);
+        let one = _mm512_set1_epi32(1);
+        let lv = _mm512_set1_epi32(L as i32);
+        let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
+        let m0 = _mm512_loadu_si512(map.as_ptr().cast());
+        let m1 = _mm512_loadu_si512(map.as_ptr().add(64).cast());
+        let m2 = _mm512_loadu_si512(map.as_ptr().add(128).cast());
+        let m3 = _mm512_loadu_si512(map.as_ptr().add(192).cast());
+        let tp = tab.as_ptr().cast::<i32>();
+        assert!(ctx.is_none_or(|c| c.len() >= out.len()));
+        while i < full && pos + 64 <= data.len() {
+            let (ta, tb) = match ctx {
+                Some(c) => {
+                    let cb = _mm512_castsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()));
+                    let lo = _mm512_permutex2var_epi8(m0, cb, m1);
+                    let hi = _mm512_permutex2var_epi8(m2, cb, m3);
+                    let t = _mm512_mask_mov_epi8(lo, _mm512_movepi8_mask(cb), hi);
+                    let ta = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(t));
+                    let tb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(t));
+                    (
+                        _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(ta, cmask)),
+                        _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(tb, cmask)),
+                    )
+                }
+                None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
+            };
+            let sa = _mm512_and_si512(xa, mask);
+            let sb = _mm512_and_si512(xb, mask);
+            let ea = _mm512_i32gather_epi32::<4>(_mm512_or_si512(ta, sa), tp);
+            let eb = _mm512_i32gather_epi32::<4>(_mm512_or_si512(tb, sb), tp);
+            let fa = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(ea), mask), one);
+            let fb = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<8>(eb), mask), one);
+            let va = _mm512_sub_epi32(
+                _mm512_add_epi32(_mm512_mullo_epi32(fa, _mm512_srli_epi32::<SCALE_BITS>(xa)), sa),
+                _mm512_srli_epi32::<20>(ea),
+            );
+            let vb = _mm512_sub_epi32(
+                _mm512_add_epi32(_mm512_mullo_epi32(fb, _mm512_srli_epi32::<SCALE_BITS>(xb)), sb),
+                _mm512_srli_epi32::<20>(eb),
+            );
+            let o = out.as_mut_ptr().add(i);
+            _mm_storeu_si128(o.cast(), _mm512_cvtepi32_epi8(ea));
+            _mm_storeu_si128(o.add(16).cast(), _mm512_cvtepi32_epi8(eb));
+            let ka = _mm512_cmplt_epu32_mask(va, lv);
+            let wa = _mm256_maskz_expand_epi16(ka, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
+            xa = _mm512_mask_mov_epi32(va, ka, _mm512_or_si512(_mm512_slli_epi32::<16>(va), _mm512_cvtepu16_epi32(wa)));
+            pos += 2 * ka.count_ones() as usize;
+            let kb = _mm512_cmplt_epu32_mask(vb, lv);
+            let wb = _mm256_maskz_expand_epi16(kb, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
+            xb = _mm512_mask_mov_epi32(vb, kb, _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)));
+            pos += 2 * kb.count_ones() as usize;
+            i += LANES;
+        }
+        _mm512_storeu_si512(x.as_mut_ptr().cast(), xa);
+        _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), xb);
+    }
+    (i, pos)
+}
+
+/// Byte permutation patterns of the encoder.
+///
+/// The encoder keeps its 32 states lane-reversed: vector `A` holds states
+/// 31..16 (lane `l`: state `31 - l`), vector `B` states 15..0. Then the
+/// renormalization words of a group, compressed in lane order and reversed,
+/// come out right-aligned in decoding order.
+struct Patterns {
+    /// Gather indices `symbol | table << 8` (zero-extended to 32 bits) for
+    /// `A` and `B` of the high and the low group of 32 out of 64 symbols
+    /// (`permutex2var_epi8(symbols, p, tables)` masked with [`IDX_BYTES`]).
+    hi_a: __m512i,
+    hi_b: __m512i,
+    lo_a: __m512i,
+    lo_b: __m512i,
+    /// The low 16 bits of the states of `A` then `B`, as 32 words.
+    words: __m512i,
+    /// Reverses 32 words.
+    reverse: __m512i,
+}
+
+/// The bytes of a 32-bit index the index patterns fill (the low two).
+const IDX_BYTES: u64 = 0x3333_3333_3333_3333;
+
+/// A pattern of 64 bytes, byte `k` being `f(k)`.
+#[target_feature(enable = "avx512f")]
+fn pattern(f: impl Fn(usize) -> usize) -> __m512i {
+    let p: [u8; 64] = std::array::from_fn(|k| f(k) as u8);
+    // SAFETY: `p` is 64 bytes.
+    unsafe { _mm512_loadu_si512(p.as_ptr().cast()) }
+}
+
+impl Patterns {
+    #[target_feature(enable = "avx512f")]
+    fn new() -> Patterns {
+        // Lane `l` of a vector holding symbols `top - l`: its symbol byte
+        // (from the first table) then its table byte (from the second).
+        let idx = |top: usize| pattern(move |k| if k % 4 == 0 { top - k / 4 } else { 64 + top - k / 4 });
+        Patterns {
+            hi_a: idx(63),
+            hi_b: idx(47),
+            lo_a: idx(31),
+            lo_b: idx(15),
+            words: pattern(|k| (k / 32) * 64 + (k % 32) / 2 * 4 + k % 2),
+            reverse: pattern(|k| if k % 2 == 0 { 31 - k / 2 } else { 0 }),
+        }
+    }
+}
+
+/// One encoding step of 16 states `x` with the packed table entries `e`
+/// (`f | cum << 16`): returns the new states and the lanes that emit their
+/// low 16 bits as a renormalization word, exactly as the scalar encoder.
+///
+/// `floor(v / f)` (`v < f << 20`, so the quotient is below 2^20) is
+/// estimated in f32, every rounding downwards (`rcp14` and one Newton
+/// step: the estimate is below the quotient by under 2^-21 of it, so by at
+/// most one) and corrected with the exact integer remainder. For `f == 0`
+/// (a symbol the table does not have, never coded with a fitted model)
+/// the estimate is NaN, converted to `u32::MAX`, and the state becomes
+/// `v`, as in the scalar encoder.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn step(x: __m512i, e: __m512i) -> (__m512i, __mmask16) {
+    const DOWN: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    let f = _mm512_and_si512(e, _mm512_set1_epi32(0xFFFF));
+    let cum = _mm512_srli_epi32::<16>(e);
+    let need = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<20>(x), f);
+    let v = _mm512_mask_srli_epi32::<16>(x, need, x);
+    let ff = _mm512_cvtepi32_ps(f);
+    let r0 = _mm512_rcp14_ps(ff);
+    let rf = _mm512_fmadd_round_ps::<DOWN>(r0, _mm512_fnmadd_round_ps::<DOWN>(ff, r0, _mm512_set1_ps(1.0)), r0);
+    let q = _mm512_cvttps_epu32(_mm512_mul_round_ps::<DOWN>(_mm512_cvt_roundepu32_ps::<DOWN>(v), rf));
+    // The remainder of the estimate, in [0, 2f).
+    let r = _mm512_sub_epi32(v, _mm512_mullo_epi32(q, f));
+    let cmpl = _mm512_sub_epi32(_mm512_set1_epi32(SCALE as i32), f);
+    // `q * SCALE + r + cum`, one more `SCALE - f` when `q` was one short.
+    let y = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<SCALE_BITS>(q), cum), r);
+    (_mm512_mask_add_epi32(y, _mm512_cmpge_epu32_mask(r, f), y, cmpl), need)
+}
+
+/// Codes one group of 32 symbols, gather indices `ia` (states 31..16) and
+/// `ib` (states 15..0), into the lane-reversed states `x`; the words go
+/// just below `*wp` in `words`.
+///
+/// # Safety
+///
+/// `words` must be writable for the 64 bytes below `*wp`; the indices must
+/// be below `ETAB`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,popcnt")]
+unsafe fn group(
+    etab: &[u32; ETAB],
+    (ia, ib): (__m512i, __m512i),
+    x: &mut [__m512i; 2],
+    words: *mut u8,
+    wp: &mut usize,
+    p: &Patterns,
+) {
+    // SAFETY: the caller's promises.
+    unsafe {
+        let ea = _mm512_i32gather_epi32::<4>(ia, etab.as_ptr().cast());
+        let eb = _mm512_i32gather_epi32::<4>(ib, etab.as_ptr().cast());
+        let (ya, na) = step(x[0], ea);
+        let (yb, nb) = step(x[1], eb);
+        let w = _mm512_permutex2var_epi8(x[0], p.words, x[1]);
+        let k = u32::from(na) | u32::from(nb) << 16;
+        // Compressed in lane order (states descending), then reversed:
+        // right-aligned in decoding order.
+        let w = _mm512_permutexvar_epi16(p.reverse, _mm512_maskz_compress_epi16(k, w));
+        _mm512_storeu_si512(words.add(*wp - 64).cast(), w);
+        *wp -= 2 * k.count_ones() as usize;
+        *x = [ya, yb];
+    }
+}
+
+/// Encodes `data` (whole groups of `LANES` symbols, the last group first),
+/// continuing from the states `x`; renormalization words are written back
+/// from the end of `words` (which must have room for one per symbol) in
+/// decoding order, as the scalar encoder does. Returns where they start.
+/// The tables of `map` must be below `MAX_CTX`.
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn encode(
+    data: &[u8],
+    ctx: Option<&[u8]>,
+    map: &[u8; 256],
+    etab: &[u32; ETAB],
+    words: &mut [u8],
+    x: &mut [u32; LANES],
+) -> usize {
+    assert!(data.len().is_multiple_of(LANES) && words.len() >= 2 * data.len());
+    assert!(ctx.is_none_or(|c| c.len() >= data.len()));
+    assert!(map.iter().all(|&t| usize::from(t) < MAX_CTX));
+    let p = Patterns::new();
+    let reverse = _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut wp = words.len();
+    let mut i = data.len();
+    // SAFETY (all loads and stores below): `x` has 32 states, `map` 256
+    // bytes; a block of 32 or 64 symbols at `i` reads that many data and
+    // context bytes at `i` (`i` + that `<= data.len() <= ctx.len()`);
+    // gathered indices are `symbol | table << 8 < ETAB` (tables below
+    // `MAX_CTX`, asserted above); a group writes the 64 bytes below `wp`,
+    // and `wp >= 2 * (i + 32)` before it: asserted at the start, and each
+    // group of 32 symbols takes at most 64 bytes.
+    unsafe {
+        let mut s = [
+            _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(x.as_ptr().add(16).cast())),
+            _mm512_permutexvar_epi32(reverse, _mm512_loadu_si512(x.as_ptr().cast())),
+        ];
+        let m = [0, 64, 128, 192].map(|k| _mm512_loadu_si512(map.as_ptr().add(k).cast()));
+        // The tables of 64 context bytes.
+        let tables = |c: __m512i| {
+            let lo = _mm512_permutex2var_epi8(m[0], c, m[1]);
+            let hi = _mm512_permutex2var_epi8(m[2], c, m[3]);
+            _mm512_mask_mov_epi8(lo, _mm512_movepi8_mask(c), hi)
+        };
+        let idx = |d: __m512i, t: __m512i, pa: __m512i, pb: __m512i| {
+            (_mm512_maskz_permutex2var_epi8(IDX_BYTES, d, pa, t), _mm512_maskz_permutex2var_epi8(IDX_BYTES, d, pb, t))
+        };
+        let out = words.as_mut_ptr();
+        if (i / LANES) % 2 == 1 {
+            i -= LANES;
+            let d = _mm512_zextsi256_si512(_mm256_loadu_si256(data.as_ptr().add(i).cast()));
+            let t = match ctx {
+                Some(c) => tables(_mm512_zextsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()))),
+                None => _mm512_setzero_si512(),
+            };
+            group(etab, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
+        }
+        while i > 0 {
+            i -= 2 * LANES;
+            let d = _mm512_loadu_si512(data.as_ptr().add(i).cast());
+            let t = match ctx {
+                Some(c) => tables(_mm512_loadu_si512(c.as_ptr().add(i).cast())),
+                None => _mm512_setzero_si512(),
+            };
+            group(etab, idx(d, t, p.hi_a, p.hi_b), &mut s, out, &mut wp, &p);
+            group(etab, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
+        }
+        _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), _mm512_permutexvar_epi32(reverse, s[0]));
+        _mm512_storeu_si512(x.as_mut_ptr().cast(), _mm512_permutexvar_epi32(reverse, s[1]));
+    }
+    wp
+}
