@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use crate::DType;
 
 pub mod baseline;
-mod rans;
+pub(crate) mod rans;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -65,12 +65,22 @@ pub enum CodecId {
     /// Lossy: a quantized delta against the base (`crate::lossy`). The
     /// block's hash is that of the reconstruction, which decodes exactly.
     Quant = 16,
+    /// Lossy: an entropy-coded quantized delta against the base
+    /// (`crate::lossy::ec`), one step per block. Hashed like `Quant`.
+    QuantEc = 17,
 }
 
 impl CodecId {
     /// Every codec, in code order.
-    pub const ALL: &'static [CodecId] =
-        &[CodecId::Raw, CodecId::Zstd, CodecId::Planes, CodecId::XorPlanes, CodecId::UlpPlanes, CodecId::Quant];
+    pub const ALL: &'static [CodecId] = &[
+        CodecId::Raw,
+        CodecId::Zstd,
+        CodecId::Planes,
+        CodecId::XorPlanes,
+        CodecId::UlpPlanes,
+        CodecId::Quant,
+        CodecId::QuantEc,
+    ];
 
     /// The codec with this code.
     pub fn from_u8(code: u8) -> Result<CodecId, CodecError> {
@@ -86,12 +96,13 @@ impl CodecId {
             CodecId::XorPlanes => "xor-planes",
             CodecId::UlpPlanes => "ulp-planes",
             CodecId::Quant => "quant",
+            CodecId::QuantEc => "quant-ec",
         }
     }
 
     /// True when decoding needs the base block.
     pub fn needs_base(self) -> bool {
-        matches!(self, CodecId::XorPlanes | CodecId::UlpPlanes | CodecId::Quant)
+        matches!(self, CodecId::XorPlanes | CodecId::UlpPlanes | CodecId::Quant | CodecId::QuantEc)
     }
 }
 
@@ -291,6 +302,7 @@ pub fn decode(
         CodecId::XorPlanes => decode_planes(codec, word, Kind::Xor, payload, base, out),
         CodecId::UlpPlanes => decode_planes(codec, word, Kind::Sub, payload, base, out),
         CodecId::Quant => crate::lossy::decode(dtype, payload, base, out),
+        CodecId::QuantEc => crate::lossy::ec::decode(dtype, payload, base, out),
     }
 }
 

@@ -32,6 +32,7 @@ use std::str::FromStr;
 use crate::codec::CodecError;
 use crate::{DType, Error};
 
+pub mod ec;
 #[cfg(test)]
 mod tests;
 
@@ -61,6 +62,18 @@ impl Bits {
     /// Largest code magnitude.
     fn qmax(self) -> i32 {
         (1 << (self.bits() - 1)) - 1
+    }
+
+    /// The relative L2 error of the delta a lossy pack aims at with this
+    /// width when no `max_error` is given: 1% for int8, 10% for int4, 45%
+    /// for int2 (ternary codes cannot do much better than 44% on
+    /// Gaussian-like deltas).
+    pub fn nominal_error(self) -> f64 {
+        match self {
+            Bits::Int8 => 0.01,
+            Bits::Int4 => 0.10,
+            Bits::Int2 => 0.45,
+        }
     }
 
     /// The next wider width, if any.
@@ -247,6 +260,11 @@ trait Elem {
     fn round(v: f32) -> u32;
     /// Writes element `i`.
     fn put(out: &mut [u8], i: usize, bits: u32);
+    /// `v` rounded into the dtype, as f32.
+    #[inline(always)]
+    fn through(v: f32) -> f32 {
+        Self::value(Self::round(v))
+    }
 }
 
 struct F32;
@@ -415,7 +433,17 @@ fn put_section(src: &[u8], level: i32, out: &mut Vec<u8>) {
 
 /// Reads a section into `out` (its exact decoded length); returns the rest.
 fn get_section<'a>(payload: &'a [u8], out: &mut [u8], what: &str) -> Result<&'a [u8], CodecError> {
-    let bad = |reason: String| CodecError::Malformed { codec: NAME, reason };
+    get_section_into(NAME, payload, out, what)
+}
+
+/// [`get_section`] for the codec named `codec` (methods 0 and 1).
+fn get_section_into<'a>(
+    codec: &'static str,
+    payload: &'a [u8],
+    out: &mut [u8],
+    what: &str,
+) -> Result<&'a [u8], CodecError> {
+    let bad = |reason: String| CodecError::Malformed { codec, reason };
     if payload.len() < 5 {
         return Err(bad(format!("{what} section truncated")));
     }
@@ -429,7 +457,7 @@ fn get_section<'a>(payload: &'a [u8], out: &mut [u8], what: &str) -> Result<&'a 
     match method {
         0 if len == out.len() => out.copy_from_slice(body),
         0 => return Err(bad(format!("{what} section is {len} bytes, expected {}", out.len()))),
-        1 => crate::codec::zstd_into(NAME, body, out)?,
+        1 => crate::codec::zstd_into(codec, body, out)?,
         m => return Err(bad(format!("{what} section has unknown method {m}"))),
     }
     Ok(rest)

@@ -566,18 +566,26 @@ fn encode_job(
         Some((bh, depth)) => {
             store.read_block(bh, basebuf, scratch, None)?;
             basebuf.resize(bytes.len(), 0);
-            let e = codec::encode(run.dtype, bytes, Some(basebuf), &opts.encode);
+            let mut exact = None;
             if let Some(l) = lossy_opts
-                && let Some((bits, q)) = quantize_block(run.dtype, bytes, basebuf, l, &opts.encode, e.payload.len())
+                && let Some((bits, q, e)) = quantize_block(run.dtype, bytes, basebuf, l, &opts.encode)
             {
-                let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
-                let rh = Hash::of(&q.recon);
-                if store.has_block(rh) || seen.contains(&rh) {
-                    return Ok((Outcome::Known(rh), Some(note)));
+                match e {
+                    // The exact encoding is smaller: keep it.
+                    Some(e) if e.payload.len() <= q.payload.len() => exact = Some(e),
+                    _ => {
+                        let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
+                        let rh = Hash::of(&q.recon);
+                        if store.has_block(rh) || seen.contains(&rh) {
+                            return Ok((Outcome::Known(rh), Some(note)));
+                        }
+                        let nb =
+                            NewBlock { meta: meta(rh, codec::CodecId::QuantEc, Some(bh), depth), payload: q.payload };
+                        return Ok((Outcome::New(nb), Some(note)));
+                    }
                 }
-                let nb = NewBlock { meta: meta(rh, codec::CodecId::Quant, Some(bh), depth), payload: q.payload };
-                return Ok((Outcome::New(nb), Some(note)));
             }
+            let e = exact.unwrap_or_else(|| codec::encode(run.dtype, bytes, Some(basebuf), &opts.encode));
             let note = exact_note(Some(basebuf));
             if e.codec.needs_base() { (e, Some(bh), depth, note) } else { (e, None, 0, note) }
         }
@@ -586,37 +594,60 @@ fn encode_job(
     Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
 }
 
-/// Quantizes one block against its (restored) base with the narrowest
-/// width that keeps within `max_error`, starting at the asked width.
-/// Returns `None` when the block is better stored exactly: no width keeps
-/// within the bound, or the lossy payload is not smaller than `exact_len`.
+/// Quantizes one block against its (restored) base (codec `quant-ec`)
+/// at the coarsest step whose error stays within `max_error` (or, without
+/// it, the asked width's nominal error), with the narrowest width that
+/// reaches it, starting at the asked width. Returns the width, the lossy
+/// block and, unless the lossy payload is clearly smaller than a cheap
+/// estimate of the exact one, the exact encoding to compare with. `None`
+/// when no width keeps within the bound, the block cannot be quantized,
+/// or its exact delta is far cheaper than any quantizer at this error:
+/// the block is stored exactly.
 fn quantize_block(
     dtype: DType,
     new: &[u8],
     base: &[u8],
     l: &LossyOptions,
     params: &EncodeParams,
-    exact_len: usize,
-) -> Option<(Bits, lossy::Quantized)> {
-    let mut bits = l.bits;
-    loop {
-        let q = lossy::encode(dtype, new, base, bits, l.group, params.level)?;
-        let e = &q.error;
-        let within = e.err_sq.is_finite()
-            && l.max_error.is_none_or(|eps| {
-                // A hair of margin so that summing blocks in another order
-                // cannot push the tensor past the bound.
-                let eps = eps * (1.0 - 1e-9);
-                e.err_sq <= eps * eps * e.delta_sq
-            });
-        if within {
-            return (q.payload.len() < exact_len).then_some((bits, q));
-        }
-        bits = match (l.max_error, bits.wider()) {
-            (Some(_), Some(w)) => w,
-            _ => return None,
-        };
+) -> Option<(Bits, lossy::Quantized, Option<codec::Encoded>)> {
+    let target = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    // The exact delta needs about this many bytes (a cheap estimate).
+    let estimate = lossy::ec::exact_estimate(dtype, new, base);
+    let elems = new.len() / (dtype.bits() / 8).max(1) as usize;
+    // Far under what a quantizer needs at this error on dense Gaussian-like
+    // changes (a twentieth of its rate-distortion bound): exact.
+    if (estimate as f64) * 8.0 < 0.05 * (1.0 / (target * target)).log2() * elems as f64 {
+        return None;
     }
+    // The asked width first, wider ones when it cannot reach the target;
+    // without `max_error`, the widest one's best effort last.
+    let mut bits = l.bits;
+    let q = loop {
+        if let Some(q) = lossy::ec::encode(dtype, new, base, bits, l.group, target, true) {
+            break q;
+        }
+        match bits.wider() {
+            Some(w) => bits = w,
+            None if l.max_error.is_none() => break lossy::ec::encode(dtype, new, base, bits, l.group, target, false)?,
+            None => return None,
+        }
+    };
+    let e = &q.error;
+    let within = e.err_sq.is_finite()
+        && l.max_error.is_none_or(|eps| {
+            // A hair of margin so that summing blocks in another order
+            // cannot push the tensor past the bound.
+            let eps = eps * (1.0 - 1e-9);
+            e.err_sq <= eps * eps * e.delta_sq
+        });
+    if !within {
+        return None;
+    }
+    // When the lossy payload is well under the estimate, skip encoding the
+    // exact delta.
+    let clear = q.payload.len() * 10 < estimate * 7;
+    let exact = (!clear).then(|| codec::encode(dtype, new, Some(base), params));
+    Some((bits, q, exact))
 }
 
 /// The manifest's `lossy` record (`FORMAT.md`): the settings and, for
