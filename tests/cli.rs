@@ -99,6 +99,36 @@ fn packing_the_same_checkpoint_twice_adds_no_block_bytes() {
     assert_eq!(packs(&store), before);
 }
 
+/// `tdelta log | head -1`: the reader goes away after one line; tdelta
+/// stops quietly (no panic, no error message).
+#[test]
+fn a_closed_output_pipe_stops_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(&store, &["init"]);
+    let tiny = repo().join("testdata/tiny.safetensors");
+    for i in 0..30 {
+        ok(&store, &["pack", tiny.to_str().unwrap(), "-q", "-m", &format!("version {i}\n{}", "x".repeat(4000))]);
+    }
+    let mut child = common::bin()
+        .arg("--store")
+        .arg(&store)
+        .arg("log")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The pipe's read end is closed here, with most of the log unwritten.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("version "), "{first}");
+    assert!(err.is_empty(), "stderr after the reader left: {err}");
+}
+
 #[test]
 fn tag_is_set_and_not_moved_without_force() {
     let dir = tempfile::tempdir().unwrap();

@@ -152,6 +152,7 @@ fn write_files(
             store.read_block(b.hash, buf, scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
             outs[*fi].write_all_at(buf, b.offset).at(&targets[*fi])?;
+            fsutil::start_writeback(&outs[*fi], b.offset, buf.len() as u64);
             progress.advance(b.len);
             Ok::<(), Error>(())
         },

@@ -71,6 +71,8 @@ pub(crate) struct PackWriter {
     out: BufWriter<File>,
     digest: Xxh3,
     pos: u64,
+    /// Bytes handed to the kernel for write-back so far.
+    kicked: u64,
     entries: Vec<Entry>,
 }
 
@@ -92,6 +94,7 @@ impl PackWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             digest: Xxh3::new(),
             pos: 0,
+            kicked: 0,
             entries: Vec::new(),
         };
         let mut head = [0u8; FILE_HEADER];
@@ -133,6 +136,13 @@ impl PackWriter {
         self.put(&head)?;
         let offset = self.pos;
         self.put(payload)?;
+        // Let the disk work while the next blocks are encoded: the final
+        // fsync then has little left to wait for.
+        let in_kernel = self.pos - self.out.buffer().len() as u64;
+        if in_kernel - self.kicked >= 8 << 20 {
+            fsutil::start_writeback(self.out.get_ref(), self.kicked, in_kernel - self.kicked);
+            self.kicked = in_kernel;
+        }
         self.entries.push(Entry {
             hash: meta.hash,
             pack: 0,
