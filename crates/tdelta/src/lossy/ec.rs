@@ -209,7 +209,37 @@ fn prepare<E: Elem>(new: &[u8], base: &[u8], group: usize) -> Option<Prep> {
     if !finite {
         return None;
     }
-    let ng = n.div_ceil(group);
+    Some(figures(w, b, d, group))
+}
+
+/// Every `k`-th whole group of the block (at least 64 of them), read
+/// straight from the bytes, as a block of its own; `None` when the block
+/// is too small or has a non-finite value in a sampled group.
+fn prepare_sample<E: Elem>(new: &[u8], base: &[u8], group: usize, k: usize) -> Option<Prep> {
+    let n = new.len() / E::SIZE;
+    let whole = n / group;
+    if whole < 64 * k {
+        return None;
+    }
+    let cap = whole.div_ceil(k) * group;
+    let (mut w, mut b, mut d) = (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
+    let mut finite = true;
+    for gi in (0..whole).step_by(k) {
+        for i in gi * group..(gi + 1) * group {
+            let wi = E::value(E::bits(new, i));
+            let bi = E::value(E::bits(base, i));
+            finite &= wi.is_finite() & bi.is_finite();
+            w.push(wi);
+            b.push(bi);
+            d.push(wi - bi);
+        }
+    }
+    finite.then(|| figures(w, b, d, group))
+}
+
+/// The per-group figures of prepared values.
+fn figures(w: Vec<f32>, b: Vec<f32>, d: Vec<f32>, group: usize) -> Prep {
+    let ng = w.len().div_ceil(group);
     let mut amax = Vec::with_capacity(ng);
     let mut zero_err = Vec::with_capacity(ng);
     let mut dsq = 0f64;
@@ -233,7 +263,7 @@ fn prepare<E: Elem>(new: &[u8], base: &[u8], group: usize) -> Option<Prep> {
         zero_err.push(f64::from(s));
         dsq += f64::from(s);
     }
-    Some(Prep { w, b, d, amax, zero_err, dsq, group })
+    Prep { w, b, d, amax, zero_err, dsq, group }
 }
 
 /// Every `k`-th group of a large block, as a block of its own.
@@ -359,13 +389,26 @@ fn class_of(sum_abs: u32, len: usize) -> u8 {
 /// Quantizes at `step`: the groups and codes sections' bytes, the contexts
 /// of the codes, and the reconstruction.
 fn emit<E: Elem>(p: &Prep, base: &[u8], step: f32, qmax: f32, t: &Tune) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut recon = base.to_vec();
+    let (groups, codes, ctx) = emit_codes::<E>(p, step, qmax, t, Some(&mut recon));
+    (groups, codes, ctx, recon)
+}
+
+/// The groups and codes sections' bytes and the contexts of the codes at
+/// `step`; writes the changed elements into `recon` when given.
+fn emit_codes<E: Elem>(
+    p: &Prep,
+    step: f32,
+    qmax: f32,
+    t: &Tune,
+    mut recon: Option<&mut Vec<u8>>,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let n = p.w.len();
     let lim = t.clip * (qmax + 0.5) * step;
     let off = 1.0 - t.thr;
     let mut groups = Vec::with_capacity(p.amax.len());
     let mut codes = Vec::with_capacity(n);
     let mut ctx = Vec::with_capacity(n);
-    let mut recon = base.to_vec();
     for (gi, &amax) in p.amax.iter().enumerate() {
         let e = group_exp(amax, lim);
         let s = step * mult(e);
@@ -384,8 +427,10 @@ fn emit<E: Elem>(p: &Prep, base: &[u8], step: f32, qmax: f32, t: &Tune) -> (Vec<
             let q = if x < 0.0 { -(m as i32) } else { m as i32 };
             sum += m as u32;
             codes.push(zigzag(q));
-            if q != 0 {
-                E::put(&mut recon, i, E::round(p.b[i] + (q as f32) * s));
+            if q != 0
+                && let Some(r) = recon.as_deref_mut()
+            {
+                E::put(r, i, E::round(p.b[i] + (q as f32) * s));
             }
         }
         if sum == 0 {
@@ -397,7 +442,7 @@ fn emit<E: Elem>(p: &Prep, base: &[u8], step: f32, qmax: f32, t: &Tune) -> (Vec<
         groups.push((e as u8) << 4 | class);
         ctx.resize(codes.len(), class);
     }
-    (groups, codes, ctx, recon)
+    (groups, codes, ctx)
 }
 
 /// Appends a section: rANS (with `ctx`) when smaller than stored.
@@ -433,18 +478,43 @@ pub fn encode(
     target: f64,
     strict: bool,
 ) -> Option<Quantized> {
+    encode_from(dtype, new, base, bits, group, target, strict, None)
+}
+
+/// [`encode`], with the step search starting at `start` (e.g. the step
+/// [`predict`] found for the same width and target) instead of searching
+/// a subsample first. The result meets the same rules either way.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_from(
+    dtype: DType,
+    new: &[u8],
+    base: &[u8],
+    bits: Bits,
+    group: u32,
+    target: f64,
+    strict: bool,
+    start: Option<f32>,
+) -> Option<Quantized> {
     if new.len() != base.len() || group == 0 || group > 65535 || !(target.is_finite() && target > 0.0) {
         return None;
     }
     match dtype {
-        DType::F32 => encode_t::<F32>(new, base, bits, group, target, strict),
-        DType::BF16 => encode_t::<Bf16>(new, base, bits, group, target, strict),
-        DType::F16 => encode_t::<F16>(new, base, bits, group, target, strict),
+        DType::F32 => encode_t::<F32>(new, base, bits, group, target, strict, start),
+        DType::BF16 => encode_t::<Bf16>(new, base, bits, group, target, strict, start),
+        DType::F16 => encode_t::<F16>(new, base, bits, group, target, strict, start),
         _ => None,
     }
 }
 
-fn encode_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: u32, target: f64, strict: bool) -> Option<Quantized> {
+fn encode_t<E: Elem>(
+    new: &[u8],
+    base: &[u8],
+    bits: Bits,
+    group: u32,
+    target: f64,
+    strict: bool,
+    start: Option<f32>,
+) -> Option<Quantized> {
     if new.is_empty() || !new.len().is_multiple_of(E::SIZE) {
         return None;
     }
@@ -455,7 +525,9 @@ fn encode_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: u32, target: f6
     let (mut step, feasible) = if p.dsq > 0.0 {
         // First on a quarter of the groups (spread over the block), then
         // on all of them from there: most passes cost a quarter.
-        let start = subsample(&p, 4).map(|sub| search::<E>(&sub, target * target * sub.dsq, qmax, &t, None).0);
+        let start = start
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .or_else(|| subsample(&p, 4).map(|sub| search::<E>(&sub, target * target * sub.dsq, qmax, &t, None).0));
         search::<E>(&p, target_sq, qmax, &t, start)
     } else {
         (1.0, true)
@@ -486,6 +558,51 @@ fn encode_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: u32, target: f6
         return Some(Quantized { payload, recon, error });
     }
     None
+}
+
+/// Groups sampled by [`predict`]: one in this many.
+const SAMPLE: usize = 8;
+
+/// A prediction, from one group in [`SAMPLE`] (spread over the block), of
+/// the payload size [`encode`] would reach for the same target, and the
+/// step found: the step search and the entropy estimate of the codes run
+/// on the sample only.
+/// `None` when the block is too small to sample (at least 64 sampled
+/// groups) or cannot be quantized; the caller then simply encodes.
+pub fn predict(dtype: DType, new: &[u8], base: &[u8], bits: Bits, group: u32, target: f64) -> Option<(usize, f32)> {
+    if new.len() != base.len() || group == 0 || group > 65535 {
+        return None;
+    }
+    match dtype {
+        DType::F32 => predict_t::<F32>(new, base, bits, group as usize, target),
+        DType::BF16 => predict_t::<Bf16>(new, base, bits, group as usize, target),
+        DType::F16 => predict_t::<F16>(new, base, bits, group as usize, target),
+        _ => None,
+    }
+}
+
+fn predict_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: usize, target: f64) -> Option<(usize, f32)> {
+    if !new.len().is_multiple_of(E::SIZE) {
+        return None;
+    }
+    let p = prepare_sample::<E>(new, base, group, SAMPLE)?;
+    if p.dsq <= 0.0 {
+        return Some((0, 0.0));
+    }
+    let qmax = bits.qmax() as f32;
+    let t = tune(bits);
+    let (step, _) = search::<E>(&p, target * target * p.dsq, qmax, &t, None);
+    if !(step.is_finite() && step > 0.0) {
+        return None;
+    }
+    let (groups, codes, ctx) = emit_codes::<E>(&p, step, qmax, &t, None);
+    let mut est = rans::model(&groups, None).est.min(groups.len());
+    if !codes.is_empty() {
+        est += rans::model(&codes, Some(&ctx)).est.min(codes.len());
+    }
+    // The sampled share of the block's elements.
+    let share = p.w.len() as f64 / (new.len() / E::SIZE) as f64;
+    Some(((est as f64 / share) as usize, step))
 }
 
 thread_local! {
@@ -640,13 +757,36 @@ fn rebuild_run<E: Elem>(cs: &[u8], s: f32, bb: &[u8], ob: &mut [u8]) {
 }
 
 /// A rough size, in bytes, of the exact delta of `new` against `base`:
-/// the significant bits of each element's zigzag ULP difference. The
-/// lossless codecs usually need somewhat more; the caller may skip the
+/// the significant bits of each element's zigzag ULP difference, counted
+/// on one run of 512 elements in eight (all of a small block) and scaled.
+/// The lossless codecs usually need somewhat more; the caller may skip the
 /// exact encoding when a lossy payload is well under this.
 pub fn exact_estimate(dtype: DType, new: &[u8], base: &[u8]) -> usize {
     if new.len() != base.len() {
         return usize::MAX;
     }
+    let size = match dtype {
+        DType::F32 => 4,
+        DType::BF16 | DType::F16 => 2,
+        _ => return usize::MAX,
+    };
+    const RUN: usize = 512;
+    const EVERY: usize = 8;
+    let run = RUN * size;
+    if new.len() < 64 * run * EVERY {
+        return exact_bits(dtype, new, base) / 8;
+    }
+    let mut bits = 0usize;
+    let mut sampled = 0usize;
+    for at in (0..new.len() - run).step_by(run * EVERY) {
+        bits += exact_bits(dtype, &new[at..at + run], &base[at..at + run]);
+        sampled += run;
+    }
+    (bits as f64 / 8.0 * new.len() as f64 / sampled as f64) as usize
+}
+
+/// The significant bits of the zigzag ULP differences of `new` and `base`.
+fn exact_bits(dtype: DType, new: &[u8], base: &[u8]) -> usize {
     let bits: u64 = match dtype {
         DType::F32 => new
             .chunks_exact(4)
@@ -670,5 +810,5 @@ pub fn exact_estimate(dtype: DType, new: &[u8], base: &[u8]) -> usize {
             .sum(),
         _ => return usize::MAX,
     };
-    (bits / 8) as usize
+    bits as usize
 }

@@ -566,13 +566,14 @@ fn encode_job(
         Some((bh, depth)) => {
             store.read_block(bh, basebuf, scratch, None)?;
             basebuf.resize(bytes.len(), 0);
-            let mut exact = None;
-            if let Some(l) = lossy_opts
-                && let Some((bits, q, e)) = quantize_block(run.dtype, bytes, basebuf, l, &opts.encode)
-            {
-                match e {
+            let (lossy, exact) = match lossy_opts {
+                Some(l) => quantize_block(run.dtype, bytes, basebuf, l, &opts.encode),
+                None => (None, None),
+            };
+            if let Some((bits, q)) = lossy {
+                match &exact {
                     // The exact encoding is smaller: keep it.
-                    Some(e) if e.payload.len() <= q.payload.len() => exact = Some(e),
+                    Some(e) if e.payload.len() <= q.payload.len() => {}
                     _ => {
                         let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
                         let rh = Hash::of(&q.recon);
@@ -597,19 +598,27 @@ fn encode_job(
 /// Quantizes one block against its (restored) base (codec `quant-ec`)
 /// at the coarsest step whose error stays within `max_error` (or, without
 /// it, the asked width's nominal error), with the narrowest width that
-/// reaches it, starting at the asked width. Returns the width, the lossy
-/// block and, unless the lossy payload is clearly smaller than a cheap
-/// estimate of the exact one, the exact encoding to compare with. `None`
-/// when no width keeps within the bound, the block cannot be quantized,
-/// or its exact delta is far cheaper than any quantizer at this error:
-/// the block is stored exactly.
+/// reaches it, starting at the asked width. Returns the width and the lossy
+/// block, if any, and the exact encoding when it had to be made to compare
+/// with. Work is spent on the lossy encoding only where it can pay:
+///
+/// - an exact delta far cheaper than any quantizer at this error: exact;
+/// - otherwise a prediction of the lossy size from one group in eight; when
+///   it is not clearly under a cheap estimate of the exact size, the exact
+///   encoding is made first, and the block stays exact unless the lossy
+///   prediction saves at least 10% of it;
+/// - the lossy block is then encoded; the exact one too, unless lossy is
+///   clearly smaller than the estimate (the caller keeps the smaller).
+///
+/// No lossy block when no width keeps within the bound or the block cannot
+/// be quantized.
 fn quantize_block(
     dtype: DType,
     new: &[u8],
     base: &[u8],
     l: &LossyOptions,
     params: &EncodeParams,
-) -> Option<(Bits, lossy::Quantized, Option<codec::Encoded>)> {
+) -> (Option<(Bits, lossy::Quantized)>, Option<codec::Encoded>) {
     let target = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
     // The exact delta needs about this many bytes (a cheap estimate).
     let estimate = lossy::ec::exact_estimate(dtype, new, base);
@@ -617,19 +626,35 @@ fn quantize_block(
     // Far under what a quantizer needs at this error on dense Gaussian-like
     // changes (a twentieth of its rate-distortion bound): exact.
     if (estimate as f64) * 8.0 < 0.05 * (1.0 / (target * target)).log2() * elems as f64 {
-        return None;
+        return (None, None);
+    }
+    let mut exact = None;
+    let prediction = lossy::ec::predict(dtype, new, base, l.bits, l.group, target);
+    if let Some((pred, _)) = prediction
+        && pred.saturating_mul(2) > estimate
+    {
+        let e = codec::encode(dtype, new, Some(base), params);
+        if pred.saturating_mul(10) >= e.payload.len().saturating_mul(9) {
+            return (None, Some(e));
+        }
+        exact = Some(e);
     }
     // The asked width first, wider ones when it cannot reach the target;
     // without `max_error`, the widest one's best effort last.
     let mut bits = l.bits;
     let q = loop {
-        if let Some(q) = lossy::ec::encode(dtype, new, base, bits, l.group, target, true) {
+        // The predicted step is a good start for the asked width.
+        let start = prediction.filter(|_| bits == l.bits).map(|(_, step)| step);
+        if let Some(q) = lossy::ec::encode_from(dtype, new, base, bits, l.group, target, true, start) {
             break q;
         }
         match bits.wider() {
             Some(w) => bits = w,
-            None if l.max_error.is_none() => break lossy::ec::encode(dtype, new, base, bits, l.group, target, false)?,
-            None => return None,
+            None if l.max_error.is_none() => match lossy::ec::encode(dtype, new, base, bits, l.group, target, false) {
+                Some(q) => break q,
+                None => return (None, exact),
+            },
+            None => return (None, exact),
         }
     };
     let e = &q.error;
@@ -641,13 +666,14 @@ fn quantize_block(
             e.err_sq <= eps * eps * e.delta_sq
         });
     if !within {
-        return None;
+        return (None, exact);
     }
     // When the lossy payload is well under the estimate, skip encoding the
     // exact delta.
-    let clear = q.payload.len() * 10 < estimate * 7;
-    let exact = (!clear).then(|| codec::encode(dtype, new, Some(base), params));
-    Some((bits, q, exact))
+    if exact.is_none() && q.payload.len() * 10 >= estimate * 7 {
+        exact = Some(codec::encode(dtype, new, Some(base), params));
+    }
+    (Some((bits, q)), exact)
 }
 
 /// The manifest's `lossy` record (`FORMAT.md`): the settings and, for
