@@ -481,9 +481,10 @@ pub fn encode(
     encode_from(dtype, new, base, bits, group, target, strict, None)
 }
 
-/// [`encode`], with the step search starting at `start` (e.g. the step
-/// [`predict`] found for the same width and target) instead of searching
-/// a subsample first. The result meets the same rules either way.
+/// [`encode`], with `start` (e.g. the step [`predict`] found on a sample
+/// for the same width and target) taken as the step instead of searching:
+/// it is checked on the whole block like any step and made finer while
+/// over the target. The result meets the same rules either way.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_from(
     dtype: DType,
@@ -522,15 +523,18 @@ fn encode_t<E: Elem>(
     let qmax = bits.qmax() as f32;
     let t = tune(bits);
     let target_sq = target * target * p.dsq;
-    let (mut step, feasible) = if p.dsq > 0.0 {
+    let start = start.filter(|s| s.is_finite() && *s > 0.0);
+    let (mut step, feasible) = if p.dsq <= 0.0 {
+        (1.0, true)
+    } else if let Some(s) = start {
+        // A step found on a sample of this block: emitted and checked
+        // below (in f64, as recorded), made finer there if over.
+        (s, true)
+    } else {
         // First on a quarter of the groups (spread over the block), then
         // on all of them from there: most passes cost a quarter.
-        let start = start
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .or_else(|| subsample(&p, 4).map(|sub| search::<E>(&sub, target * target * sub.dsq, qmax, &t, None).0));
+        let start = subsample(&p, 4).map(|sub| search::<E>(&sub, target * target * sub.dsq, qmax, &t, None).0);
         search::<E>(&p, target_sq, qmax, &t, start)
-    } else {
-        (1.0, true)
     };
     for attempt in 0..6 {
         if !(step.is_finite() && step > 0.0) {
@@ -591,7 +595,7 @@ fn predict_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: usize, target:
     }
     let qmax = bits.qmax() as f32;
     let t = tune(bits);
-    let (step, _) = search::<E>(&p, target * target * p.dsq, qmax, &t, None);
+    let (step, feasible) = search::<E>(&p, target * target * p.dsq, qmax, &t, None);
     if !(step.is_finite() && step > 0.0) {
         return None;
     }
@@ -602,7 +606,8 @@ fn predict_t<E: Elem>(new: &[u8], base: &[u8], bits: Bits, group: usize, target:
     }
     // The sampled share of the block's elements.
     let share = p.w.len() as f64 / (new.len() / E::SIZE) as f64;
-    Some(((est as f64 / share) as usize, step))
+    // A step the width cannot bring within the target is no start.
+    Some(((est as f64 / share) as usize, if feasible { step } else { 0.0 }))
 }
 
 thread_local! {
