@@ -569,8 +569,9 @@ const SAMPLE: usize = 8;
 
 /// A prediction, from one group in [`SAMPLE`] (spread over the block), of
 /// the payload size [`encode`] would reach for the same target, and the
-/// step found: the step search and the entropy estimate of the codes run
-/// on the sample only.
+/// step found (0 when the width cannot reach the target on the sample):
+/// the step search and the entropy estimate of the codes run on the sample
+/// only.
 /// `None` when the block is too small to sample (at least 64 sampled
 /// groups) or cannot be quantized; the caller then simply encodes.
 pub fn predict(dtype: DType, new: &[u8], base: &[u8], bits: Bits, group: u32, target: f64) -> Option<(usize, f32)> {

@@ -629,7 +629,16 @@ fn quantize_block(
         return (None, None);
     }
     let mut exact = None;
-    let prediction = lossy::ec::predict(dtype, new, base, l.bits, l.group, target);
+    // The narrowest width the sample says can reach the target.
+    let mut bits = l.bits;
+    let mut prediction = lossy::ec::predict(dtype, new, base, bits, l.group, target);
+    while let Some((_, 0.0)) = prediction
+        && let Some(w) = bits.wider()
+    {
+        bits = w;
+        prediction = lossy::ec::predict(dtype, new, base, bits, l.group, target);
+    }
+    let first = bits;
     if let Some((pred, _)) = prediction
         && pred.saturating_mul(2) > estimate
     {
@@ -639,12 +648,11 @@ fn quantize_block(
         }
         exact = Some(e);
     }
-    // The asked width first, wider ones when it cannot reach the target;
+    // That width first, wider ones when it cannot reach the target;
     // without `max_error`, the widest one's best effort last.
-    let mut bits = l.bits;
     let q = loop {
-        // The predicted step is a good start for the asked width.
-        let start = prediction.filter(|_| bits == l.bits).map(|(_, step)| step);
+        // The predicted step is a good start for the predicted width.
+        let start = prediction.filter(|_| bits == first).map(|(_, step)| step);
         if let Some(q) = lossy::ec::encode_from(dtype, new, base, bits, l.group, target, true, start) {
             break q;
         }
