@@ -643,24 +643,7 @@ fn get_section<'a>(payload: &'a [u8], out: &mut [u8], ctx: Option<&[u8]>, what: 
 
 /// Decodes a `quant-ec` payload against its base into `out`.
 pub fn decode(dtype: DType, payload: &[u8], base: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
-    if !super::supports(dtype) {
-        return Err(bad(format!("dtype {dtype} cannot be quantized")));
-    }
-    let es = (dtype.bits() / 8) as usize;
-    if !out.len().is_multiple_of(es) || base.len() != out.len() {
-        return Err(bad(format!("block of {} bytes is not whole {es}-byte elements", out.len())));
-    }
-    if payload.len() < 8 {
-        return Err(bad("payload shorter than its header".into()));
-    }
-    let bits = Bits::from_u8(payload[0]).ok_or_else(|| bad(format!("unknown code width {}", payload[0])))?;
-    if payload[1] != 0 {
-        return Err(bad(format!("reserved byte is {}", payload[1])));
-    }
-    let group = usize::from(u16::from_le_bytes([payload[2], payload[3]]));
-    if group == 0 {
-        return Err(bad("group size 0".into()));
-    }
+    let (bits, group, es) = super::check_payload(NAME, dtype, payload, base, out, 8)?;
     let step = f32::from_bits(u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]));
     if !(step.is_finite() && step > 0.0) {
         return Err(bad(format!("step {step} is not a positive finite number")));

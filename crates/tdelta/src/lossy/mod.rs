@@ -624,9 +624,19 @@ fn pack_codes(codes: &[i8], bits: Bits) -> Vec<u8> {
     out
 }
 
-/// Decodes a `quant` payload against its base into `out`.
-pub fn decode(dtype: DType, payload: &[u8], base: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
-    let bad = |reason: String| CodecError::Malformed { codec: NAME, reason };
+/// Checks what the two lossy payloads (`quant`, `quant-ec`) share: a float
+/// dtype with lossy support, a block of whole elements as long as its base,
+/// a header of at least `header` bytes starting `u8 bits, u8 0, u16 group`
+/// (group > 0). Returns the width, the group size and the element size.
+pub(crate) fn check_payload(
+    codec: &'static str,
+    dtype: DType,
+    payload: &[u8],
+    base: &[u8],
+    out: &[u8],
+    header: usize,
+) -> Result<(Bits, usize, usize), CodecError> {
+    let bad = |reason: String| CodecError::Malformed { codec, reason };
     if !supports(dtype) {
         return Err(bad(format!("dtype {dtype} cannot be quantized")));
     }
@@ -634,7 +644,7 @@ pub fn decode(dtype: DType, payload: &[u8], base: &[u8], out: &mut [u8]) -> Resu
     if !out.len().is_multiple_of(es) || base.len() != out.len() {
         return Err(bad(format!("block of {} bytes is not whole {es}-byte elements", out.len())));
     }
-    if payload.len() < 4 {
+    if payload.len() < header.max(4) {
         return Err(bad("payload shorter than its header".into()));
     }
     let bits = Bits::from_u8(payload[0]).ok_or_else(|| bad(format!("unknown code width {}", payload[0])))?;
@@ -645,6 +655,13 @@ pub fn decode(dtype: DType, payload: &[u8], base: &[u8], out: &mut [u8]) -> Resu
     if group == 0 {
         return Err(bad("group size 0".into()));
     }
+    Ok((bits, group, es))
+}
+
+/// Decodes a `quant` payload against its base into `out`.
+pub fn decode(dtype: DType, payload: &[u8], base: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    let bad = |reason: String| CodecError::Malformed { codec: NAME, reason };
+    let (bits, group, es) = check_payload(NAME, dtype, payload, base, out, 4)?;
     let n = out.len() / es;
     let ngroups = n.div_ceil(group);
     let mut scales = vec![0u8; ngroups * 2];
