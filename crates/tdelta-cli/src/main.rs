@@ -244,20 +244,25 @@ struct PackArgs {
     #[arg(long = "metrics", value_name = "FILE.json")]
     metrics_file: Option<PathBuf>,
     /// LOSSY: store float tensors as quantized deltas with codes of this
-    /// width (int8, int4 or int2). The error is measured and recorded in
-    /// the version; never the default.
+    /// width (int8, int4 or int2). Each block is quantized as coarsely as
+    /// its target allows: --max-error, else the width's nominal error of
+    /// each tensor's change (int8 1%, int4 10%, int2 45%). Blocks where the
+    /// exact delta is smaller, or lossy would save under 10%, stay exact.
+    /// The error is measured and recorded in the version; never the default.
     #[arg(long, value_name = "WIDTH", value_parser = ["int8", "int4", "int2"])]
     lossy: Option<String>,
     /// With --lossy: bound on each tensor's relative L2 error of the delta
-    /// (‖restored − new‖ / ‖new − base‖), e.g. 0.01; blocks that would
-    /// exceed it get wider codes or stay exact.
+    /// (‖restored − new‖ / ‖new − base‖), e.g. 0.01: the coarsest step
+    /// within it is used; blocks the width cannot bring within it get wider
+    /// codes or stay exact.
     #[arg(long, value_name = "E", requires = "lossy")]
     max_error: Option<f64>,
     /// With --lossy: keep tensors whose name matches PATTERN exact (`*`
     /// matches anything; repeatable), e.g. '*norm*' '*.bias'.
     #[arg(long, value_name = "PATTERN", requires = "lossy")]
     keep_exact: Vec<String>,
-    /// With --lossy: elements per quantization scale.
+    /// With --lossy: elements per group (each group has its own scale
+    /// exponent; groups whose changes all round to zero cost one byte).
     #[arg(long, value_name = "G", requires = "lossy", default_value_t = tdelta::lossy::DEFAULT_GROUP)]
     group: u32,
 }
