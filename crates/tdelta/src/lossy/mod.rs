@@ -509,6 +509,10 @@ fn get_section_into<'a>(
 /// `bits` bits in groups of `group` elements. Returns `None` when the
 /// block cannot be stored lossily: a dtype without lossy support, a length
 /// that is not whole elements, or a non-finite value in either block.
+///
+/// This is the encoder of codec 16 (`quant`), which pack format 1 wrote;
+/// `tdelta pack` now writes `quant-ec` ([`ec::encode`]). It stays to make
+/// `quant` payloads for the tests of their decoder, which old stores need.
 pub fn encode(dtype: DType, new: &[u8], base: &[u8], bits: Bits, group: u32, level: i32) -> Option<Quantized> {
     if new.len() != base.len() || group == 0 || group > 65535 {
         return None;

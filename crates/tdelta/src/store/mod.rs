@@ -295,15 +295,9 @@ impl Store {
                 logged.insert(r.clone(), e.new);
             }
         }
-        let mut current: BTreeMap<String, Option<Hash>> = BTreeMap::new();
-        for (name, path) in self.ref_files()?.into_iter().chain([("HEAD".to_string(), self.root.join("HEAD"))]) {
-            match refs::read_ref(&path) {
-                Ok(id) => {
-                    current.insert(name, id);
-                }
-                Err(_) => return Ok(()),
-            }
-        }
+        let (Ok(refs), Ok(head)) = (self.refs(), self.read_ref("HEAD")) else { return Ok(()) };
+        let mut current: BTreeMap<String, Option<Hash>> = refs.into_iter().map(|(n, id)| (n, Some(id))).collect();
+        current.insert("HEAD".into(), head);
         let names: BTreeSet<&String> = logged.keys().chain(current.keys()).collect();
         for name in names {
             let (was, is) = (logged.get(name).copied().flatten(), current.get(name).copied().flatten());
@@ -477,13 +471,9 @@ impl Store {
             return Ok(());
         }
         let refs_root = self.root.join("refs");
-        let mut prefix = String::new();
-        for part in name.split('/').take(name.split('/').count() - 1) {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if refs_root.join(&prefix).is_file() {
+        for (slash, _) in name.match_indices('/') {
+            let prefix = &name[..slash];
+            if refs_root.join(prefix).is_file() {
                 return Err(Error::InvalidArgument(format!(
                     "cannot create ref `{name}`: ref `{prefix}` exists, and a name cannot be both a ref and a \
                      folder of refs; choose another name or delete `{prefix}`"
