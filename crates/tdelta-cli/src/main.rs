@@ -6,9 +6,10 @@ mod demo;
 mod fmt;
 mod manage;
 mod progress;
+mod restore;
 mod series;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -67,19 +68,16 @@ enum Cmd {
     /// The new version is stored as deltas against the version HEAD points
     /// to (or --base); HEAD then points to the new version.
     Pack(PackArgs),
-    /// Restore a version (a ref, an id or a unique id prefix) to a file or
-    /// directory, checking every block.
-    Unpack {
-        /// Version to restore: HEAD, a tag, an id or an id prefix.
-        #[arg(name = "REF")]
-        reference: String,
-        /// Output file (file versions) or directory (directory versions).
-        #[arg(short, long)]
-        out: PathBuf,
-        /// Replace OUT if it exists.
-        #[arg(long)]
-        force: bool,
-    },
+    /// Restore a version (a ref, an id or a unique id prefix), or parts of
+    /// it, to a file or directory, checking every block.
+    ///
+    /// OUT must not exist (or be an empty directory) unless --force; the
+    /// output appears whole or not at all, and nothing the version does not
+    /// contain is ever removed.
+    Unpack(restore::UnpackArgs),
+    /// Write one file of a version (REF:PATH), or one tensor (--tensor),
+    /// to stdout.
+    Cat(restore::CatArgs),
     /// List versions from HEAD (or REF) back through their parents.
     Log {
         /// Where to start.
@@ -308,7 +306,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Init { block_size } => cmd_init(g, block_size),
         Cmd::Pack(a) => cmd_pack(g, &a),
-        Cmd::Unpack { reference, out, force } => cmd_unpack(g, &reference, &out, force),
+        Cmd::Unpack(a) => restore::unpack(g, &a),
+        Cmd::Cat(a) => restore::cat(g, &a),
         Cmd::Log { reference, max, filters, sort } => cmd_log(g, &reference, max, &filters, sort.as_deref()),
         Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
         Cmd::Demo(a) => demo::run(g, &a),
@@ -434,39 +433,6 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
                 s.reused_blocks
             );
         }
-    }
-    Ok(())
-}
-
-fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()> {
-    let store = open_store(g)?;
-    let id = store.resolve(reference)?;
-    let t0 = Instant::now();
-    let bar = Bar::new(g.quiet || g.json);
-    let rep = tdelta::restore(&store, id, out, &tdelta::RestoreOptions { force }, &bar)
-        .with_context(|| format!("cannot restore {reference} to {}", out.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    if g.json {
-        print_json(&json!({
-            "id": rep.id,
-            "out": out,
-            "bytes": rep.bytes,
-            "files": rep.files,
-            "blocks": rep.blocks,
-            "decoded_blocks": rep.decoded,
-            "max_chain": rep.max_levels,
-            "seconds": secs,
-        }))?;
-    } else if !g.quiet {
-        eprintln!(
-            "restored {} ({}, {} files) to {} in {:.2}s ({}), every block verified",
-            id.short(),
-            fmt::bytes(rep.bytes),
-            rep.files,
-            out.display(),
-            secs,
-            fmt::mbps(rep.bytes, secs)
-        );
     }
     Ok(())
 }

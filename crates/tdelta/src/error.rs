@@ -114,12 +114,14 @@ pub enum Error {
     },
 
     /// A prefix that matches more than one version.
-    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions")]
+    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions: {candidates}; give more digits")]
     AmbiguousRef {
         /// The prefix.
         prefix: String,
         /// How many versions it matches.
         count: usize,
+        /// Their short ids, comma-separated.
+        candidates: String,
     },
 
     /// A ref name that is not allowed.

@@ -21,8 +21,8 @@ pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ops::{
-    BaseChoice, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Silent, pack,
-    read_tensor, restore,
+    BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
+    Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,
 };
 pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use ops::{

@@ -20,7 +20,7 @@ use crate::{AuditEntry, Error, Result};
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
 /// another version unless `force`. Returns the previous target.
 pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<Option<Hash>> {
-    crate::validate_ref_name(name)?;
+    crate::store::refs::validate_new_ref_name(name)?;
     let _lock = store.lock()?;
     store.manifest(id)?;
     let old = store.read_ref(name)?;

@@ -11,7 +11,10 @@ pub use manage::{
     prune, refs_by_version, rollback, stats, tag, untag, verify,
 };
 pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
-pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
+pub use restore::{
+    PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
+    write_tensor,
+};
 
 /// Receives progress of long operations. The library never prints: the
 /// CLI shows a bar, tools may log. Calls come from several threads.

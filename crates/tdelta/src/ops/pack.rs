@@ -226,7 +226,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     let _lock = store.lock()?;
     store.load_packs()?;
     if let Some(tag) = &opts.tag {
-        crate::validate_ref_name(tag)?;
+        crate::store::refs::validate_new_ref_name(tag)?;
         if !opts.force_tag
             && let Some(old) = store.read_ref(tag)?
         {

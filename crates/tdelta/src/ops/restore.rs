@@ -1,12 +1,26 @@
 //! Restoring a version: every block decoded in parallel and written at its
 //! final offset; files appear under their names only when complete.
+//!
+//! The output is never deleted. A new output is staged beside it and
+//! renamed into place; an existing directory receives the version's files
+//! one by one (each staged, then renamed over its target), and nothing
+//! else in it is touched; the store is never written.
 
-use std::fs::{self, File};
+mod select;
+mod stream;
+mod target;
+
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
+
+use select::OutFile;
+pub use select::Selection;
+pub use stream::{write_file, write_tensor};
+use target::{Existing, Guard, Staging};
 
 use super::Progress;
 use crate::error::IoContext;
@@ -16,13 +30,17 @@ use crate::store::read::{ReadCounters, Scratch};
 use crate::store::{Store, fsutil};
 use crate::{Error, Result};
 
-/// Suffix of files and directories being restored.
-pub const PARTIAL_SUFFIX: &str = ".tdelta-partial";
+/// What the names of restore staging directories contain
+/// (`.<name>.tdelta-partial-<pid>-<random>`).
+pub const PARTIAL_TAG: &str = target::STAGING_TAG;
 
 /// Options of [`restore`].
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
-    /// Replace the output if it exists.
+    /// Replace an existing output file (a file version), or write the
+    /// version's files into an existing non-empty directory, replacing the
+    /// files of the same names (a directory version). Nothing the version
+    /// does not contain is ever removed.
     pub force: bool,
 }
 
@@ -43,10 +61,13 @@ pub struct RestoreReport {
     pub payload_bytes: u64,
     /// The deepest chain one block needed (1 = no delta).
     pub max_levels: u64,
+    /// Where the output went (a file version restored into an existing
+    /// directory lands at `OUT/<its file name>`).
+    pub out: PathBuf,
 }
 
-/// Restores version `id` to `out`: a file for a file version, a directory
-/// for a directory version.
+/// Restores version `id` to `out`: a file for a file version (inside `out`
+/// when `out` is a directory), a directory for a directory version.
 pub fn restore(
     store: &Store,
     id: Hash,
@@ -54,60 +75,163 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    restore_parts(store, id, out, opts, &Selection::default(), progress)
+}
+
+/// [`restore`] of the parts of version `id` that `sel` selects.
+pub fn restore_parts(
+    store: &Store,
+    id: Hash,
+    out: &Path,
+    opts: &RestoreOptions,
+    sel: &Selection,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let m = store.manifest(id)?;
-    let counters = ReadCounters::default();
-    if out.exists() && !opts.force {
-        return Err(Error::InvalidArgument(format!(
-            "{} already exists; choose another output or pass --force to replace it",
-            out.display()
-        )));
+    if m.layout == LayoutKind::File && m.files.len() != 1 {
+        return Err(Error::corrupt(
+            store.root().join("versions"),
+            format!("file version {} lists {} files", id.short(), m.files.len()),
+        ));
     }
-    let staging = partial_path(out);
-    fsutil::remove_any(&staging)?;
-    let targets: Vec<PathBuf> = match m.layout {
-        LayoutKind::File => {
-            if m.files.len() != 1 {
-                return Err(Error::corrupt(
-                    store.root().join("versions"),
-                    format!("file version {} lists {} files", id.short(), m.files.len()),
-                ));
-            }
-            vec![staging.clone()]
+    let guard = Guard::new(store.root())?;
+    let mut dest = target::normalize(out)?;
+    guard.check(&dest)?;
+    let counters = ReadCounters::default();
+    let files = select::plan(store, id, &m, sel, &counters)?;
+    let kind = target::existing(&dest)?;
+    let layout = match (m.layout, kind) {
+        (LayoutKind::File, Existing::Dir) => {
+            let name = Path::new(&files[0].rel).file_name().map(PathBuf::from).unwrap_or_else(|| "restored".into());
+            dest.push(name);
+            guard.check(&dest)?;
+            (LayoutKind::File, target::existing(&dest)?)
         }
-        LayoutKind::Directory => {
-            fs::create_dir_all(&staging).at(&staging)?;
-            m.files.iter().map(|f| safe_join(&staging, &f.path)).collect::<Result<_>>()?
+        other => other,
+    };
+    let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let shown = dest.display();
+    // Each arm gives the staging directory, the fresh paths the files are
+    // written to, and the renames that then put them in place.
+    let (stage, targets, renames): (Staging, Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) = match layout {
+        (_, Existing::Other) => {
+            return Err(Error::InvalidArgument(format!(
+                "{shown} exists and is not a file or directory; choose another output"
+            )));
+        }
+        (LayoutKind::File, Existing::Dir) => {
+            return Err(Error::InvalidArgument(format!("{shown} is a directory; choose another output")));
+        }
+        (LayoutKind::File, Existing::File | Existing::Symlink) | (LayoutKind::Directory, Existing::Dir)
+            if !opts.force && !is_empty_dir(&dest) =>
+        {
+            let what = if layout.0 == LayoutKind::File {
+                "pass --force to replace it"
+            } else {
+                "pass --force to write the version's files into it (other files are left alone)"
+            };
+            return Err(Error::InvalidArgument(format!("{shown} already exists; choose another output or {what}")));
+        }
+        (LayoutKind::Directory, Existing::File | Existing::Symlink) => {
+            return Err(Error::InvalidArgument(format!(
+                "{shown} exists and is not a directory; a directory version restores to a directory: remove it or \
+                 choose another output"
+            )));
+        }
+        (LayoutKind::File, _) => {
+            fs::create_dir_all(&parent).at(&parent)?;
+            target::clean_leftovers(&parent);
+            let stage = Staging::create(&parent, &file_name(&dest))?;
+            let tmp = stage.path().join("file");
+            (stage, vec![tmp.clone()], vec![(tmp, dest.clone())])
+        }
+        (LayoutKind::Directory, Existing::Nothing) => {
+            fs::create_dir_all(&parent).at(&parent)?;
+            target::clean_leftovers(&parent);
+            let stage = Staging::create(&parent, &file_name(&dest))?;
+            let tree = stage.path().join("tree");
+            fs::create_dir(&tree).at(&tree)?;
+            let targets = files.iter().map(|f| safe_join(&tree, &f.rel)).collect::<Result<_>>()?;
+            (stage, targets, vec![(tree, dest.clone())])
+        }
+        (LayoutKind::Directory, Existing::Dir) => {
+            target::clean_leftovers(&dest);
+            let finals = files.iter().map(|f| safe_join(&dest, &f.rel)).collect::<Result<Vec<_>>>()?;
+            for p in &finals {
+                check_merge_target(&guard, &dest, p)?;
+            }
+            let stage = Staging::create(&dest, "restore")?;
+            let targets: Vec<PathBuf> = (0..finals.len()).map(|i| stage.path().join(i.to_string())).collect();
+            let renames = targets.iter().cloned().zip(finals).collect();
+            (stage, targets, renames)
         }
     };
-    progress.begin("restoring", m.size());
-    let res = write_files(store, id, &m, &targets, &counters, progress);
-    progress.end();
-    if let Err(e) = res {
-        let _ = fsutil::remove_any(&staging);
-        return Err(e);
+    write_all(store, id, &m, &files, &targets, &counters, progress)?;
+    for (from, to) in &renames {
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).at(p)?;
+        }
+        fs::rename(from, to).at(to)?;
+        if let Some(p) = to.parent() {
+            fsutil::sync_dir(p)?;
+        }
     }
-    if out.exists() {
-        fsutil::remove_any(out)?;
-    }
-    fs::rename(&staging, out).at(out)?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsutil::sync_dir(parent)?;
-    }
+    drop(stage);
     Ok(RestoreReport {
         id,
-        bytes: m.size(),
-        files: m.files.len(),
-        blocks: m.files.iter().map(|f| f.block_hashes().len() as u64).sum(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        files: files.len(),
+        blocks: files.iter().map(|f| f.blocks.len() as u64).sum(),
         decoded: counters.decoded.load(Ordering::Relaxed),
         payload_bytes: counters.payload_bytes.load(Ordering::Relaxed),
         max_levels: counters.max_levels.load(Ordering::Relaxed),
+        out: dest,
     })
 }
 
-fn partial_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(PARTIAL_SUFFIX);
-    PathBuf::from(s)
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_none())
+}
+
+/// A file of the version written into the existing directory `root` at
+/// `path`: refused when it would land in the store, replace a directory,
+/// or go through a symlink or a file on the way.
+fn check_merge_target(guard: &Guard, root: &Path, path: &Path) -> Result<()> {
+    guard.check(path)?;
+    let mut cur = root.to_path_buf();
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        cur.push(c);
+        let last = i + 1 == n;
+        match (target::existing(&cur)?, last) {
+            (Existing::Nothing, _) => return Ok(()),
+            (Existing::Dir, false) | (Existing::File | Existing::Symlink, true) => {}
+            (Existing::Dir, true) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a directory where the version has a file; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+            (_, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a directory where the version has one; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+            (Existing::Other, true) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a regular file; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Joins a manifest path (`/`-separated, relative) under `root`, refusing
@@ -121,38 +245,55 @@ fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(root.join(p))
 }
 
-/// Writes every file of `m` to its target path, blocks in parallel.
+/// Writes every planned file to its (fresh) target path, blocks in
+/// parallel, and fsyncs them.
+fn write_all(
+    store: &Store,
+    id: Hash,
+    m: &Manifest,
+    files: &[OutFile],
+    targets: &[PathBuf],
+    counters: &ReadCounters,
+    progress: &dyn Progress,
+) -> Result<()> {
+    progress.begin("restoring", files.iter().map(|f| f.size).sum());
+    let res = write_files(store, id, m, files, targets, counters, progress);
+    progress.end();
+    res
+}
+
 fn write_files(
     store: &Store,
     id: Hash,
     m: &Manifest,
+    files: &[OutFile],
     targets: &[PathBuf],
     counters: &ReadCounters,
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut outs = Vec::with_capacity(targets.len());
-    for (f, path) in m.files.iter().zip(targets) {
+    for (f, path) in files.iter().zip(targets) {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).at(parent)?;
         }
-        let file = File::create(path).at(path)?;
+        let file: File = OpenOptions::new().write(true).create_new(true).open(path).at(path)?;
         file.set_len(f.size).at(path)?;
+        for (off, bytes) in &f.literal {
+            file.write_all_at(bytes, *off).at(path)?;
+            progress.advance(bytes.len() as u64);
+        }
         outs.push(file);
     }
-    let jobs: Vec<(usize, BlockRef)> = m
-        .files
-        .iter()
-        .enumerate()
-        .flat_map(|(fi, f)| f.blocks(m.block_size).into_iter().map(move |b| (fi, b)))
-        .collect();
+    let jobs: Vec<(usize, BlockRef, u64)> =
+        files.iter().enumerate().flat_map(|(fi, f)| f.blocks.iter().map(move |(b, at)| (fi, *b, *at))).collect();
     jobs.par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
-        |(scratch, buf), (fi, b)| {
-            let f = &m.files[*fi];
+        |(scratch, buf), (fi, b, at)| {
+            let f = &m.files[files[*fi].file];
             store.read_block(b.hash, buf, scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
-            outs[*fi].write_all_at(buf, b.offset).at(&targets[*fi])?;
-            fsutil::start_writeback(&outs[*fi], b.offset, buf.len() as u64);
+            outs[*fi].write_all_at(buf, *at).at(&targets[*fi])?;
+            fsutil::start_writeback(&outs[*fi], *at, buf.len() as u64);
             progress.advance(b.len);
             Ok::<(), Error>(())
         },

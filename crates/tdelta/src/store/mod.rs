@@ -44,6 +44,41 @@ use refs::{AuditEntry, AuditLog};
 const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
 /// Store format version written by this build.
 pub const STORE_VERSION: u32 = 1;
+/// Fewest hex digits of a version id prefix.
+const MIN_PREFIX: usize = 4;
+
+/// Splits the `~N` and `^` suffixes off a version spec: the name and how
+/// many parents to go back.
+fn split_ancestry(spec: &str) -> Result<(&str, usize)> {
+    let mut rest = spec;
+    let mut steps = 0usize;
+    loop {
+        let n = if let Some(r) = rest.strip_suffix('^') {
+            rest = r;
+            1
+        } else if let Some((r, digits)) = rest.rsplit_once('~')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            rest = r;
+            if digits.is_empty() {
+                1
+            } else {
+                digits
+                    .parse::<usize>()
+                    .map_err(|_| Error::InvalidArgument(format!("`{spec}`: `~{digits}` is too large")))?
+            }
+        } else {
+            break;
+        };
+        steps = steps.checked_add(n).ok_or_else(|| Error::InvalidArgument(format!("`{spec}`: too many parents")))?;
+    }
+    if rest.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "`{spec}` names no version; use REF, REF~N or REF^ where REF is HEAD, a tag or an id"
+        )));
+    }
+    Ok((rest, steps))
+}
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
@@ -522,28 +557,71 @@ impl Store {
         Ok(problems)
     }
 
-    /// Resolves `HEAD`, a ref name, a full version id or a unique prefix of
-    /// at least 4 hex digits.
-    pub fn resolve(&self, name: &str) -> Result<Hash> {
+    /// Resolves a version: `HEAD`, a ref name, a full version id or a
+    /// unique prefix of at least 4 hex digits, followed by any number of
+    /// `~N` (N-th parent; `~` alone is `~1`) and `^` (parent), as in
+    /// `HEAD~2`, `stable^`. A full id always means that version.
+    pub fn resolve(&self, spec: &str) -> Result<Hash> {
+        let (name, steps) = split_ancestry(spec)?;
+        let mut id = self.resolve_name(name)?;
+        for n in 0..steps {
+            let m = self.manifest(id)?;
+            let Some(parent) = m.parent else {
+                return Err(Error::InvalidArgument(format!(
+                    "`{spec}`: version {} has no parent (`{name}` has {n} ancestors)",
+                    id.short()
+                )));
+            };
+            if !self.manifest_path(parent).is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "`{spec}`: parent {} of version {} was dropped",
+                    parent.short(),
+                    id.short()
+                )));
+            }
+            id = parent;
+        }
+        Ok(id)
+    }
+
+    /// [`Store::resolve`] without the ancestry suffixes.
+    fn resolve_name(&self, name: &str) -> Result<Hash> {
         let unknown = || Error::UnknownRef { name: name.to_string() };
         if name == "HEAD" {
             return self.read_ref("HEAD")?.ok_or_else(|| Error::NoVersions { path: self.root.clone() });
+        }
+        let hex = !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex
+            && let Ok(id) = name.parse::<Hash>()
+            && name.len() == id.to_hex().len()
+            && self.manifest_path(id).is_file()
+        {
+            return Ok(id);
         }
         if refs::validate_ref_name(name).is_ok()
             && let Some(id) = refs::read_ref(&self.ref_path(name))?
         {
             return Ok(id);
         }
-        if name.len() >= 4 && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let lower = name.to_ascii_lowercase();
-            let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
-            return match hits.len() {
-                0 => Err(unknown()),
-                1 => Ok(hits[0]),
-                count => Err(Error::AmbiguousRef { prefix: name.to_string(), count }),
-            };
+        if !hex {
+            return Err(unknown());
         }
-        Err(unknown())
+        if name.len() < MIN_PREFIX {
+            return Err(Error::InvalidArgument(format!(
+                "unknown ref `{name}`; a version id prefix needs at least {MIN_PREFIX} hex digits"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
+        match hits.len() {
+            0 => Err(Error::InvalidArgument(format!("unknown ref `{name}`, and no version id starts with it"))),
+            1 => Ok(hits[0]),
+            count => Err(Error::AmbiguousRef {
+                prefix: name.to_string(),
+                count,
+                candidates: hits.iter().map(|h| h.short()).collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 
     /// Figures about the store as a whole.
