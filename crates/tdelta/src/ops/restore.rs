@@ -171,7 +171,11 @@ pub fn restore_parts(
         if let Some(p) = to.parent() {
             fs::create_dir_all(p).at(p)?;
         }
-        fs::rename(from, to).at(to)?;
+        if opts.force {
+            fs::rename(from, to).at(to)?;
+        } else {
+            place_new(from, to)?;
+        }
         if let Some(p) = to.parent() {
             fsutil::sync_dir(p)?;
         }
@@ -187,6 +191,29 @@ pub fn restore_parts(
         max_levels: counters.max_levels.load(Ordering::Relaxed),
         out: dest,
     })
+}
+
+/// Moves the staged `from` to `to`, which was free when the restore
+/// began, without replacing anything that appeared there since: a file is
+/// hard-linked (which fails on an existing name) where the file system
+/// allows it; a directory rename fails on anything but an empty directory.
+fn place_new(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        match fs::hard_link(from, to) {
+            Ok(()) => return fs::remove_file(from).at(from),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} appeared while restoring; choose another output or pass --force to replace it",
+                    to.display()
+                )));
+            }
+            Err(_) if target::existing(to)? != Existing::Nothing => {
+                return Err(Error::InvalidArgument(format!("{} appeared while restoring", to.display())));
+            }
+            Err(_) => {}
+        }
+    }
+    fs::rename(from, to).at(to)
 }
 
 fn file_name(p: &Path) -> String {
@@ -301,6 +328,12 @@ fn write_files(
     for (file, path) in outs.iter().zip(targets) {
         file.sync_all().at(path)?;
     }
+    // Their names too: a staged tree is renamed whole, so its own
+    // directories must be durable first.
+    let dirs: std::collections::BTreeSet<&Path> = targets.iter().filter_map(|p| p.parent()).collect();
+    for d in dirs {
+        fsutil::sync_dir(d)?;
+    }
     Ok(())
 }
 
@@ -361,6 +394,21 @@ pub fn read_tensor(store: &Store, id: Hash, name: &str) -> Result<(String, Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn place_new_never_replaces_what_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("staged"), dir.path().join("out"));
+        fs::write(&from, b"restored").unwrap();
+        fs::write(&to, b"user").unwrap();
+        let e = place_new(&from, &to).unwrap_err().to_string();
+        assert!(e.contains("appeared while restoring"), "{e}");
+        assert_eq!(fs::read(&to).unwrap(), b"user");
+        fs::remove_file(&to).unwrap();
+        place_new(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"restored");
+        assert!(!from.exists());
+    }
 
     #[test]
     fn safe_join_refuses_escapes() {
