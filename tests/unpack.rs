@@ -172,9 +172,16 @@ fn issue_11_out_holding_unrelated_files_keeps_them() {
     let e = refused(run_in(&work, &["unpack", "HEAD", "-o", s(&out)]), "unpack into a full dir");
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(fs::read(out.join("config.json")).unwrap(), b"old config");
+    // A link where the version has a file: the link is replaced, never
+    // what it points to.
+    let victim = dir.path().join("victim.json");
+    fs::write(&victim, b"keep me").unwrap();
+    symlink(&victim, out.join("tokenizer.json")).unwrap();
     ok_in(&work, &["unpack", "HEAD", "-o", s(&out), "--force", "-q"]);
     assert_restored(&src, &out);
     assert_eq!(fs::read(out.join("deep/user.bin")).unwrap(), b"u");
+    assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+    assert!(!fs::symlink_metadata(out.join("tokenizer.json")).unwrap().file_type().is_symlink());
     // A directory where the version has a file: refused before anything
     // is written.
     let out2 = dir.path().join("out2");
@@ -266,7 +273,11 @@ fn issue_11_killed_restore_leftovers_are_cleaned_by_the_next_restore() {
             .unwrap();
         let mut seen = false;
         while child.try_wait().unwrap().is_none() {
-            if staging(&parent) > 0 {
+            // Caught writing: the staging directory holds the file.
+            let writing = common::list(&parent)
+                .iter()
+                .any(|n| n.contains(tdelta::PARTIAL_TAG) && parent.join(n).join("file").exists());
+            if writing {
                 seen = true;
                 break;
             }

@@ -244,6 +244,12 @@ fn check_merge_target(guard: &Guard, root: &Path, path: &Path) -> Result<()> {
                     cur.display()
                 )));
             }
+            (Existing::Symlink, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a symlink where the version has a directory; tdelta does not write through links",
+                    cur.display()
+                )));
+            }
             (_, false) => {
                 return Err(Error::InvalidArgument(format!(
                     "{} is not a directory where the version has one; remove it or choose another output",
