@@ -6,6 +6,7 @@ mod demo;
 mod fmt;
 mod manage;
 mod progress;
+mod repair;
 mod series;
 
 use std::path::{Path, PathBuf};
@@ -209,6 +210,10 @@ enum Cmd {
     /// Compare storage strategies (raw, zstd, byte planes, XOR deltas,
     /// tdelta policies, lossy) on a series of checkpoints.
     Bench(bench::BenchArgs),
+    /// Let an owner continue after store files were damaged or changed
+    /// outside tdelta; every repair is recorded in the audit log.
+    #[command(subcommand)]
+    Repair(repair::RepairCmd),
 }
 
 #[derive(Args)]
@@ -324,6 +329,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
+        Cmd::Repair(r) => repair::run(g, &r),
     }
 }
 
