@@ -367,3 +367,27 @@ fn stray_file_in_packs_is_reported_and_versions_still_restore() {
     ok(s, &["tag", "other", "HEAD", "-q"]);
     assert!(s.join("packs/README.idx").exists(), "not ours: left in place");
 }
+
+#[test]
+fn verify_while_refs_move_reports_no_damage() {
+    let fx = fixture();
+    let (s, ids) = (fx.store.clone(), fx.ids.clone());
+    // Readers take no lock: a move between its ref and its audit entry,
+    // seen by a concurrent verify, is not damage.
+    let writer = std::thread::spawn(move || {
+        for i in 0..30 {
+            ok(&s, &["tag", "moving", &ids[i % 3], "--force", "-q"]);
+            if i % 10 == 9 {
+                ok(&s, &["tag", "-d", "moving", "-q"]);
+            }
+        }
+    });
+    let mut checks = 0;
+    while !writer.is_finished() || checks == 0 {
+        let (code, text) = verify_all(&fx.store);
+        assert_eq!(code, Some(0), "concurrent verify {checks}: {text}");
+        checks += 1;
+    }
+    writer.join().unwrap();
+    eprintln!("{checks} verifies ran during the moves");
+}

@@ -150,8 +150,9 @@ enum Cmd {
         why: String,
     },
     /// Decode every block of a version (default HEAD) or of --all versions
-    /// and check every hash, refs and the audit log. Exit status 3 when
-    /// anything is damaged.
+    /// and check every hash, the config, packs, refs and the audit log, and
+    /// that every ref is where the log's last move of it says. Exit status
+    /// 3 when anything is damaged.
     Verify {
         /// Version to check.
         #[arg(name = "REF")]

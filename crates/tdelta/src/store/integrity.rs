@@ -134,12 +134,14 @@ fn pending_state(entries: &[AuditEntry], p: &Pending, refs: &RefValues) -> Resul
     if entries.len() as u64 + 1 != seq || tail != p.entry.prev {
         return Ok(PendingState::Stale);
     }
-    let Some(current) = p.entry.r#ref.as_ref().and_then(|r| refs.values.get(r)) else {
+    let Some(name) = p.entry.r#ref.as_ref().filter(|r| !refs.unreadable.contains(*r)) else {
         return Ok(PendingState::Stale);
     };
-    Ok(if *current == p.entry.new && p.entry.new != p.entry.old {
+    // A ref file not found is a ref deleted (or never created).
+    let current = refs.values.get(name).copied().flatten();
+    Ok(if current == p.entry.new && p.entry.new != p.entry.old {
         PendingState::Moved
-    } else if *current == p.entry.old {
+    } else if current == p.entry.old {
         PendingState::NotMoved
     } else {
         PendingState::Stale
@@ -286,13 +288,12 @@ impl Store {
                 // The log is reported as damaged; its prefix says little.
                 return Vec::new();
             }
-            let refs = match self.ref_values() {
-                Ok(r) => r,
-                Err(e) => return vec![e.to_string()],
-            };
-            let pending = match self.read_pending() {
-                Ok(p) => p,
-                Err(e) => return vec![e.to_string()],
+            // A folder of refs removed, or the pending record replaced,
+            // while being read: read again.
+            let (refs, pending) = match (self.ref_values(), self.read_pending()) {
+                (Ok(r), Ok(p)) => (r, p),
+                (Err(e), _) | (_, Err(e)) if attempt == READ_ATTEMPTS => return vec![e.to_string()],
+                _ => continue,
             };
             let again = audit.read().map(|r| r.entries.len()).unwrap_or(0);
             if again != rep.entries.len() && attempt < READ_ATTEMPTS {
@@ -416,6 +417,7 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
                     "discarded the record of {what}: the ref {}",
                     match state {
                         PendingState::NotMoved => "did not move",
+                        _ if out.log_problem.is_some() => "cannot be matched with a damaged log",
                         _ => "does not show it",
                     }
                 )
@@ -492,5 +494,81 @@ impl Store {
             let _ = fs::remove_file(&p);
         }
         Ok(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InitOptions;
+
+    fn store_with_stable() -> (tempfile::TempDir, Store, Hash, Hash) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), &InitOptions::default()).unwrap();
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        let _l = store.lock().unwrap();
+        store.move_ref_locked("stable", Some(a), "tag", "").unwrap();
+        drop(_l);
+        (dir, store, a, b)
+    }
+
+    /// Leaves the state of a writer killed after `step` of a move of
+    /// `stable` from `a` to `b` (`None`: a delete): 1 = record written,
+    /// 2 = ref renamed or deleted, 3 = entry appended.
+    fn kill_after(store: &Store, a: Hash, b: Option<Hash>, step: u8) {
+        let entry = AuditEntry {
+            seq: 0,
+            time: 7,
+            who: "w".into(),
+            op: "tag".into(),
+            r#ref: Some("stable".into()),
+            old: Some(a),
+            new: b,
+            why: "why".into(),
+            prev: Hash::default(),
+        };
+        let (_, line) = store.audit().prepare(entry).unwrap();
+        store.write_pending(&line).unwrap();
+        if step >= 2 {
+            store.write_ref_file(&store.ref_file("stable"), b).unwrap();
+        }
+        if step >= 3 {
+            store.audit().append_line(&line).unwrap();
+        }
+    }
+
+    #[test]
+    fn each_crash_point_of_a_move_settles_to_one_logged_move() {
+        for (step, delete) in (1..=3u8).flat_map(|s| [(s, false), (s, true)]) {
+            let (_d, store, a, b) = store_with_stable();
+            let b = if delete { None } else { Some(b) };
+            kill_after(&store, a, b, step);
+            assert!(store.ref_log_problems().is_empty(), "step {step}: {:?}", store.ref_log_problems());
+            drop(store.lock().unwrap());
+            assert!(!store.pending_path().exists(), "step {step}");
+            let log = store.audit().read().unwrap().entries;
+            let last = log.last().unwrap();
+            let want = if step == 1 { Some(a) } else { b };
+            assert_eq!((last.new, store.read_ref("stable").unwrap()), (want, want), "step {step}");
+            assert_eq!(last.op, if step == 2 { "recover" } else { "tag" }, "step {step}");
+            assert!(store.ref_log_problems().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_hand_edit_is_refused_then_recorded_by_repair() {
+        let (_d, store, a, b) = store_with_stable();
+        store.write_ref_file(&store.ref_file("stable"), Some(b)).unwrap();
+        let p = store.ref_log_problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("changed outside tdelta"), "{p:?}");
+        let e = store.lock().unwrap_err().to_string();
+        assert!(e.contains("writes are refused") && e.contains("repair audit"), "{e}");
+        let r = repair_audit(&store, "").unwrap();
+        assert_eq!(r.refs_recorded, vec![RefRecorded { name: "stable".into(), logged: Some(a), current: Some(b) }]);
+        assert_eq!(r.entries_appended, 2);
+        assert!(store.ref_log_problems().is_empty());
+        drop(store.lock().unwrap());
+        assert_eq!(repair_audit(&store, "").unwrap().entries_appended, 0);
     }
 }

@@ -380,4 +380,29 @@ mod tests {
         assert!(rep.problems[0].contains("entry 2 was edited"), "{:?}", rep.problems);
         assert!(log.append(entry("x")).is_err());
     }
+
+    #[test]
+    fn rewrite_of_the_valid_prefix_keeps_its_seals() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        log.create(dir.path()).unwrap();
+        for op in ["pack", "tag", "rollback"] {
+            log.append(entry(op)).unwrap();
+        }
+        let before = fs::read(log.path()).unwrap();
+        let entries = log.read().unwrap().entries;
+        log.rewrite(dir.path(), &entries).unwrap();
+        assert_eq!(fs::read(log.path()).unwrap(), before);
+        log.rewrite(dir.path(), &entries[..1]).unwrap();
+        let rep = log.read().unwrap();
+        assert!(rep.problems.is_empty() && rep.entries == entries[..1]);
+    }
+
+    #[test]
+    fn a_missing_log_is_named_with_its_cure() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        let e = log.read().unwrap_err().to_string();
+        assert!(e.contains("audit.log") && e.contains("missing") && e.contains("repair audit"), "{e}");
+    }
 }
