@@ -56,7 +56,8 @@ fn audit(g: &Global, why: &str) -> Result<()> {
     }
     for r in &rep.refs_recorded {
         let s = |h: Option<tdelta::Hash>| h.map_or_else(|| "(none)".into(), |h| h.short());
-        eprintln!("recorded {}: {} -> {} (changed outside tdelta)", r.name, s(r.logged), s(r.current));
+        let why = if rep.log_problem.is_some() { "" } else { " (changed outside tdelta)" };
+        eprintln!("recorded {}: {} -> {}{why}", r.name, s(r.logged), s(r.current));
     }
     for r in &rep.unreadable_refs {
         eprintln!("left {r} as it is: it cannot be read (see `tdelta verify`)");

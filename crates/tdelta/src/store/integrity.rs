@@ -244,6 +244,7 @@ impl Store {
         let audit = self.audit();
         let rep = audit.read()?;
         if let Some(p) = rep.problems.first() {
+            let p = p.strip_prefix(&format!("{}: ", audit.path().display())).unwrap_or(p);
             return Err(Error::corrupt(
                 audit.path(),
                 format!(
@@ -469,13 +470,13 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
     };
     audit.append(entry(None, None, None, what.join("; ")))?;
     out.entries_appended += 1;
+    let how = if out.log_problem.is_some() {
+        "its moves were lost with the damaged part of the log; recorded as found"
+    } else {
+        "ref changed outside tdelta; recorded as found"
+    };
     for d in diffs {
-        audit.append(entry(
-            Some(d.name.clone()),
-            d.logged.and_then(|l| l.1),
-            d.current,
-            "ref changed outside tdelta; recorded as found".into(),
-        ))?;
+        audit.append(entry(Some(d.name.clone()), d.logged.and_then(|l| l.1), d.current, how.into()))?;
         out.entries_appended += 1;
         out.refs_recorded.push(RefRecorded { name: d.name, logged: d.logged.and_then(|l| l.1), current: d.current });
     }

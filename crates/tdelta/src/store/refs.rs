@@ -225,6 +225,7 @@ impl AuditLog {
     pub fn prepare(&self, mut entry: AuditEntry) -> Result<(AuditEntry, Vec<u8>)> {
         let rep = self.read()?;
         if let Some(p) = rep.problems.first() {
+            let p = p.strip_prefix(&format!("{}: ", self.path.display())).unwrap_or(p);
             return Err(Error::corrupt(
                 &self.path,
                 format!(
