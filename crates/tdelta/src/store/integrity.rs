@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::refs::{self, AuditEntry, entry_hash, parse_sealed};
-use super::{Store, fsutil, lock, now, whoami};
+use super::{Store, fsutil, now, whoami};
 use crate::error::IoContext;
 use crate::hash::Hash;
 use crate::{Error, Result};
@@ -481,21 +481,6 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
         out.refs_recorded.push(RefRecorded { name: d.name, logged: d.logged.and_then(|l| l.1), current: d.current });
     }
     Ok(out)
-}
-
-impl Store {
-    /// Takes the writer lock and clears `tmp/`, without the checks of
-    /// [`Store::settle_refs`] (for `repair audit`, which resolves them).
-    pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
-        let l = lock::acquire(&self.root.join("lock"), self.lock_wait)?;
-        let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).at(&tmp)?;
-        for ent in fs::read_dir(&tmp).at(&tmp)? {
-            let p = ent.at(&tmp)?.path();
-            let _ = fs::remove_file(&p);
-        }
-        Ok(l)
-    }
 }
 
 #[cfg(test)]

@@ -295,6 +295,19 @@ impl Store {
         Ok(l)
     }
 
+    /// Takes the writer lock and clears `tmp/`, without settling the refs
+    /// (for `repair audit`, which settles them itself).
+    pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
+        let l = lock::acquire(&self.root.join("lock"), self.lock_wait)?;
+        let tmp = self.tmp_dir();
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        for ent in fs::read_dir(&tmp).at(&tmp)? {
+            let p = ent.at(&tmp)?.path();
+            let _ = fs::remove_file(&p);
+        }
+        Ok(l)
+    }
+
     pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
         self.root.join("versions").join(format!("{id}.tdm"))
     }
