@@ -6,6 +6,7 @@ mod demo;
 mod fmt;
 mod manage;
 mod progress;
+mod repair;
 mod restore;
 mod series;
 
@@ -147,8 +148,9 @@ enum Cmd {
         why: String,
     },
     /// Decode every block of a version (default HEAD) or of --all versions
-    /// and check every hash, refs and the audit log. Exit status 3 when
-    /// anything is damaged.
+    /// and check every hash, the config, packs, refs and the audit log, and
+    /// that every ref is where the log's last move of it says. Exit status
+    /// 3 when anything is damaged.
     Verify {
         /// Version to check.
         #[arg(name = "REF")]
@@ -207,6 +209,10 @@ enum Cmd {
     /// Compare storage strategies (raw, zstd, byte planes, XOR deltas,
     /// tdelta policies, lossy) on a series of checkpoints.
     Bench(bench::BenchArgs),
+    /// Let an owner continue after store files were damaged or changed
+    /// outside tdelta; every repair is recorded in the audit log.
+    #[command(subcommand)]
+    Repair(repair::RepairCmd),
 }
 
 #[derive(Args)]
@@ -323,6 +329,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
+        Cmd::Repair(r) => repair::run(g, &r),
     }
 }
 

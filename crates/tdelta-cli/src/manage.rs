@@ -116,7 +116,12 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
         (Some(_), true) => bail!("give a version or --all, not both"),
         (Some(r), false) => vec![store.resolve(r)?],
         (None, true) => store.versions()?,
-        (None, false) => vec![store.resolve("HEAD")?],
+        (None, false) => match store.resolve("HEAD") {
+            Ok(id) => vec![id],
+            // Reported below with the other store problems.
+            Err(tdelta::Error::HeadMissing { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
     };
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::verify(&store, &ids, &bar)?;

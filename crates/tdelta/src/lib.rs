@@ -29,6 +29,7 @@ pub use ops::{
     GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
     prune, refs_by_version, rollback, stats, tag, untag, verify,
 };
+pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
 pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};
 pub use store::{InitOptions, Store, StoreConfig, StoreStats};
