@@ -55,6 +55,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let m = store.manifest(id)?;
+    m.check_paths().map_err(|e| Error::corrupt(store.manifest_path(id), e))?;
     let counters = ReadCounters::default();
     if out.exists() && !opts.force {
         return Err(Error::InvalidArgument(format!(
@@ -80,7 +81,8 @@ pub fn restore(
         }
     };
     progress.begin("restoring", m.size());
-    let res = write_files(store, id, &m, &targets, &counters, progress);
+    let res =
+        write_files(store, id, &m, &targets, &counters, progress).and_then(|()| finish_tree(&m, &staging, &targets));
     progress.end();
     if let Err(e) = res {
         let _ = fsutil::remove_any(&staging);
@@ -114,11 +116,29 @@ fn partial_path(out: &Path) -> PathBuf {
 /// anything that could escape it.
 fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
-    let ok = !rel.is_empty() && !rel.contains('\\') && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = crate::relpath::problem(rel).is_none() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{rel}`")));
+        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{}`", rel.escape_debug())));
     }
     Ok(root.join(p))
+}
+
+/// What a directory version records besides file bytes: its empty
+/// directories, and each file's permission bits (when recorded).
+fn finish_tree(m: &Manifest, staging: &Path, targets: &[PathBuf]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if m.layout == LayoutKind::Directory {
+        for d in &m.empty_dirs {
+            let path = safe_join(staging, d)?;
+            fs::create_dir_all(&path).at(&path)?;
+        }
+    }
+    for (f, path) in m.files.iter().zip(targets) {
+        if let Some(mode) = f.mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777)).at(path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes every file of `m` to its target path, blocks in parallel.
