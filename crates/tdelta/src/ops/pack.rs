@@ -368,10 +368,8 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                                 // One copy of the block: what is hashed is
                                 // what is encoded, whatever the file does.
                                 bytes.resize(job.len as usize, 0);
-                                checkpoint::read_at(&file, &f.path, job.offset, bytes)
-                                    .and_then(|()| {
-                                        encode_job(store_ref, &runs[job.run], job, bytes, &seen, opts, scratch, basebuf)
-                                    })
+                                checkpoint::read_at(&file, &f.path, job.offset, bytes)?;
+                                encode_job(store_ref, &runs[job.run], job, bytes, &seen, opts, scratch, basebuf)
                                     .map_err(|e| in_block(&ckpt.root, f, &runs[job.run], job, e))
                             },
                         )
