@@ -375,3 +375,41 @@ fn check_shard_path(index: &Path, tensor: &str, shard: &str) -> Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_blobs_dir_is_found_only_under_a_cache_repository_snapshot() {
+        let found = |p: &str| hf_blobs_dir(Path::new(p));
+        for (root, blobs) in [
+            ("/c/hub/models--org--name/snapshots/rev", "/c/hub/models--org--name/blobs"),
+            ("/c/hub/models--org--name/snapshots/rev/sub", "/c/hub/models--org--name/blobs"),
+            ("/c/hub/datasets--org--data/snapshots/rev", "/c/hub/datasets--org--data/blobs"),
+        ] {
+            assert_eq!(found(root).as_deref(), Some(Path::new(blobs)), "{root}");
+        }
+        for root in ["/c/hub/models--org--name", "/c/plain/snapshots/rev", "/c/models--x/blobs", "/"] {
+            assert_eq!(found(root), None, "{root}");
+        }
+    }
+
+    #[test]
+    fn empty_directories_are_listed_and_skipped_ones_counted() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        for dir in ["empty", "a/b/deep", ".git/objects", "store/packs"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for f in ["x.bin", "a/y.bin", ".git/HEAD", ".git/objects/o", "store/config", "store/packs/p"] {
+            fs::write(root.join(f), f).unwrap();
+        }
+        let sel = Selection { skip_dirs: vec![root.join("store")], ..Selection::default() };
+        let c = open_with(root, &sel).expect("open");
+        let names: Vec<&str> = c.files.iter().map(|f| f.rel_path.as_str()).collect();
+        assert_eq!(names, ["a/y.bin", "x.bin"]);
+        assert_eq!(c.empty_dirs, ["a/b/deep", "empty"]);
+        assert_eq!(c.skipped, 4);
+    }
+}
