@@ -213,7 +213,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct PackArgs {
-    /// A .safetensors file or a checkpoint directory.
+    /// A .safetensors file or a checkpoint directory (a Hugging Face cache
+    /// snapshot, models--org--name/snapshots/REV, works as it is).
     source: PathBuf,
     /// Message describing the version.
     #[arg(short, long, default_value = "")]
