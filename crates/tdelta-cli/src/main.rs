@@ -217,7 +217,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct PackArgs {
-    /// A .safetensors file or a checkpoint directory.
+    /// A .safetensors file or a checkpoint directory (a Hugging Face cache
+    /// snapshot, models--org--name/snapshots/REV, works as it is).
     source: PathBuf,
     /// Message describing the version.
     #[arg(short, long, default_value = "")]
@@ -269,6 +270,15 @@ struct PackArgs {
     /// exponent; groups whose changes all round to zero cost one byte).
     #[arg(long, value_name = "G", requires = "lossy", default_value_t = tdelta::lossy::DEFAULT_GROUP)]
     group: u32,
+    /// Store only files whose path (relative to SOURCE, `/`-separated)
+    /// matches GLOB (repeatable; `*` also matches `/`), e.g. '*.safetensors'.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files and directories matching GLOB (repeatable; wins over
+    /// --include), e.g. 'optimizer/' '*.pt'. Always left out: `.git/`,
+    /// `.cache/huggingface/` and the store's own directory.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -377,6 +387,8 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
         tag: a.tag.clone(),
         force_tag: a.force,
         policy: a.policy.parse()?,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
         ..Default::default()
     };
     opts.encode.level = a.level;
@@ -424,6 +436,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             "max_depth": s.max_depth,
             "seconds": secs,
             "tag": a.tag,
+            "skipped_files": rep.skipped,
         }))?;
     } else {
         println!("{}", rep.id);
@@ -439,6 +452,9 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
                 s.delta_blocks,
                 s.reused_blocks
             );
+            if rep.skipped > 0 {
+                eprintln!("skipped {} files (default skips, the store, --include/--exclude)", rep.skipped);
+            }
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod hash;
 pub mod lossy;
 mod ops;
+mod relpath;
 mod store;
 pub mod synth;
 #[cfg(test)]

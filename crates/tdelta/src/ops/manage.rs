@@ -380,6 +380,8 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     for (id, m) in &manifests {
         let Some(m) = m else { continue };
         let mut problems = Vec::new();
+        // What restore would refuse to write is damage too.
+        problems.extend(m.check_paths().err());
         let mut more = 0;
         for f in &m.files {
             for b in f.blocks(m.block_size) {

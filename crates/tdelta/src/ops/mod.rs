@@ -38,3 +38,5 @@ pub struct Silent;
 impl Progress for Silent {}
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_source;

@@ -2,14 +2,17 @@
 //!
 //! The source is cut into runs (the verbatim header of a safetensors file,
 //! each tensor, each blob file), each run into element-aligned blocks. The
-//! files are mapped in windows of at most [`PackOptions::window`] bytes;
-//! within a window, blocks are hashed and encoded in parallel; a writer
+//! files are read in windows of at most [`PackOptions::window`] bytes;
+//! within a window, blocks are read (`pread` into a per-thread buffer),
+//! hashed and encoded in parallel, each from the one copy it hashed; a writer
 //! thread appends the new ones, in order, to pack files while the next
 //! window is encoded (a bounded pipeline: at most two windows of encoded
-//! payloads wait). The manifest lands after its packs, `HEAD` moves last.
+//! payloads wait). Before the manifest is written every source file is
+//! checked to be as it was when opened (size, times, inode): a file that
+//! changed meanwhile fails the pack and the packs written are taken back.
+//! The manifest lands after its packs, `HEAD` moves last.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
 use std::thread;
@@ -19,7 +22,6 @@ use rayon::prelude::*;
 use super::Progress;
 use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::{self, EncodeParams};
-use crate::error::IoContext;
 use crate::hash::Hash;
 use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
 use crate::store::Store;
@@ -132,6 +134,11 @@ pub struct PackOptions {
     /// (the default) keeps every byte exact. A version with any lossy
     /// block is marked by [`Manifest::lossy`].
     pub lossy: Option<LossyOptions>,
+    /// Only files matching one of these glob patterns (when not empty).
+    pub include: Vec<String>,
+    /// Files and directories matching one of these glob patterns are left
+    /// out (besides the default skips and the store's own directory).
+    pub exclude: Vec<String>,
 }
 
 impl Default for PackOptions {
@@ -148,6 +155,8 @@ impl Default for PackOptions {
             force_tag: false,
             window: 64 << 20,
             lossy: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }
@@ -161,6 +170,9 @@ pub struct PackReport {
     pub manifest: Manifest,
     /// Packs written.
     pub packs: Vec<Hash>,
+    /// Files of the source directory left out (default skips, the store's
+    /// directory, include/exclude).
+    pub skipped: u64,
 }
 
 /// One run of bytes cut into blocks: a header, a tensor or a blob.
@@ -219,7 +231,12 @@ struct RunLossy {
 /// Packs the checkpoint at `source` as a new version and moves `HEAD` (and
 /// the tag, if asked) to it.
 pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport> {
-    let ckpt = checkpoint::open(source)?;
+    let selection = checkpoint::Selection {
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+        skip_dirs: vec![store.root().to_path_buf()],
+    };
+    let ckpt = checkpoint::open_with(source, &selection)?;
     if opts.window < u64::from(store.config().block_size) {
         return Err(Error::InvalidArgument("pack window is smaller than a block".into()));
     }
@@ -327,7 +344,8 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         let produced = (|| -> Result<()> {
             let mut seen: HashSet<Hash> = HashSet::new();
             for (fi, f) in ckpt.files.iter().enumerate() {
-                let file = File::open(&f.path).at(&f.path)?;
+                let file = checkpoint::open_unchanged(&f.path, &f.stamp)?;
+                advise_sequential(&file);
                 let jobs: Vec<Job> = runs
                     .iter()
                     .enumerate()
@@ -341,22 +359,21 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                 for window in windows(&jobs, opts.window) {
                     let start = window[0].offset;
                     let last = window[window.len() - 1];
-                    let span = (last.offset + last.len - start) as usize;
-                    let map = checkpoint::map_range(&file, &f.path, start, span)?;
-                    checkpoint::advise_sequential(&map);
+                    let span = last.offset + last.len - start;
                     let outcomes: Vec<Result<(Outcome, Option<LossyNote>)>> = window
                         .par_iter()
                         .map_init(
-                            || (Scratch::default(), Vec::new()),
-                            |(scratch, basebuf), job| {
-                                let lo = (job.offset - start) as usize;
-                                let bytes = &map[lo..lo + job.len as usize];
+                            || (Scratch::default(), Vec::new(), Vec::new()),
+                            |(scratch, basebuf, bytes), job| {
+                                // One copy of the block: what is hashed is
+                                // what is encoded, whatever the file does.
+                                bytes.resize(job.len as usize, 0);
+                                checkpoint::read_at(&file, &f.path, job.offset, bytes)?;
                                 encode_job(store_ref, &runs[job.run], job, bytes, &seen, opts, scratch, basebuf)
                                     .map_err(|e| in_block(&ckpt.root, f, &runs[job.run], job, e))
                             },
                         )
                         .collect();
-                    drop(map);
                     let mut batch = Vec::new();
                     for (job, o) in window.iter().zip(outcomes) {
                         let (o, note) = o?;
@@ -398,7 +415,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                         // The writer stopped: its error is reported below.
                         return Ok(());
                     }
-                    progress.advance(span as u64);
+                    progress.advance(span);
                 }
             }
             Ok(())
@@ -417,6 +434,13 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     });
     progress.end();
     let packs = result?;
+    // A source that changed since it was opened may have given blocks of
+    // two different states: refuse the version.
+    if let Err(e) = ckpt.files.iter().try_for_each(|f| f.check_unchanged()) {
+        discard_packs(&store.packs_dir(), &packs);
+        let _ = store.load_packs();
+        return Err(e);
+    }
     // Until the manifest lands, a failure takes back the packs written.
     let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy));
     let landed = write_version(store, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
@@ -441,7 +465,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     if let Some(tag) = &opts.tag {
         store.move_ref_locked(tag, Some(id), "tag", &why)?;
     }
-    Ok(PackReport { id, manifest, packs })
+    Ok(PackReport { id, manifest, packs, skipped: ckpt.skipped })
 }
 
 /// Builds the manifest and writes it (after reloading the indexes).
@@ -482,8 +506,11 @@ fn write_version(
         policy: opts.policy.to_string(),
         lossy,
         files,
+        empty_dirs: ckpt.empty_dirs.clone(),
         stats,
     };
+    // The walk refused such names already; this guards the rule itself.
+    manifest.check_paths().map_err(|e| Error::checkpoint(&ckpt.root, e))?;
     store.load_packs()?;
     let (id, new) = store.write_manifest(&manifest)?;
     Ok((id, manifest, new))
@@ -498,6 +525,15 @@ fn discard_packs(dir: &Path, packs: &[Hash]) {
         let _ = std::fs::remove_file(dir.join(format!("{id}.pack")));
     }
     let _ = crate::store::fsutil::sync_dir(dir);
+}
+
+/// Tells the kernel the file will be read front to back (larger
+/// read-ahead). Only a hint: failures are ignored.
+fn advise_sequential(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only sets read-ahead
+    // advice and touches no memory.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
 /// Splits the jobs of one file into consecutive groups spanning at most
@@ -826,7 +862,8 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
                 },
                 FileKind::Blob => FileContent::Blob { blocks: run_hashes[rs[0]].clone() },
             };
-            let mut fe = FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), content };
+            let mut fe =
+                FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), mode: Some(f.mode), content };
             fe.hash = Hash::of_hashes(&fe.block_hashes());
             fe
         })

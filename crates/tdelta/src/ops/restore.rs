@@ -88,6 +88,7 @@ pub fn restore_parts(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let m = store.manifest(id)?;
+    m.check_paths().map_err(|e| Error::corrupt(store.manifest_path(id), e))?;
     if m.layout == LayoutKind::File && m.files.len() != 1 {
         return Err(Error::corrupt(
             store.root().join("versions"),
@@ -151,6 +152,7 @@ pub fn restore_parts(
             let stage = Staging::create(&parent, &file_name(&dest))?;
             let tree = stage.path().join("tree");
             fs::create_dir(&tree).at(&tree)?;
+            make_empty_dirs(&m, sel, &tree)?;
             let targets = files.iter().map(|f| safe_join(&tree, &f.rel)).collect::<Result<_>>()?;
             (stage, targets, vec![(tree, dest.clone())])
         }
@@ -160,6 +162,7 @@ pub fn restore_parts(
             for p in &finals {
                 check_merge_target(&guard, &dest, p)?;
             }
+            make_empty_dirs(&m, sel, &dest)?;
             let stage = Staging::create(&dest, "restore")?;
             let targets: Vec<PathBuf> = (0..finals.len()).map(|i| stage.path().join(i.to_string())).collect();
             let renames = targets.iter().cloned().zip(finals).collect();
@@ -271,9 +274,9 @@ fn check_merge_target(guard: &Guard, root: &Path, path: &Path) -> Result<()> {
 /// anything that could escape it.
 fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
-    let ok = !rel.is_empty() && !rel.contains('\\') && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = crate::relpath::problem(rel).is_none() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{rel}`")));
+        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{}`", rel.escape_debug())));
     }
     Ok(root.join(p))
 }
@@ -293,6 +296,34 @@ fn write_all(
     let res = write_files(store, id, m, files, targets, counters, progress);
     progress.end();
     res
+}
+
+/// Creates the empty directories a directory version records under
+/// `root` (whole restores only: a selection names files, not directories).
+fn make_empty_dirs(m: &Manifest, sel: &Selection, root: &Path) -> Result<()> {
+    if m.layout != LayoutKind::Directory || !sel.files.is_empty() || !sel.tensors.is_empty() {
+        return Ok(());
+    }
+    for d in &m.empty_dirs {
+        let path = safe_join(root, d)?;
+        fs::create_dir_all(&path).at(&path)?;
+    }
+    Ok(())
+}
+
+/// Gives a restored file the permission bits its entry records, if any.
+#[cfg(unix)]
+fn set_mode(file: &File, f: &FileEntry, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match f.mode {
+        Some(mode) => file.set_permissions(fs::Permissions::from_mode(mode & 0o777)).at(path),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &File, _: &FileEntry, _: &Path) -> Result<()> {
+    Ok(())
 }
 
 fn write_files(
@@ -331,7 +362,8 @@ fn write_files(
             Ok::<(), Error>(())
         },
     )?;
-    for (file, path) in outs.iter().zip(targets) {
+    for ((file, path), f) in outs.iter().zip(targets).zip(files) {
+        set_mode(file, &m.files[f.file], path)?;
         file.sync_all().at(path)?;
     }
     // Their names too: a staged tree is renamed whole, so its own

@@ -48,6 +48,10 @@ pub struct Manifest {
     pub lossy: Option<serde_json::Value>,
     /// The files, sorted by path.
     pub files: Vec<FileEntry>,
+    /// Directories of a directory version that hold nothing, sorted
+    /// (absent from older manifests: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty_dirs: Vec<String>,
     /// Storage figures measured at pack time.
     pub stats: VersionStats,
 }
@@ -71,6 +75,10 @@ pub struct FileEntry {
     pub size: u64,
     /// Hash of the file: of its block hashes in file order (`FORMAT.md`).
     pub hash: Hash,
+    /// Unix permission bits (`0o777` at most) at pack time; absent from
+    /// older manifests, and then restore leaves the default mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     /// Safetensors structure or plain blob.
     #[serde(flatten)]
     pub content: FileContent,
@@ -309,6 +317,19 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Checks the paths a directory version names against the one path
+    /// rule (`FORMAT.md`, "Paths"): restore would refuse them. A file
+    /// version's single name is never used as a path.
+    pub fn check_paths(&self) -> std::result::Result<(), String> {
+        if self.layout == LayoutKind::File {
+            return Ok(());
+        }
+        crate::relpath::check_tree(
+            self.files.iter().map(|f| f.path.as_str()),
+            self.empty_dirs.iter().map(String::as_str),
+        )
     }
 
     /// The file at `path`, if any.
