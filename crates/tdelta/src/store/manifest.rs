@@ -52,6 +52,61 @@ pub struct Manifest {
     pub stats: VersionStats,
 }
 
+/// The fields of a [`Manifest`] that listings need, without the file and
+/// tensor lists: read by [`Store::manifest_summary`](crate::Store::manifest_summary)
+/// in memory bounded by the manifest's size on disk.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ManifestSummary {
+    /// See [`Manifest::parent`].
+    pub parent: Option<Hash>,
+    /// See [`Manifest::base`].
+    pub base: Option<Hash>,
+    /// See [`Manifest::created`].
+    pub created: u64,
+    /// See [`Manifest::author`].
+    pub author: String,
+    /// See [`Manifest::message`].
+    pub message: String,
+    /// See [`Manifest::meta`].
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// See [`Manifest::metrics`].
+    #[serde(default)]
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// See [`Manifest::block_size`].
+    pub block_size: u32,
+    /// See [`Manifest::policy`].
+    pub policy: String,
+    /// Whether some tensors were stored lossily (the per-tensor record is
+    /// skipped).
+    #[serde(default, rename = "lossy", deserialize_with = "present")]
+    pub is_lossy: bool,
+    /// See [`Manifest::stats`].
+    pub stats: VersionStats,
+}
+
+/// True for any value: skips it without building it.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    let v: Option<serde::de::IgnoredAny> = Deserialize::deserialize(d)?;
+    Ok(v.is_some())
+}
+
+/// Feeds every byte read through it to the content hash.
+struct HashingReader<R> {
+    inner: R,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 /// File or directory checkpoint.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -239,6 +294,55 @@ impl Manifest {
             return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
         }
         Manifest::from_json(path, &json)
+    }
+
+    /// Reads the summary of a manifest file (everything but the files),
+    /// streaming the decompressed JSON: the file and tensor lists are
+    /// parsed and skipped, never built, and the content hash is still
+    /// checked over every byte.
+    pub(crate) fn decode_summary(path: &Path, bytes: &[u8], id: Hash) -> Result<ManifestSummary> {
+        use std::io::Read;
+        let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
+        let body = framed.body;
+        if framed.flags & !FLAG_ZSTD != 0 {
+            return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
+        }
+        let (raw_len, reader): (u64, Box<dyn Read + '_>) = if framed.flags & FLAG_ZSTD != 0 {
+            let Some((len, z)) = body.split_first_chunk::<8>() else {
+                return Err(Error::corrupt(path, "manifest body too short"));
+            };
+            let raw_len = u64::from_le_bytes(*len);
+            if raw_len > MAX_MANIFEST as u64 {
+                return Err(Error::corrupt(
+                    path,
+                    format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap"),
+                ));
+            }
+            let dec = zstd::stream::read::Decoder::with_buffer(z)
+                .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+            (raw_len, Box::new(dec.take(raw_len + 1)))
+        } else {
+            (body.len() as u64, Box::new(body))
+        };
+        let mut r = HashingReader { inner: reader, hasher: xxhash_rust::xxh3::Xxh3::new(), len: 0 };
+        let parsed: std::result::Result<ManifestSummary, _> =
+            serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, &mut r));
+        // Hash what is left too, so that damage after the fields read is
+        // still found.
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+        if r.len != raw_len {
+            return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
+        }
+        let actual = Hash(r.hasher.digest128());
+        if actual != id {
+            return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
+        }
+        let m = parsed.map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))?;
+        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size) {
+            return Err(Error::corrupt(path, format!("block size {} out of range", m.block_size)));
+        }
+        Ok(m)
     }
 
     /// Parses and validates the JSON body of a manifest.
