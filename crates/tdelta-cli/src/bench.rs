@@ -88,6 +88,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(g: &Global, a: &BenchArgs) -> Result<()> {
+    if g.store_arg.is_some() {
+        return Err(crate::exit::Usage(
+            "bench builds its own temporary stores; --store does not apply (--dir says where they go)".into(),
+        )
+        .into());
+    }
     let strategies = match &a.strategies {
         Some(list) => tdelta::bench::parse_strategies(list)?,
         None => tdelta::bench::default_strategies(),

@@ -216,9 +216,13 @@ enum Cmd {
     },
     /// Generate a series of realistic checkpoints, pack them into a fresh
     /// store, restore each one and check it is bit-exact.
+    ///
+    /// With --store, the fresh store is made there and kept (it must not
+    /// exist yet); TDELTA_STORE is not used.
     Demo(demo::DemoArgs),
     /// Compare storage strategies (raw, zstd, byte planes, XOR deltas,
-    /// tdelta policies, lossy) on a series of checkpoints.
+    /// tdelta policies, lossy) on a series of checkpoints (in temporary
+    /// stores: --store is refused).
     Bench(bench::BenchArgs),
 }
 
@@ -450,6 +454,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             "delta_blocks": s.delta_blocks,
             "max_depth": s.max_depth,
             "seconds": secs,
+            "lock_wait_seconds": store.lock_waited().as_secs_f64(),
             "tag": a.tag,
         }))?;
     } else {

@@ -82,8 +82,14 @@ pub fn log(store: &Store, q: &LogQuery) -> Result<LogReport> {
     let mut rows = if q.all {
         let ids = store.versions()?;
         rep.empty_store = ids.is_empty();
-        let mut rows: Vec<LogEntry> = ids.into_iter().map(|id| LogEntry { id, state: read(store, id) }).collect();
-        sort_by_time(&mut rows);
+        let mut dropped = None;
+        let mut rows: Vec<LogEntry> = ids
+            .into_iter()
+            .map(|id| LogEntry { id, state: read_noting_drops(store, id, &mut dropped) })
+            // Dropped since the listing was taken.
+            .filter(|e| e.state != LogState::Dropped)
+            .collect();
+        sort_by_time(store, &mut rows);
         rows.reverse();
         rows
     } else {
@@ -123,6 +129,19 @@ fn read(store: &Store, id: Hash) -> LogState {
     }
 }
 
+/// [`read`], telling a version the audit log says was dropped
+/// ([`LogState::Dropped`]) from a lost one; `dropped` caches the log.
+fn read_noting_drops(store: &Store, id: Hash, dropped: &mut Option<HashSet<Hash>>) -> LogState {
+    let state = read(store, id);
+    if matches!(state, LogState::Damaged(_))
+        && !store.manifest_path(id).exists()
+        && dropped.get_or_insert_with(|| dropped_versions(store)).contains(&id)
+    {
+        return LogState::Dropped;
+    }
+    state
+}
+
 /// `id` and its ancestors, newest first, up to the first version that is
 /// gone or unreadable (included, marked).
 fn walk(store: &Store, id: Hash) -> Result<Vec<LogEntry>> {
@@ -135,13 +154,7 @@ fn walk(store: &Store, id: Hash) -> Result<Vec<LogEntry>> {
             out.push(LogEntry { id, state: LogState::Damaged(format!("version {} is its own ancestor", id.short())) });
             break;
         }
-        let mut state = read(store, id);
-        if matches!(state, LogState::Damaged(_)) && !store.manifest_path(id).exists() {
-            let dropped = dropped.get_or_insert_with(|| dropped_versions(store));
-            if dropped.contains(&id) {
-                state = LogState::Dropped;
-            }
-        }
+        let state = read_noting_drops(store, id, &mut dropped);
         if let LogState::Ok(m) = &state {
             next = m.parent;
         }
@@ -160,8 +173,17 @@ fn dropped_versions(store: &Store) -> HashSet<Hash> {
 }
 
 /// Oldest first by creation time; versions created in the same second
-/// come after their ancestors, then in id order.
-pub(crate) fn sort_by_time(rows: &mut [LogEntry]) {
+/// in the order the audit log recorded their packing, else after their
+/// ancestors, then in id order.
+pub(crate) fn sort_by_time(store: &Store, rows: &mut [LogEntry]) {
+    let mut packed: HashMap<Hash, u64> = HashMap::new();
+    if let Ok(rep) = store.audit_log() {
+        for e in rep.entries.iter().filter(|e| e.op == "pack") {
+            if let Some(id) = e.new {
+                packed.entry(id).or_insert(e.seq);
+            }
+        }
+    }
     let parents: HashMap<Hash, Option<Hash>> =
         rows.iter().map(|e| (e.id, if let LogState::Ok(m) = &e.state { m.parent } else { None })).collect();
     let depth = |mut id: Hash| {
@@ -176,7 +198,7 @@ pub(crate) fn sort_by_time(rows: &mut [LogEntry]) {
         d
     };
     let created = |e: &LogEntry| if let LogState::Ok(m) = &e.state { m.created } else { 0 };
-    rows.sort_by_cached_key(|e| (created(e), depth(e.id), e.id));
+    rows.sort_by_cached_key(|e| (created(e), packed.get(&e.id).copied().unwrap_or(u64::MAX), depth(e.id), e.id));
 }
 
 /// The value at a dotted `key`: the whole key first (keys may contain

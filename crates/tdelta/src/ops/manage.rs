@@ -147,13 +147,19 @@ fn check_droppable(store: &Store, id: Hash) -> Result<()> {
 
 /// Deletes a manifest and records it. The caller holds the lock and has
 /// checked that no ref points to `id`.
+///
+/// The entry comes first: a reader that finds the manifest gone then
+/// always finds the drop recorded, so it can tell a dropped version from
+/// a lost one (`log`). A writer stopped in between leaves a version the
+/// log calls dropped; dropping it again finishes the job.
 fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
+    store.record("drop", None, Some(id), why)?;
     let path = store.manifest_path(id);
     fs::remove_file(&path).at(&path)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
     }
-    store.record("drop", None, Some(id), why)
+    Ok(())
 }
 
 /// Drops every version that no ref (tags and `HEAD`) points to and that is
@@ -191,7 +197,7 @@ pub fn prune_candidates(store: &Store, keep_last: usize) -> Result<Vec<Hash>> {
             rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(store.manifest_summary(id)?)) });
         }
     }
-    super::log::sort_by_time(&mut rows);
+    super::log::sort_by_time(store, &mut rows);
     Ok(rows.into_iter().map(|e| e.id).collect())
 }
 
@@ -562,7 +568,7 @@ pub fn stats(store: &Store) -> Result<StoreFigures> {
         manifest_bytes += fs::metadata(store.manifest_path(id)).map(|md| md.len()).unwrap_or(0);
         rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(m)) });
     }
-    super::log::sort_by_time(&mut rows);
+    super::log::sort_by_time(store, &mut rows);
     let versions: Vec<VersionFigures> = rows
         .into_iter()
         .filter_map(|e| match e.state {
