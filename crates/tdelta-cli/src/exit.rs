@@ -78,9 +78,11 @@ pub fn clap_error(e: &clap::Error) -> ExitCode {
     }
     let _ = e.print();
     if std::env::args_os().any(|a| a == "--json") {
-        let text = e.to_string();
-        let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
-        println!("{}", json!({"error": first, "kind": "usage"}));
+        // The message without the usage and help hints that follow it.
+        let text = e.render().to_string();
+        let msg: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+        let msg = msg.join(" ");
+        println!("{}", json!({"error": msg.trim_start_matches("error: "), "kind": "usage"}));
     }
     ExitCode::from(2)
 }
