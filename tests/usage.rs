@@ -207,7 +207,7 @@ fn a_waiting_writer_says_who_holds_the_lock() {
     assert!(e.contains(&format!("waiting for the store lock held by {me}")), "{e}");
     assert!(e.contains(&format!("locked by another writer ({me})")), "{e}");
     // A pack that waits, then runs: it says so and reports the wait apart.
-    let child = bin()
+    let mut child = bin()
         .arg("--store")
         .arg(&store)
         .args(["pack", src.to_str().unwrap(), "--json"])
@@ -218,7 +218,7 @@ fn a_waiting_writer_says_who_holds_the_lock() {
         .unwrap();
     let lock = store.join("lock");
     // Wait until it announces the wait (the lock file stays empty).
-    let mut err = child.stderr.unwrap();
+    let mut err = child.stderr.take().unwrap();
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\n") {
@@ -233,7 +233,8 @@ fn a_waiting_writer_says_who_holds_the_lock() {
     held.unlock().unwrap();
     let mut out = String::new();
     use std::io::Read;
-    child.stdout.unwrap().read_to_string(&mut out).unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(v["lock_wait_seconds"].as_f64().unwrap() > 0.0, "{v}");
 }
