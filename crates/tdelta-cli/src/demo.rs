@@ -89,7 +89,7 @@ fn demo(g: &Global, a: &DemoArgs, dtype: DType, dir: &Path) -> Result<()> {
     // the work directory.
     let store_dir = g.store_arg.clone().unwrap_or_else(|| dir.join("store"));
     let mut store = Store::init(&store_dir, &tdelta::InitOptions::default())?;
-    let bar = Bar::new(g.quiet || g.json);
+    let bar = Bar::series(g.quiet || g.json, sources.len() as u64);
     let mut rows = Vec::new();
     if !g.json {
         println!(

@@ -163,7 +163,10 @@ impl TryFrom<RawFileEntry> for FileEntry {
             },
             "blob" => FileContent::Blob { blocks: r.blocks.ok_or_else(|| missing("blocks"))? },
             other => {
-                return Err(format!("file `{}` has unknown kind `{other}`; valid kinds are: safetensors, blob", r.path));
+                return Err(format!(
+                    "file `{}` has unknown kind `{other}`; valid kinds are: safetensors, blob",
+                    r.path
+                ));
             }
         };
         Ok(FileEntry { path: r.path, size: r.size, hash: r.hash, content })
