@@ -44,6 +44,8 @@ fn usage_errors_exit_2_before_anything_is_written() {
         (&["pack", s, "--metric", "loss=null"], "valid values are"),
         (&["pack", s, "--metric", "loss={oops"], "valid values are"),
         (&["gc", "--keep-last", "3"], "--prune"),
+        (&["rollback", "HEAD", "--to", "HEAD", "--steps", "1"], "not both"),
+        (&["verify", "HEAD", "--all"], "not both"),
         (&["bench", "--generate", "--block-size", "1K"], "valid sizes are"),
     ] {
         let o = run(&store, args);

@@ -531,7 +531,7 @@ fn print_lossy(l: &serde_json::Value) {
         l["bits"].as_str().unwrap_or("?"),
         l["group"],
         bound,
-        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", keep.join(" ")) },
+        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", fmt::text(&keep.join(" "))) },
         l["lossy_blocks"],
         l["exact_blocks"],
     );

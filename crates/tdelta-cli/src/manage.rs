@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use tdelta::{RollbackTarget, Store, TensorStatus};
 
-use crate::exit::Damaged;
+use crate::exit::{Damaged, Usage};
 use crate::progress::Bar;
 use crate::{Global, fmt, open_store, print_json};
 
@@ -13,7 +13,7 @@ pub fn tag(g: &Global, name: &str, reference: Option<&str>, delete: bool, force:
     let store = open_store(g)?;
     if delete {
         if reference.is_some() {
-            bail!("`tag -d NAME` takes no version");
+            return Err(Usage("`tag -d NAME` takes no version".into()).into());
         }
         let old = tdelta::untag(&store, name, why)?;
         if g.json {
@@ -101,7 +101,7 @@ pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, 
     let target = match (to, steps) {
         (Some(r), None) => RollbackTarget::Version(store.resolve(r)?),
         (None, n) => RollbackTarget::Steps(n.unwrap_or(1)),
-        (Some(_), Some(_)) => bail!("give --to or --steps, not both"),
+        (Some(_), Some(_)) => return Err(Usage("give --to or --steps, not both".into()).into()),
     };
     let (old, new) = tdelta::rollback(&store, name, target, why)?;
     if g.json {
@@ -120,7 +120,7 @@ pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, 
 pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
     let store = open_store(g)?;
     let ids = match (reference, all) {
-        (Some(_), true) => bail!("give a version or --all, not both"),
+        (Some(_), true) => return Err(Usage("give a version or --all, not both".into()).into()),
         (Some(r), false) => vec![store.resolve(r)?],
         (None, true) => store.versions()?,
         (None, false) => vec![store.resolve("HEAD")?],
@@ -132,7 +132,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
         print_json(&serde_json::to_value(&rep)?)?;
     } else {
         for p in &rep.store_problems {
-            println!("STORE    {p}");
+            println!("STORE    {}", fmt::text(p));
         }
         for v in &rep.versions {
             if v.problems.is_empty() {
@@ -140,7 +140,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
             } else {
                 println!("DAMAGED  {}", v.id.short());
                 for p in &v.problems {
-                    println!("         {p}");
+                    println!("         {}", fmt::text(p));
                 }
             }
         }
