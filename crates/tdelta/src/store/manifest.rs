@@ -288,6 +288,46 @@ pub struct BlockRef {
     pub index: usize,
 }
 
+/// Unframes a manifest file and parses its JSON as `T` while hashing
+/// every byte (the hash must be the file's name, `id`): memory stays that
+/// of the compressed file plus what `T` keeps.
+fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -> Result<T> {
+    use std::io::Read;
+    let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
+    let body = framed.body;
+    if framed.flags & !FLAG_ZSTD != 0 {
+        return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
+    }
+    let (raw_len, reader): (u64, Box<dyn Read + '_>) = if framed.flags & FLAG_ZSTD != 0 {
+        let Some((len, z)) = body.split_first_chunk::<8>() else {
+            return Err(Error::corrupt(path, "manifest body too short"));
+        };
+        let raw_len = u64::from_le_bytes(*len);
+        if raw_len > MAX_MANIFEST as u64 {
+            return Err(Error::corrupt(path, format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap")));
+        }
+        let dec = zstd::stream::read::Decoder::with_buffer(z)
+            .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+        (raw_len, Box::new(dec.take(raw_len + 1)))
+    } else {
+        (body.len() as u64, Box::new(body))
+    };
+    let mut r = HashingReader { inner: reader, hasher: xxhash_rust::xxh3::Xxh3::new(), len: 0 };
+    let parsed: std::result::Result<T, _> =
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, &mut r));
+    // Hash what the parser left too (it stops at the first error).
+    std::io::copy(&mut r, &mut std::io::sink())
+        .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+    if r.len != raw_len {
+        return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
+    }
+    let actual = Hash(r.hasher.digest128());
+    if actual != id {
+        return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
+    }
+    parsed.map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))
+}
+
 impl Manifest {
     /// Serializes; returns the version id and the framed file bytes.
     pub(crate) fn encode(&self) -> Result<(Hash, Vec<u8>)> {
@@ -303,84 +343,18 @@ impl Manifest {
     }
 
     /// Parses and checks a manifest file whose name says it is version `id`.
+    /// The JSON is streamed from the decompressor, never held whole.
     pub(crate) fn decode(path: &Path, bytes: &[u8], id: Hash) -> Result<Manifest> {
-        let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
-        let body = framed.body;
-        if framed.flags & !FLAG_ZSTD != 0 {
-            return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
-        }
-        let json = if framed.flags & FLAG_ZSTD != 0 {
-            let Some(len) = body.get(..8) else {
-                return Err(Error::corrupt(path, "manifest body too short"));
-            };
-            let mut l = [0u8; 8];
-            l.copy_from_slice(len);
-            let raw_len = u64::from_le_bytes(l);
-            if raw_len > MAX_MANIFEST as u64 {
-                return Err(Error::corrupt(
-                    path,
-                    format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap"),
-                ));
-            }
-            let out = zstd::bulk::decompress(&body[8..], raw_len as usize)
-                .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
-            if out.len() as u64 != raw_len {
-                return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
-            }
-            out
-        } else {
-            body.to_vec()
-        };
-        let actual = Hash::of(&json);
-        if actual != id {
-            return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
-        }
-        Manifest::from_json(path, &json)
+        let m: Manifest = stream(path, bytes, id)?;
+        m.validate(path)?;
+        Ok(m)
     }
 
-    /// Reads the summary of a manifest file (everything but the files),
-    /// streaming the decompressed JSON: the file and tensor lists are
-    /// parsed and skipped, never built, and the content hash is still
-    /// checked over every byte.
+    /// Reads the summary of a manifest file (everything but the files):
+    /// the file and tensor lists are parsed and skipped, never built, and
+    /// the content hash is still checked over every byte.
     pub(crate) fn decode_summary(path: &Path, bytes: &[u8], id: Hash) -> Result<ManifestSummary> {
-        use std::io::Read;
-        let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
-        let body = framed.body;
-        if framed.flags & !FLAG_ZSTD != 0 {
-            return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
-        }
-        let (raw_len, reader): (u64, Box<dyn Read + '_>) = if framed.flags & FLAG_ZSTD != 0 {
-            let Some((len, z)) = body.split_first_chunk::<8>() else {
-                return Err(Error::corrupt(path, "manifest body too short"));
-            };
-            let raw_len = u64::from_le_bytes(*len);
-            if raw_len > MAX_MANIFEST as u64 {
-                return Err(Error::corrupt(
-                    path,
-                    format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap"),
-                ));
-            }
-            let dec = zstd::stream::read::Decoder::with_buffer(z)
-                .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
-            (raw_len, Box::new(dec.take(raw_len + 1)))
-        } else {
-            (body.len() as u64, Box::new(body))
-        };
-        let mut r = HashingReader { inner: reader, hasher: xxhash_rust::xxh3::Xxh3::new(), len: 0 };
-        let parsed: std::result::Result<ManifestSummary, _> =
-            serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, &mut r));
-        // Hash what is left too, so that damage after the fields read is
-        // still found.
-        std::io::copy(&mut r, &mut std::io::sink())
-            .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
-        if r.len != raw_len {
-            return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
-        }
-        let actual = Hash(r.hasher.digest128());
-        if actual != id {
-            return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
-        }
-        let m = parsed.map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))?;
+        let m: ManifestSummary = stream(path, bytes, id)?;
         if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size) {
             return Err(Error::corrupt(path, format!("block size {} out of range", m.block_size)));
         }
