@@ -137,6 +137,10 @@ fn a_damaged_manifest_is_marked_and_the_rest_still_listed() {
     assert!(out.contains(&format!("version {} (HEAD)", &ids[2][..12])), "{out}");
     assert!(out.contains(&format!("version {} [DAMAGED]", &ids[1][..12])), "{out}");
     assert!(stderr(&run(&store, &["log"])).contains("damaged"));
+    // `-n 1` reads only the newest version: no damage met.
+    let o = run(&store, &["log", "-n", "1", "--oneline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 1);
     // JSON: one document, the damaged entry marked.
     let o = run(&store, &["log", "--json"]);
     assert_eq!(o.status.code(), Some(3));

@@ -94,7 +94,8 @@ pub fn log(store: &Store, q: &LogQuery) -> Result<LogReport> {
         rows
     } else {
         match store.resolve(&q.start) {
-            Ok(id) => walk(store, id)?,
+            // Without filter or sort, the first `max` are all it needs.
+            Ok(id) => walk(store, id, q.max.filter(|_| q.filters.is_empty() && q.sort.is_none()))?,
             Err(Error::NoVersions { .. }) => {
                 rep.empty_store = store.versions()?.is_empty();
                 Vec::new()
@@ -143,13 +144,16 @@ fn read_noting_drops(store: &Store, id: Hash, dropped: &mut Option<HashSet<Hash>
 }
 
 /// `id` and its ancestors, newest first, up to the first version that is
-/// gone or unreadable (included, marked).
-fn walk(store: &Store, id: Hash) -> Result<Vec<LogEntry>> {
+/// gone or unreadable (included, marked), at most `limit` of them.
+fn walk(store: &Store, id: Hash, limit: Option<usize>) -> Result<Vec<LogEntry>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut dropped: Option<HashSet<Hash>> = None;
     let mut next = Some(id);
     while let Some(id) = next.take() {
+        if limit.is_some_and(|n| out.len() >= n) {
+            break;
+        }
         if !seen.insert(id) {
             out.push(LogEntry { id, state: LogState::Damaged(format!("version {} is its own ancestor", id.short())) });
             break;
