@@ -14,7 +14,7 @@ pub struct LogArgs {
     #[arg(name = "REF", default_value = "HEAD")]
     reference: String,
     /// Every version in the store, newest first, also those no longer on
-    /// HEAD's line (dropped parents, old branches).
+    /// HEAD's line (left behind by a rollback or packed on another base).
     #[arg(long, conflicts_with = "REF")]
     all: bool,
     /// At most this many versions.
