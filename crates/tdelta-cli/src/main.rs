@@ -8,6 +8,7 @@ mod fmt;
 mod log;
 mod manage;
 mod progress;
+mod repair;
 mod series;
 
 use std::path::{Path, PathBuf};
@@ -152,8 +153,9 @@ enum Cmd {
         why: String,
     },
     /// Decode every block of a version (default HEAD) or of --all versions
-    /// and check every hash, refs and the audit log. Exit status 3 when
-    /// anything is damaged.
+    /// and check every hash, the config, packs, refs and the audit log, and
+    /// that every ref is where the log's last move of it says. Exit status
+    /// 3 when anything is damaged.
     Verify {
         /// Version to check.
         #[arg(name = "REF")]
@@ -224,6 +226,10 @@ enum Cmd {
     /// tdelta policies, lossy) on a series of checkpoints (in temporary
     /// stores: --store is refused).
     Bench(bench::BenchArgs),
+    /// Let an owner continue after store files were damaged or changed
+    /// outside tdelta; every repair is recorded in the audit log.
+    #[command(subcommand)]
+    Repair(repair::RepairCmd),
 }
 
 #[derive(Args)]
@@ -324,6 +330,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
+        Cmd::Repair(r) => repair::run(g, &r),
     }
 }
 

@@ -123,7 +123,12 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
         (Some(_), true) => return Err(Usage("give a version or --all, not both".into()).into()),
         (Some(r), false) => vec![store.resolve(r)?],
         (None, true) => store.versions()?,
-        (None, false) => vec![store.resolve("HEAD")?],
+        (None, false) => match store.resolve("HEAD") {
+            Ok(id) => vec![id],
+            // Reported below with the other store problems.
+            Err(tdelta::Error::HeadMissing { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
     };
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::verify(&store, &ids, &bar)?;

@@ -113,6 +113,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// `HEAD` asked for while its file is missing from a store that holds
+    /// versions (deleted outside tdelta).
+    #[error("{} is missing, but the store holds {versions} versions (deleted outside tdelta?); `tdelta verify` \
+             reports it; name a version or tag instead of HEAD", path.display())]
+    HeadMissing {
+        /// The `HEAD` file.
+        path: PathBuf,
+        /// Versions in the store.
+        versions: usize,
+    },
+
     /// A prefix that matches more than one version.
     #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions")]
     AmbiguousRef {

@@ -31,6 +31,7 @@ pub use ops::{
     tag, untag, verify,
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
+pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
 pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
 };

@@ -15,7 +15,7 @@ use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::read::Scratch;
 use crate::store::{Store, fsutil};
-use crate::{AuditEntry, Error, Result};
+use crate::{AuditEntry, AuditReport, Error, Result};
 
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
 /// another version unless `force`. Returns the previous target.
@@ -416,12 +416,17 @@ fn check_pack_id(p: &crate::store::PackFile) -> Result<()> {
 const MAX_PROBLEMS: usize = 20;
 
 /// Decodes every block of the given versions (each distinct block once,
-/// in parallel) and checks every hash; also checks the refs and the audit
-/// log's hash chain.
+/// in parallel) and checks every hash; also checks the config, the pack
+/// files, the refs, the audit log's hash chain, and that every ref and
+/// `HEAD` is where the log's last move of it put it.
 pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<VerifyReport> {
     let mut rep = VerifyReport::default();
+    rep.store_problems.extend(store.config_problem().map(str::to_string));
     rep.store_problems.extend(store.damaged_packs().iter().cloned());
-    let audit = store.audit_log()?;
+    // A missing or unreadable log is damage to report, not a reason to
+    // stop checking the rest.
+    let audit =
+        store.audit_log().unwrap_or_else(|e| AuditReport { problems: vec![e.to_string()], ..Default::default() });
     rep.store_problems.extend(audit.problems);
     if audit.torn_tail {
         // A cut-short append and a truncated log look the same: report it
@@ -443,6 +448,7 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     if let Err(e) = store.read_ref("HEAD") {
         rep.store_problems.push(e.to_string());
     }
+    rep.store_problems.extend(store.ref_log_problems());
     let mut manifests: Vec<(Hash, Option<Manifest>)> = Vec::new();
     for id in ids {
         match store.manifest(*id) {

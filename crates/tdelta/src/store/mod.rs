@@ -10,6 +10,7 @@
 //!   refs/<name>         channels and tags (may contain `/`)
 //!   HEAD                the newest version packed
 //!   audit.log           hash-chained log of versions and ref moves
+//!   audit.pending       the ref move under way (see `integrity`)
 //!   lock                writer lock
 //!   tmp/                temporary files of the current writer
 //! ```
@@ -21,13 +22,14 @@
 //! tensors mean.
 
 pub(crate) mod fsutil;
+pub(crate) mod integrity;
 pub(crate) mod lock;
 pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod read;
 pub(crate) mod refs;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +122,9 @@ pub struct Store {
     /// blocks are unavailable, so only the versions that need them are
     /// damaged (`verify` lists both).
     pub(crate) damaged: Vec<String>,
+    /// Why `config` could not be read, when the store was opened without
+    /// it (block size taken from the manifests): reads only.
+    config_problem: Option<String>,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
     /// Called once when a writer starts waiting for the lock, with a
@@ -170,19 +175,24 @@ impl Store {
         if !cfg_path.is_file() {
             return Err(Error::NoStore { path: path.to_path_buf() });
         }
-        let bytes = fsutil::read_capped(&cfg_path, 1 << 16)?;
-        let framed = fsutil::unframe(&cfg_path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
-        let config: StoreConfig = serde_json::from_slice(framed.body)
-            .map_err(|e| Error::corrupt(&cfg_path, format!("config is not valid: {e}")))?;
-        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
-            return Err(Error::corrupt(&cfg_path, format!("block size {} out of range", config.block_size)));
-        }
+        // A damaged config does not take the versions with it: each
+        // manifest records the block size, so the store opens for reading.
+        let (config, config_problem) = match read_config(&cfg_path) {
+            Ok(c) => (c, None),
+            Err(e @ Error::Corrupt { .. }) => {
+                let block_size = block_size_from_manifests(path).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
+                let problem = format!("{e}; the store is read-only until it is restored (from a backup)");
+                (StoreConfig { block_size, created: 0 }, Some(problem))
+            }
+            Err(e) => return Err(e),
+        };
         let mut store = Store {
             root: path.to_path_buf(),
             config,
             packs: Vec::new(),
             index: HashMap::new(),
             damaged: Vec::new(),
+            config_problem,
             lock_wait: Duration::from_secs(60),
             lock_notice: None,
             author: None,
@@ -197,20 +207,25 @@ impl Store {
     pub(crate) fn load_packs(&mut self) -> Result<()> {
         let dir = self.root.join("packs");
         let mut ids: Vec<Hash> = Vec::new();
+        self.damaged.clear();
         for ent in fs::read_dir(&dir).at(&dir)? {
             let ent = ent.at(&dir)?;
             let name = ent.file_name();
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
                 continue;
             };
-            let id: Hash =
-                stem.parse().map_err(|e| Error::corrupt(ent.path(), format!("unexpected file in packs/: {e}")))?;
-            ids.push(id);
+            match stem.parse() {
+                Ok(id) => ids.push(id),
+                // Not ours (`README.idx`, say): reported, not fatal.
+                Err(e) => self.damaged.push(
+                    Error::corrupt(ent.path(), format!("unexpected file in packs/ ({e}); move it out of the store"))
+                        .to_string(),
+                ),
+            }
         }
         ids.sort();
         self.packs.clear();
         self.index.clear();
-        self.damaged.clear();
         for id in ids {
             let pack_path = dir.join(format!("{id}.pack"));
             let idx_path = dir.join(format!("{id}.idx"));
@@ -253,6 +268,11 @@ impl Store {
         &self.damaged
     }
 
+    /// Why `config` could not be read (the store is then read-only).
+    pub(crate) fn config_problem(&self) -> Option<&str> {
+        self.config_problem.as_deref()
+    }
+
     /// The store directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -276,8 +296,20 @@ impl Store {
     }
 
     /// Takes the writer lock and removes temporary files left by writers
-    /// that died (only the lock holder writes to `tmp/`).
+    /// that died (only the lock holder writes to `tmp/`), then settles the
+    /// refs with the audit log ([`Store::settle_refs`]).
     pub(crate) fn lock(&self) -> Result<lock::WriteLock> {
+        if let Some(p) = &self.config_problem {
+            return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
+        }
+        let l = self.lock_unchecked()?;
+        self.settle_refs()?;
+        Ok(l)
+    }
+
+    /// Takes the writer lock and clears `tmp/`, without settling the refs
+    /// (for `repair audit`, which settles them itself).
+    pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
         let (l, waited) = lock::acquire_noting(&self.root.join("lock"), self.lock_wait, self.lock_notice)?;
         self.lock_waited.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let tmp = self.tmp_dir();
@@ -286,49 +318,7 @@ impl Store {
             let p = ent.at(&tmp)?.path();
             let _ = fs::remove_file(&p);
         }
-        self.record_unlogged_moves()?;
         Ok(l)
-    }
-
-    /// A ref moves first and its audit entry follows; a writer that died
-    /// between the two left a move the log does not show. The next writer
-    /// finds each ref (and `HEAD`) whose value differs from the last value
-    /// the log gave it and appends the missing move as op `recover`, so the
-    /// history stays complete. A damaged log or an unreadable ref is left
-    /// to `verify`, which reports them. The caller holds the lock.
-    fn record_unlogged_moves(&self) -> Result<()> {
-        let audit = self.audit();
-        let Ok(rep) = audit.read() else { return Ok(()) };
-        if !rep.problems.is_empty() {
-            return Ok(());
-        }
-        let mut logged: BTreeMap<String, Option<Hash>> = BTreeMap::new();
-        for e in &rep.entries {
-            if let Some(r) = &e.r#ref {
-                logged.insert(r.clone(), e.new);
-            }
-        }
-        let (Ok(refs), Ok(head)) = (self.refs(), self.read_ref("HEAD")) else { return Ok(()) };
-        let mut current: BTreeMap<String, Option<Hash>> = refs.into_iter().map(|(n, id)| (n, Some(id))).collect();
-        current.insert("HEAD".into(), head);
-        let names: BTreeSet<&String> = logged.keys().chain(current.keys()).collect();
-        for name in names {
-            let (was, is) = (logged.get(name).copied().flatten(), current.get(name).copied().flatten());
-            if was != is {
-                audit.append(AuditEntry {
-                    seq: 0,
-                    time: now(),
-                    who: self.who(),
-                    op: "recover".into(),
-                    r#ref: Some(name.clone()),
-                    old: was,
-                    new: is,
-                    why: "ref found moved without its audit entry (a writer stopped between the two writes)".into(),
-                    prev: Hash::default(),
-                })?;
-            }
-        }
-        Ok(())
     }
 
     /// Time this handle spent waiting for other writers' lock, in all (so
@@ -469,15 +459,41 @@ impl Store {
         }
         let path = self.ref_path(name);
         let old = refs::read_ref(&path)?;
+        let audit = self.audit();
+        let (_, line) = audit.prepare(AuditEntry {
+            seq: 0,
+            time: now(),
+            who: self.who(),
+            op: op.to_string(),
+            r#ref: Some(name.to_string()),
+            old,
+            new: id,
+            why: why.to_string(),
+            prev: Hash::default(),
+        })?;
+        // The entry is on disk before the ref moves: a writer killed
+        // before the append leaves it for the next writer to complete.
+        self.write_pending(&line)?;
+        if let Err(e) = self.write_ref_file(&path, id) {
+            let _ = self.clear_pending();
+            return Err(e);
+        }
+        audit.append_line(&line)?;
+        self.clear_pending()?;
+        Ok(old)
+    }
+
+    /// Writes (or, for `None`, deletes) the file of a ref.
+    fn write_ref_file(&self, path: &Path, id: Option<Hash>) -> Result<()> {
         match id {
             Some(id) => {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).at(parent)?;
                 }
-                fsutil::write_atomic(&self.tmp_dir(), &path, refs::encode_ref(id).as_bytes())?;
+                fsutil::write_atomic(&self.tmp_dir(), path, refs::encode_ref(id).as_bytes())?;
             }
             None => {
-                fs::remove_file(&path).at(&path)?;
+                fs::remove_file(path).at(path)?;
                 if let Some(parent) = path.parent() {
                     fsutil::sync_dir(parent)?;
                 }
@@ -493,18 +509,7 @@ impl Store {
                 }
             }
         }
-        self.audit().append(AuditEntry {
-            seq: 0,
-            time: now(),
-            who: self.who(),
-            op: op.to_string(),
-            r#ref: Some(name.to_string()),
-            old,
-            new: id,
-            why: why.to_string(),
-            prev: Hash::default(),
-        })?;
-        Ok(old)
+        Ok(())
     }
 
     /// Refuses a ref name that clashes with existing refs: `a/b` while a
@@ -571,7 +576,15 @@ impl Store {
     pub fn resolve(&self, name: &str) -> Result<Hash> {
         let unknown = || Error::UnknownRef { name: name.to_string() };
         if name == "HEAD" {
-            return self.read_ref("HEAD")?.ok_or_else(|| Error::NoVersions { path: self.root.clone() });
+            if let Some(id) = self.read_ref("HEAD")? {
+                return Ok(id);
+            }
+            let versions = self.versions()?.len();
+            return Err(if versions == 0 {
+                Error::NoVersions { path: self.root.clone() }
+            } else {
+                Error::HeadMissing { path: self.root.join("HEAD"), versions }
+            });
         }
         if refs::validate_ref_name(name).is_ok()
             && let Some(id) = refs::read_ref(&self.ref_path(name))?
@@ -606,4 +619,30 @@ impl Store {
     pub fn audit_log(&self) -> Result<refs::AuditReport> {
         self.audit().read()
     }
+}
+
+fn read_config(path: &Path) -> Result<StoreConfig> {
+    let bytes = fsutil::read_capped(path, 1 << 16)?;
+    let framed = fsutil::unframe(path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
+    let config: StoreConfig =
+        serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(path, format!("config is not valid: {e}")))?;
+    if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
+        return Err(Error::corrupt(path, format!("block size {} out of range", config.block_size)));
+    }
+    Ok(config)
+}
+
+/// The block size the first readable manifest records (for a store whose
+/// config is damaged).
+fn block_size_from_manifests(root: &Path) -> Option<u32> {
+    let dir = root.join("versions");
+    let mut names: Vec<_> = fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).collect();
+    names.sort_by_key(|e| e.file_name());
+    names.into_iter().find_map(|ent| {
+        let name = ent.file_name();
+        let id: Hash = name.to_str()?.strip_suffix(".tdm")?.parse().ok()?;
+        let bytes = fsutil::read_capped(&ent.path(), 1 << 30).ok()?;
+        let m = Manifest::decode(&ent.path(), &bytes, id).ok()?;
+        (crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size).then_some(m.block_size)
+    })
 }

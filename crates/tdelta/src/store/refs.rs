@@ -93,7 +93,8 @@ pub struct AuditEntry {
     pub time: u64,
     /// Who did it (user@host).
     pub who: String,
-    /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`.
+    /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`, `recover`,
+    /// `repair`.
     pub op: String,
     /// The ref moved, if any (`HEAD` included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,7 +155,17 @@ impl AuditLog {
 
     /// Reads and checks the whole chain.
     pub fn read(&self) -> Result<AuditReport> {
-        let text = fs::read(&self.path).at(&self.path)?;
+        let text = match fs::read(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::corrupt(
+                    &self.path,
+                    "audit log is missing (deleted outside tdelta?); `tdelta repair audit` starts a new one \
+                     recording the current refs",
+                ));
+            }
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
         let mut rep = AuditReport::default();
         let body = match text.strip_prefix(format!("{LOG_HEADER}\n").as_bytes()) {
             Some(b) => b,
@@ -201,10 +212,27 @@ impl AuditLog {
 
     /// Appends an entry (filling `seq` and `prev`), repairing a torn tail
     /// first. Must be called with the store lock held.
-    pub fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
+    pub fn append(&self, entry: AuditEntry) -> Result<AuditEntry> {
+        let (entry, line) = self.prepare(entry)?;
+        self.append_line(&line)?;
+        Ok(entry)
+    }
+
+    /// Fills `seq` and `prev` of the entry that the next append will add
+    /// and returns it with its sealed line, after refusing a damaged log
+    /// and cutting a torn tail. Must be called with the store lock held,
+    /// which keeps the line valid until [`AuditLog::append_line`].
+    pub fn prepare(&self, mut entry: AuditEntry) -> Result<(AuditEntry, Vec<u8>)> {
         let rep = self.read()?;
         if let Some(p) = rep.problems.first() {
-            return Err(Error::corrupt(&self.path, format!("audit log is damaged, refusing to append: {p}")));
+            let p = p.strip_prefix(&format!("{}: ", self.path.display())).unwrap_or(p);
+            return Err(Error::corrupt(
+                &self.path,
+                format!(
+                    "audit log is damaged, refusing to append: {p}; `tdelta repair audit` keeps the valid \
+                     entries and sets the damaged file aside"
+                ),
+            ));
         }
         if rep.torn_tail {
             let text = fs::read(&self.path).at(&self.path)?;
@@ -215,14 +243,59 @@ impl AuditLog {
         }
         entry.seq = rep.entries.len() as u64 + 1;
         entry.prev = rep.entries.last().map_or(Ok(Hash::default()), seal)?;
-        let hash = seal(&entry)?;
-        let mut line = serde_json::to_vec(&Sealed { entry: entry.clone(), hash })
-            .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
-        line.push(b'\n');
+        let line = sealed_line(&entry)?;
+        Ok((entry, line))
+    }
+
+    /// Appends a line made by [`AuditLog::prepare`] (`O_APPEND`, fsync).
+    pub fn append_line(&self, line: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new().append(true).open(&self.path).at(&self.path)?;
-        f.write_all(&line).at(&self.path)?;
-        f.sync_all().at(&self.path)?;
-        Ok(entry)
+        f.write_all(line).at(&self.path)?;
+        f.sync_all().at(&self.path)
+    }
+
+    /// Replaces the log (atomically) with the header and `entries`, sealed
+    /// and chained anew from the first (`repair audit`).
+    pub fn rewrite(&self, tmp_dir: &Path, entries: &[AuditEntry]) -> Result<()> {
+        let mut text = format!("{LOG_HEADER}\n").into_bytes();
+        let mut prev = Hash::default();
+        for (i, e) in entries.iter().enumerate() {
+            let mut e = e.clone();
+            e.seq = i as u64 + 1;
+            e.prev = prev;
+            prev = seal(&e)?;
+            text.extend(sealed_line(&e)?);
+        }
+        fsutil::write_atomic(tmp_dir, &self.path, &text)
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The hash that seals `entry` (its `hash` field in the log).
+pub(crate) fn entry_hash(entry: &AuditEntry) -> Result<Hash> {
+    seal(entry)
+}
+
+/// The log line of `entry`: its JSON with `hash`, and `\n`.
+fn sealed_line(entry: &AuditEntry) -> Result<Vec<u8>> {
+    let hash = seal(entry)?;
+    let mut line = serde_json::to_vec(&Sealed { entry: entry.clone(), hash })
+        .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Parses one sealed line (without its `\n`) and checks its seal.
+pub(crate) fn parse_sealed(line: &[u8]) -> std::result::Result<(AuditEntry, Hash), String> {
+    let sealed: Sealed = serde_json::from_slice(line).map_err(|e| format!("not a valid audit entry: {e}"))?;
+    match seal(&sealed.entry) {
+        Ok(h) if h == sealed.hash => Ok((sealed.entry, sealed.hash)),
+        Ok(_) => Err("its hash does not match its content".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -307,5 +380,30 @@ mod tests {
         assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
         assert!(rep.problems[0].contains("entry 2 was edited"), "{:?}", rep.problems);
         assert!(log.append(entry("x")).is_err());
+    }
+
+    #[test]
+    fn rewrite_of_the_valid_prefix_keeps_its_seals() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        log.create(dir.path()).unwrap();
+        for op in ["pack", "tag", "rollback"] {
+            log.append(entry(op)).unwrap();
+        }
+        let before = fs::read(log.path()).unwrap();
+        let entries = log.read().unwrap().entries;
+        log.rewrite(dir.path(), &entries).unwrap();
+        assert_eq!(fs::read(log.path()).unwrap(), before);
+        log.rewrite(dir.path(), &entries[..1]).unwrap();
+        let rep = log.read().unwrap();
+        assert!(rep.problems.is_empty() && rep.entries == entries[..1]);
+    }
+
+    #[test]
+    fn a_missing_log_is_named_with_its_cure() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        let e = log.read().unwrap_err().to_string();
+        assert!(e.contains("audit.log") && e.contains("missing") && e.contains("repair audit"), "{e}");
     }
 }
