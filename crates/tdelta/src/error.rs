@@ -153,6 +153,17 @@ pub enum Error {
         holder: String,
     },
 
+    /// A value that is not one of the valid choices (a usage error).
+    #[error("unknown {what} `{value}`; valid values are: {}", valid.join(", "))]
+    InvalidChoice {
+        /// What was chosen (`sort key`).
+        what: String,
+        /// The value given.
+        value: String,
+        /// The values that would be accepted.
+        valid: Vec<String>,
+    },
+
     /// An option or argument that makes no sense.
     #[error("{0}")]
     InvalidArgument(String),

@@ -27,10 +27,14 @@ pub use ops::{
 };
 pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use ops::{
-    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    prune, refs_by_version, rollback, stats, tag, untag, verify,
+    GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
+    drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
+    tag, untag, verify,
 };
+pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
-pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
+pub use store::manifest::{
+    BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
+};
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};
 pub use store::{InitOptions, Store, StoreConfig, StoreStats};

@@ -1,14 +1,17 @@
 //! Operations on a store: pack a checkpoint, restore a version.
 
 mod diff;
+pub(crate) mod log;
 mod manage;
 mod pack;
 mod restore;
 
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
+pub use log::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use manage::{
-    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    prune, refs_by_version, rollback, stats, tag, untag, verify,
+    GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
+    drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
+    tag, untag, verify,
 };
 pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
 pub use restore::{

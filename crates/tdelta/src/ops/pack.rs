@@ -112,7 +112,8 @@ pub enum BaseChoice {
 pub struct PackOptions {
     /// Free text describing the version.
     pub message: String,
-    /// Who packs it (default: `TDELTA_AUTHOR`, or `$USER@host`).
+    /// Who packs it (default: [`Store::author`], then `TDELTA_AUTHOR`,
+    /// then `$USER@host`).
     pub author: Option<String>,
     /// Free key/value metadata.
     pub meta: BTreeMap<String, String>,
@@ -494,7 +495,7 @@ fn write_version(
         parent: head,
         base: base_id,
         created: crate::store::now(),
-        author: opts.author.clone().unwrap_or_else(crate::store::whoami),
+        author: opts.author.clone().unwrap_or_else(|| store.who()),
         message: opts.message.clone(),
         meta: opts.meta.clone(),
         metrics: opts.metrics.clone(),

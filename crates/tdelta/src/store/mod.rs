@@ -32,6 +32,7 @@ pub(crate) mod refs;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,14 @@ pub struct Store {
     config_problem: Option<String>,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
+    /// Called once when a writer starts waiting for the lock, with a
+    /// description of the holder (`pid N ...`).
+    pub lock_notice: Option<fn(&str)>,
+    /// Who is acting, recorded in new versions and audit entries (default:
+    /// `TDELTA_AUTHOR`, then `$USER@host`).
+    pub author: Option<String>,
+    /// Nanoseconds this handle spent waiting for the lock, in all.
+    lock_waited: AtomicU64,
 }
 
 impl Store {
@@ -220,6 +229,9 @@ impl Store {
             damaged: Vec::new(),
             config_problem,
             lock_wait: Duration::from_secs(60),
+            lock_notice: None,
+            author: None,
+            lock_waited: AtomicU64::new(0),
         };
         store.load_packs()?;
         Ok(store)
@@ -333,7 +345,8 @@ impl Store {
     /// Takes the writer lock and clears `tmp/`, without settling the refs
     /// (for `repair audit`, which settles them itself).
     pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
-        let l = lock::acquire(&self.root.join("lock"), self.lock_wait)?;
+        let (l, waited) = lock::acquire_noting(&self.root.join("lock"), self.lock_wait, self.lock_notice)?;
+        self.lock_waited.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let tmp = self.tmp_dir();
         fs::create_dir_all(&tmp).at(&tmp)?;
         for ent in fs::read_dir(&tmp).at(&tmp)? {
@@ -341,6 +354,18 @@ impl Store {
             let _ = fs::remove_file(&p);
         }
         Ok(l)
+    }
+
+    /// Time this handle spent waiting for other writers' lock, in all (so
+    /// that reported speeds can leave it out).
+    pub fn lock_waited(&self) -> Duration {
+        Duration::from_nanos(self.lock_waited.load(Ordering::Relaxed))
+    }
+
+    /// Who is acting: [`Store::author`], else `TDELTA_AUTHOR`, else
+    /// `$USER@host`.
+    pub(crate) fn who(&self) -> String {
+        self.author.clone().unwrap_or_else(whoami)
     }
 
     pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
@@ -355,6 +380,25 @@ impl Store {
         }
         let bytes = fsutil::read_capped(&path, 1 << 30)?;
         let m = Manifest::decode(&path, &bytes, id)?;
+        if m.block_size != self.config.block_size {
+            return Err(Error::corrupt(
+                &path,
+                format!("block size {} differs from the store's {}", m.block_size, self.config.block_size),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Reads and checks the summary of version `id` (its manifest without
+    /// the file and tensor lists), for listings: memory stays bounded by
+    /// the manifest's size on disk, not by how many tensors it lists.
+    pub fn manifest_summary(&self, id: Hash) -> Result<manifest::ManifestSummary> {
+        let path = self.manifest_path(id);
+        if !path.is_file() {
+            return Err(Error::UnknownRef { name: id.to_hex() });
+        }
+        let bytes = fsutil::read_capped(&path, 1 << 30)?;
+        let m = Manifest::decode_summary(&path, &bytes, id)?;
         if m.block_size != self.config.block_size {
             return Err(Error::corrupt(
                 &path,
@@ -454,7 +498,7 @@ impl Store {
         let (_, line) = audit.prepare(AuditEntry {
             seq: 0,
             time: now(),
-            who: whoami(),
+            who: self.who(),
             op: op.to_string(),
             r#ref: Some(name.to_string()),
             old,
@@ -535,7 +579,7 @@ impl Store {
         self.audit().append(AuditEntry {
             seq: 0,
             time: now(),
-            who: whoami(),
+            who: self.who(),
             op: op.to_string(),
             r#ref: r#ref.map(str::to_string),
             old: None,
