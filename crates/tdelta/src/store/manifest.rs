@@ -495,10 +495,12 @@ mod tests {
             block_size: 1 << 16,
             policy: "chain:8".into(),
             lossy: None,
+            empty_dirs: vec!["logs".into()],
             files: vec![FileEntry {
                 path: "model.safetensors".into(),
                 size: 24,
                 hash,
+                mode: Some(0o755),
                 content: FileContent::Safetensors { header_len: 24, header_blocks, tensors },
             }],
             stats: VersionStats { raw_bytes: 24, ..VersionStats::default() },
