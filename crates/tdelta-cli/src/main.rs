@@ -227,7 +227,8 @@ struct PackArgs {
     /// Delta base: a ref or id (default HEAD), or `none` for no deltas.
     #[arg(long)]
     base: Option<String>,
-    /// Delta depth policy: chain:K, keyframe:K, root or full.
+    /// Delta depth policy: near:K, chain:K, keyframe:K, root or full
+    /// (README, "Choosing a delta policy").
     #[arg(long, default_value_t = tdelta::Policy::default().to_string())]
     policy: String,
     /// zstd level, 1..=19.

@@ -111,6 +111,8 @@ pub fn default_strategies() -> Vec<Strategy> {
         Strategy::Zstd { level: 3 },
         Strategy::Zipnn,
         Strategy::Bitx { base: XorBase::Previous },
+        Strategy::Tdelta { policy: Policy::DEFAULT },
+        Strategy::Tdelta { policy: Policy::Chain(3) },
         Strategy::Tdelta { policy: Policy::Chain(8) },
         Strategy::Tdelta { policy: Policy::Keyframe(4) },
         Strategy::Tdelta { policy: Policy::Chain(1) },

@@ -44,19 +44,43 @@ pub enum Policy {
     Keyframe(u16),
     /// Never delta: every new block is stored in full.
     Full,
+    /// At most `K` levels deep, the base chosen by size: the candidates are
+    /// the base version's block and the blocks of its chain, those less
+    /// than `K` levels deep; the deepest (nearest) candidate is taken
+    /// unless its delta is not clearly smaller than against the next
+    /// shallower one ([`NEAR_GAIN`]), which re-roots the chain on a
+    /// delta rather than on the full block. Estimates on float tensors;
+    /// other runs take the deepest candidate.
+    Near(u16),
 }
+
+/// A deeper candidate base is taken only when its estimated delta is at
+/// most this share of the next shallower one's (see [`Policy::Near`]).
+pub const NEAR_GAIN: f64 = 0.8;
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy::ROOT
+        Policy::DEFAULT
     }
 }
 
 impl Policy {
     /// Every block a delta against the last full block of its position
-    /// (`chain:1`): restores decode at most two levels. The default, chosen
-    /// by measurement (README, "Choosing a delta policy").
+    /// (`chain:1`): restores decode at most two levels.
     pub const ROOT: Policy = Policy::Chain(1);
+
+    /// The default, `near:3`: at most four decodes per block, chosen by
+    /// measurement (README, "Choosing a delta policy").
+    pub const DEFAULT: Policy = Policy::Near(3);
+
+    /// Most decodes one block read needs for blocks this policy writes
+    /// (its deepest delta plus the full block).
+    pub fn max_levels(self) -> u16 {
+        match self {
+            Policy::Chain(k) | Policy::Keyframe(k) | Policy::Near(k) => k + 1,
+            Policy::Full => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for Policy {
@@ -66,6 +90,7 @@ impl std::fmt::Display for Policy {
             Policy::Chain(k) => write!(f, "chain:{k}"),
             Policy::Keyframe(k) => write!(f, "keyframe:{k}"),
             Policy::Full => write!(f, "full"),
+            Policy::Near(k) => write!(f, "near:{k}"),
         }
     }
 }
@@ -76,7 +101,7 @@ impl FromStr for Policy {
     fn from_str(s: &str) -> Result<Policy> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "invalid policy `{s}`: expected chain:K, keyframe:K (K in 1..=1000), root or full"
+                "invalid policy `{s}`: expected near:K, chain:K, keyframe:K (K in 1..=1000), root or full"
             ))
         };
         let depth = |k: &str| match k.parse::<u16>() {
@@ -88,6 +113,7 @@ impl FromStr for Policy {
             None if s == "full" => Ok(Policy::Full),
             Some(("chain", k)) => Ok(Policy::Chain(depth(k)?)),
             Some(("keyframe", k)) => Ok(Policy::Keyframe(depth(k)?)),
+            Some(("near", k)) => Ok(Policy::Near(depth(k)?)),
             _ => Err(bad()),
         }
     }
@@ -480,11 +506,20 @@ fn write_version(
         },
         block_size,
         policy: opts.policy.to_string(),
+        max_levels: None,
         lossy,
         files,
         stats,
     };
     store.load_packs()?;
+    let mut manifest = manifest;
+    let mut levels = 0u16;
+    for f in &manifest.files {
+        for h in f.block_hashes() {
+            levels = levels.max(store.entry(h)?.depth.saturating_add(1));
+        }
+    }
+    manifest.max_levels = Some(levels);
     let (id, new) = store.write_manifest(&manifest)?;
     Ok((id, manifest, new))
 }
@@ -539,6 +574,7 @@ fn encode_job(
         // Stored exactly already (its delta to the base is not measured).
         return Ok((Outcome::Known(hash), exact_note(None)));
     }
+    let mut base_read = false;
     let base = match (run.base.and_then(|b| b.get(job.index)), opts.policy) {
         (None, _) | (_, Policy::Full) => None,
         (Some(&bh), policy) => {
@@ -550,6 +586,10 @@ fn encode_job(
                     Some((chain[chain.len() - 1].hash, 1))
                 }
                 Policy::Keyframe(k) if be.depth >= k => None,
+                Policy::Near(k) => {
+                    base_read = true;
+                    Some(near_base(store, run.dtype, bytes, bh, k, scratch, basebuf)?)
+                }
                 _ => Some((bh, be.depth + 1)),
             }
         }
@@ -564,7 +604,9 @@ fn encode_job(
     };
     let (encoded, base, depth, note) = match base {
         Some((bh, depth)) => {
-            store.read_block(bh, basebuf, scratch, None)?;
+            if !base_read {
+                store.read_block(bh, basebuf, scratch, None)?;
+            }
             basebuf.resize(bytes.len(), 0);
             let (lossy, exact) = match lossy_opts {
                 Some(l) => quantize_block(run.dtype, bytes, basebuf, l, &opts.encode),
@@ -593,6 +635,51 @@ fn encode_job(
         None => (codec::encode(run.dtype, bytes, None, &opts.encode), None, 0, exact_note(None)),
     };
     Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
+}
+
+/// The base of a block under [`Policy::Near`]`(k)` given the base
+/// version's block `prev`: among `prev` and the blocks of its chain less
+/// than `k` levels deep (nearest first), the first whose estimated delta
+/// is at most [`NEAR_GAIN`] of the next one's; the last (shallowest) when
+/// none is. Returns its hash and the new block's depth, its bytes in
+/// `basebuf`.
+fn near_base(
+    store: &Store,
+    dtype: DType,
+    bytes: &[u8],
+    prev: Hash,
+    k: u16,
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<(Hash, u16)> {
+    let cands: Vec<(Hash, u16)> =
+        store.chain(prev)?.iter().filter(|e| e.depth < k).map(|e| (e.hash, e.depth + 1)).collect();
+    // A chain always ends on a full block (depth 0 < k).
+    let mut chosen = cands[0];
+    store.read_block(chosen.0, basebuf, scratch, None)?;
+    // A base of another length (a tensor that gained or lost rows) is cut
+    // or zero-padded, as the encoder does.
+    let estimate = |b: &mut Vec<u8>| {
+        b.resize(bytes.len(), 0);
+        lossy::ec::exact_estimate(dtype, bytes, b)
+    };
+    let first = estimate(basebuf);
+    if cands.len() > 1 && first != usize::MAX {
+        let estimate = |b: &mut Vec<u8>| estimate(b) as f64;
+        let mut near = first as f64;
+        let mut other = Vec::new();
+        for &c in &cands[1..] {
+            store.read_block(c.0, &mut other, scratch, None)?;
+            let far = estimate(&mut other);
+            if near <= NEAR_GAIN * far {
+                break;
+            }
+            chosen = c;
+            near = far;
+            std::mem::swap(basebuf, &mut other);
+        }
+    }
+    Ok(chosen)
 }
 
 /// Quantizes one block against its (restored) base (codec `quant-ec`)
@@ -834,17 +921,22 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
 }
 
 #[cfg(test)]
+#[path = "near_tests.rs"]
+mod near_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn policy_parses_and_prints() {
-        for s in ["chain:8", "keyframe:4", "full", "root"] {
+        for s in ["chain:8", "keyframe:4", "full", "root", "near:3", "near:1000"] {
             assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
         }
         assert_eq!("chain:1".parse::<Policy>().unwrap(), Policy::ROOT);
-        assert_eq!(Policy::default(), Policy::ROOT);
-        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", ""] {
+        assert_eq!(Policy::default(), Policy::Near(3));
+        assert_eq!(Policy::default().max_levels(), 4);
+        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", "", "near", "near:0", "near:1001"] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
     }
