@@ -419,6 +419,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             "max_depth": s.max_depth,
             "seconds": secs,
             "tag": a.tag,
+            "lossy": rep.manifest.lossy.is_some(),
         }))?;
     } else {
         println!("{}", rep.id);
@@ -434,9 +435,23 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
                 s.delta_blocks,
                 s.reused_blocks
             );
+            if let Some(l) = &rep.manifest.lossy {
+                eprintln!("{}", lossy_line(l));
+            }
         }
     }
     Ok(())
+}
+
+/// One line saying a version is LOSSY and how far from its source.
+fn lossy_line(l: &serde_json::Value) -> String {
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
+    format!(
+        "LOSSY: {} codes, delta rel-L2 {} (worst tensor {}); restores are not bit-exact to the source",
+        l["bits"].as_str().unwrap_or("?"),
+        pct(&l["delta_rel_l2"]),
+        pct(&l["max_tensor_delta_rel_l2"]),
+    )
 }
 
 fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()> {
@@ -447,6 +462,7 @@ fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()
     let rep = tdelta::restore(&store, id, out, &tdelta::RestoreOptions { force }, &bar)
         .with_context(|| format!("cannot restore {reference} to {}", out.display()))?;
     let secs = t0.elapsed().as_secs_f64();
+    let lossy = store.manifest(id)?.lossy;
     if g.json {
         print_json(&json!({
             "id": rep.id,
@@ -457,6 +473,7 @@ fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()
             "decoded_blocks": rep.decoded,
             "max_chain": rep.max_levels,
             "seconds": secs,
+            "lossy": lossy.is_some(),
         }))?;
     } else if !g.quiet {
         eprintln!(
@@ -468,6 +485,9 @@ fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()
             secs,
             fmt::mbps(rep.bytes, secs)
         );
+        if let Some(l) = &lossy {
+            eprintln!("{}", lossy_line(l));
+        }
     }
     Ok(())
 }

@@ -146,7 +146,7 @@ impl FromStr for Strategy {
         let bad = |why: String| {
             Error::InvalidArgument(format!(
                 "invalid strategy `{s}`: {why}; expected raw, zstd[:LEVEL], zipnn, bitx[:first], \
-                 tdelta[:POLICY] or a policy (chain:K, keyframe:K, root, full)"
+                 tdelta[:POLICY] or a policy (near:K, chain:K, keyframe:K, root, full)"
             ))
         };
         Ok(match t.as_str() {

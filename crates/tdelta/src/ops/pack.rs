@@ -44,19 +44,20 @@ pub enum Policy {
     Keyframe(u16),
     /// Never delta: every new block is stored in full.
     Full,
-    /// At most `K` levels deep, the base chosen by size: the candidates are
-    /// the base version's block and the blocks of its chain, those less
-    /// than `K` levels deep; the deepest (nearest) candidate is taken
-    /// unless its delta is not clearly smaller than against the next
-    /// shallower one ([`NEAR_GAIN`]), which re-roots the chain on a
-    /// delta rather than on the full block. Estimates on float tensors;
-    /// other runs take the deepest candidate.
+    /// At most `K` levels deep, the base chosen by size: delta against the
+    /// base version's block while that is less than `K` levels deep; at
+    /// the limit, against the nearest block of its chain whose delta costs
+    /// clearly less extra (over a delta against the base version's block)
+    /// than the next shallower one ([`NEAR_GAIN`]): the chain re-roots on
+    /// a delta rather than on the full block when the versions drift apart.
+    /// Estimates on float tensors; other runs re-root on the full block.
     Near(u16),
 }
 
-/// A deeper candidate base is taken only when its estimated delta is at
-/// most this share of the next shallower one's (see [`Policy::Near`]).
-pub const NEAR_GAIN: f64 = 0.8;
+/// At the depth limit of [`Policy::Near`], a deeper candidate base is taken
+/// when the estimated extra cost of its delta (over one against the base
+/// version's block) is at most this share of the next shallower one's.
+pub const NEAR_GAIN: f64 = 0.5;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -607,9 +608,12 @@ fn encode_job(
             if !base_read {
                 store.read_block(bh, basebuf, scratch, None)?;
             }
+            // Elements past the base's end (rows the tensor gained) have a
+            // zero base.
+            let base_len = basebuf.len().min(bytes.len());
             basebuf.resize(bytes.len(), 0);
             let (lossy, exact) = match lossy_opts {
-                Some(l) => quantize_block(run.dtype, bytes, basebuf, l, &opts.encode),
+                Some(l) => quantize_block(run.dtype, bytes, basebuf, base_len, l, &opts.encode),
                 None => (None, None),
             };
             if let Some((bits, q)) = lossy {
@@ -638,11 +642,13 @@ fn encode_job(
 }
 
 /// The base of a block under [`Policy::Near`]`(k)` given the base
-/// version's block `prev`: among `prev` and the blocks of its chain less
-/// than `k` levels deep (nearest first), the first whose estimated delta
-/// is at most [`NEAR_GAIN`] of the next one's; the last (shallowest) when
-/// none is. Returns its hash and the new block's depth, its bytes in
-/// `basebuf`.
+/// version's block `prev` (at depth `d`). While `d < k`, `prev` itself
+/// (depth `d + 1`). At the limit, the candidates are the blocks of its
+/// chain less than `k` levels deep, nearest first; each costs an excess
+/// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
+/// and the first whose excess is at most [`NEAR_GAIN`] of the next one's
+/// is taken (the last, the full block, when none is). Returns its hash and
+/// the new block's depth, its bytes in `basebuf`.
 fn near_base(
     store: &Store,
     dtype: DType,
@@ -652,34 +658,46 @@ fn near_base(
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
 ) -> Result<(Hash, u16)> {
-    let cands: Vec<(Hash, u16)> =
-        store.chain(prev)?.iter().filter(|e| e.depth < k).map(|e| (e.hash, e.depth + 1)).collect();
-    // A chain always ends on a full block (depth 0 < k).
-    let mut chosen = cands[0];
-    store.read_block(chosen.0, basebuf, scratch, None)?;
+    let pe = store.entry(prev)?;
+    if pe.depth < k {
+        store.read_block(prev, basebuf, scratch, None)?;
+        return Ok((prev, pe.depth + 1));
+    }
     // A base of another length (a tensor that gained or lost rows) is cut
     // or zero-padded, as the encoder does.
-    let estimate = |b: &mut Vec<u8>| {
-        b.resize(bytes.len(), 0);
-        lossy::ec::exact_estimate(dtype, bytes, b)
-    };
-    let first = estimate(basebuf);
-    if cands.len() > 1 && first != usize::MAX {
-        let estimate = |b: &mut Vec<u8>| estimate(b) as f64;
-        let mut near = first as f64;
-        let mut other = Vec::new();
-        for &c in &cands[1..] {
-            store.read_block(c.0, &mut other, scratch, None)?;
-            let far = estimate(&mut other);
-            if near <= NEAR_GAIN * far {
-                break;
-            }
-            chosen = c;
-            near = far;
-            std::mem::swap(basebuf, &mut other);
+    let estimate = |b: &[u8]| {
+        if b.len() == bytes.len() {
+            lossy::ec::exact_estimate(dtype, bytes, b)
+        } else {
+            let mut padded = b.to_vec();
+            padded.resize(bytes.len(), 0);
+            lossy::ec::exact_estimate(dtype, bytes, &padded)
         }
+    };
+    // One pass down the chain: each candidate's bytes and estimate, from
+    // the full block up.
+    let mut cands: Vec<(Hash, u16, Vec<u8>, usize)> = Vec::new();
+    let mut near = usize::MAX;
+    let mut top = std::mem::take(basebuf);
+    store.read_chain(prev, &mut top, scratch, |e, b| {
+        if e.depth < k {
+            cands.push((e.hash, e.depth + 1, b.to_vec(), estimate(b)));
+        } else if e.hash == prev {
+            near = estimate(b);
+        }
+        Ok(())
+    })?;
+    *basebuf = top;
+    // Nearest first; the chain always ends on a full block (depth 0 < k).
+    cands.reverse();
+    let mut at = cands.len() - 1;
+    if near != usize::MAX && cands.iter().all(|c| c.3 != usize::MAX) {
+        let excess = |c: &(Hash, u16, Vec<u8>, usize)| c.3.saturating_sub(near) as f64;
+        at = (0..cands.len() - 1).find(|&i| excess(&cands[i]) <= NEAR_GAIN * excess(&cands[i + 1])).unwrap_or(at);
     }
-    Ok(chosen)
+    let (hash, depth, b, _) = cands.swap_remove(at);
+    *basebuf = b;
+    Ok((hash, depth))
 }
 
 /// Quantizes one block against its (restored) base (codec `quant-ec`)
@@ -703,10 +721,28 @@ fn quantize_block(
     dtype: DType,
     new: &[u8],
     base: &[u8],
+    base_len: usize,
     l: &LossyOptions,
     params: &EncodeParams,
 ) -> (Option<(Bits, lossy::Quantized)>, Option<codec::Encoded>) {
-    let target = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    let bound = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    // A block with new rows (zero base past `base_len`) holds the bound on
+    // each part: the changed rows against their delta and the new rows
+    // against their values. One step serves the whole block, so it aims
+    // at the bound scaled to the smaller part (all the error in it would
+    // still be within the bound).
+    let esize = (dtype.bits() / 8).max(1) as usize;
+    let split = (base_len / esize * esize).min(new.len());
+    let parts = (split > 0 && split < new.len()).then(|| {
+        let d = |r: std::ops::Range<usize>| {
+            lossy::measure(dtype, &new[r.clone()], &new[r.clone()], Some(&base[r])).delta_sq
+        };
+        (d(0..split), d(split..new.len()))
+    });
+    let target = match parts {
+        Some((old, fresh)) if old + fresh > 0.0 => bound * (old.min(fresh) / (old + fresh)).sqrt(),
+        _ => bound,
+    };
     // The exact delta needs about this many bytes (a cheap estimate).
     let estimate = lossy::ec::exact_estimate(dtype, new, base);
     let elems = new.len() / (dtype.bits() / 8).max(1) as usize;
@@ -753,12 +789,19 @@ fn quantize_block(
         }
     };
     let e = &q.error;
+    // The bound holds on every block, also without `max_error` (the
+    // nominal error of the asked width): a block the widest codes cannot
+    // bring within it (new rows against a zero base next to small changes,
+    // say) stays exact. A hair of margin so that summing blocks in another
+    // order cannot push the tensor past the bound.
+    let eps = bound * (1.0 - 1e-9);
     let within = e.err_sq.is_finite()
-        && l.max_error.is_none_or(|eps| {
-            // A hair of margin so that summing blocks in another order
-            // cannot push the tensor past the bound.
-            let eps = eps * (1.0 - 1e-9);
-            e.err_sq <= eps * eps * e.delta_sq
+        && e.err_sq <= eps * eps * e.delta_sq
+        && (parts.is_none() || {
+            let part =
+                |r: std::ops::Range<usize>| lossy::measure(dtype, &new[r.clone()], &q.recon[r.clone()], Some(&base[r]));
+            let (a, b) = (part(0..split), part(split..new.len()));
+            a.err_sq <= eps * eps * a.delta_sq && b.err_sq <= eps * eps * b.delta_sq
         });
     if !within {
         return (None, exact);

@@ -113,6 +113,31 @@ impl Store {
         counters: Option<&ReadCounters>,
     ) -> Result<()> {
         let chain = self.chain_within(hash, max_levels)?;
+        self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
+    }
+
+    /// Decodes block `hash` and its chain from the full block up, calling
+    /// `visit` with each level's entry and bytes (the block itself last,
+    /// also left in `out`).
+    pub(crate) fn read_chain(
+        &self,
+        hash: Hash,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let chain = self.chain(hash)?;
+        self.decode_chain(&chain, out, scratch, None, visit)
+    }
+
+    fn decode_chain(
+        &self,
+        chain: &[&Entry],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+        mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let levels = chain.len();
         let mut bytes = 0u64;
         // Decode from the root up, two buffers in turn: each level is
@@ -130,6 +155,7 @@ impl Store {
                 Some(base_buf.as_slice())
             };
             self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
         }
