@@ -201,7 +201,7 @@ impl BenchReport {
         // Room for one end label per strategy beside the lines.
         let (top1, h1) = (50.0, (16.0 * n as f64 + 20.0).max(300.0));
         let (top2, h2) = (top1 + h1 + 90.0, 240.0);
-        let h = top2 + h2 + 70.0;
+        let h = top2 + h2 + 120.0;
         let mut s = String::new();
         let _ = writeln!(
             s,
