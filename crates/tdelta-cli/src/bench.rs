@@ -24,11 +24,11 @@ use crate::series::SeriesArgs;
                   bitx          per block: XOR with the previous version + byte planes + zstd \
                   (BitX-like); restoring version N decodes the whole XOR chain\n  \
                   bitx:first    the same, XOR with the first version (the base model)\n  \
-                  tdelta:POLICY a tdelta store; POLICY is chain:K, keyframe:K, root or full \
+                  tdelta:POLICY a tdelta store; POLICY is near:K, chain:K, keyframe:K, root or full \
                   (the `tdelta:` prefix may be left out)\n  \
                   tdelta:BITS[:POLICY]  lossy tdelta: deltas quantized to BITS = int8, int4 or int2 \
-                  (default policy root, the store default); the table shows the error recorded at pack\n\
-                  Default: raw,zstd:3,zipnn,bitx,chain:8,keyframe:4,root,full,int8,int4.\n\n\
+                  (default policy: the store default, near:3); the table shows the error recorded at pack\n\
+                  Default: raw,zstd:3,zipnn,bitx,near:3,chain:3,chain:8,keyframe:4,root,full,int8:root,int4:root.\n\n\
                   Reading the table: `stored` is what the store holds on disk after the last \
                   version (`% raw` of the series); `per version` is the mean cost of one more \
                   checkpoint after the first; `pack` is source MB (10^6 B) stored per second; \

@@ -247,7 +247,8 @@ struct PackArgs {
     /// Delta base: a ref or id (default HEAD), or `none` for no deltas.
     #[arg(long)]
     base: Option<String>,
-    /// Delta depth policy: chain:K, keyframe:K, root or full.
+    /// Delta depth policy: near:K, chain:K, keyframe:K, root or full
+    /// (README, "Choosing a delta policy").
     #[arg(long, default_value_t = tdelta::Policy::default(), value_parser = parse_policy)]
     policy: tdelta::Policy,
     /// zstd level, 1..=19.
@@ -475,6 +476,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             "lock_wait_seconds": store.lock_waited().as_secs_f64(),
             "tag": a.tag,
             "skipped_files": rep.skipped,
+            "lossy": rep.manifest.lossy.is_some(),
         }))?;
     } else {
         println!("{}", rep.id);
@@ -493,9 +495,23 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             if rep.skipped > 0 {
                 eprintln!("skipped {} files (default skips, the store, --include/--exclude)", rep.skipped);
             }
+            if let Some(l) = &rep.manifest.lossy {
+                eprintln!("{}", lossy_line(l));
+            }
         }
     }
     Ok(())
+}
+
+/// One line saying a version is LOSSY and how far from its source.
+pub(crate) fn lossy_line(l: &serde_json::Value) -> String {
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
+    format!(
+        "LOSSY: {} codes, delta rel-L2 {} (worst tensor {}); restores are not bit-exact to the source",
+        l["bits"].as_str().unwrap_or("?"),
+        pct(&l["delta_rel_l2"]),
+        pct(&l["max_tensor_delta_rel_l2"]),
+    )
 }
 
 fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {

@@ -54,9 +54,12 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     let rep = tdelta::restore_parts(&store, id, &a.out, &opts, &sel, &bar)
         .with_context(|| format!("cannot restore {} to {}", a.reference, a.out.display()))?;
     let secs = t0.elapsed().as_secs_f64();
+    // Only a lossy version pays for reading its whole record again.
+    let lossy = if store.manifest_summary(id)?.is_lossy { store.manifest(id)?.lossy } else { None };
     if g.json {
         print_json(&json!({
             "id": rep.id,
+            "lossy": lossy.is_some(),
             "out": rep.out,
             "bytes": rep.bytes,
             "files": rep.files,
@@ -76,6 +79,9 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
             secs,
             fmt::mbps(rep.bytes, secs)
         );
+        if let Some(l) = &lossy {
+            eprintln!("{}", crate::lossy_line(l));
+        }
     }
     Ok(())
 }

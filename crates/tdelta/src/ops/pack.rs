@@ -46,19 +46,44 @@ pub enum Policy {
     Keyframe(u16),
     /// Never delta: every new block is stored in full.
     Full,
+    /// At most `K` levels deep, the base chosen by size: delta against the
+    /// base version's block while that is less than `K` levels deep; at
+    /// the limit, against the nearest block of its chain whose delta costs
+    /// clearly less extra (over a delta against the base version's block)
+    /// than the next shallower one ([`NEAR_GAIN`]): the chain re-roots on
+    /// a delta rather than on the full block when the versions drift apart.
+    /// Estimates on float tensors; other runs re-root on the full block.
+    Near(u16),
 }
+
+/// At the depth limit of [`Policy::Near`], a deeper candidate base is taken
+/// when the estimated extra cost of its delta (over one against the base
+/// version's block) is at most this share of the next shallower one's.
+pub const NEAR_GAIN: f64 = 0.5;
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy::ROOT
+        Policy::DEFAULT
     }
 }
 
 impl Policy {
     /// Every block a delta against the last full block of its position
-    /// (`chain:1`): restores decode at most two levels. The default, chosen
-    /// by measurement (README, "Choosing a delta policy").
+    /// (`chain:1`): restores decode at most two levels.
     pub const ROOT: Policy = Policy::Chain(1);
+
+    /// The default, `near:3`: at most four decodes per block, chosen by
+    /// measurement (README, "Choosing a delta policy").
+    pub const DEFAULT: Policy = Policy::Near(3);
+
+    /// Most decodes one block read needs for blocks this policy writes
+    /// (its deepest delta plus the full block).
+    pub fn max_levels(self) -> u16 {
+        match self {
+            Policy::Chain(k) | Policy::Keyframe(k) | Policy::Near(k) => k + 1,
+            Policy::Full => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for Policy {
@@ -68,6 +93,7 @@ impl std::fmt::Display for Policy {
             Policy::Chain(k) => write!(f, "chain:{k}"),
             Policy::Keyframe(k) => write!(f, "keyframe:{k}"),
             Policy::Full => write!(f, "full"),
+            Policy::Near(k) => write!(f, "near:{k}"),
         }
     }
 }
@@ -78,7 +104,7 @@ impl FromStr for Policy {
     fn from_str(s: &str) -> Result<Policy> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "invalid policy `{s}`: expected chain:K, keyframe:K (K in 1..=1000), root or full"
+                "invalid policy `{s}`: expected near:K, chain:K, keyframe:K (K in 1..=1000), root or full"
             ))
         };
         let depth = |k: &str| match k.parse::<u16>() {
@@ -90,6 +116,7 @@ impl FromStr for Policy {
             None if s == "full" => Ok(Policy::Full),
             Some(("chain", k)) => Ok(Policy::Chain(depth(k)?)),
             Some(("keyframe", k)) => Ok(Policy::Keyframe(depth(k)?)),
+            Some(("near", k)) => Ok(Policy::Near(depth(k)?)),
             _ => Err(bad()),
         }
     }
@@ -505,6 +532,7 @@ fn write_version(
         },
         block_size,
         policy: opts.policy.to_string(),
+        max_levels: None,
         lossy,
         files,
         empty_dirs: ckpt.empty_dirs.clone(),
@@ -513,6 +541,14 @@ fn write_version(
     // The walk refused such names already; this guards the rule itself.
     manifest.check_paths().map_err(|e| Error::checkpoint(&ckpt.root, e))?;
     store.load_packs()?;
+    let mut manifest = manifest;
+    let mut levels = 0u16;
+    for f in &manifest.files {
+        for h in f.block_hashes() {
+            levels = levels.max(store.entry(h)?.depth.saturating_add(1));
+        }
+    }
+    manifest.max_levels = Some(levels);
     let (id, new) = store.write_manifest(&manifest)?;
     Ok((id, manifest, new))
 }
@@ -576,6 +612,7 @@ fn encode_job(
         // Stored exactly already (its delta to the base is not measured).
         return Ok((Outcome::Known(hash), exact_note(None)));
     }
+    let mut base_read = false;
     let base = match (run.base.and_then(|b| b.get(job.index)), opts.policy) {
         (None, _) | (_, Policy::Full) => None,
         (Some(&bh), policy) => {
@@ -587,6 +624,10 @@ fn encode_job(
                     Some((chain[chain.len() - 1].hash, 1))
                 }
                 Policy::Keyframe(k) if be.depth >= k => None,
+                Policy::Near(k) => {
+                    base_read = true;
+                    Some(near_base(store, run.dtype, bytes, bh, k, scratch, basebuf)?)
+                }
                 _ => Some((bh, be.depth + 1)),
             }
         }
@@ -601,10 +642,15 @@ fn encode_job(
     };
     let (encoded, base, depth, note) = match base {
         Some((bh, depth)) => {
-            store.read_block(bh, basebuf, scratch, None)?;
+            if !base_read {
+                store.read_block(bh, basebuf, scratch, None)?;
+            }
+            // Elements past the base's end (rows the tensor gained) have a
+            // zero base.
+            let base_len = basebuf.len().min(bytes.len());
             basebuf.resize(bytes.len(), 0);
             let (lossy, exact) = match lossy_opts {
-                Some(l) => quantize_block(run.dtype, bytes, basebuf, l, &opts.encode),
+                Some(l) => quantize_block(run.dtype, bytes, basebuf, base_len, l, &opts.encode),
                 None => (None, None),
             };
             if let Some((bits, q)) = lossy {
@@ -632,6 +678,65 @@ fn encode_job(
     Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
 }
 
+/// The base of a block under [`Policy::Near`]`(k)` given the base
+/// version's block `prev` (at depth `d`). While `d < k`, `prev` itself
+/// (depth `d + 1`). At the limit, the candidates are the blocks of its
+/// chain less than `k` levels deep, nearest first; each costs an excess
+/// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
+/// and the first whose excess is at most [`NEAR_GAIN`] of the next one's
+/// is taken (the last, the full block, when none is). Returns its hash and
+/// the new block's depth, its bytes in `basebuf`.
+fn near_base(
+    store: &Store,
+    dtype: DType,
+    bytes: &[u8],
+    prev: Hash,
+    k: u16,
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<(Hash, u16)> {
+    let pe = store.entry(prev)?;
+    if pe.depth < k {
+        store.read_block(prev, basebuf, scratch, None)?;
+        return Ok((prev, pe.depth + 1));
+    }
+    // A base of another length (a tensor that gained or lost rows) is cut
+    // or zero-padded, as the encoder does.
+    let estimate = |b: &[u8]| {
+        if b.len() == bytes.len() {
+            lossy::ec::exact_estimate(dtype, bytes, b)
+        } else {
+            let mut padded = b.to_vec();
+            padded.resize(bytes.len(), 0);
+            lossy::ec::exact_estimate(dtype, bytes, &padded)
+        }
+    };
+    // One pass down the chain: each candidate's bytes and estimate, from
+    // the full block up.
+    let mut cands: Vec<(Hash, u16, Vec<u8>, usize)> = Vec::new();
+    let mut near = usize::MAX;
+    let mut top = std::mem::take(basebuf);
+    store.read_chain(prev, &mut top, scratch, |e, b| {
+        if e.depth < k {
+            cands.push((e.hash, e.depth + 1, b.to_vec(), estimate(b)));
+        } else if e.hash == prev {
+            near = estimate(b);
+        }
+        Ok(())
+    })?;
+    *basebuf = top;
+    // Nearest first; the chain always ends on a full block (depth 0 < k).
+    cands.reverse();
+    let mut at = cands.len() - 1;
+    if near != usize::MAX && cands.iter().all(|c| c.3 != usize::MAX) {
+        let excess = |c: &(Hash, u16, Vec<u8>, usize)| c.3.saturating_sub(near) as f64;
+        at = (0..cands.len() - 1).find(|&i| excess(&cands[i]) <= NEAR_GAIN * excess(&cands[i + 1])).unwrap_or(at);
+    }
+    let (hash, depth, b, _) = cands.swap_remove(at);
+    *basebuf = b;
+    Ok((hash, depth))
+}
+
 /// Quantizes one block against its (restored) base (codec `quant-ec`)
 /// at the coarsest step whose error stays within `max_error` (or, without
 /// it, the asked width's nominal error), with the narrowest width that
@@ -653,10 +758,28 @@ fn quantize_block(
     dtype: DType,
     new: &[u8],
     base: &[u8],
+    base_len: usize,
     l: &LossyOptions,
     params: &EncodeParams,
 ) -> (Option<(Bits, lossy::Quantized)>, Option<codec::Encoded>) {
-    let target = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    let bound = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    // A block with new rows (zero base past `base_len`) holds the bound on
+    // each part: the changed rows against their delta and the new rows
+    // against their values. One step serves the whole block, so it aims
+    // at the bound scaled to the smaller part (all the error in it would
+    // still be within the bound).
+    let esize = (dtype.bits() / 8).max(1) as usize;
+    let split = (base_len / esize * esize).min(new.len());
+    let parts = (split > 0 && split < new.len()).then(|| {
+        let d = |r: std::ops::Range<usize>| {
+            lossy::measure(dtype, &new[r.clone()], &new[r.clone()], Some(&base[r])).delta_sq
+        };
+        (d(0..split), d(split..new.len()))
+    });
+    let target = match parts {
+        Some((old, fresh)) if old + fresh > 0.0 => bound * (old.min(fresh) / (old + fresh)).sqrt(),
+        _ => bound,
+    };
     // The exact delta needs about this many bytes (a cheap estimate).
     let estimate = lossy::ec::exact_estimate(dtype, new, base);
     let elems = new.len() / (dtype.bits() / 8).max(1) as usize;
@@ -703,12 +826,19 @@ fn quantize_block(
         }
     };
     let e = &q.error;
+    // The bound holds on every block, also without `max_error` (the
+    // nominal error of the asked width): a block the widest codes cannot
+    // bring within it (new rows against a zero base next to small changes,
+    // say) stays exact. A hair of margin so that summing blocks in another
+    // order cannot push the tensor past the bound.
+    let eps = bound * (1.0 - 1e-9);
     let within = e.err_sq.is_finite()
-        && l.max_error.is_none_or(|eps| {
-            // A hair of margin so that summing blocks in another order
-            // cannot push the tensor past the bound.
-            let eps = eps * (1.0 - 1e-9);
-            e.err_sq <= eps * eps * e.delta_sq
+        && e.err_sq <= eps * eps * e.delta_sq
+        && (parts.is_none() || {
+            let part =
+                |r: std::ops::Range<usize>| lossy::measure(dtype, &new[r.clone()], &q.recon[r.clone()], Some(&base[r]));
+            let (a, b) = (part(0..split), part(split..new.len()));
+            a.err_sq <= eps * eps * a.delta_sq && b.err_sq <= eps * eps * b.delta_sq
         });
     if !within {
         return (None, exact);
@@ -872,17 +1002,22 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
 }
 
 #[cfg(test)]
+#[path = "near_tests.rs"]
+mod near_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn policy_parses_and_prints() {
-        for s in ["chain:8", "keyframe:4", "full", "root"] {
+        for s in ["chain:8", "keyframe:4", "full", "root", "near:3", "near:1000"] {
             assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
         }
         assert_eq!("chain:1".parse::<Policy>().unwrap(), Policy::ROOT);
-        assert_eq!(Policy::default(), Policy::ROOT);
-        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", ""] {
+        assert_eq!(Policy::default(), Policy::Near(3));
+        assert_eq!(Policy::default().max_levels(), 4);
+        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", "", "near", "near:0", "near:1001"] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
     }

@@ -354,7 +354,9 @@ fn write_files(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (fi, b, at)| {
             let f = &m.files[files[*fi].file];
-            store.read_block(b.hash, buf, scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
+            store
+                .read_block_within(b.hash, levels_bound(m), buf, scratch, Some(counters))
+                .map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
             outs[*fi].write_all_at(buf, *at).at(&targets[*fi])?;
             fsutil::start_writeback(&outs[*fi], *at, buf.len() as u64);
@@ -373,6 +375,12 @@ fn write_files(
         fsutil::sync_dir(d)?;
     }
     Ok(())
+}
+
+/// Most decodes a block of version `m` may need: what its manifest
+/// records, else the deepest any policy writes.
+pub(crate) fn levels_bound(m: &Manifest) -> u16 {
+    m.max_levels.unwrap_or(crate::store::read::MAX_DEPTH + 1)
 }
 
 /// Puts a block error in the context of a version, file, tensor and block.
@@ -420,7 +428,9 @@ pub fn read_tensor(store: &Store, id: Hash, name: &str) -> Result<(String, Tenso
     slices.into_par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (b, dst)| {
-            store.read_block(b.hash, buf, scratch, None).map_err(|e| block_error(id, f, b, e))?;
+            store
+                .read_block_within(b.hash, levels_bound(&m), buf, scratch, None)
+                .map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
             dst.copy_from_slice(buf);
             Ok::<(), Error>(())

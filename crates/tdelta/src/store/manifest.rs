@@ -43,6 +43,11 @@ pub struct Manifest {
     pub block_size: u32,
     /// The delta policy used, as text (e.g. `chain:8`).
     pub policy: String,
+    /// Most decodes one block read of this version needs (its deepest
+    /// delta chain plus the full block), reused blocks included; readers
+    /// refuse a deeper chain as damage. Absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_levels: Option<u16>,
     /// Present when some tensors were stored lossily.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lossy: Option<serde_json::Value>,
