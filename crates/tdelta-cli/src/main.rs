@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod fmt;
+mod key;
 mod manage;
 mod progress;
 mod repair;
@@ -124,6 +125,8 @@ enum Cmd {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         why: String,
+        #[command(flatten)]
+        sign: key::SignArgs,
     },
     /// List tags and the versions they point to.
     Tags,
@@ -148,6 +151,8 @@ enum Cmd {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         why: String,
+        #[command(flatten)]
+        sign: key::SignArgs,
     },
     /// Decode every block of a version (default HEAD) or of --all versions
     /// and check every hash, the config, packs, refs and the audit log, and
@@ -160,6 +165,10 @@ enum Cmd {
         /// Check every version.
         #[arg(long)]
         all: bool,
+        /// Also report, as damage, every version a ref points to and every
+        /// ref move in the audit log not signed by a trusted key.
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Delete a version no ref points to; `tdelta gc` then frees its blocks.
     Drop {
@@ -215,6 +224,9 @@ enum Cmd {
     /// outside tdelta; every repair is recorded in the audit log.
     #[command(subcommand)]
     Repair(repair::RepairCmd),
+    /// Signing keys: generate one, trust a public key, list trusted keys.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
 }
 
 #[derive(Args)]
@@ -271,6 +283,8 @@ struct PackArgs {
     /// exponent; groups whose changes all round to zero cost one byte).
     #[arg(long, value_name = "G", requires = "lossy", default_value_t = tdelta::lossy::DEFAULT_GROUP)]
     group: u32,
+    #[command(flatten)]
+    sign: key::SignArgs,
 }
 
 fn main() -> ExitCode {
@@ -318,19 +332,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Log { reference, max, filters, sort } => cmd_log(g, &reference, max, &filters, sort.as_deref()),
         Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
         Cmd::Demo(a) => demo::run(g, &a),
-        Cmd::Tag { name, reference, delete, force, why } => {
-            manage::tag(g, &name, reference.as_deref(), delete, force, &why)
+        Cmd::Tag { name, reference, delete, force, why, sign } => {
+            manage::tag(g, &name, reference.as_deref(), delete, force, &why, &sign)
         }
         Cmd::Tags => manage::tags(g),
         Cmd::History { name } => manage::history(g, &name),
-        Cmd::Rollback { name, to, steps, why } => manage::rollback(g, &name, to.as_deref(), steps, &why),
-        Cmd::Verify { reference, all } => manage::verify(g, reference.as_deref(), all),
+        Cmd::Rollback { name, to, steps, why, sign } => manage::rollback(g, &name, to.as_deref(), steps, &why, &sign),
+        Cmd::Verify { reference, all, require_signed } => manage::verify(g, reference.as_deref(), all, require_signed),
         Cmd::Drop { reference, why } => manage::drop(g, &reference, &why),
         Cmd::Gc { prune, keep_last, why } => manage::gc(g, prune.then_some(keep_last), &why),
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
         Cmd::Repair(r) => repair::run(g, &r),
+        Cmd::Key(k) => key::run(g, &k),
     }
 }
 
@@ -373,6 +388,7 @@ fn parse_kv(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
 
 fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
     let mut store = open_store(g)?;
+    a.sign.apply(&mut store)?;
     let mut opts = tdelta::PackOptions {
         message: a.message.clone(),
         tag: a.tag.clone(),
@@ -577,7 +593,9 @@ fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
     let id = store.resolve(reference)?;
     let m = store.manifest(id)?;
     if g.json {
-        return print_json(&json!({"id": id, "manifest": m}));
+        let signed_by =
+            tdelta::version_signer(&store, id).map_or_else(|e| json!({"problem": e.to_string()}), |s| json!(s));
+        return print_json(&json!({"id": id, "manifest": m, "signed_by": signed_by}));
     }
     print_manifest(&store, id, &m, tensors)
 }
@@ -644,6 +662,11 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
     println!("base     {}", opt(m.base));
     println!("date     {}", fmt::time(m.created));
     println!("author   {}", m.author);
+    match tdelta::version_signer(store, id) {
+        Ok(Some(s)) => println!("signed   {}", key::signer_text(&s)),
+        Ok(None) => println!("signed   no"),
+        Err(e) => println!("signed   DAMAGED: {e}"),
+    }
     println!("message  {}", m.message);
     for (k, v) in &m.meta {
         println!("meta     {k} = {v}");

@@ -20,8 +20,17 @@ impl std::fmt::Display for Damaged {
 
 impl std::error::Error for Damaged {}
 
-pub fn tag(g: &Global, name: &str, reference: Option<&str>, delete: bool, force: bool, why: &str) -> Result<()> {
-    let store = open_store(g)?;
+pub fn tag(
+    g: &Global,
+    name: &str,
+    reference: Option<&str>,
+    delete: bool,
+    force: bool,
+    why: &str,
+    sign: &crate::key::SignArgs,
+) -> Result<()> {
+    let mut store = open_store(g)?;
+    sign.apply(&mut store)?;
     if delete {
         if reference.is_some() {
             bail!("`tag -d NAME` takes no version");
@@ -71,16 +80,22 @@ pub fn tags(g: &Global) -> Result<()> {
 pub fn history(g: &Global, name: &str) -> Result<()> {
     let store = open_store(g)?;
     let h = tdelta::history(&store, name)?;
+    let signers = tdelta::move_signers(&store, &h)?;
     if g.json {
-        return print_json(&serde_json::to_value(&h)?);
+        let mut v = serde_json::to_value(&h)?;
+        for (e, s) in v.as_array_mut().into_iter().flatten().zip(&signers) {
+            e["signed_by"] = json!(s);
+        }
+        return print_json(&v);
     }
     if h.is_empty() {
         bail!("no history for `{name}`: it was never set");
     }
     let opt = |x: Option<tdelta::Hash>| x.map_or_else(|| "-".repeat(12), |h| h.short());
-    for e in &h {
+    for (e, s) in h.iter().zip(&signers) {
+        let signed = s.as_ref().map(|s| format!("  signed {}", crate::key::signer_text(s))).unwrap_or_default();
         println!(
-            "#{:<4} {}  {:<9} {} -> {}  {}  {}",
+            "#{:<4} {}  {:<9} {} -> {}  {}{signed}  {}",
             e.seq,
             fmt::time(e.time),
             e.op,
@@ -93,8 +108,16 @@ pub fn history(g: &Global, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, why: &str) -> Result<()> {
-    let store = open_store(g)?;
+pub fn rollback(
+    g: &Global,
+    name: &str,
+    to: Option<&str>,
+    steps: Option<usize>,
+    why: &str,
+    sign: &crate::key::SignArgs,
+) -> Result<()> {
+    let mut store = open_store(g)?;
+    sign.apply(&mut store)?;
     let target = match (to, steps) {
         (Some(r), None) => RollbackTarget::Version(store.resolve(r)?),
         (None, n) => RollbackTarget::Steps(n.unwrap_or(1)),
@@ -110,7 +133,7 @@ pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, 
     Ok(())
 }
 
-pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
+pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bool) -> Result<()> {
     let store = open_store(g)?;
     let ids = match (reference, all) {
         (Some(_), true) => bail!("give a version or --all, not both"),
@@ -125,10 +148,15 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
     };
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::verify(&store, &ids, &bar)?;
-    let damaged = rep.versions.iter().filter(|v| !v.problems.is_empty()).count() + rep.store_problems.len();
+    let mut damaged = rep.versions.iter().filter(|v| !v.problems.is_empty()).count() + rep.store_problems.len();
     if g.json {
-        print_json(&serde_json::to_value(&rep)?)?;
+        let mut v = serde_json::to_value(&rep)?;
+        let signed = crate::key::verify(g, &store, require_signed)?;
+        damaged += signed.damage;
+        v["signatures"] = signed.json;
+        print_json(&v)?;
     } else {
+        damaged += crate::key::verify(g, &store, require_signed)?.damage;
         for p in &rep.store_problems {
             println!("STORE    {p}");
         }
