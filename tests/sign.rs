@@ -20,7 +20,7 @@ struct Fx {
     /// The secret key file (trusted by the store) and its public key.
     key: PathBuf,
     /// Everything every command printed, to check the key never shows.
-    printed: std::cell::RefCell<String>,
+    printed: std::sync::Mutex<String>,
 }
 
 impl Fx {
@@ -34,7 +34,7 @@ impl Fx {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        self.printed.borrow_mut().push_str(&out(&o));
+        self.printed.lock().unwrap().push_str(&out(&o));
         o
     }
 
@@ -157,7 +157,7 @@ fn signed_pack_tag_and_rollback_pass_require_signed_and_show_who_signed() {
     // The secret key never appears in anything printed.
     let secret = fx.secret_hex();
     assert_eq!(secret.len(), 64);
-    assert!(!fx.printed.borrow().to_lowercase().contains(&secret));
+    assert!(!fx.printed.lock().unwrap().to_lowercase().contains(&secret));
 }
 
 #[test]
@@ -282,4 +282,31 @@ fn sign_without_a_key_and_key_overwrite_are_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("secret key"), "{}", stderr(&o));
     assert!(!out(&o).contains(&fx.secret_hex()));
+}
+
+#[test]
+fn verify_require_signed_during_signed_moves_sees_no_damage() {
+    let (fx, _) = fixture();
+    let ids = signed_history(&fx);
+    let fx = std::sync::Arc::new(fx);
+    let writer = {
+        let fx = fx.clone();
+        let ids = ids.clone();
+        std::thread::spawn(move || {
+            for i in 0..16 {
+                let to = &ids[i % ids.len()];
+                let name = if i % 4 == 3 { "HEAD" } else { "stable" };
+                let o = fx.run_key(&fx.key, &["rollback", name, "--to", to, "--sign", "-q"]);
+                assert!(o.status.success(), "{}", out(&o));
+            }
+        })
+    };
+    let mut runs = 0;
+    while !writer.is_finished() || runs == 0 {
+        let (code, text) = fx.verify(&["--require-signed"]);
+        assert_eq!(code, Some(0), "{text}");
+        runs += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(fx.verify(&["--require-signed"]).0, Some(0));
 }

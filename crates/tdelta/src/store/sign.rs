@@ -29,6 +29,9 @@ const SIG_FORMAT: &str = "tdelta-signature 1";
 /// Key and signature files are small; anything larger is not one.
 const MAX_KEY_FILE: u64 = 4 << 10;
 const MAX_SIG_FILE: u64 = 64 << 10;
+/// Reads of the log around the signatures before giving up on a quiet
+/// moment (writers append while `verify` reads).
+const READ_ATTEMPTS: usize = 20;
 
 /// Decodes lowercase or uppercase hex into exactly `N` bytes.
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -516,14 +519,28 @@ pub fn verify_signatures(store: &Store) -> Result<SignatureReport> {
     rep.damaged.extend(bad_keys);
     rep.trusted_keys = trusted.iter().map(PublicKey::fingerprint).collect();
 
-    // Signatures first, then the pending record, then the log: a move
-    // signed while we read has its pending record or its entry seen.
-    let moves = MoveSigs::load(store, &mut rep.damaged)?;
-    let pending = fsutil::read_capped(&store.root.join(PENDING_FILE), MAX_SIG_FILE)
-        .ok()
-        .and_then(|b| parse_sealed(b.strip_suffix(b"\n")?).ok())
-        .map(|(_, h)| h);
-    let entries = store.audit_log().map(|r| r.entries).unwrap_or_default();
+    // The log, then the signatures, then the pending record, then the log
+    // again, until it did not grow meanwhile: a move's signature lands
+    // before its entry, and its pending record stays until after it, so
+    // a concurrent writer's move is seen signed, or pending.
+    let read_log = || store.audit_log().map(|r| r.entries).unwrap_or_default();
+    let (entries, moves, pending) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let entries = read_log();
+            let mut damaged = Vec::new();
+            let moves = MoveSigs::load(store, &mut damaged)?;
+            let pending = fsutil::read_capped(&store.root.join(PENDING_FILE), MAX_SIG_FILE)
+                .ok()
+                .and_then(|b| parse_sealed(b.strip_suffix(b"\n")?).ok())
+                .map(|(_, h)| h);
+            if read_log().len() == entries.len() || attempt == READ_ATTEMPTS {
+                rep.damaged.extend(damaged);
+                break (entries, moves, pending);
+            }
+        }
+    };
     let mut used: Vec<Hash> = Vec::new();
     for e in entries.iter().filter(|e| e.r#ref.is_some()) {
         let refs = e.r#ref.iter().cloned().collect();
