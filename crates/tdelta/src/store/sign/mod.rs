@@ -10,12 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::refs::{AuditEntry, entry_hash, parse_sealed};
 use super::{Store, fsutil, integrity::PENDING_FILE};
@@ -23,184 +21,19 @@ use crate::error::IoContext;
 use crate::hash::Hash;
 use crate::{Error, Result};
 
-const SECRET_HEADER: &str = "tdelta-secret-key 1";
-const PUBLIC_PREFIX: &str = "tdelta-public-key 1 ";
+mod keys;
+#[cfg(test)]
+mod tests;
+
+pub use keys::{PublicKey, Signer};
+use keys::{fingerprint, unhex};
+
 const SIG_FORMAT: &str = "tdelta-signature 1";
-/// Key and signature files are small; anything larger is not one.
-const MAX_KEY_FILE: u64 = 4 << 10;
+/// Signature files are small; anything larger is not one.
 const MAX_SIG_FILE: u64 = 64 << 10;
 /// Reads of the log around the signatures before giving up on a quiet
 /// moment (writers append while `verify` reads).
 const READ_ATTEMPTS: usize = 20;
-
-/// Decodes lowercase or uppercase hex into exactly `N` bytes.
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A public key and the comment of its file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    key: VerifyingKey,
-    /// Free text from the key file (`# ...` lines), e.g. who owns it.
-    pub comment: String,
-}
-
-impl PublicKey {
-    /// The key's fingerprint: the first 16 hex digits of the SHA-256 of
-    /// its 32 bytes. Shown to people; trust compares whole keys.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.key)
-    }
-
-    /// Reads a public key file (FORMAT.md §16).
-    pub fn from_file(path: &Path) -> Result<PublicKey> {
-        let bytes = fsutil::read_capped(path, MAX_KEY_FILE)?;
-        let bad =
-            |why: &str| Error::InvalidArgument(format!("{}: not a tdelta public key file: {why}", path.display()));
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
-        let mut lines = text.lines();
-        let first = lines.next().unwrap_or_default();
-        if first.starts_with(SECRET_HEADER) {
-            return Err(bad("this is a secret key; trust its `.pub` file instead"));
-        }
-        let Some(key_hex) = first.strip_prefix(PUBLIC_PREFIX) else {
-            return Err(bad(&format!("the first line must start with `{PUBLIC_PREFIX}`")));
-        };
-        let raw = unhex::<32>(key_hex.trim()).ok_or_else(|| bad("the key is not 64 hex digits"))?;
-        let key = VerifyingKey::from_bytes(&raw).map_err(|_| bad("not a valid ed25519 public key"))?;
-        let comment: Vec<&str> = lines.filter_map(|l| l.strip_prefix('#')).map(str::trim).collect();
-        Ok(PublicKey { key, comment: comment.join(" ") })
-    }
-
-    /// The text of its public key file.
-    fn encode(&self) -> String {
-        let mut s = format!("{PUBLIC_PREFIX}{}\n", hex(self.key.as_bytes()));
-        if !self.comment.is_empty() {
-            s.push_str(&format!("# {}\n", self.comment.replace('\n', " ")));
-        }
-        s
-    }
-}
-
-fn fingerprint(key: &VerifyingKey) -> String {
-    hex(&Sha256::digest(key.as_bytes())[..8])
-}
-
-/// A secret signing key. Never printed: its `Debug` shows the fingerprint.
-pub struct Signer {
-    key: SigningKey,
-}
-
-impl fmt::Debug for Signer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signer({})", fingerprint(&self.key.verifying_key()))
-    }
-}
-
-impl Signer {
-    /// A new key from the operating system's random source.
-    pub fn generate() -> Result<Signer> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
-            .map_err(|e| Error::InvalidArgument(format!("cannot get random bytes for a key: {e}")))?;
-        Ok(Signer { key: SigningKey::from_bytes(&seed) })
-    }
-
-    /// Reads a secret key file (FORMAT.md §16). Errors name the file,
-    /// never its content.
-    pub fn from_file(path: &Path) -> Result<Signer> {
-        let bytes = fsutil::read_capped(path, MAX_KEY_FILE)?;
-        let bad =
-            |why: &str| Error::InvalidArgument(format!("{}: not a tdelta secret key file: {why}", path.display()));
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
-        let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-        if lines.next() != Some(SECRET_HEADER) {
-            return Err(bad(&format!("the first line must be `{SECRET_HEADER}`")));
-        }
-        let seed = lines.next().and_then(|l| unhex::<32>(l.trim())).ok_or_else(|| bad("no 64-hex-digit key line"))?;
-        Ok(Signer { key: SigningKey::from_bytes(&seed) })
-    }
-
-    /// Its public key.
-    pub fn public_key(&self, comment: &str) -> PublicKey {
-        PublicKey { key: self.key.verifying_key(), comment: comment.to_string() }
-    }
-
-    /// Writes the secret key to `path` (mode 0600 on Unix) and the public
-    /// key to `path.pub`; refuses to replace either. Returns the `.pub` path.
-    pub fn write_new(&self, path: &Path, comment: &str) -> Result<PathBuf> {
-        let mut pub_path = path.as_os_str().to_owned();
-        pub_path.push(".pub");
-        let pub_path = PathBuf::from(pub_path);
-        for p in [path, pub_path.as_path()] {
-            if p.symlink_metadata().is_ok() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} exists; refusing to replace it (choose another name)",
-                    p.display()
-                )));
-            }
-        }
-        let fp = fingerprint(&self.key.verifying_key());
-        let secret = format!(
-            "{SECRET_HEADER}\n# ed25519 secret key {fp}: keep private; its public key is in the .pub file\n{}\n",
-            hex(self.key.as_bytes())
-        );
-        create_new_file(path, secret.as_bytes(), 0o600)?;
-        create_new_file(&pub_path, self.public_key(comment).encode().as_bytes(), 0o644)?;
-        Ok(pub_path)
-    }
-
-    fn sign(&self, message: &[u8]) -> SigFile {
-        SigFile {
-            format: SIG_FORMAT.into(),
-            key: hex(self.key.verifying_key().as_bytes()),
-            sig: hex(&self.key.sign(message).to_bytes()),
-            version: None,
-            r#move: None,
-        }
-    }
-}
-
-/// Writes a file that must not exist yet: a temp file beside it (with
-/// `mode`), fsync, then a hard link to the name, which fails rather than
-/// replace anything.
-fn create_new_file(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest.file_name().map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let written = (|| {
-        let mut f = opts.open(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        fs::hard_link(&tmp, dest).at(dest)?;
-        fsutil::sync_dir(&dir)
-    })();
-    let _ = fs::remove_file(&tmp);
-    written
-}
 
 /// A signature file as stored (FORMAT.md §16).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +49,14 @@ struct SigFile {
     /// The audit entry signed (move signatures), without its hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r#move: Option<AuditEntry>,
+}
+
+impl SigFile {
+    /// A signature of `message` by `signer`, signing nothing yet.
+    fn new(signer: &Signer, message: &[u8]) -> SigFile {
+        let (key, sig) = signer.sign(message);
+        SigFile { format: SIG_FORMAT.into(), key, sig, version: None, r#move: None }
+    }
 }
 
 /// The signed message of a version: domain, then its id.
@@ -328,7 +169,7 @@ pub(crate) fn sign_version(store: &Store, signer: &Signer, id: Hash) -> Result<(
     if sig_path(store, "versions", id).exists() {
         return Ok(());
     }
-    let mut file = signer.sign(&version_message(id));
+    let mut file = SigFile::new(signer, &version_message(id));
     file.version = Some(id);
     write_sig(store, "versions", id, &file)
 }
@@ -336,7 +177,7 @@ pub(crate) fn sign_version(store: &Store, signer: &Signer, id: Hash) -> Result<(
 /// Signs the move that `entry` (sealed: `seq` and `prev` filled) will
 /// record. Caller holds the lock; the ref has not moved yet.
 pub(crate) fn sign_move(store: &Store, signer: &Signer, entry: &AuditEntry) -> Result<()> {
-    let mut file = signer.sign(&move_message(entry));
+    let mut file = SigFile::new(signer, &move_message(entry));
     file.r#move = Some(entry.clone());
     write_sig(store, "moves", entry_hash(entry)?, &file)
 }
@@ -613,10 +454,9 @@ pub fn verify_signatures(store: &Store) -> Result<SignatureReport> {
     let mut versions: HashMap<Hash, Checked> = HashMap::new();
     for (id, p) in list_sigs(&sig_dir(store, "versions"))? {
         match check_file(&p, id) {
-            Ok(c) if !store.manifest_path(id).is_file() => {
+            Ok(_) if !store.manifest_path(id).is_file() => {
                 rep.orphans.push(format!("{}: signs version {}, which is not in the store", p.display(), id.short()));
                 rep.valid += 1;
-                let _ = c;
             }
             Ok(c) => {
                 versions.insert(id, c);
@@ -663,168 +503,5 @@ impl Store {
 
     pub(crate) fn signer(&self) -> Option<&Signer> {
         self.signer.as_ref()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry() -> AuditEntry {
-        AuditEntry {
-            seq: 3,
-            time: 9,
-            who: "a\nwho b".into(),
-            op: "tag".into(),
-            r#ref: Some("stable".into()),
-            old: None,
-            new: Some(Hash::of(b"v")),
-            why: "x".into(),
-            prev: Hash::of(b"p"),
-        }
-    }
-
-    #[test]
-    fn move_messages_bind_every_field() {
-        let base = move_message(&entry());
-        let edits: [fn(&mut AuditEntry); 9] = [
-            |e| e.seq += 1,
-            |e| e.time += 1,
-            |e| e.who.push('x'),
-            |e| e.op = "rollback".into(),
-            |e| e.r#ref = None,
-            |e| e.old = Some(Hash::of(b"o")),
-            |e| e.new = None,
-            |e| e.why.push('y'),
-            |e| e.prev = Hash::default(),
-        ];
-        for edit in edits {
-            let mut e = entry();
-            edit(&mut e);
-            assert_ne!(move_message(&e), base);
-        }
-        assert!(base.starts_with(b"tdelta-signed-move 1\n"));
-        assert!(!version_message(Hash::of(b"v")).starts_with(b"tdelta-signed-move"));
-    }
-
-    #[test]
-    fn key_files_round_trip_and_refuse_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        let s = Signer::generate().unwrap();
-        let pub_path = s.write_new(&path, "ops team").unwrap();
-        let back = Signer::from_file(&path).unwrap();
-        assert_eq!(back.key.to_bytes(), s.key.to_bytes());
-        let p = PublicKey::from_file(&pub_path).unwrap();
-        assert_eq!((p.key, p.comment.as_str()), (s.key.verifying_key(), "ops team"));
-        assert!(s.write_new(&path, "").unwrap_err().to_string().contains("refusing to replace"));
-        assert!(PublicKey::from_file(&path).unwrap_err().to_string().contains("secret key"));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        assert!(!format!("{s:?}").contains(&hex(s.key.as_bytes())));
-    }
-
-    /// A store whose handle signs with a trusted key, `stable` at `a`.
-    fn signing_store() -> (tempfile::TempDir, Store, Hash, Hash) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::init(&dir.path().join("s"), &crate::InitOptions::default()).unwrap();
-        let s = Signer::generate().unwrap();
-        let pub_path = s.write_new(&dir.path().join("k"), "").unwrap();
-        trust_key(&store, &pub_path).unwrap();
-        store.set_signer(Some(s));
-        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
-        let _l = store.lock().unwrap();
-        store.move_ref_locked("stable", Some(a), "tag", "").unwrap();
-        drop(_l);
-        (dir, store, a, b)
-    }
-
-    /// What a signing writer killed after signing a move of `stable` to
-    /// `b` leaves, with the ref renamed or not.
-    fn kill_after_signing(store: &Store, a: Hash, b: Hash, ref_moved: bool) -> Hash {
-        let e = AuditEntry {
-            seq: 0,
-            time: 7,
-            who: "w".into(),
-            op: "tag".into(),
-            r#ref: Some("stable".into()),
-            old: Some(a),
-            new: Some(b),
-            why: String::new(),
-            prev: Hash::default(),
-        };
-        let (entry, line) = store.audit().prepare(e).unwrap();
-        store.write_pending(&line).unwrap();
-        sign_move(store, store.signer().unwrap(), &entry).unwrap();
-        if ref_moved {
-            store.write_ref_file(&store.root.join("refs/stable"), Some(b)).unwrap();
-        }
-        entry_hash(&entry).unwrap()
-    }
-
-    fn unsigned_moves(store: &Store) -> Vec<String> {
-        verify_signatures(store).unwrap().unsigned.iter().filter(|u| u.kind == "move").map(|u| u.to_string()).collect()
-    }
-
-    #[test]
-    fn a_move_signed_but_never_made_is_an_orphan_then_removed_by_the_next_writer() {
-        let (_d, store, a, b) = signing_store();
-        let h = kill_after_signing(&store, a, b, false);
-        let rep = verify_signatures(&store).unwrap();
-        assert!(rep.unsigned.is_empty() && rep.damaged.is_empty(), "{rep:?}");
-        // `a` and `b` are no versions of the store: their signatures are
-        // orphans too.
-        let moves: Vec<&String> = rep.orphans.iter().filter(|o| o.contains("moves")).collect();
-        assert_eq!(moves.len(), 1, "{rep:?}");
-        assert!(moves[0].contains("under way"), "{rep:?}");
-        drop(store.lock().unwrap());
-        assert!(!sig_path(&store, "moves", h).exists());
-        let rep = verify_signatures(&store).unwrap();
-        assert!(rep.unsigned.is_empty() && !rep.orphans.iter().any(|o| o.contains("moves")), "{rep:?}");
-    }
-
-    #[test]
-    fn a_signed_move_completed_as_recover_counts_as_signed() {
-        let (_d, store, a, b) = signing_store();
-        kill_after_signing(&store, a, b, true);
-        drop(store.lock().unwrap());
-        let log = store.audit().read().unwrap().entries;
-        assert_eq!(log.last().unwrap().op, "recover");
-        assert!(unsigned_moves(&store).is_empty(), "{:?}", unsigned_moves(&store));
-        let by = move_signers(&store, &log).unwrap();
-        assert!(by.iter().all(|s| s.as_ref().is_some_and(|s| s.trusted)), "{by:?}");
-    }
-
-    #[test]
-    fn a_failed_ref_write_takes_its_signature_back() {
-        let (_d, store, _a, _b) = signing_store();
-        let _l = store.lock().unwrap();
-        let before = list_sigs(&sig_dir(&store, "moves")).unwrap();
-        // Deleting a ref that does not exist fails after the signing.
-        assert!(store.move_ref_locked("nothing", None, "untag", "").is_err());
-        assert_eq!(list_sigs(&sig_dir(&store, "moves")).unwrap(), before);
-        assert!(!store.root.join(PENDING_FILE).exists());
-    }
-
-    #[test]
-    fn signature_files_detect_edits() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Signer::generate().unwrap();
-        let e = entry();
-        let h = entry_hash(&e).unwrap();
-        let mut file = s.sign(&move_message(&e));
-        file.r#move = Some(e.clone());
-        let p = dir.path().join("m.sig");
-        fs::write(&p, serde_json::to_vec(&file).unwrap()).unwrap();
-        check_file(&p, h).unwrap();
-        assert!(check_file(&p, Hash::of(b"other")).is_err());
-        let mut edited = file.clone();
-        edited.r#move.as_mut().unwrap().why = "changed".into();
-        fs::write(&p, serde_json::to_vec(&edited).unwrap()).unwrap();
-        let h2 = entry_hash(edited.r#move.as_ref().unwrap()).unwrap();
-        assert!(check_file(&p, h2).unwrap_err().to_string().contains("does not verify"));
     }
 }
