@@ -142,3 +142,18 @@ fn signature_files_detect_edits() {
     let h2 = entry_hash(edited.r#move.as_ref().unwrap()).unwrap();
     assert!(check_file(&p, h2).unwrap_err().to_string().contains("does not verify"));
 }
+
+/// The messages exactly as FORMAT.md §16 writes them.
+#[test]
+fn signed_messages_match_the_spec() {
+    let id: Hash = "0123456789abcdef0123456789abcdef".parse().unwrap();
+    assert_eq!(version_message(id), b"tdelta-signed-version 1\n0123456789abcdef0123456789abcdef\n");
+    let mut e = entry();
+    e.new = Some(id);
+    e.prev = Hash::default();
+    let want = "tdelta-signed-move 1\nseq 3\nprev 00000000000000000000000000000000\ntime 9\nwho \"a\\nwho b\"\n\
+                op \"tag\"\nref \"stable\"\nold none\nnew 0123456789abcdef0123456789abcdef\nwhy \"x\"\n";
+    assert_eq!(String::from_utf8(move_message(&e)).unwrap(), want);
+    e.r#ref = None;
+    assert!(String::from_utf8(move_message(&e)).unwrap().contains("\nref none\n"));
+}
