@@ -53,10 +53,14 @@ impl PublicKey {
 
     /// Reads a public key file (FORMAT.md §16).
     pub fn from_file(path: &Path) -> Result<PublicKey> {
-        let bytes = fsutil::read_capped(path, MAX_KEY_FILE)?;
+        PublicKey::parse(path, &fsutil::read_capped(path, MAX_KEY_FILE)?)
+    }
+
+    /// Parses the bytes of a public key file read from `path`.
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<PublicKey> {
         let bad =
             |why: &str| Error::InvalidArgument(format!("{}: not a tdelta public key file: {why}", path.display()));
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
         let mut lines = text.lines();
         let first = lines.next().unwrap_or_default();
         if first.starts_with(SECRET_HEADER) {
@@ -108,10 +112,14 @@ impl Signer {
     /// Reads a secret key file (FORMAT.md §16). Errors name the file,
     /// never its content.
     pub fn from_file(path: &Path) -> Result<Signer> {
-        let bytes = fsutil::read_capped(path, MAX_KEY_FILE)?;
+        Signer::parse(path, &fsutil::read_capped(path, MAX_KEY_FILE)?)
+    }
+
+    /// Parses the bytes of a secret key file read from `path`.
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Signer> {
         let bad =
             |why: &str| Error::InvalidArgument(format!("{}: not a tdelta secret key file: {why}", path.display()));
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
         let mut lines = text.lines().filter(|l| !l.starts_with('#'));
         if lines.next() != Some(SECRET_HEADER) {
             return Err(bad(&format!("the first line must be `{SECRET_HEADER}`")));

@@ -95,7 +95,7 @@ pub struct SignedBy {
 
 /// A signature file that checked out.
 #[derive(Debug, Clone)]
-struct Checked {
+pub(crate) struct Checked {
     path: PathBuf,
     key: VerifyingKey,
     file: SigFile,
@@ -112,9 +112,13 @@ fn trusted_dir(store: &Store) -> PathBuf {
 /// Reads `path` and checks its signature; `name` is the hash its file
 /// name must match (the version id, or the audit entry's hash).
 fn check_file(path: &Path, name: Hash) -> Result<Checked> {
-    let bytes = fsutil::read_capped(path, MAX_SIG_FILE)?;
+    check_bytes(path, &fsutil::read_capped(path, MAX_SIG_FILE)?, name)
+}
+
+/// [`check_file`] of the bytes read from `path`.
+pub(crate) fn check_bytes(path: &Path, bytes: &[u8], name: Hash) -> Result<Checked> {
     let bad = |why: &str| Error::corrupt(path, format!("bad signature file: {why}"));
-    let file: SigFile = serde_json::from_slice(&bytes).map_err(|e| bad(&format!("not valid: {e}")))?;
+    let file: SigFile = serde_json::from_slice(bytes).map_err(|e| bad(&format!("not valid: {e}")))?;
     if file.format != SIG_FORMAT {
         return Err(bad(&format!("format `{}`, expected `{SIG_FORMAT}`", file.format)));
     }
