@@ -33,6 +33,8 @@ const DEFAULTS: &[&str] = &[
     "zstd:3",
     "zipnn",
     "bitx",
+    "tdelta:near:3",
+    "tdelta:chain:3",
     "tdelta:chain:8",
     "tdelta:keyframe:4",
     "tdelta:root",

@@ -124,8 +124,12 @@ fn cli_lossy_pack_records_the_measured_error() {
     let store = tmp.path().join("store");
     ok(&store, &["init", "--block-size", "65536"]);
     let v0 = ok(&store, &["pack", s(&files[0])]).trim().to_string();
-    let v1 = ok(&store, &["pack", s(&files[1]), "--lossy", "int8", "--keep-exact", "*norm*"]).trim().to_string();
-    let v2 = ok(&store, &["pack", s(&files[2]), "--lossy", "int4", "--max-error", "0.05"]).trim().to_string();
+    let v1 = ok(&store, &["pack", s(&files[1]), "--lossy", "int8", "--keep-exact", "*norm*", "--policy", "root"])
+        .trim()
+        .to_string();
+    let v2 = ok(&store, &["pack", s(&files[2]), "--lossy", "int4", "--max-error", "0.05", "--policy", "root"])
+        .trim()
+        .to_string();
     ok(&store, &["verify"]);
     let show = ok(&store, &["show", &v1]);
     assert!(show.contains("LOSSY    int8 codes"), "{show}");
@@ -135,7 +139,7 @@ fn cli_lossy_pack_records_the_measured_error() {
     assert!(!tdelta(&store, &["pack", s(&files[2]), "--lossy", "int3"]).status.success());
 
     let st = Store::open(&store).unwrap();
-    // Under the default `root` policy every delta (of v1 and of v2) is taken
+    // Under the `root` policy every delta (of v1 and of v2) is taken
     // against the root, v0 as restored: errors are measured against it.
     let root = tmp.path().join("r0.safetensors");
     ok(&store, &["unpack", &v0, "--out", s(&root)]);
@@ -449,4 +453,80 @@ fn bound_analysis() {
             zeros as f64 * 100.0 / n as f64
         );
     }
+}
+
+/// A deterministic near-Gaussian draw (sum of four uniforms) of index `i`.
+fn draw(seed: u64, i: u64) -> f32 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut sum = 0.0f32;
+    for _ in 0..4 {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 27;
+        sum += (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+    }
+    sum * 1.73
+}
+
+fn write_f32(path: &Path, name: &str, rows: usize, cols: usize, vals: &[f32]) {
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &bytes).unwrap();
+    fs::write(path, safetensors::serialize([(name.to_string(), view)], None).unwrap()).unwrap();
+}
+
+#[test]
+fn int8_without_max_error_holds_one_percent_on_a_tensor_that_grew_by_one_row_and_says_lossy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, cols) = (255usize, 256usize);
+    let base: Vec<f32> = (0..rows * cols).map(|i| 0.02 * draw(1, i as u64)).collect();
+    // Every old weight moves a little; one new row of full-size weights.
+    let mut next: Vec<f32> = base.iter().enumerate().map(|(i, w)| w + 1e-4 * draw(2, i as u64)).collect();
+    next.extend((0..cols).map(|c| 0.02 * draw(3, c as u64)));
+    let (f0, f1) = (tmp.path().join("v0.safetensors"), tmp.path().join("v1.safetensors"));
+    write_f32(&f0, "w", rows, cols, &base);
+    write_f32(&f1, "w", rows + 1, cols, &next);
+    let store = tmp.path().join("store");
+    ok(&store, &["init", "--block-size", "65536"]);
+    ok(&store, &["pack", s(&f0), "-q"]);
+    let o = tdelta(&store, &["pack", s(&f1), "--lossy", "int8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let said = String::from_utf8(o.stderr).unwrap();
+    assert!(said.contains("LOSSY: int8 codes"), "pack summary: {said}");
+    let out = tmp.path().join("r1.safetensors");
+    let o = tdelta(&store, &["unpack", &id, "--out", s(&out)]);
+    assert!(o.status.success());
+    let said = String::from_utf8(o.stderr).unwrap();
+    assert!(said.contains("LOSSY") && said.contains("not bit-exact"), "unpack: {said}");
+    let unpacked = ok(&store, &["--json", "unpack", &id, "--out", s(&out), "--force"]);
+    assert!(unpacked.contains("\"lossy\":true") || unpacked.contains("\"lossy\": true"), "{unpacked}");
+    // The delta error, new row included (against zeros, as stored), is
+    // within the nominal 1%; the store did use lossy codes somewhere. (One
+    // quantizer step for a block mixing 63 slightly changed rows with a new
+    // full-size row used to leave the changed rows at 10% error.)
+    let restored = &tensors(&out)["w"];
+    let (mut err_sq, mut delta_sq) = (0.0, 0.0);
+    for (i, (&w, &r)) in next.iter().zip(restored).enumerate() {
+        let b = base.get(i).map_or(0.0, |&b| f64::from(b));
+        err_sq += (r - f64::from(w)).powi(2);
+        delta_sq += (f64::from(w) - b).powi(2);
+    }
+    let rel = (err_sq / delta_sq).sqrt();
+    let n_old = base.len();
+    let part = |r: std::ops::Range<usize>| {
+        let (mut e, mut d) = (0.0, 0.0);
+        for i in r {
+            let b = base.get(i).map_or(0.0, |&b| f64::from(b));
+            e += (restored[i] - f64::from(next[i])).powi(2);
+            d += (f64::from(next[i]) - b).powi(2);
+        }
+        (e / d).sqrt()
+    };
+    // Each part too: the rows that changed against their change, the new
+    // row against its values.
+    let (old, new) = (part(0..n_old), part(n_old..next.len()));
+    assert!(rel <= 0.01 && old <= 0.01 && new <= 0.01, "delta rel-L2 {rel}: changed rows {old}, new row {new}");
+    assert!(err_sq > 0.0, "nothing was stored lossily");
+    let show = ok(&store, &["show", &id]);
+    assert!(show.contains("LOSSY"), "{show}");
 }

@@ -269,7 +269,7 @@ fn sign_without_a_key_and_key_overwrite_are_refused() {
         .env_remove("TDELTA_SIGNING_KEY")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a usage error");
     assert!(stderr(&o).contains("--sign needs a key"), "{}", stderr(&o));
     assert!(versions(&fx.store).is_empty());
     let before = fs::read(&fx.key).unwrap();

@@ -24,11 +24,11 @@ use crate::series::SeriesArgs;
                   bitx          per block: XOR with the previous version + byte planes + zstd \
                   (BitX-like); restoring version N decodes the whole XOR chain\n  \
                   bitx:first    the same, XOR with the first version (the base model)\n  \
-                  tdelta:POLICY a tdelta store; POLICY is chain:K, keyframe:K, root or full \
+                  tdelta:POLICY a tdelta store; POLICY is near:K, chain:K, keyframe:K, root or full \
                   (the `tdelta:` prefix may be left out)\n  \
                   tdelta:BITS[:POLICY]  lossy tdelta: deltas quantized to BITS = int8, int4 or int2 \
-                  (default policy root, the store default); the table shows the error recorded at pack\n\
-                  Default: raw,zstd:3,zipnn,bitx,chain:8,keyframe:4,root,full,int8,int4.\n\n\
+                  (default policy: the store default, near:3); the table shows the error recorded at pack\n\
+                  Default: raw,zstd:3,zipnn,bitx,near:3,chain:3,chain:8,keyframe:4,root,full,int8:root,int4:root.\n\n\
                   Reading the table: `stored` is what the store holds on disk after the last \
                   version (`% raw` of the series); `per version` is the mean cost of one more \
                   checkpoint after the first; `pack` is source MB (10^6 B) stored per second; \
@@ -66,8 +66,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
     repeat: u64,
     /// Block size of the tdelta stores and of the zipnn/bitx blocks.
-    #[arg(long, value_parser = fmt::parse_size)]
-    block_size: Option<u64>,
+    #[arg(long, value_parser = fmt::parse_block_size)]
+    block_size: Option<u32>,
     /// Also write the results as CSV to FILE (one line per strategy).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
@@ -88,6 +88,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(g: &Global, a: &BenchArgs) -> Result<()> {
+    if g.store_arg.is_some() {
+        return Err(crate::exit::Usage(
+            "bench builds its own temporary stores; --store does not apply (--dir says where they go)".into(),
+        )
+        .into());
+    }
     let strategies = match &a.strategies {
         Some(list) => tdelta::bench::parse_strategies(list)?,
         None => tdelta::bench::default_strategies(),
@@ -134,9 +140,9 @@ fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta::bench::Strategy>, di
     opts.strategies = strategies;
     opts.repeat = a.repeat as usize;
     if let Some(bs) = a.block_size {
-        opts.block_size = u32::try_from(bs).context("--block-size is too large")?;
+        opts.block_size = bs;
     }
-    let bar = Bar::new(g.quiet);
+    let bar = Bar::series(g.quiet, paths.len() as u64);
     let report = tdelta::bench::run(&paths, &opts, &bar)?;
 
     if let Some(p) = &a.csv {

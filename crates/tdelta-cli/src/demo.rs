@@ -33,6 +33,11 @@ pub fn run(g: &Global, a: &DemoArgs) -> Result<()> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("tdelta-demo-{}", std::process::id())),
     };
+    if let Some(s) = &g.store_arg
+        && s.join("config").exists()
+    {
+        bail!("{} already holds a store; the demo packs into a new one (pick another --store)", s.display());
+    }
     if dir.join("store").exists() {
         bail!("{} already holds a demo store; remove it or pick another --dir", dir.display());
     }
@@ -42,6 +47,12 @@ pub fn run(g: &Global, a: &DemoArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     } else if !g.quiet {
         eprintln!("kept {}", dir.display());
+    }
+    if res.is_ok()
+        && let Some(s) = &g.store_arg
+        && !g.quiet
+    {
+        eprintln!("the demo store is at {}; try `tdelta --store {} log`", s.display(), s.display());
     }
     res
 }
@@ -74,9 +85,11 @@ fn demo(g: &Global, a: &DemoArgs, dtype: DType, dir: &Path) -> Result<()> {
     }
     say(g, format!("generated in {:.1}s", t0.elapsed().as_secs_f64()));
 
-    let store_dir = dir.join("store");
+    // --store names where the demo store goes (kept); else it lives in
+    // the work directory.
+    let store_dir = g.store_arg.clone().unwrap_or_else(|| dir.join("store"));
     let mut store = Store::init(&store_dir, &tdelta::InitOptions::default())?;
-    let bar = Bar::new(g.quiet || g.json);
+    let bar = Bar::series(g.quiet || g.json, sources.len() as u64);
     let mut rows = Vec::new();
     if !g.json {
         println!(

@@ -1,4 +1,26 @@
-//! Human-readable sizes, ratios and times.
+//! Human-readable sizes, ratios and times, and text from the store made
+//! safe to print.
+
+use std::borrow::Cow;
+
+/// Text from the store (messages, metadata, names, paths) as it may be
+/// printed on a terminal: control characters (escape sequences, carriage
+/// returns, newlines...) are shown escaped (`\u{1b}`), never sent raw.
+/// Every text output goes through this; JSON output is escaped by serde.
+pub fn text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// `1536` → `1.5 KiB`.
 pub fn bytes(n: u64) -> String {
@@ -60,6 +82,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(r as u64)
 }
 
+/// A store block size: [`parse_size`] within the sizes a store accepts.
+pub fn parse_block_size(s: &str) -> Result<u32, String> {
+    let (min, max) = (tdelta::block::MIN_BLOCK_SIZE, tdelta::block::MAX_BLOCK_SIZE);
+    let n = parse_size(s)?;
+    match u32::try_from(n) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "block size `{s}` out of range; valid sizes are {} to {}",
+            bytes(min.into()),
+            bytes(max.into())
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +111,11 @@ mod tests {
         assert_eq!(parse_size("100MB").unwrap(), 100 << 20);
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(text("plain ü"), "plain ü");
+        assert_eq!(text("a\x1b[2Jb\r\n\u{9b}c"), "a\\u{1b}[2Jb\\r\\n\\u{9b}c");
     }
 }

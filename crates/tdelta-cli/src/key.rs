@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tdelta::{SignedBy, Signer, Store};
@@ -52,9 +52,11 @@ impl SignArgs {
             return Ok(());
         }
         let Some(path) = &self.key else {
-            bail!(
+            return Err(crate::exit::Usage(
                 "--sign needs a key: pass --key FILE or set TDELTA_SIGNING_KEY (create one with `tdelta key generate`)"
-            );
+                    .into(),
+            )
+            .into());
         };
         let signer = Signer::from_file(path).context("cannot read the signing key")?;
         store.set_signer(Some(signer));
@@ -91,7 +93,7 @@ pub fn run(g: &Global, cmd: &KeyCmd) -> Result<()> {
             }
             println!("{}", key.fingerprint());
             if !g.quiet {
-                eprintln!("trusted key {} {}", key.fingerprint(), key.comment);
+                eprintln!("trusted key {} {}", key.fingerprint(), crate::fmt::text(&key.comment));
             }
             Ok(())
         }
@@ -104,10 +106,10 @@ pub fn run(g: &Global, cmd: &KeyCmd) -> Result<()> {
                 return print_json(&json!({"trusted": v, "damaged": bad}));
             }
             for k in &keys {
-                println!("{}  {}", k.fingerprint(), k.comment);
+                println!("{}  {}", k.fingerprint(), crate::fmt::text(&k.comment));
             }
             for b in &bad {
-                eprintln!("warning: {b}");
+                eprintln!("warning: {}", crate::fmt::text(b));
             }
             if keys.is_empty() && !g.quiet {
                 eprintln!("no trusted keys; add one with `tdelta key trust FILE.pub`");
@@ -140,16 +142,16 @@ pub fn verify(g: &Global, store: &Store, require_signed: bool) -> Result<Signatu
     }
     if !g.json {
         for d in &rep.damaged {
-            println!("STORE    {d}");
+            println!("STORE    {}", crate::fmt::text(d));
         }
         if require_signed {
             for u in &rep.unsigned {
-                println!("UNSIGNED {u}");
+                println!("UNSIGNED {}", crate::fmt::text(&u.to_string()));
             }
         }
         if !g.quiet {
             for o in &rep.orphans {
-                eprintln!("info: orphaned signature {o}");
+                eprintln!("info: orphaned signature {}", crate::fmt::text(o));
             }
             if !require_signed && !rep.unsigned.is_empty() {
                 eprintln!(

@@ -3,14 +3,17 @@
 
 mod bench;
 mod demo;
+mod exit;
 mod fmt;
 mod key;
+mod log;
 mod manage;
 mod progress;
 mod repair;
+mod restore;
 mod series;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -44,9 +47,13 @@ struct Cli {
 
 #[derive(Args)]
 pub(crate) struct Global {
-    /// Store directory.
-    #[arg(long, global = true, env = "TDELTA_STORE", default_value = ".tdelta")]
-    pub store: PathBuf,
+    /// Store directory [env: TDELTA_STORE] [default: .tdelta].
+    #[arg(long = "store", global = true, value_name = "STORE")]
+    pub store_arg: Option<PathBuf>,
+    /// Who is acting, recorded in new versions and the audit log by every
+    /// writing command [default: $TDELTA_AUTHOR, else $USER@host].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub author: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -59,9 +66,9 @@ pub(crate) struct Global {
 enum Cmd {
     /// Create an empty store.
     Init {
-        /// Raw block size (e.g. 1M, 256K); fixed for the store's life.
-        #[arg(long, value_parser = fmt::parse_size)]
-        block_size: Option<u64>,
+        /// Raw block size (e.g. 1M, 256K; 4K..=64M); fixed for the store's life.
+        #[arg(long, value_parser = fmt::parse_block_size)]
+        block_size: Option<u32>,
     },
     /// Store a checkpoint (a .safetensors file or a directory) as a new
     /// version; print its id.
@@ -69,34 +76,21 @@ enum Cmd {
     /// The new version is stored as deltas against the version HEAD points
     /// to (or --base); HEAD then points to the new version.
     Pack(PackArgs),
-    /// Restore a version (a ref, an id or a unique id prefix) to a file or
-    /// directory, checking every block.
-    Unpack {
-        /// Version to restore: HEAD, a tag, an id or an id prefix.
-        #[arg(name = "REF")]
-        reference: String,
-        /// Output file (file versions) or directory (directory versions).
-        #[arg(short, long)]
-        out: PathBuf,
-        /// Replace OUT if it exists.
-        #[arg(long)]
-        force: bool,
-    },
+    /// Restore a version (a ref, an id or a unique id prefix), or parts of
+    /// it, to a file or directory, checking every block.
+    ///
+    /// OUT must not exist (or be an empty directory) unless --force; the
+    /// output appears whole or not at all, and nothing the version does not
+    /// contain is ever removed.
+    Unpack(restore::UnpackArgs),
+    /// Write one file of a version (REF:PATH), or one tensor (--tensor),
+    /// to stdout.
+    Cat(restore::CatArgs),
     /// List versions from HEAD (or REF) back through their parents.
-    Log {
-        /// Where to start.
-        #[arg(name = "REF", default_value = "HEAD")]
-        reference: String,
-        /// At most this many versions.
-        #[arg(short = 'n', long)]
-        max: Option<usize>,
-        /// Only versions whose metadata or metric KEY equals VALUE (repeatable).
-        #[arg(long = "where", value_name = "KEY=VALUE")]
-        filters: Vec<String>,
-        /// Sort by this metric, highest first (prefix `-` for lowest first).
-        #[arg(long, value_name = "METRIC", allow_hyphen_values = true)]
-        sort: Option<String>,
-    },
+    ///
+    /// Shows what it can: a damaged or missing version is listed and marked,
+    /// and the exit status is then 3.
+    Log(log::LogArgs),
     /// Show one version: metadata, metrics, storage figures, files.
     Show {
         /// Version: HEAD, a tag, an id or an id prefix.
@@ -130,10 +124,17 @@ enum Cmd {
     },
     /// List tags and the versions they point to.
     Tags,
-    /// Every move of a ref (tag or HEAD): time, who, old -> new, why.
+    /// Every move of a ref (tag or HEAD): time, who, old -> new, why; with
+    /// --all, every entry of the audit log (packs, drops, gc too).
+    ///
+    /// A damaged audit log is an error naming the entry (exit status 3).
     History {
         /// Tag name or HEAD.
-        name: String,
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every entry of the audit log.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
     },
     /// Move a tag (or HEAD) back to an earlier version in one atomic step.
     ///
@@ -178,6 +179,10 @@ enum Cmd {
         /// Why (recorded in the audit log).
         #[arg(long, default_value = "")]
         why: String,
+        /// Change nothing: show what would go and the bytes a following
+        /// gc would free.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Remove blocks no version needs, rewriting packs; report bytes freed.
     ///
@@ -195,6 +200,10 @@ enum Cmd {
         /// Why (recorded in the audit log).
         #[arg(long, default_value = "")]
         why: String,
+        /// Change nothing: show what would be dropped and removed, and the
+        /// bytes that would be freed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Raw vs stored bytes per version and for the whole store.
     Stats {
@@ -216,9 +225,13 @@ enum Cmd {
     },
     /// Generate a series of realistic checkpoints, pack them into a fresh
     /// store, restore each one and check it is bit-exact.
+    ///
+    /// With --store, the fresh store is made there and kept (it must not
+    /// exist yet); TDELTA_STORE is not used.
     Demo(demo::DemoArgs),
     /// Compare storage strategies (raw, zstd, byte planes, XOR deltas,
-    /// tdelta policies, lossy) on a series of checkpoints.
+    /// tdelta policies, lossy) on a series of checkpoints (in temporary
+    /// stores: --store is refused).
     Bench(bench::BenchArgs),
     /// Let an owner continue after store files were damaged or changed
     /// outside tdelta; every repair is recorded in the audit log.
@@ -231,7 +244,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct PackArgs {
-    /// A .safetensors file or a checkpoint directory.
+    /// A .safetensors file or a checkpoint directory (a Hugging Face cache
+    /// snapshot, models--org--name/snapshots/REV, works as it is).
     source: PathBuf,
     /// Message describing the version.
     #[arg(short, long, default_value = "")]
@@ -245,18 +259,20 @@ struct PackArgs {
     /// Delta base: a ref or id (default HEAD), or `none` for no deltas.
     #[arg(long)]
     base: Option<String>,
-    /// Delta depth policy: chain:K, keyframe:K, root or full.
-    #[arg(long, default_value_t = tdelta::Policy::default().to_string())]
-    policy: String,
+    /// Delta depth policy: near:K, chain:K, keyframe:K, root or full
+    /// (README, "Choosing a delta policy").
+    #[arg(long, default_value_t = tdelta::Policy::default(), value_parser = parse_policy)]
+    policy: tdelta::Policy,
     /// zstd level, 1..=19.
     #[arg(long, default_value_t = tdelta::codec::EncodeParams::default().level, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
     /// Metadata KEY=VALUE (repeatable).
-    #[arg(long = "meta", value_name = "KEY=VALUE")]
-    meta: Vec<String>,
-    /// Metric KEY=NUMBER or KEY=JSON (repeatable), e.g. --metric eval_loss=1.93.
-    #[arg(long = "metric", value_name = "KEY=VALUE")]
-    metrics: Vec<String>,
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    meta: Vec<(String, String)>,
+    /// Metric KEY=VALUE (repeatable): VALUE is a number, true/false, or JSON
+    /// (an object, an array, a "quoted string"), e.g. --metric eval_loss=1.93.
+    #[arg(long = "metric", value_name = "KEY=VALUE", value_parser = parse_metric)]
+    metrics: Vec<(String, serde_json::Value)>,
     /// Metrics from a JSON object file (e.g. eval results); --metric wins on
     /// the same key.
     #[arg(long = "metrics", value_name = "FILE.json")]
@@ -283,6 +299,15 @@ struct PackArgs {
     /// exponent; groups whose changes all round to zero cost one byte).
     #[arg(long, value_name = "G", requires = "lossy", default_value_t = tdelta::lossy::DEFAULT_GROUP)]
     group: u32,
+    /// Store only files whose path (relative to SOURCE, `/`-separated)
+    /// matches GLOB (repeatable; `*` also matches `/`), e.g. '*.safetensors'.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files and directories matching GLOB (repeatable; wins over
+    /// --include), e.g. 'optimizer/' '*.pt'. Always left out: `.git/`,
+    /// `.cache/huggingface/` and the store's own directory.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     #[command(flatten)]
     sign: key::SignArgs,
 }
@@ -296,31 +321,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return exit::clap_error(&e),
+    };
+    let json = cli.global.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", chain(&e));
-            if e.downcast_ref::<manage::Damaged>().is_some() { ExitCode::from(3) } else { ExitCode::FAILURE }
-        }
+        Err(e) => exit::report(&e, json),
     }
-}
-
-/// The error and its causes on one line, without repeating a cause that a
-/// message already includes.
-fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -328,19 +337,20 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Init { block_size } => cmd_init(g, block_size),
         Cmd::Pack(a) => cmd_pack(g, &a),
-        Cmd::Unpack { reference, out, force } => cmd_unpack(g, &reference, &out, force),
-        Cmd::Log { reference, max, filters, sort } => cmd_log(g, &reference, max, &filters, sort.as_deref()),
+        Cmd::Unpack(a) => restore::unpack(g, &a),
+        Cmd::Cat(a) => restore::cat(g, &a),
+        Cmd::Log(a) => log::run(g, &a),
         Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
         Cmd::Demo(a) => demo::run(g, &a),
         Cmd::Tag { name, reference, delete, force, why, sign } => {
             manage::tag(g, &name, reference.as_deref(), delete, force, &why, &sign)
         }
         Cmd::Tags => manage::tags(g),
-        Cmd::History { name } => manage::history(g, &name),
+        Cmd::History { name, all } => manage::history(g, name.as_deref().filter(|_| !all)),
         Cmd::Rollback { name, to, steps, why, sign } => manage::rollback(g, &name, to.as_deref(), steps, &why, &sign),
         Cmd::Verify { reference, all, require_signed } => manage::verify(g, reference.as_deref(), all, require_signed),
-        Cmd::Drop { reference, why } => manage::drop(g, &reference, &why),
-        Cmd::Gc { prune, keep_last, why } => manage::gc(g, prune.then_some(keep_last), &why),
+        Cmd::Drop { reference, why, dry_run } => manage::drop(g, &reference, &why, dry_run),
+        Cmd::Gc { prune, keep_last, why, dry_run } => manage::gc(g, prune.then_some(keep_last), &why, dry_run),
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
@@ -349,21 +359,45 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+impl Global {
+    /// The store directory: --store, else `TDELTA_STORE`, else `.tdelta`.
+    pub fn store(&self) -> PathBuf {
+        self.store_arg
+            .clone()
+            .or_else(|| std::env::var_os("TDELTA_STORE").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".tdelta"))
+    }
+}
+
+fn lock_notice(holder: &str) {
+    eprintln!("waiting for the store lock held by {}", fmt::text(holder));
+}
+
 pub(crate) fn open_store(g: &Global) -> Result<Store> {
-    Ok(Store::open(&g.store)?)
+    let mut store = Store::open(&g.store())?;
+    store.author.clone_from(&g.author);
+    if !g.quiet {
+        store.lock_notice = Some(lock_notice);
+    }
+    // For scripts and tests that should not wait the full minute.
+    if let Some(secs) = std::env::var("TDELTA_LOCK_WAIT").ok().and_then(|v| v.parse::<f64>().ok()) {
+        store.lock_wait = std::time::Duration::from_secs_f64(secs.clamp(0.0, 86_400.0));
+    }
+    Ok(store)
 }
 
 pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
+    exit::printed_json();
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn cmd_init(g: &Global, block_size: Option<u64>) -> Result<()> {
+fn cmd_init(g: &Global, block_size: Option<u32>) -> Result<()> {
     let mut opts = tdelta::InitOptions::default();
     if let Some(bs) = block_size {
-        opts.block_size = u32::try_from(bs).context("block size too large")?;
+        opts.block_size = bs;
     }
-    let store = Store::init(&g.store, &opts)?;
+    let store = Store::init(&g.store(), &opts)?;
     if g.json {
         print_json(&json!({"store": store.root(), "block_size": store.config().block_size}))?;
     } else if !g.quiet {
@@ -376,14 +410,29 @@ fn cmd_init(g: &Global, block_size: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn parse_kv(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
-    items
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("invalid --{what} `{s}`: expected KEY=VALUE"),
-        })
-        .collect()
+/// `KEY=VALUE` with a non-empty KEY (a clap value parser).
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// `KEY=VALUE` where VALUE is a number, `true`/`false`, or JSON (object,
+/// array, quoted string).
+fn parse_metric(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = parse_kv(s)?;
+    match serde_json::from_str::<serde_json::Value>(v.trim()) {
+        Ok(serde_json::Value::Null) | Err(_) => Err(format!(
+            "`{v}` is not a metric value; valid values are: a number, true, false, or JSON (an object, \
+             an array, a \"quoted string\")"
+        )),
+        Ok(val) => Ok((k, val)),
+    }
+}
+
+fn parse_policy(s: &str) -> Result<tdelta::Policy, String> {
+    s.parse().map_err(|e: tdelta::Error| e.to_string())
 }
 
 fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
@@ -393,7 +442,9 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
         message: a.message.clone(),
         tag: a.tag.clone(),
         force_tag: a.force,
-        policy: a.policy.parse()?,
+        policy: a.policy,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
         ..Default::default()
     };
     opts.encode.level = a.level;
@@ -405,7 +456,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             keep_exact: a.keep_exact.clone(),
         });
     }
-    opts.meta = parse_kv(&a.meta, "meta")?.into_iter().collect();
+    opts.meta = a.meta.iter().cloned().collect();
     if let Some(f) = &a.metrics_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let v: serde_json::Value =
@@ -415,10 +466,7 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
         };
         opts.metrics.extend(map);
     }
-    opts.metrics.extend(parse_kv(&a.metrics, "metric")?.into_iter().map(|(k, v)| {
-        let val = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
-        (k, val)
-    }));
+    opts.metrics.extend(a.metrics.iter().cloned());
     opts.base = match a.base.as_deref() {
         None => tdelta::BaseChoice::Head,
         Some("none") => tdelta::BaseChoice::None,
@@ -428,7 +476,8 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::pack(&mut store, &a.source, &opts, &bar)
         .with_context(|| format!("cannot pack {}", a.source.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
+    // Time spent waiting for another writer is not packing.
+    let secs = t0.elapsed().saturating_sub(store.lock_waited()).as_secs_f64();
     let s = &rep.manifest.stats;
     if g.json {
         print_json(&json!({
@@ -440,7 +489,10 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
             "delta_blocks": s.delta_blocks,
             "max_depth": s.max_depth,
             "seconds": secs,
+            "lock_wait_seconds": store.lock_waited().as_secs_f64(),
             "tag": a.tag,
+            "skipped_files": rep.skipped,
+            "lossy": rep.manifest.lossy.is_some(),
         }))?;
     } else {
         println!("{}", rep.id);
@@ -456,136 +508,26 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
                 s.delta_blocks,
                 s.reused_blocks
             );
-        }
-    }
-    Ok(())
-}
-
-fn cmd_unpack(g: &Global, reference: &str, out: &Path, force: bool) -> Result<()> {
-    let store = open_store(g)?;
-    let id = store.resolve(reference)?;
-    let t0 = Instant::now();
-    let bar = Bar::new(g.quiet || g.json);
-    let rep = tdelta::restore(&store, id, out, &tdelta::RestoreOptions { force }, &bar)
-        .with_context(|| format!("cannot restore {reference} to {}", out.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    if g.json {
-        print_json(&json!({
-            "id": rep.id,
-            "out": out,
-            "bytes": rep.bytes,
-            "files": rep.files,
-            "blocks": rep.blocks,
-            "decoded_blocks": rep.decoded,
-            "max_chain": rep.max_levels,
-            "seconds": secs,
-        }))?;
-    } else if !g.quiet {
-        eprintln!(
-            "restored {} ({}, {} files) to {} in {:.2}s ({}), every block verified",
-            id.short(),
-            fmt::bytes(rep.bytes),
-            rep.files,
-            out.display(),
-            secs,
-            fmt::mbps(rep.bytes, secs)
-        );
-    }
-    Ok(())
-}
-
-/// Whether a metric equals the text given on the command line: strings
-/// as text, numbers by value (`1.50` matches `1.5`), others as JSON.
-fn metric_eq(x: &serde_json::Value, v: &str) -> bool {
-    match x {
-        serde_json::Value::String(s) => s == v,
-        serde_json::Value::Number(n) => v.parse::<f64>().ok() == n.as_f64(),
-        other => serde_json::from_str::<serde_json::Value>(v).is_ok_and(|p| p == *other),
-    }
-}
-
-fn cmd_log(g: &Global, reference: &str, max: Option<usize>, filters: &[String], sort: Option<&str>) -> Result<()> {
-    let store = open_store(g)?;
-    let refs = tdelta::refs_by_version(&store)?;
-    let filters = parse_kv(filters, "where")?;
-    let mut next = match store.resolve(reference) {
-        Ok(id) => Some(id),
-        Err(tdelta::Error::NoVersions { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let mut rows = Vec::new();
-    while let Some(id) = next {
-        let m = match store.manifest(id) {
-            Ok(m) => m,
-            // A dropped parent ends the line.
-            Err(tdelta::Error::UnknownRef { .. }) if !rows.is_empty() => break,
-            Err(e) => return Err(e.into()),
-        };
-        next = m.parent;
-        let matches = filters
-            .iter()
-            .all(|(k, v)| m.meta.get(k).is_some_and(|x| x == v) || m.metrics.get(k).is_some_and(|x| metric_eq(x, v)));
-        if matches {
-            rows.push((id, m));
-        }
-    }
-    if let Some(key) = sort {
-        let (key, asc) = key.strip_prefix('-').map_or((key, false), |k| (k, true));
-        let val = |m: &Manifest| m.metrics.get(key).and_then(serde_json::Value::as_f64);
-        rows.sort_by(|(_, x), (_, y)| match (val(x), val(y)) {
-            (Some(a), Some(b)) => {
-                if asc {
-                    a.total_cmp(&b)
-                } else {
-                    b.total_cmp(&a)
-                }
+            if rep.skipped > 0 {
+                eprintln!("skipped {} files (default skips, the store, --include/--exclude)", rep.skipped);
             }
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
-    }
-    if let Some(m) = max {
-        rows.truncate(m);
-    }
-    if g.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(id, m)| {
-                json!({
-                    "id": id, "parent": m.parent, "created": m.created, "author": m.author,
-                    "message": m.message, "refs": refs.get(id).cloned().unwrap_or_default(),
-                    "raw_bytes": m.stats.raw_bytes, "stored_bytes": m.stats.stored_bytes,
-                    "metrics": m.metrics, "lossy": m.lossy.is_some(),
-                })
-            })
-            .collect();
-        return print_json(&json!(v));
-    }
-    if rows.is_empty() {
-        eprintln!("the store has no versions yet; add one with `tdelta pack SOURCE`");
-    }
-    for (id, m) in &rows {
-        let names = refs.get(id).map(|r| format!(" ({})", r.join(", "))).unwrap_or_default();
-        println!("version {}{names}", id.short());
-        println!("  date:    {}", fmt::time(m.created));
-        println!("  author:  {}", m.author);
-        println!(
-            "  size:    {} raw, {} stored ({})",
-            fmt::bytes(m.stats.raw_bytes),
-            fmt::bytes(m.stats.stored_bytes),
-            fmt::percent(m.stats.stored_bytes, m.stats.raw_bytes)
-        );
-        if !m.metrics.is_empty() {
-            let ms: Vec<String> = m.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("  metrics: {}", ms.join(" "));
+            if let Some(l) = &rep.manifest.lossy {
+                eprintln!("{}", lossy_line(l));
+            }
         }
-        if !m.message.is_empty() {
-            println!("\n    {}", m.message.replace('\n', "\n    "));
-        }
-        println!();
     }
     Ok(())
+}
+
+/// One line saying a version is LOSSY and how far from its source.
+pub(crate) fn lossy_line(l: &serde_json::Value) -> String {
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
+    format!(
+        "LOSSY: {} codes, delta rel-L2 {} (worst tensor {}); restores are not bit-exact to the source",
+        l["bits"].as_str().unwrap_or("?"),
+        pct(&l["delta_rel_l2"]),
+        pct(&l["max_tensor_delta_rel_l2"]),
+    )
 }
 
 fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
@@ -612,7 +554,7 @@ fn print_lossy(l: &serde_json::Value) {
         l["bits"].as_str().unwrap_or("?"),
         l["group"],
         bound,
-        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", keep.join(" ")) },
+        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", fmt::text(&keep.join(" "))) },
         l["lossy_blocks"],
         l["exact_blocks"],
     );
@@ -636,7 +578,7 @@ fn print_lossy(l: &serde_json::Value) {
         let b = &t["blocks"];
         println!(
             "  {:<46} {:>12} {:>14} {:>9}  {}/{}/{}/{}",
-            t["name"].as_str().unwrap_or("?"),
+            fmt::text(t["name"].as_str().unwrap_or("?")),
             pct(&t["delta_rel_l2"]),
             pct(&t["weight_rel_l2"]),
             f(&t["max_abs_err"]),
@@ -661,18 +603,18 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
     println!("parent   {}", opt(m.parent));
     println!("base     {}", opt(m.base));
     println!("date     {}", fmt::time(m.created));
-    println!("author   {}", m.author);
+    println!("author   {}", fmt::text(&m.author));
     match tdelta::version_signer(store, id) {
         Ok(Some(s)) => println!("signed   {}", key::signer_text(&s)),
         Ok(None) => println!("signed   no"),
         Err(e) => println!("signed   DAMAGED: {e}"),
     }
-    println!("message  {}", m.message);
+    println!("message  {}", fmt::text(&m.message));
     for (k, v) in &m.meta {
-        println!("meta     {k} = {v}");
+        println!("meta     {} = {}", fmt::text(k), fmt::text(v));
     }
     for (k, v) in &m.metrics {
-        println!("metric   {k} = {v}");
+        println!("metric   {} = {}", fmt::text(k), fmt::text(&v.to_string()));
     }
     let s = &m.stats;
     println!(
@@ -698,12 +640,12 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
         } else {
             "blob".into()
         };
-        println!("  {:<48} {:>12}  {kind}  {}", f.path, fmt::bytes(f.size), f.hash.short());
+        println!("  {:<48} {:>12}  {kind}  {}", fmt::text(&f.path), fmt::bytes(f.size), f.hash.short());
         if tensors {
             for t in f.tensors() {
                 println!(
                     "    {:<46} {:<8} {:<20} {:>12}",
-                    t.name,
+                    fmt::text(&t.name),
                     t.dtype.name(),
                     format!("{:?}", t.shape),
                     fmt::bytes(t.len)

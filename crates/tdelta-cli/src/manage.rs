@@ -5,20 +5,9 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use tdelta::{RollbackTarget, Store, TensorStatus};
 
+use crate::exit::{Damaged, Usage};
 use crate::progress::Bar;
 use crate::{Global, fmt, open_store, print_json};
-
-/// `verify` found damage: exit status 3.
-#[derive(Debug)]
-pub struct Damaged(pub usize);
-
-impl std::fmt::Display for Damaged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "verify found {} damaged versions or store files", self.0)
-    }
-}
-
-impl std::error::Error for Damaged {}
 
 pub fn tag(
     g: &Global,
@@ -33,7 +22,7 @@ pub fn tag(
     sign.apply(&mut store)?;
     if delete {
         if reference.is_some() {
-            bail!("`tag -d NAME` takes no version");
+            return Err(Usage("`tag -d NAME` takes no version".into()).into());
         }
         let old = tdelta::untag(&store, name, why)?;
         if g.json {
@@ -69,7 +58,7 @@ pub fn tags(g: &Global) -> Result<()> {
     for (name, id) in &refs {
         let m = store.manifest(*id);
         let msg = m.map(|m| m.message).unwrap_or_else(|e| format!("({e})"));
-        println!("{name:<24} {}  {msg}", id.short());
+        println!("{name:<24} {}  {}", id.short(), fmt::text(&msg));
     }
     if refs.is_empty() && !g.quiet {
         eprintln!("no tags; create one with `tdelta tag NAME [REF]`");
@@ -77,9 +66,19 @@ pub fn tags(g: &Global) -> Result<()> {
     Ok(())
 }
 
-pub fn history(g: &Global, name: &str) -> Result<()> {
+/// `history NAME` (one ref's moves) or `history --all` (`name` None:
+/// every audit entry). A damaged audit log is damage (exit 3).
+pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
     let store = open_store(g)?;
-    let h = tdelta::history(&store, name)?;
+    let h = match name {
+        Some(n) => tdelta::history(&store, n),
+        None => tdelta::audit_entries(&store),
+    };
+    let h = match h {
+        Ok(h) => h,
+        Err(e @ tdelta::Error::Corrupt { .. }) => return Err(Damaged(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
     let signers = tdelta::move_signers(&store, &h)?;
     if g.json {
         let mut v = serde_json::to_value(&h)?;
@@ -89,20 +88,24 @@ pub fn history(g: &Global, name: &str) -> Result<()> {
         return print_json(&v);
     }
     if h.is_empty() {
-        bail!("no history for `{name}`: it was never set");
+        match name {
+            Some(n) => bail!("no history for `{n}`: it was never set"),
+            None => bail!("the audit log is empty"),
+        }
     }
     let opt = |x: Option<tdelta::Hash>| x.map_or_else(|| "-".repeat(12), |h| h.short());
     for (e, s) in h.iter().zip(&signers) {
+        let r = if name.is_none() { format!("{:<16} ", e.r#ref.as_deref().unwrap_or("-")) } else { String::new() };
         let signed = s.as_ref().map(|s| format!("  signed {}", crate::key::signer_text(s))).unwrap_or_default();
         println!(
-            "#{:<4} {}  {:<9} {} -> {}  {}{signed}  {}",
+            "#{:<4} {}  {:<9} {r}{} -> {}  {}{signed}  {}",
             e.seq,
             fmt::time(e.time),
-            e.op,
+            fmt::text(&e.op),
             opt(e.old),
             opt(e.new),
-            e.who,
-            e.why
+            fmt::text(&e.who),
+            fmt::text(&e.why)
         );
     }
     Ok(())
@@ -121,14 +124,18 @@ pub fn rollback(
     let target = match (to, steps) {
         (Some(r), None) => RollbackTarget::Version(store.resolve(r)?),
         (None, n) => RollbackTarget::Steps(n.unwrap_or(1)),
-        (Some(_), Some(_)) => bail!("give --to or --steps, not both"),
+        (Some(_), Some(_)) => return Err(Usage("give --to or --steps, not both".into()).into()),
     };
     let (old, new) = tdelta::rollback(&store, name, target, why)?;
     if g.json {
         return print_json(&json!({"ref": name, "old": old, "new": new}));
     }
     if !g.quiet {
-        eprintln!("{name}: {} -> {}", old.short(), new.short());
+        if old == new {
+            eprintln!("{name} already points to {}; nothing changed", new.short());
+        } else {
+            eprintln!("{name}: {} -> {}", old.short(), new.short());
+        }
     }
     Ok(())
 }
@@ -136,7 +143,7 @@ pub fn rollback(
 pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bool) -> Result<()> {
     let store = open_store(g)?;
     let ids = match (reference, all) {
-        (Some(_), true) => bail!("give a version or --all, not both"),
+        (Some(_), true) => return Err(Usage("give a version or --all, not both".into()).into()),
         (Some(r), false) => vec![store.resolve(r)?],
         (None, true) => store.versions()?,
         (None, false) => match store.resolve("HEAD") {
@@ -158,7 +165,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bo
     } else {
         damaged += crate::key::verify(g, &store, require_signed)?.damage;
         for p in &rep.store_problems {
-            println!("STORE    {p}");
+            println!("STORE    {}", fmt::text(p));
         }
         for v in &rep.versions {
             if v.problems.is_empty() {
@@ -166,7 +173,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bo
             } else {
                 println!("DAMAGED  {}", v.id.short());
                 for p in &v.problems {
-                    println!("         {p}");
+                    println!("         {}", fmt::text(p));
                 }
             }
         }
@@ -180,14 +187,18 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bo
         }
     }
     if damaged > 0 {
-        return Err(Damaged(damaged).into());
+        return Err(Damaged(format!("verify found {damaged} damaged versions or store files")).into());
     }
     Ok(())
 }
 
-pub fn drop(g: &Global, reference: &str, why: &str) -> Result<()> {
+pub fn drop(g: &Global, reference: &str, why: &str, dry_run: bool) -> Result<()> {
     let store = open_store(g)?;
     let id = store.resolve(reference)?;
+    if dry_run {
+        let p = tdelta::drop_dry_run(&store, id)?;
+        return preview(g, &p);
+    }
     tdelta::drop_version(&store, id, why)?;
     if g.json {
         return print_json(&json!({"dropped": id}));
@@ -198,8 +209,40 @@ pub fn drop(g: &Global, reference: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn gc(g: &Global, prune: Option<usize>, why: &str) -> Result<()> {
+/// The result of `drop --dry-run` and `gc [--prune] --dry-run`.
+fn preview(g: &Global, p: &tdelta::GcPreview) -> Result<()> {
+    if g.json {
+        let mut v = serde_json::to_value(p)?;
+        v["dry_run"] = json!(true);
+        return print_json(&v);
+    }
+    for id in &p.dropped {
+        println!("would drop {}", id.short());
+    }
+    println!(
+        "would keep {} versions, remove {} blocks ({} packs deleted, {} rewritten) and free {}",
+        p.versions,
+        p.blocks_removed,
+        p.packs_deleted,
+        p.packs_rewritten,
+        fmt::bytes(p.bytes_freed)
+    );
+    if !g.quiet {
+        eprintln!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
+pub fn gc(g: &Global, prune: Option<usize>, why: &str, dry_run: bool) -> Result<()> {
     let mut store = open_store(g)?;
+    if dry_run {
+        let dropped = match prune {
+            Some(keep_last) => tdelta::prune_candidates(&store, keep_last)?,
+            None => Vec::new(),
+        };
+        let p = tdelta::gc_dry_run(&store, &dropped)?;
+        return preview(g, &p);
+    }
     let dropped = match prune {
         Some(keep_last) => tdelta::prune(&store, keep_last, if why.is_empty() { "gc --prune" } else { why })?,
         None => Vec::new(),
@@ -254,7 +297,7 @@ pub fn stats(g: &Global, reference: Option<&str>) -> Result<()> {
             v.delta_blocks,
             v.max_depth,
             if v.lossy { "LOSSY" } else { "exact" },
-            v.message
+            fmt::text(&v.message)
         );
     }
     if reference.is_none() {
@@ -298,14 +341,14 @@ pub fn diff(g: &Global, a: &str, b: &str, all: bool) -> Result<()> {
         println!(
             "{:<14} {:<48} {:>10} {:>10} {:>12}  {detail}",
             status,
-            t.name,
+            fmt::text(&t.name),
             t.changed_fraction.map_or("-".into(), |f| format!("{:.2}%", f * 100.0)),
             t.rel_l2.map_or("-".into(), |v| format!("{v:.3e}")),
             t.max_abs.map_or("-".into(), |v| format!("{v:.3e}")),
         );
     }
     for f in &rep.files {
-        println!("{:<14} {}", f.status, f.path);
+        println!("{:<14} {}", f.status, fmt::text(&f.path));
     }
     if !g.quiet {
         eprintln!(

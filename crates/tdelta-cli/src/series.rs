@@ -21,12 +21,16 @@ pub struct SeriesArgs {
     /// Seed of the generator (same seed, same bytes).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Let the versions drift apart as in a real run (decaying learning
+    /// rate: each version closer to the previous one than to the base).
+    #[arg(long)]
+    pub drift: bool,
 }
 
 impl SeriesArgs {
     /// The generator's specification.
     pub fn spec(&self) -> SeriesSpec {
-        SeriesSpec::new(self.seed, self.dtype, self.size, self.versions as usize)
+        SeriesSpec { drift: self.drift, ..SeriesSpec::new(self.seed, self.dtype, self.size, self.versions as usize) }
     }
 }
 

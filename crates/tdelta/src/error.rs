@@ -125,12 +125,14 @@ pub enum Error {
     },
 
     /// A prefix that matches more than one version.
-    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions")]
+    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions: {candidates}; give more digits")]
     AmbiguousRef {
         /// The prefix.
         prefix: String,
         /// How many versions it matches.
         count: usize,
+        /// Their short ids, comma-separated.
+        candidates: String,
     },
 
     /// A ref name that is not allowed.
@@ -149,6 +151,17 @@ pub enum Error {
         path: PathBuf,
         /// What the lock file says about its holder.
         holder: String,
+    },
+
+    /// A value that is not one of the valid choices (a usage error).
+    #[error("unknown {what} `{value}`; valid values are: {}", valid.join(", "))]
+    InvalidChoice {
+        /// What was chosen (`sort key`).
+        what: String,
+        /// The value given.
+        value: String,
+        /// The values that would be accepted.
+        valid: Vec<String>,
     },
 
     /// An option or argument that makes no sense.

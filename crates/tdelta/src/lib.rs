@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod hash;
 pub mod lossy;
 mod ops;
+mod relpath;
 mod store;
 pub mod synth;
 #[cfg(test)]
@@ -21,16 +22,20 @@ pub use dtype::{DType, UnknownDType};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use ops::{
-    BaseChoice, PARTIAL_SUFFIX, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Silent, pack,
-    read_tensor, restore,
+    BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
+    Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,
 };
 pub use ops::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use ops::{
-    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    prune, refs_by_version, rollback, stats, tag, untag, verify,
+    GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
+    drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
+    tag, untag, verify,
 };
+pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
-pub use store::manifest::{BlockRef, FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
+pub use store::manifest::{
+    BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
+};
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};
 pub use store::sign::{
     PublicKey, SignatureReport, SignedBy, Signer, Unsigned, move_signers, trust_key, trusted_keys, verify_signatures,

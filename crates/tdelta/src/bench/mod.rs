@@ -111,6 +111,8 @@ pub fn default_strategies() -> Vec<Strategy> {
         Strategy::Zstd { level: 3 },
         Strategy::Zipnn,
         Strategy::Bitx { base: XorBase::Previous },
+        Strategy::Tdelta { policy: Policy::DEFAULT },
+        Strategy::Tdelta { policy: Policy::Chain(3) },
         Strategy::Tdelta { policy: Policy::Chain(8) },
         Strategy::Tdelta { policy: Policy::Keyframe(4) },
         Strategy::Tdelta { policy: Policy::Chain(1) },
@@ -144,7 +146,7 @@ impl FromStr for Strategy {
         let bad = |why: String| {
             Error::InvalidArgument(format!(
                 "invalid strategy `{s}`: {why}; expected raw, zstd[:LEVEL], zipnn, bitx[:first], \
-                 tdelta[:POLICY] or a policy (chain:K, keyframe:K, root, full)"
+                 tdelta[:POLICY] or a policy (near:K, chain:K, keyframe:K, root, full)"
             ))
         };
         Ok(match t.as_str() {

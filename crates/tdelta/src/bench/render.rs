@@ -73,18 +73,79 @@ fn short_bytes(n: f64) -> String {
     if u == 0 { format!("{v:.0} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
-fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 {
+/// Dash patterns of the lines, one per strategy (cycled with an offset
+/// from the colours, so no two of the first 30 strategies look alike).
+const DASHES: &[&str] = &["", "8 4", "2 3", "10 3 2 3", "4 4"];
+
+/// Marker shapes at the points of a line, drawn as SVG path data around
+/// (0, 0) (cycled like the dashes).
+const MARKERS: &[&str] = &[
+    "M-3.5,0a3.5,3.5 0 1,0 7,0a3.5,3.5 0 1,0 -7,0Z",
+    "M-3.5,-3.5h7v7h-7Z",
+    "M0,-4.5L4,3h-8Z",
+    "M0,-4.5L4.5,0L0,4.5L-4.5,0Z",
+    "M-4,-4L4,4M4,-4L-4,4",
+];
+
+/// A binary unit (B, KiB, MiB…) for an axis whose largest value is `max`:
+/// its name and size in bytes.
+fn byte_unit(max: f64) -> (&'static str, f64) {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut u = 0;
+    let mut size = 1.0;
+    while max / size >= 1024.0 && u + 1 < UNITS.len() {
+        size *= 1024.0;
+        u += 1;
+    }
+    (UNITS[u], size)
+}
+
+/// A "nice" tick step for a range: 1, 2 or 5 times a power of ten, giving
+/// at most about `ticks` intervals.
+fn nice_step(range: f64, ticks: f64) -> f64 {
+    if range <= 0.0 || !range.is_finite() {
         return 1.0;
     }
-    let p = 10f64.powf(v.log10().floor());
+    let raw = range / ticks;
+    let p = 10f64.powf(raw.log10().floor());
     for m in [1.0, 2.0, 5.0, 10.0] {
-        if m * p >= v {
+        if m * p >= raw {
             return m * p;
         }
     }
     10.0 * p
+}
+
+/// A tick label without needless decimals (`40`, `2.5`).
+fn tick_label(v: f64) -> String {
+    let t = format!("{v:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Spreads label positions (sorted by wanted y) so that consecutive ones
+/// are at least `gap` apart, none below `hi` when they fit above it.
+fn spread(wanted: &[f64], gap: f64, hi: f64) -> Vec<f64> {
+    let mut y: Vec<f64> = wanted.to_vec();
+    for i in 1..y.len() {
+        if y[i] < y[i - 1] + gap {
+            y[i] = y[i - 1] + gap;
+        }
+    }
+    // Pushed past the bottom: shift everything up, keeping the gaps.
+    if let Some(&last) = y.last()
+        && last > hi
+    {
+        let up = last - hi;
+        for v in y.iter_mut() {
+            *v -= up;
+        }
+        for i in (0..y.len().saturating_sub(1)).rev() {
+            if y[i] > y[i + 1] - gap {
+                y[i] = y[i + 1] - gap;
+            }
+        }
+    }
+    y
 }
 
 impl BenchReport {
@@ -134,12 +195,13 @@ impl BenchReport {
     /// line and bars sit in one `<g class="series" data-strategy="NAME">`.
     pub fn to_svg(&self) -> String {
         let n = self.strategies.len().max(1);
-        let w = 960.0f64;
-        let (left, right) = (90.0, 220.0);
+        let w = 1000.0f64;
+        let (left, right) = (90.0, 260.0);
         let pw = w - left - right;
-        let (top1, h1) = (50.0, 300.0);
+        // Room for one end label per strategy beside the lines.
+        let (top1, h1) = (50.0, (16.0 * n as f64 + 20.0).max(300.0));
         let (top2, h2) = (top1 + h1 + 90.0, 240.0);
-        let h = top2 + h2 + 70.0;
+        let h = top2 + h2 + 120.0;
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -153,27 +215,38 @@ impl BenchReport {
             xml(&short_bytes(self.raw_bytes as f64))
         );
 
-        // Top: stored bytes vs version.
-        let ymax = nice_max(self.strategies.iter().map(|r| r.stored_bytes as f64).fold(0.0, f64::max));
+        // Top: stored bytes vs version, the axis fitted to the data (from a
+        // tick at or below the smallest value to one at or above the
+        // largest), ticks at round values of the unit it names.
+        let all = self.strategies.iter().flat_map(|r| r.stored_after.iter().map(|&b| b as f64));
+        let (dmin, dmax) = all.fold((f64::INFINITY, 0.0f64), |(lo, hi), b| (lo.min(b), hi.max(b)));
+        let dmin = if dmin.is_finite() { dmin } else { 0.0 };
+        let (unit, usize_) = byte_unit(dmax);
+        let (umin, umax) = (dmin / usize_, dmax / usize_);
+        let step = nice_step((umax - umin).max(umax * 0.02).max(1e-9), 6.0);
+        let lo_tick = (umin / step).floor() * step;
+        let hi_tick = ((umax / step).ceil() * step).max(lo_tick + step);
+        let (ylo, yhi) = (lo_tick * usize_, hi_tick * usize_);
         let vmax = self.versions.saturating_sub(1).max(1) as f64;
         let x_of = |v: usize| left + pw * v as f64 / vmax;
-        let y_of = |b: f64| top1 + h1 - h1 * b / ymax;
+        let y_of = |b: f64| top1 + h1 - h1 * (b - ylo) / (yhi - ylo);
         let _ = writeln!(s, r#"<g class="axes">"#);
         let _ = writeln!(
             s,
-            r#"<text x="{left}" y="{}" font-weight="bold">Store size after each version</text>"#,
+            r#"<text x="{left}" y="{}" font-weight="bold">Store size after each version, {unit}</text>"#,
             top1 - 10.0
         );
-        for k in 0..=5 {
-            let b = ymax * k as f64 / 5.0;
-            let y = y_of(b);
+        let ticks = ((hi_tick - lo_tick) / step).round() as usize;
+        for k in 0..=ticks {
+            let u = lo_tick + step * k as f64;
+            let y = y_of(u * usize_);
             let _ = writeln!(
                 s,
-                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text class="y-tick" x="{:.1}" y="{:.1}" text-anchor="end">{} {unit}</text>"##,
                 left + pw,
                 left - 6.0,
                 y + 4.0,
-                xml(&short_bytes(b))
+                tick_label(u)
             );
         }
         for v in 0..self.versions {
@@ -197,12 +270,17 @@ impl BenchReport {
         let _ = writeln!(s, "</g>");
 
         // Bottom: throughput bars.
-        let mbmax = nice_max(
-            self.strategies
-                .iter()
-                .flat_map(|r| [r.pack_mb_s, r.restore_newest_mb_s, r.restore_worst_mb_s])
-                .fold(0.0, f64::max),
-        );
+        // Round ticks in MB/s, with headroom above the tallest bar for its
+        // value.
+        let top_mb = self
+            .strategies
+            .iter()
+            .flat_map(|r| [r.pack_mb_s, r.restore_newest_mb_s, r.restore_worst_mb_s])
+            .fold(0.0, f64::max)
+            * 1.2;
+        let mb_step = nice_step(top_mb, 5.0);
+        let mb_ticks = (top_mb / mb_step).ceil().max(1.0) as usize;
+        let mbmax = mb_step * mb_ticks as f64;
         let yb = |m: f64| top2 + h2 - h2 * m / mbmax;
         let slot = pw / n as f64;
         let bar = (slot * 0.8 / 3.0).min(28.0);
@@ -212,15 +290,16 @@ impl BenchReport {
             r#"<text x="{left}" y="{}" font-weight="bold">Throughput, MB/s (pack, restore newest, restore worst)</text>"#,
             top2 - 10.0
         );
-        for k in 0..=4 {
-            let m = mbmax * k as f64 / 4.0;
+        for k in 0..=mb_ticks {
+            let m = mb_step * k as f64;
             let y = yb(m);
             let _ = writeln!(
                 s,
-                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{m:.0}</text>"##,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
                 left + pw,
                 left - 6.0,
-                y + 4.0
+                y + 4.0,
+                tick_label(m)
             );
         }
         let _ = writeln!(
@@ -232,8 +311,22 @@ impl BenchReport {
         );
         let _ = writeln!(s, "</g>");
 
+        // End labels, one per line, spread so that none overlaps another;
+        // a leader joins each to the end of its line.
+        let ends: Vec<f64> =
+            self.strategies.iter().map(|r| y_of(r.stored_after.last().copied().unwrap_or(0) as f64)).collect();
+        let mut order: Vec<usize> = (0..ends.len()).collect();
+        order.sort_by(|&a, &b| ends[a].total_cmp(&ends[b]).then(a.cmp(&b)));
+        let placed = spread(&order.iter().map(|&i| ends[i]).collect::<Vec<_>>(), 16.0, top1 + h1);
+        let mut label_y = vec![0.0; ends.len()];
+        for (k, &i) in order.iter().enumerate() {
+            label_y[i] = placed[k];
+        }
         for (i, r) in self.strategies.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
+            let dash = DASHES[(i + i / COLORS.len()) % DASHES.len()];
+            let marker = MARKERS[(i + i / COLORS.len()) % MARKERS.len()];
+            let dash_attr = if dash.is_empty() { String::new() } else { format!(r#" stroke-dasharray="{dash}""#) };
             let name = xml(&r.strategy);
             let _ = writeln!(s, r#"<g class="series" data-strategy="{name}">"#);
             let _ = writeln!(s, "<title>{name}</title>");
@@ -243,27 +336,33 @@ impl BenchReport {
                 .enumerate()
                 .map(|(v, &b)| format!("{:.1},{:.1}", x_of(v), y_of(b as f64)))
                 .collect();
-            let _ =
-                writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
+            let _ = writeln!(
+                s,
+                r#"<polyline class="line" fill="none" stroke="{color}" stroke-width="2"{dash_attr} data-marker="{}" points="{}"/>"#,
+                (i + i / COLORS.len()) % MARKERS.len(),
+                pts.join(" ")
+            );
             for (v, &b) in r.stored_after.iter().enumerate() {
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{name} v{v}: {}</title></circle>"#,
+                    r#"<path transform="translate({:.1},{:.1})" d="{marker}" fill="{color}" stroke="{color}" stroke-width="1.5"><title>{name} v{v}: {}</title></path>"#,
                     x_of(v),
                     y_of(b as f64),
                     xml(&short_bytes(b as f64))
                 );
             }
-            // Legend.
-            let ly = top1 + 10.0 + 18.0 * i as f64;
-            let lx = left + pw + 20.0;
+            // End label: line sample, name, value after the last version.
+            let last = r.stored_after.last().copied().unwrap_or(0);
+            let (ex, ey) = (x_of(r.stored_after.len().saturating_sub(1)), ends[i]);
+            let (lx, ly) = (left + pw + 14.0, label_y[i]);
             let _ = writeln!(
                 s,
-                r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{:.1}">{name} ({:.1}%)</text>"#,
-                ly - 10.0,
-                lx + 18.0,
-                ly,
-                r.ratio * 100.0
+                r##"<line x1="{ex:.1}" y1="{ey:.1}" x2="{lx:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="0.8"/><line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash_attr}/><path transform="translate({:.1},{ly:.1})" d="{marker}" fill="{color}" stroke="{color}" stroke-width="1.5"/><text class="end-label" x="{:.1}" y="{:.1}">{name} {}</text>"##,
+                lx + 28.0,
+                lx + 14.0,
+                lx + 32.0,
+                ly + 4.0,
+                xml(&short_bytes(last as f64))
             );
             // Bars.
             let x0 = left + slot * i as f64 + (slot - 3.0 * bar) / 2.0;
@@ -281,6 +380,14 @@ impl BenchReport {
                     r#"<rect x="{:.1}" y="{y:.1}" width="{bar:.1}" height="{:.1}" fill="{color}" fill-opacity="{opacity}"><title>{name} {what}: {m:.0} MB/s</title></rect>"#,
                     x0 + bar * k as f64,
                     (top2 + h2 - y).max(0.0)
+                );
+                // The value, upright above its bar (bars are narrow).
+                let tx = x0 + bar * k as f64 + bar / 2.0 + 3.5;
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{tx:.1}" y="{:.1}" font-size="10" transform="rotate(-90 {tx:.1} {:.1})">{m:.0}</text>"#,
+                    y - 3.0,
+                    y - 3.0
                 );
             }
             let _ = writeln!(

@@ -18,7 +18,7 @@ fn strategy_names_round_trip() {
         "int4:root".parse::<Strategy>().unwrap(),
         Strategy::TdeltaLossy { policy: Policy::Chain(1), bits: crate::lossy::Bits::Int4 }
     );
-    assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:root");
+    assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:near:3");
     for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", "int8:nope", "int3", ""] {
         assert!(bad.parse::<Strategy>().is_err(), "{bad}");
     }
@@ -61,7 +61,7 @@ fn every_strategy_restores_bit_exactly() {
     opts.block_size = 64 << 10;
     opts.strategies.push(Strategy::Bitx { base: XorBase::First });
     let report = run(&paths, &opts, &crate::Silent).unwrap();
-    check(&report, 11);
+    check(&report, 13);
     let get = |name: &str| report.strategies.iter().find(|r| r.strategy == name).unwrap();
     // Raw stores the series byte for byte; everything else stores less.
     assert_eq!(get("raw").stored_bytes, report.raw_bytes);
@@ -128,6 +128,75 @@ fn renderings_are_consistent() {
     assert_eq!(svg.matches(r#"<g class="series""#).count(), 3);
     assert!(svg.contains(r#"data-strategy="tdelta:root""#));
     assert_eq!(svg.matches("<g").count(), svg.matches("</g>").count());
+}
+
+/// The value of attribute `name` in an SVG element's text.
+fn attr<'a>(el: &'a str, name: &str) -> Option<&'a str> {
+    let at = el.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(&el[at..at + el[at..].find('"')?])
+}
+
+#[test]
+fn chart_lines_are_told_apart_labelled_and_on_round_ticks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = series(tmp.path(), false);
+    let mut opts = BenchOptions::new(tmp.path().join("work"));
+    // The tdelta policies store this short series identically: their
+    // lines coincide, which is the hard case for telling them apart.
+    opts.strategies = parse_strategies("bitx,zipnn,root,near:3,chain:3,chain:8,keyframe:4,full").unwrap();
+    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let svg = report.to_svg();
+    let lines: Vec<&str> = svg.lines().filter(|l| l.contains(r#"class="line""#)).collect();
+    assert_eq!(lines.len(), 8);
+    // Every line has its own look (colour, dash, marker).
+    let looks: std::collections::HashSet<(Option<&str>, Option<&str>, Option<&str>)> =
+        lines.iter().map(|l| (attr(l, "stroke"), attr(l, "stroke-dasharray"), attr(l, "data-marker"))).collect();
+    assert_eq!(looks.len(), 8);
+    // One end label per line, with its value, none overlapping another.
+    let labels: Vec<(f64, &str)> = svg
+        .split("<text ")
+        .filter(|t| t.starts_with(r#"class="end-label""#))
+        .map(|t| (attr(t, "y").unwrap().parse().unwrap(), &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()]))
+        .collect();
+    assert_eq!(labels.len(), 8);
+    for r in &report.strategies {
+        assert!(
+            labels.iter().any(|(_, t)| t.starts_with(&format!("{} ", r.strategy)) && t.contains("iB")),
+            "{labels:?}"
+        );
+    }
+    let mut ys: Vec<f64> = labels.iter().map(|l| l.0).collect();
+    ys.sort_by(f64::total_cmp);
+    assert!(ys.windows(2).all(|w| w[1] - w[0] >= 14.0), "{ys:?}");
+    // Y ticks: round numbers of one unit, evenly spaced, spanning the data.
+    let ticks: Vec<(f64, f64, String)> = svg
+        .split("<text ")
+        .filter(|t| t.starts_with(r#"class="y-tick""#))
+        .map(|t| {
+            let label = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+            let (num, unit) = label.split_once(' ').unwrap();
+            (attr(t, "y").unwrap().parse().unwrap(), num.parse().unwrap(), unit.to_string())
+        })
+        .collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert!(ticks.iter().all(|t| t.2 == ticks[0].2));
+    assert!(svg.contains(&format!("Store size after each version, {}", ticks[0].2)));
+    let step = ticks[1].1 - ticks[0].1;
+    let mag = 10f64.powf(step.log10().floor());
+    assert!([1.0, 2.0, 5.0, 10.0].iter().any(|m| (step / mag - m).abs() < 1e-9), "step {step}");
+    for w in ticks.windows(2) {
+        assert!((w[1].1 - w[0].1 - step).abs() < 1e-9 * step.max(1.0), "{ticks:?}");
+    }
+    let unit = match ticks[0].2.as_str() {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1048576.0,
+        u => panic!("unit {u}"),
+    };
+    let all = report.strategies.iter().flat_map(|r| r.stored_after.iter().map(|&b| b as f64 / unit));
+    let (lo, hi) = all.fold((f64::INFINITY, 0.0f64), |(a, b), x| (a.min(x), b.max(x)));
+    assert!(ticks[0].1 <= lo && lo < ticks[0].1 + step, "{ticks:?} vs {lo}");
+    assert!(ticks[ticks.len() - 1].1 >= hi && hi > ticks[ticks.len() - 1].1 - step, "{ticks:?} vs {hi}");
 }
 
 #[test]

@@ -29,11 +29,9 @@ pub fn map_range(file: &File, path: &Path, offset: u64, len: usize) -> Result<Mm
     // SAFETY: the map is read-only and the range lies within the file, but
     // another process could still truncate or rewrite the file while it is
     // mapped: reads would then fault (SIGBUS) or see changed bytes. We
-    // accept this, as every mmap-based safetensors reader does: tdelta never
-    // modifies a checkpoint in place (the store writes temp files and
-    // renames them), checkpoints being packed are not expected to change
-    // under us, and every block read through a map is hashed and the hash
-    // re-verified on restore, so changed bytes cannot go unnoticed.
+    // accept this only where a fault or changed bytes lose nothing: pack
+    // does not map sources (it reads them with `pread`, see `stamp.rs`);
+    // maps serve `tdelta bench`, which reads its own generated files.
     let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) };
     map.map_err(|e| Error::io(path, e))
 }

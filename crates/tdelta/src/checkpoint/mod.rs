@@ -9,6 +9,8 @@
 //!   tensors of a safetensors file, sorted by `start`, tile the data region
 //!   exactly, and `header.raw` is the verbatim prefix `[0, data_start)`.
 //! - `map_range` maps a window of a file read-only.
+//! - `SourceFile::stamp` is the file's identity when it was opened;
+//!   `check_unchanged` refuses a file whose size, times or inode moved since.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,14 +20,18 @@ use crate::DType;
 mod dir;
 mod header;
 mod map;
+mod select;
+mod stamp;
 #[cfg(test)]
 mod testdata;
 #[cfg(test)]
 mod tests;
 
-pub use dir::{MAX_INDEX_LEN, open};
+pub use dir::{MAX_INDEX_LEN, open, open_with};
 pub use header::{HEADER_LEN_PREFIX, MAX_HEADER_LEN, parse_header, read_header};
 pub use map::{advise_sequential, map_range};
+pub use select::{DEFAULT_EXCLUDES, Selection};
+pub use stamp::{Stamp, check_unchanged, open_unchanged, read_at};
 
 /// One tensor of a safetensors file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +83,10 @@ pub struct SourceFile {
     pub len: u64,
     /// Parsed content description.
     pub kind: FileKind,
+    /// Size, times and inode when the file was opened.
+    pub stamp: Stamp,
+    /// Unix permission bits (`0o777` at most).
+    pub mode: u32,
 }
 
 /// Whether a checkpoint is one file or a directory.
@@ -97,4 +107,17 @@ pub struct Checkpoint {
     pub layout: Layout,
     /// Files sorted by `rel_path`.
     pub files: Vec<SourceFile>,
+    /// Directories holding nothing at all, `/`-separated, sorted.
+    pub empty_dirs: Vec<String>,
+    /// Files left out by the default skips, the store's own directory and
+    /// the include/exclude patterns.
+    pub skipped: u64,
+}
+
+impl SourceFile {
+    /// Errors unless the file at `path` still has the size, times and
+    /// inode it had when it was opened.
+    pub fn check_unchanged(&self) -> crate::Result<()> {
+        check_unchanged(&self.path, &self.stamp)
+    }
 }

@@ -20,7 +20,7 @@ use crate::{AuditEntry, AuditReport, Error, Result};
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
 /// another version unless `force`. Returns the previous target.
 pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<Option<Hash>> {
-    crate::validate_ref_name(name)?;
+    crate::store::refs::validate_new_ref_name(name)?;
     let _lock = store.lock()?;
     store.manifest(id)?;
     let old = store.read_ref(name)?;
@@ -53,7 +53,9 @@ pub enum RollbackTarget {
 }
 
 /// Moves ref `name` (a tag or `HEAD`) back to an earlier version in one
-/// atomic step, recording why. Returns `(old, new)`.
+/// atomic step, recording why. Returns `(old, new)`; when the ref
+/// already points to the target, nothing changes and nothing is recorded
+/// (`old == new`).
 pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Result<(Hash, Hash)> {
     let _lock = store.lock()?;
     let cur = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
@@ -70,7 +72,11 @@ pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Res
             *id
         }
     };
-    store.manifest(target)?;
+    store.manifest_summary(target)?;
+    if target == cur {
+        // Already there: nothing moves, nothing is recorded.
+        return Ok((cur, target));
+    }
     store.move_ref_locked(name, Some(target), "rollback", why)?;
     Ok((cur, target))
 }
@@ -90,17 +96,41 @@ fn previous_targets(store: &Store, name: &str, current: Hash) -> Result<Vec<Hash
     Ok(out)
 }
 
-/// Every move of ref `name` from the audit log, oldest first.
+/// Every move of ref `name` from the audit log, oldest first. A damaged
+/// log is an error naming the first bad entry, never a shortened list.
 pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
+    Ok(audit_entries(store)?.into_iter().filter(|e| e.r#ref.as_deref() == Some(name)).collect())
+}
+
+/// Every entry of the audit log, oldest first: packs, ref moves, drops,
+/// gc. A damaged log is an error naming the first bad entry. A torn last
+/// line (an append cut short, dropped by the next writer) is not.
+pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
     let rep = store.audit_log()?;
-    Ok(rep.entries.into_iter().filter(|e| e.r#ref.as_deref() == Some(name)).collect())
+    if let Some(p) = rep.problems.first() {
+        return Err(Error::corrupt(store.root().join("audit.log"), p.clone()));
+    }
+    Ok(rep.entries)
 }
 
 /// Deletes version `id` (its manifest). Refused while a ref points to it.
 /// Its blocks stay until [`gc`] finds them unreferenced.
 pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
     let _lock = store.lock()?;
-    store.manifest(id)?;
+    check_droppable(store, id)?;
+    remove_version_locked(store, id, why)
+}
+
+/// What dropping `id` and then running [`gc`] would free; refused as
+/// [`drop_version`] would refuse. Changes nothing.
+pub fn drop_dry_run(store: &Store, id: Hash) -> Result<GcPreview> {
+    check_droppable(store, id)?;
+    gc_dry_run(store, &[id])
+}
+
+/// Refuses to drop a version that is missing or that a ref points to.
+fn check_droppable(store: &Store, id: Hash) -> Result<()> {
+    store.manifest_summary(id)?;
     let mut holders: Vec<String> = store.refs()?.into_iter().filter(|(_, v)| *v == id).map(|(n, _)| n).collect();
     if store.read_ref("HEAD")? == Some(id) {
         holders.insert(0, "HEAD".into());
@@ -112,18 +142,24 @@ pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
             holders.join(", ")
         )));
     }
-    remove_version_locked(store, id, why)
+    Ok(())
 }
 
 /// Deletes a manifest and records it. The caller holds the lock and has
 /// checked that no ref points to `id`.
+///
+/// The entry comes first: a reader that finds the manifest gone then
+/// always finds the drop recorded, so it can tell a dropped version from
+/// a lost one (`log`). A writer stopped in between leaves a version the
+/// log calls dropped; dropping it again finishes the job.
 fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
+    store.record("drop", None, Some(id), why)?;
     let path = store.manifest_path(id);
     fs::remove_file(&path).at(&path)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
     }
-    store.record("drop", None, Some(id), why)
+    Ok(())
 }
 
 /// Drops every version that no ref (tags and `HEAD`) points to and that is
@@ -132,6 +168,15 @@ fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
 /// by a following [`gc`].
 pub fn prune(store: &Store, keep_last: usize, why: &str) -> Result<Vec<Hash>> {
     let _lock = store.lock()?;
+    let dropped = prune_candidates(store, keep_last)?;
+    for id in &dropped {
+        remove_version_locked(store, *id, why)?;
+    }
+    Ok(dropped)
+}
+
+/// The versions [`prune`] would drop, oldest first.
+pub fn prune_candidates(store: &Store, keep_last: usize) -> Result<Vec<Hash>> {
     let mut keep: std::collections::HashSet<Hash> = store.refs()?.into_iter().map(|(_, id)| id).collect();
     let mut next = store.read_ref("HEAD")?;
     if let Some(h) = next {
@@ -140,24 +185,20 @@ pub fn prune(store: &Store, keep_last: usize, why: &str) -> Result<Vec<Hash>> {
     for _ in 0..keep_last {
         let Some(id) = next else { break };
         keep.insert(id);
-        next = match store.manifest(id) {
+        next = match store.manifest_summary(id) {
             Ok(m) => m.parent,
             Err(Error::UnknownRef { .. }) => None,
             Err(e) => return Err(e),
         };
     }
-    let mut dropped: Vec<(u64, Hash)> = Vec::new();
+    let mut rows = Vec::new();
     for id in store.versions()? {
         if !keep.contains(&id) {
-            let created = store.manifest(id)?.created;
-            dropped.push((created, id));
+            rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(store.manifest_summary(id)?)) });
         }
     }
-    dropped.sort();
-    for (_, id) in &dropped {
-        remove_version_locked(store, *id, why)?;
-    }
-    Ok(dropped.into_iter().map(|(_, id)| id).collect())
+    super::log::sort_by_time(store, &mut rows);
+    Ok(rows.into_iter().map(|e| e.id).collect())
 }
 
 /// What [`gc`] did.
@@ -177,15 +218,17 @@ pub struct GcReport {
     pub bytes_after: u64,
 }
 
-/// Removes every block no version needs (directly or as a delta base) by
-/// deleting or rewriting packs, and pack files that lost their index.
-///
-/// Crash-safe: a rewritten pack and its index land before the old index
-/// and pack are removed, so every live block is always in an indexed pack.
-pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
-    let _lock = store.lock()?;
-    store.load_packs()?;
-    let versions = store.versions()?;
+/// What a [`gc`] would remove: per pack, the entries it keeps.
+struct GcPlan {
+    versions: usize,
+    /// For each loaded pack: its entries and which of them stay.
+    packs: Vec<(Vec<crate::store::pack::Entry>, Vec<bool>)>,
+}
+
+/// Finds the blocks that the versions other than `without` need (directly
+/// or as delta bases) and, pack by pack, the entries to keep.
+fn plan_gc(store: &Store, without: &HashSet<Hash>) -> Result<GcPlan> {
+    let versions: Vec<Hash> = store.versions()?.into_iter().filter(|id| !without.contains(id)).collect();
     let mut live: HashSet<Hash> = HashSet::new();
     for id in &versions {
         // A manifest that cannot be read stops gc: what it needs is unknown.
@@ -201,24 +244,88 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
         }
     }
     let dir = store.packs_dir();
-    let bytes_before = fsutil::dir_bytes(&dir)?;
-    let mut rep = GcReport { versions: versions.len(), bytes_before, ..GcReport::default() };
+    let mut packs = Vec::with_capacity(store.packs.len());
     // Entries of each pack (the index map keeps one copy of a block that
     // sits in several packs; count every pack's own entries).
-    let mut per_pack: Vec<Vec<crate::store::pack::Entry>> = vec![Vec::new(); store.packs.len()];
+    let mut kept_elsewhere: HashSet<Hash> = HashSet::new();
     for (i, p) in store.packs.iter().enumerate() {
         let idx_path = dir.join(format!("{}.idx", p.id));
         let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
-        per_pack[i] = crate::store::pack::decode_index(&idx_path, &bytes, i as u32, p.len)?;
+        let entries = crate::store::pack::decode_index(&idx_path, &bytes, i as u32, p.len)?;
+        let keep: Vec<bool> =
+            entries.iter().map(|e| live.contains(&e.hash) && !kept_elsewhere.contains(&e.hash)).collect();
+        kept_elsewhere.extend(entries.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| e.hash));
+        packs.push((entries, keep));
     }
-    let mut kept_elsewhere: HashSet<Hash> = HashSet::new();
-    for (i, entries) in per_pack.iter().enumerate() {
-        let p = &store.packs[i];
-        let keep: Vec<_> =
-            entries.iter().filter(|e| live.contains(&e.hash) && !kept_elsewhere.contains(&e.hash)).collect();
+    Ok(GcPlan { versions: versions.len(), packs })
+}
+
+/// What [`gc_dry_run`] found: what a gc (after dropping the given
+/// versions) would remove.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GcPreview {
+    /// Versions that would be dropped first.
+    pub dropped: Vec<Hash>,
+    /// Versions that would be kept.
+    pub versions: usize,
+    /// Blocks that would be removed.
+    pub blocks_removed: u64,
+    /// Packs that would be deleted whole.
+    pub packs_deleted: usize,
+    /// Packs that would be rewritten without their dead blocks.
+    pub packs_rewritten: usize,
+    /// Bytes that would be freed: packs, indexes and the dropped
+    /// versions' manifests.
+    pub bytes_freed: u64,
+}
+
+/// Computes what dropping `dropped` and then running [`gc`] would free,
+/// changing nothing. Entries in the rewritten packs count their record
+/// and index entry (`FORMAT.md`).
+pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
+    let without: HashSet<Hash> = dropped.iter().copied().collect();
+    let plan = plan_gc(store, &without)?;
+    let mut rep = GcPreview { dropped: dropped.to_vec(), versions: plan.versions, ..GcPreview::default() };
+    let dir = store.packs_dir();
+    for (p, (entries, keep)) in store.packs.iter().zip(&plan.packs) {
+        let kept = keep.iter().filter(|k| **k).count();
+        rep.blocks_removed += (entries.len() - kept) as u64;
+        if kept == entries.len() {
+            continue;
+        }
+        if kept == 0 {
+            rep.packs_deleted += 1;
+            let idx = fs::metadata(dir.join(format!("{}.idx", p.id))).map_or(0, |m| m.len());
+            rep.bytes_freed += p.len + idx;
+        } else {
+            rep.packs_rewritten += 1;
+            let per = (crate::store::pack::RECORD_HEADER + crate::store::pack::INDEX_ENTRY) as u64;
+            rep.bytes_freed +=
+                entries.iter().zip(keep).filter(|(_, k)| !**k).map(|(e, _)| per + u64::from(e.stored_len)).sum::<u64>();
+        }
+    }
+    for id in dropped {
+        rep.bytes_freed += fs::metadata(store.manifest_path(*id)).map_or(0, |m| m.len());
+    }
+    Ok(rep)
+}
+
+/// Removes every block no version needs (directly or as a delta base) by
+/// deleting or rewriting packs, and pack files that lost their index.
+///
+/// Crash-safe: a rewritten pack and its index land before the old index
+/// and pack are removed, so every live block is always in an indexed pack.
+pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
+    let _lock = store.lock()?;
+    store.load_packs()?;
+    let plan = plan_gc(store, &HashSet::new())?;
+    let dir = store.packs_dir();
+    let bytes_before = fsutil::dir_bytes(&dir)?;
+    let mut rep = GcReport { versions: plan.versions, bytes_before, ..GcReport::default() };
+    for (p, (entries, keep)) in store.packs.iter().zip(&plan.packs) {
+        let keep: Vec<_> = entries.iter().zip(keep).filter(|(_, k)| **k).map(|(e, _)| e).collect();
         rep.blocks_removed += (entries.len() - keep.len()) as u64;
         if keep.len() == entries.len() {
-            kept_elsewhere.extend(entries.iter().map(|e| e.hash));
             continue;
         }
         if !keep.is_empty() {
@@ -239,7 +346,6 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
                 )?;
             }
             w.finish(&store.tmp_dir(), &dir)?;
-            kept_elsewhere.extend(keep.iter().map(|e| e.hash));
             rep.packs_rewritten += 1;
         } else {
             rep.packs_deleted += 1;
@@ -380,6 +486,8 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     for (id, m) in &manifests {
         let Some(m) = m else { continue };
         let mut problems = Vec::new();
+        // What restore would refuse to write is damage too.
+        problems.extend(m.check_paths().err());
         let mut more = 0;
         for f in &m.files {
             for b in f.blocks(m.block_size) {
@@ -458,25 +566,33 @@ pub struct StoreFigures {
     pub packs: usize,
 }
 
-/// Figures for every version and the whole store.
+/// Figures for every version (oldest first; versions packed in the same
+/// second after their parents) and the whole store.
 pub fn stats(store: &Store) -> Result<StoreFigures> {
-    let mut versions = Vec::new();
+    let mut rows = Vec::new();
     let mut manifest_bytes = 0;
     for id in store.versions()? {
-        let m = store.manifest(id)?;
+        let m = store.manifest_summary(id)?;
         manifest_bytes += fs::metadata(store.manifest_path(id)).map(|md| md.len()).unwrap_or(0);
-        versions.push(VersionFigures {
-            id,
-            created: m.created,
-            message: m.message.clone(),
-            raw_bytes: m.stats.raw_bytes,
-            stored_bytes: m.stats.stored_bytes,
-            delta_blocks: m.stats.delta_blocks,
-            max_depth: m.stats.max_depth,
-            lossy: m.lossy.is_some(),
-        });
+        rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(m)) });
     }
-    versions.sort_by_key(|v| (v.created, v.id));
+    super::log::sort_by_time(store, &mut rows);
+    let versions: Vec<VersionFigures> = rows
+        .into_iter()
+        .filter_map(|e| match e.state {
+            super::LogState::Ok(m) => Some(VersionFigures {
+                id: e.id,
+                created: m.created,
+                message: m.message,
+                raw_bytes: m.stats.raw_bytes,
+                stored_bytes: m.stats.stored_bytes,
+                delta_blocks: m.stats.delta_blocks,
+                max_depth: m.stats.max_depth,
+                lossy: m.is_lossy,
+            }),
+            _ => None,
+        })
+        .collect();
     let s = store.stats()?;
     let raw_bytes: u64 = versions.iter().map(|v| v.raw_bytes).sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };

@@ -1,17 +1,23 @@
 //! Operations on a store: pack a checkpoint, restore a version.
 
 mod diff;
+pub(crate) mod log;
 mod manage;
 mod pack;
 mod restore;
 
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
+pub use log::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use manage::{
-    GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, drop_version, gc, history,
-    prune, refs_by_version, rollback, stats, tag, untag, verify,
+    GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
+    drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
+    tag, untag, verify,
 };
 pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
-pub use restore::{PARTIAL_SUFFIX, RestoreOptions, RestoreReport, read_tensor, restore};
+pub use restore::{
+    PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
+    write_tensor,
+};
 
 /// Receives progress of long operations. The library never prints: the
 /// CLI shows a bar, tools may log. Calls come from several threads.
@@ -35,3 +41,5 @@ pub struct Silent;
 impl Progress for Silent {}
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_source;

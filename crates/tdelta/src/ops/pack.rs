@@ -2,14 +2,17 @@
 //!
 //! The source is cut into runs (the verbatim header of a safetensors file,
 //! each tensor, each blob file), each run into element-aligned blocks. The
-//! files are mapped in windows of at most [`PackOptions::window`] bytes;
-//! within a window, blocks are hashed and encoded in parallel; a writer
+//! files are read in windows of at most [`PackOptions::window`] bytes;
+//! within a window, blocks are read (`pread` into a per-thread buffer),
+//! hashed and encoded in parallel, each from the one copy it hashed; a writer
 //! thread appends the new ones, in order, to pack files while the next
 //! window is encoded (a bounded pipeline: at most two windows of encoded
-//! payloads wait). The manifest lands after its packs, `HEAD` moves last.
+//! payloads wait). Before the manifest is written every source file is
+//! checked to be as it was when opened (size, times, inode): a file that
+//! changed meanwhile fails the pack and the packs written are taken back.
+//! The manifest lands after its packs, `HEAD` moves last.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
 use std::thread;
@@ -19,7 +22,6 @@ use rayon::prelude::*;
 use super::Progress;
 use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::{self, EncodeParams};
-use crate::error::IoContext;
 use crate::hash::Hash;
 use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
 use crate::store::Store;
@@ -44,19 +46,44 @@ pub enum Policy {
     Keyframe(u16),
     /// Never delta: every new block is stored in full.
     Full,
+    /// At most `K` levels deep, the base chosen by size: delta against the
+    /// base version's block while that is less than `K` levels deep; at
+    /// the limit, against the nearest block of its chain whose delta costs
+    /// clearly less extra (over a delta against the base version's block)
+    /// than the next shallower one ([`NEAR_GAIN`]): the chain re-roots on
+    /// a delta rather than on the full block when the versions drift apart.
+    /// Estimates on float tensors; other runs re-root on the full block.
+    Near(u16),
 }
+
+/// At the depth limit of [`Policy::Near`], a deeper candidate base is taken
+/// when the estimated extra cost of its delta (over one against the base
+/// version's block) is at most this share of the next shallower one's.
+pub const NEAR_GAIN: f64 = 0.5;
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy::ROOT
+        Policy::DEFAULT
     }
 }
 
 impl Policy {
     /// Every block a delta against the last full block of its position
-    /// (`chain:1`): restores decode at most two levels. The default, chosen
-    /// by measurement (README, "Choosing a delta policy").
+    /// (`chain:1`): restores decode at most two levels.
     pub const ROOT: Policy = Policy::Chain(1);
+
+    /// The default, `near:3`: at most four decodes per block, chosen by
+    /// measurement (README, "Choosing a delta policy").
+    pub const DEFAULT: Policy = Policy::Near(3);
+
+    /// Most decodes one block read needs for blocks this policy writes
+    /// (its deepest delta plus the full block).
+    pub fn max_levels(self) -> u16 {
+        match self {
+            Policy::Chain(k) | Policy::Keyframe(k) | Policy::Near(k) => k + 1,
+            Policy::Full => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for Policy {
@@ -66,6 +93,7 @@ impl std::fmt::Display for Policy {
             Policy::Chain(k) => write!(f, "chain:{k}"),
             Policy::Keyframe(k) => write!(f, "keyframe:{k}"),
             Policy::Full => write!(f, "full"),
+            Policy::Near(k) => write!(f, "near:{k}"),
         }
     }
 }
@@ -76,7 +104,7 @@ impl FromStr for Policy {
     fn from_str(s: &str) -> Result<Policy> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "invalid policy `{s}`: expected chain:K, keyframe:K (K in 1..=1000), root or full"
+                "invalid policy `{s}`: expected near:K, chain:K, keyframe:K (K in 1..=1000), root or full"
             ))
         };
         let depth = |k: &str| match k.parse::<u16>() {
@@ -88,6 +116,7 @@ impl FromStr for Policy {
             None if s == "full" => Ok(Policy::Full),
             Some(("chain", k)) => Ok(Policy::Chain(depth(k)?)),
             Some(("keyframe", k)) => Ok(Policy::Keyframe(depth(k)?)),
+            Some(("near", k)) => Ok(Policy::Near(depth(k)?)),
             _ => Err(bad()),
         }
     }
@@ -110,7 +139,8 @@ pub enum BaseChoice {
 pub struct PackOptions {
     /// Free text describing the version.
     pub message: String,
-    /// Who packs it (default: `TDELTA_AUTHOR`, or `$USER@host`).
+    /// Who packs it (default: [`Store::author`], then `TDELTA_AUTHOR`,
+    /// then `$USER@host`).
     pub author: Option<String>,
     /// Free key/value metadata.
     pub meta: BTreeMap<String, String>,
@@ -132,6 +162,11 @@ pub struct PackOptions {
     /// (the default) keeps every byte exact. A version with any lossy
     /// block is marked by [`Manifest::lossy`].
     pub lossy: Option<LossyOptions>,
+    /// Only files matching one of these glob patterns (when not empty).
+    pub include: Vec<String>,
+    /// Files and directories matching one of these glob patterns are left
+    /// out (besides the default skips and the store's own directory).
+    pub exclude: Vec<String>,
 }
 
 impl Default for PackOptions {
@@ -148,6 +183,8 @@ impl Default for PackOptions {
             force_tag: false,
             window: 64 << 20,
             lossy: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }
@@ -161,6 +198,9 @@ pub struct PackReport {
     pub manifest: Manifest,
     /// Packs written.
     pub packs: Vec<Hash>,
+    /// Files of the source directory left out (default skips, the store's
+    /// directory, include/exclude).
+    pub skipped: u64,
 }
 
 /// One run of bytes cut into blocks: a header, a tensor or a blob.
@@ -219,14 +259,19 @@ struct RunLossy {
 /// Packs the checkpoint at `source` as a new version and moves `HEAD` (and
 /// the tag, if asked) to it.
 pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport> {
-    let ckpt = checkpoint::open(source)?;
+    let selection = checkpoint::Selection {
+        include: opts.include.clone(),
+        exclude: opts.exclude.clone(),
+        skip_dirs: vec![store.root().to_path_buf()],
+    };
+    let ckpt = checkpoint::open_with(source, &selection)?;
     if opts.window < u64::from(store.config().block_size) {
         return Err(Error::InvalidArgument("pack window is smaller than a block".into()));
     }
     let _lock = store.lock()?;
     store.load_packs()?;
     if let Some(tag) = &opts.tag {
-        crate::validate_ref_name(tag)?;
+        crate::store::refs::validate_new_ref_name(tag)?;
         if !opts.force_tag
             && let Some(old) = store.read_ref(tag)?
         {
@@ -327,7 +372,8 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         let produced = (|| -> Result<()> {
             let mut seen: HashSet<Hash> = HashSet::new();
             for (fi, f) in ckpt.files.iter().enumerate() {
-                let file = File::open(&f.path).at(&f.path)?;
+                let file = checkpoint::open_unchanged(&f.path, &f.stamp)?;
+                advise_sequential(&file);
                 let jobs: Vec<Job> = runs
                     .iter()
                     .enumerate()
@@ -341,22 +387,21 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                 for window in windows(&jobs, opts.window) {
                     let start = window[0].offset;
                     let last = window[window.len() - 1];
-                    let span = (last.offset + last.len - start) as usize;
-                    let map = checkpoint::map_range(&file, &f.path, start, span)?;
-                    checkpoint::advise_sequential(&map);
+                    let span = last.offset + last.len - start;
                     let outcomes: Vec<Result<(Outcome, Option<LossyNote>)>> = window
                         .par_iter()
                         .map_init(
-                            || (Scratch::default(), Vec::new()),
-                            |(scratch, basebuf), job| {
-                                let lo = (job.offset - start) as usize;
-                                let bytes = &map[lo..lo + job.len as usize];
+                            || (Scratch::default(), Vec::new(), Vec::new()),
+                            |(scratch, basebuf, bytes), job| {
+                                // One copy of the block: what is hashed is
+                                // what is encoded, whatever the file does.
+                                bytes.resize(job.len as usize, 0);
+                                checkpoint::read_at(&file, &f.path, job.offset, bytes)?;
                                 encode_job(store_ref, &runs[job.run], job, bytes, &seen, opts, scratch, basebuf)
                                     .map_err(|e| in_block(&ckpt.root, f, &runs[job.run], job, e))
                             },
                         )
                         .collect();
-                    drop(map);
                     let mut batch = Vec::new();
                     for (job, o) in window.iter().zip(outcomes) {
                         let (o, note) = o?;
@@ -398,7 +443,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
                         // The writer stopped: its error is reported below.
                         return Ok(());
                     }
-                    progress.advance(span as u64);
+                    progress.advance(span);
                 }
             }
             Ok(())
@@ -417,6 +462,13 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     });
     progress.end();
     let packs = result?;
+    // A source that changed since it was opened may have given blocks of
+    // two different states: refuse the version.
+    if let Err(e) = ckpt.files.iter().try_for_each(|f| f.check_unchanged()) {
+        discard_packs(&store.packs_dir(), &packs);
+        let _ = store.load_packs();
+        return Err(e);
+    }
     // Until the manifest lands, a failure takes back the packs written.
     let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy));
     let landed = write_version(store, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
@@ -441,7 +493,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     if let Some(tag) = &opts.tag {
         store.move_ref_locked(tag, Some(id), "tag", &why)?;
     }
-    Ok(PackReport { id, manifest, packs })
+    Ok(PackReport { id, manifest, packs, skipped: ckpt.skipped })
 }
 
 /// Builds the manifest and writes it (after reloading the indexes).
@@ -470,7 +522,7 @@ fn write_version(
         parent: head,
         base: base_id,
         created: crate::store::now(),
-        author: opts.author.clone().unwrap_or_else(crate::store::whoami),
+        author: opts.author.clone().unwrap_or_else(|| store.who()),
         message: opts.message.clone(),
         meta: opts.meta.clone(),
         metrics: opts.metrics.clone(),
@@ -480,11 +532,23 @@ fn write_version(
         },
         block_size,
         policy: opts.policy.to_string(),
+        max_levels: None,
         lossy,
         files,
+        empty_dirs: ckpt.empty_dirs.clone(),
         stats,
     };
+    // The walk refused such names already; this guards the rule itself.
+    manifest.check_paths().map_err(|e| Error::checkpoint(&ckpt.root, e))?;
     store.load_packs()?;
+    let mut manifest = manifest;
+    let mut levels = 0u16;
+    for f in &manifest.files {
+        for h in f.block_hashes() {
+            levels = levels.max(store.entry(h)?.depth.saturating_add(1));
+        }
+    }
+    manifest.max_levels = Some(levels);
     let (id, new) = store.write_manifest(&manifest)?;
     Ok((id, manifest, new))
 }
@@ -498,6 +562,15 @@ fn discard_packs(dir: &Path, packs: &[Hash]) {
         let _ = std::fs::remove_file(dir.join(format!("{id}.pack")));
     }
     let _ = crate::store::fsutil::sync_dir(dir);
+}
+
+/// Tells the kernel the file will be read front to back (larger
+/// read-ahead). Only a hint: failures are ignored.
+fn advise_sequential(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only sets read-ahead
+    // advice and touches no memory.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
 
 /// Splits the jobs of one file into consecutive groups spanning at most
@@ -539,6 +612,7 @@ fn encode_job(
         // Stored exactly already (its delta to the base is not measured).
         return Ok((Outcome::Known(hash), exact_note(None)));
     }
+    let mut base_read = false;
     let base = match (run.base.and_then(|b| b.get(job.index)), opts.policy) {
         (None, _) | (_, Policy::Full) => None,
         (Some(&bh), policy) => {
@@ -550,6 +624,10 @@ fn encode_job(
                     Some((chain[chain.len() - 1].hash, 1))
                 }
                 Policy::Keyframe(k) if be.depth >= k => None,
+                Policy::Near(k) => {
+                    base_read = true;
+                    Some(near_base(store, run.dtype, bytes, bh, k, scratch, basebuf)?)
+                }
                 _ => Some((bh, be.depth + 1)),
             }
         }
@@ -564,10 +642,15 @@ fn encode_job(
     };
     let (encoded, base, depth, note) = match base {
         Some((bh, depth)) => {
-            store.read_block(bh, basebuf, scratch, None)?;
+            if !base_read {
+                store.read_block(bh, basebuf, scratch, None)?;
+            }
+            // Elements past the base's end (rows the tensor gained) have a
+            // zero base.
+            let base_len = basebuf.len().min(bytes.len());
             basebuf.resize(bytes.len(), 0);
             let (lossy, exact) = match lossy_opts {
-                Some(l) => quantize_block(run.dtype, bytes, basebuf, l, &opts.encode),
+                Some(l) => quantize_block(run.dtype, bytes, basebuf, base_len, l, &opts.encode),
                 None => (None, None),
             };
             if let Some((bits, q)) = lossy {
@@ -595,6 +678,65 @@ fn encode_job(
     Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
 }
 
+/// The base of a block under [`Policy::Near`]`(k)` given the base
+/// version's block `prev` (at depth `d`). While `d < k`, `prev` itself
+/// (depth `d + 1`). At the limit, the candidates are the blocks of its
+/// chain less than `k` levels deep, nearest first; each costs an excess
+/// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
+/// and the first whose excess is at most [`NEAR_GAIN`] of the next one's
+/// is taken (the last, the full block, when none is). Returns its hash and
+/// the new block's depth, its bytes in `basebuf`.
+fn near_base(
+    store: &Store,
+    dtype: DType,
+    bytes: &[u8],
+    prev: Hash,
+    k: u16,
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<(Hash, u16)> {
+    let pe = store.entry(prev)?;
+    if pe.depth < k {
+        store.read_block(prev, basebuf, scratch, None)?;
+        return Ok((prev, pe.depth + 1));
+    }
+    // A base of another length (a tensor that gained or lost rows) is cut
+    // or zero-padded, as the encoder does.
+    let estimate = |b: &[u8]| {
+        if b.len() == bytes.len() {
+            lossy::ec::exact_estimate(dtype, bytes, b)
+        } else {
+            let mut padded = b.to_vec();
+            padded.resize(bytes.len(), 0);
+            lossy::ec::exact_estimate(dtype, bytes, &padded)
+        }
+    };
+    // One pass down the chain: each candidate's bytes and estimate, from
+    // the full block up.
+    let mut cands: Vec<(Hash, u16, Vec<u8>, usize)> = Vec::new();
+    let mut near = usize::MAX;
+    let mut top = std::mem::take(basebuf);
+    store.read_chain(prev, &mut top, scratch, |e, b| {
+        if e.depth < k {
+            cands.push((e.hash, e.depth + 1, b.to_vec(), estimate(b)));
+        } else if e.hash == prev {
+            near = estimate(b);
+        }
+        Ok(())
+    })?;
+    *basebuf = top;
+    // Nearest first; the chain always ends on a full block (depth 0 < k).
+    cands.reverse();
+    let mut at = cands.len() - 1;
+    if near != usize::MAX && cands.iter().all(|c| c.3 != usize::MAX) {
+        let excess = |c: &(Hash, u16, Vec<u8>, usize)| c.3.saturating_sub(near) as f64;
+        at = (0..cands.len() - 1).find(|&i| excess(&cands[i]) <= NEAR_GAIN * excess(&cands[i + 1])).unwrap_or(at);
+    }
+    let (hash, depth, b, _) = cands.swap_remove(at);
+    *basebuf = b;
+    Ok((hash, depth))
+}
+
 /// Quantizes one block against its (restored) base (codec `quant-ec`)
 /// at the coarsest step whose error stays within `max_error` (or, without
 /// it, the asked width's nominal error), with the narrowest width that
@@ -616,10 +758,28 @@ fn quantize_block(
     dtype: DType,
     new: &[u8],
     base: &[u8],
+    base_len: usize,
     l: &LossyOptions,
     params: &EncodeParams,
 ) -> (Option<(Bits, lossy::Quantized)>, Option<codec::Encoded>) {
-    let target = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    let bound = l.max_error.unwrap_or_else(|| l.bits.nominal_error());
+    // A block with new rows (zero base past `base_len`) holds the bound on
+    // each part: the changed rows against their delta and the new rows
+    // against their values. One step serves the whole block, so it aims
+    // at the bound scaled to the smaller part (all the error in it would
+    // still be within the bound).
+    let esize = (dtype.bits() / 8).max(1) as usize;
+    let split = (base_len / esize * esize).min(new.len());
+    let parts = (split > 0 && split < new.len()).then(|| {
+        let d = |r: std::ops::Range<usize>| {
+            lossy::measure(dtype, &new[r.clone()], &new[r.clone()], Some(&base[r])).delta_sq
+        };
+        (d(0..split), d(split..new.len()))
+    });
+    let target = match parts {
+        Some((old, fresh)) if old + fresh > 0.0 => bound * (old.min(fresh) / (old + fresh)).sqrt(),
+        _ => bound,
+    };
     // The exact delta needs about this many bytes (a cheap estimate).
     let estimate = lossy::ec::exact_estimate(dtype, new, base);
     let elems = new.len() / (dtype.bits() / 8).max(1) as usize;
@@ -666,12 +826,19 @@ fn quantize_block(
         }
     };
     let e = &q.error;
+    // The bound holds on every block, also without `max_error` (the
+    // nominal error of the asked width): a block the widest codes cannot
+    // bring within it (new rows against a zero base next to small changes,
+    // say) stays exact. A hair of margin so that summing blocks in another
+    // order cannot push the tensor past the bound.
+    let eps = bound * (1.0 - 1e-9);
     let within = e.err_sq.is_finite()
-        && l.max_error.is_none_or(|eps| {
-            // A hair of margin so that summing blocks in another order
-            // cannot push the tensor past the bound.
-            let eps = eps * (1.0 - 1e-9);
-            e.err_sq <= eps * eps * e.delta_sq
+        && e.err_sq <= eps * eps * e.delta_sq
+        && (parts.is_none() || {
+            let part =
+                |r: std::ops::Range<usize>| lossy::measure(dtype, &new[r.clone()], &q.recon[r.clone()], Some(&base[r]));
+            let (a, b) = (part(0..split), part(split..new.len()));
+            a.err_sq <= eps * eps * a.delta_sq && b.err_sq <= eps * eps * b.delta_sq
         });
     if !within {
         return (None, exact);
@@ -826,7 +993,8 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
                 },
                 FileKind::Blob => FileContent::Blob { blocks: run_hashes[rs[0]].clone() },
             };
-            let mut fe = FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), content };
+            let mut fe =
+                FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), mode: Some(f.mode), content };
             fe.hash = Hash::of_hashes(&fe.block_hashes());
             fe
         })
@@ -834,17 +1002,22 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
 }
 
 #[cfg(test)]
+#[path = "near_tests.rs"]
+mod near_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn policy_parses_and_prints() {
-        for s in ["chain:8", "keyframe:4", "full", "root"] {
+        for s in ["chain:8", "keyframe:4", "full", "root", "near:3", "near:1000"] {
             assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
         }
         assert_eq!("chain:1".parse::<Policy>().unwrap(), Policy::ROOT);
-        assert_eq!(Policy::default(), Policy::ROOT);
-        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", ""] {
+        assert_eq!(Policy::default(), Policy::Near(3));
+        assert_eq!(Policy::default().max_levels(), 4);
+        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", "", "near", "near:0", "near:1001"] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
     }

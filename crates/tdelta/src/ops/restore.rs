@@ -1,12 +1,26 @@
 //! Restoring a version: every block decoded in parallel and written at its
 //! final offset; files appear under their names only when complete.
+//!
+//! The output is never deleted. A new output is staged beside it and
+//! renamed into place; an existing directory receives the version's files
+//! one by one (each staged, then renamed over its target), and nothing
+//! else in it is touched; the store is never written.
 
-use std::fs::{self, File};
+mod select;
+mod stream;
+mod target;
+
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
+
+use select::OutFile;
+pub use select::Selection;
+pub use stream::{write_file, write_tensor};
+use target::{Existing, Guard, Staging};
 
 use super::Progress;
 use crate::error::IoContext;
@@ -16,13 +30,17 @@ use crate::store::read::{ReadCounters, Scratch};
 use crate::store::{Store, fsutil};
 use crate::{Error, Result};
 
-/// Suffix of files and directories being restored.
-pub const PARTIAL_SUFFIX: &str = ".tdelta-partial";
+/// What the names of restore staging directories contain
+/// (`.<name>.tdelta-partial-<pid>-<random>`).
+pub const PARTIAL_TAG: &str = target::STAGING_TAG;
 
 /// Options of [`restore`].
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
-    /// Replace the output if it exists.
+    /// Replace an existing output file (a file version), or write the
+    /// version's files into an existing non-empty directory, replacing the
+    /// files of the same names (a directory version). Nothing the version
+    /// does not contain is ever removed.
     pub force: bool,
 }
 
@@ -43,10 +61,13 @@ pub struct RestoreReport {
     pub payload_bytes: u64,
     /// The deepest chain one block needed (1 = no delta).
     pub max_levels: u64,
+    /// Where the output went (a file version restored into an existing
+    /// directory lands at `OUT/<its file name>`).
+    pub out: PathBuf,
 }
 
-/// Restores version `id` to `out`: a file for a file version, a directory
-/// for a directory version.
+/// Restores version `id` to `out`: a file for a file version (inside `out`
+/// when `out` is a directory), a directory for a directory version.
 pub fn restore(
     store: &Store,
     id: Hash,
@@ -54,113 +75,312 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    restore_parts(store, id, out, opts, &Selection::default(), progress)
+}
+
+/// [`restore`] of the parts of version `id` that `sel` selects.
+pub fn restore_parts(
+    store: &Store,
+    id: Hash,
+    out: &Path,
+    opts: &RestoreOptions,
+    sel: &Selection,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let m = store.manifest(id)?;
-    let counters = ReadCounters::default();
-    if out.exists() && !opts.force {
-        return Err(Error::InvalidArgument(format!(
-            "{} already exists; choose another output or pass --force to replace it",
-            out.display()
-        )));
+    m.check_paths().map_err(|e| Error::corrupt(store.manifest_path(id), e))?;
+    if m.layout == LayoutKind::File && m.files.len() != 1 {
+        return Err(Error::corrupt(
+            store.root().join("versions"),
+            format!("file version {} lists {} files", id.short(), m.files.len()),
+        ));
     }
-    let staging = partial_path(out);
-    fsutil::remove_any(&staging)?;
-    let targets: Vec<PathBuf> = match m.layout {
-        LayoutKind::File => {
-            if m.files.len() != 1 {
-                return Err(Error::corrupt(
-                    store.root().join("versions"),
-                    format!("file version {} lists {} files", id.short(), m.files.len()),
-                ));
-            }
-            vec![staging.clone()]
+    let guard = Guard::new(store.root())?;
+    let mut dest = target::normalize(out)?;
+    guard.check(&dest)?;
+    let counters = ReadCounters::default();
+    let files = select::plan(store, id, &m, sel, &counters)?;
+    let kind = target::existing(&dest)?;
+    let layout = match (m.layout, kind) {
+        (LayoutKind::File, Existing::Dir) => {
+            let name = Path::new(&files[0].rel).file_name().map(PathBuf::from).unwrap_or_else(|| "restored".into());
+            dest.push(name);
+            guard.check(&dest)?;
+            (LayoutKind::File, target::existing(&dest)?)
         }
-        LayoutKind::Directory => {
-            fs::create_dir_all(&staging).at(&staging)?;
-            m.files.iter().map(|f| safe_join(&staging, &f.path)).collect::<Result<_>>()?
+        other => other,
+    };
+    let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let shown = dest.display();
+    // Each arm gives the staging directory, the fresh paths the files are
+    // written to, and the renames that then put them in place.
+    let (stage, targets, renames): (Staging, Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) = match layout {
+        (_, Existing::Other) => {
+            return Err(Error::InvalidArgument(format!(
+                "{shown} exists and is not a file or directory; choose another output"
+            )));
+        }
+        (LayoutKind::File, Existing::Dir) => {
+            return Err(Error::InvalidArgument(format!("{shown} is a directory; choose another output")));
+        }
+        (LayoutKind::File, Existing::File | Existing::Symlink) | (LayoutKind::Directory, Existing::Dir)
+            if !opts.force && !is_empty_dir(&dest) =>
+        {
+            let what = if layout.0 == LayoutKind::File {
+                "pass --force to replace it"
+            } else {
+                "pass --force to write the version's files into it (other files are left alone)"
+            };
+            return Err(Error::InvalidArgument(format!("{shown} already exists; choose another output or {what}")));
+        }
+        (LayoutKind::Directory, Existing::File | Existing::Symlink) => {
+            return Err(Error::InvalidArgument(format!(
+                "{shown} exists and is not a directory; a directory version restores to a directory: remove it or \
+                 choose another output"
+            )));
+        }
+        (LayoutKind::File, _) => {
+            fs::create_dir_all(&parent).at(&parent)?;
+            target::clean_leftovers(&parent);
+            let stage = Staging::create(&parent, &file_name(&dest))?;
+            let tmp = stage.path().join("file");
+            (stage, vec![tmp.clone()], vec![(tmp, dest.clone())])
+        }
+        (LayoutKind::Directory, Existing::Nothing) => {
+            fs::create_dir_all(&parent).at(&parent)?;
+            target::clean_leftovers(&parent);
+            let stage = Staging::create(&parent, &file_name(&dest))?;
+            let tree = stage.path().join("tree");
+            fs::create_dir(&tree).at(&tree)?;
+            make_empty_dirs(&m, sel, &tree)?;
+            let targets = files.iter().map(|f| safe_join(&tree, &f.rel)).collect::<Result<_>>()?;
+            (stage, targets, vec![(tree, dest.clone())])
+        }
+        (LayoutKind::Directory, Existing::Dir) => {
+            target::clean_leftovers(&dest);
+            let finals = files.iter().map(|f| safe_join(&dest, &f.rel)).collect::<Result<Vec<_>>>()?;
+            for p in &finals {
+                check_merge_target(&guard, &dest, p)?;
+            }
+            make_empty_dirs(&m, sel, &dest)?;
+            let stage = Staging::create(&dest, "restore")?;
+            let targets: Vec<PathBuf> = (0..finals.len()).map(|i| stage.path().join(i.to_string())).collect();
+            let renames = targets.iter().cloned().zip(finals).collect();
+            (stage, targets, renames)
         }
     };
-    progress.begin("restoring", m.size());
-    let res = write_files(store, id, &m, &targets, &counters, progress);
-    progress.end();
-    if let Err(e) = res {
-        let _ = fsutil::remove_any(&staging);
-        return Err(e);
+    write_all(store, id, &m, &files, &targets, &counters, progress)?;
+    for (from, to) in &renames {
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).at(p)?;
+        }
+        if opts.force {
+            fs::rename(from, to).at(to)?;
+        } else {
+            place_new(from, to)?;
+        }
+        if let Some(p) = to.parent() {
+            fsutil::sync_dir(p)?;
+        }
     }
-    if out.exists() {
-        fsutil::remove_any(out)?;
-    }
-    fs::rename(&staging, out).at(out)?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsutil::sync_dir(parent)?;
-    }
+    drop(stage);
     Ok(RestoreReport {
         id,
-        bytes: m.size(),
-        files: m.files.len(),
-        blocks: m.files.iter().map(|f| f.block_hashes().len() as u64).sum(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        files: files.len(),
+        blocks: files.iter().map(|f| f.blocks.len() as u64).sum(),
         decoded: counters.decoded.load(Ordering::Relaxed),
         payload_bytes: counters.payload_bytes.load(Ordering::Relaxed),
         max_levels: counters.max_levels.load(Ordering::Relaxed),
+        out: dest,
     })
 }
 
-fn partial_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(PARTIAL_SUFFIX);
-    PathBuf::from(s)
+/// Moves the staged `from` to `to`, which was free when the restore
+/// began, without replacing anything that appeared there since: a file is
+/// hard-linked (which fails on an existing name) where the file system
+/// allows it; a directory rename fails on anything but an empty directory.
+fn place_new(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        match fs::hard_link(from, to) {
+            Ok(()) => return fs::remove_file(from).at(from),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} appeared while restoring; choose another output or pass --force to replace it",
+                    to.display()
+                )));
+            }
+            Err(_) if target::existing(to)? != Existing::Nothing => {
+                return Err(Error::InvalidArgument(format!("{} appeared while restoring", to.display())));
+            }
+            Err(_) => {}
+        }
+    }
+    fs::rename(from, to).at(to)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_none())
+}
+
+/// A file of the version written into the existing directory `root` at
+/// `path`: refused when it would land in the store, replace a directory,
+/// or go through a symlink or a file on the way.
+fn check_merge_target(guard: &Guard, root: &Path, path: &Path) -> Result<()> {
+    guard.check(path)?;
+    let mut cur = root.to_path_buf();
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        cur.push(c);
+        let last = i + 1 == n;
+        match (target::existing(&cur)?, last) {
+            (Existing::Nothing, _) => return Ok(()),
+            (Existing::Dir, false) | (Existing::File | Existing::Symlink, true) => {}
+            (Existing::Dir, true) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a directory where the version has a file; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+            (Existing::Symlink, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a symlink where the version has a directory; tdelta does not write through links",
+                    cur.display()
+                )));
+            }
+            (_, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a directory where the version has one; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+            (Existing::Other, true) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a regular file; remove it or choose another output",
+                    cur.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Joins a manifest path (`/`-separated, relative) under `root`, refusing
 /// anything that could escape it.
 fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
-    let ok = !rel.is_empty() && !rel.contains('\\') && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = crate::relpath::problem(rel).is_none() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{rel}`")));
+        return Err(Error::corrupt(root, format!("manifest names an unsafe path `{}`", rel.escape_debug())));
     }
     Ok(root.join(p))
 }
 
-/// Writes every file of `m` to its target path, blocks in parallel.
+/// Writes every planned file to its (fresh) target path, blocks in
+/// parallel, and fsyncs them.
+fn write_all(
+    store: &Store,
+    id: Hash,
+    m: &Manifest,
+    files: &[OutFile],
+    targets: &[PathBuf],
+    counters: &ReadCounters,
+    progress: &dyn Progress,
+) -> Result<()> {
+    progress.begin("restoring", files.iter().map(|f| f.size).sum());
+    let res = write_files(store, id, m, files, targets, counters, progress);
+    progress.end();
+    res
+}
+
+/// Creates the empty directories a directory version records under
+/// `root` (whole restores only: a selection names files, not directories).
+fn make_empty_dirs(m: &Manifest, sel: &Selection, root: &Path) -> Result<()> {
+    if m.layout != LayoutKind::Directory || !sel.files.is_empty() || !sel.tensors.is_empty() {
+        return Ok(());
+    }
+    for d in &m.empty_dirs {
+        let path = safe_join(root, d)?;
+        fs::create_dir_all(&path).at(&path)?;
+    }
+    Ok(())
+}
+
+/// Gives a restored file the permission bits its entry records, if any.
+#[cfg(unix)]
+fn set_mode(file: &File, f: &FileEntry, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match f.mode {
+        Some(mode) => file.set_permissions(fs::Permissions::from_mode(mode & 0o777)).at(path),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &File, _: &FileEntry, _: &Path) -> Result<()> {
+    Ok(())
+}
+
 fn write_files(
     store: &Store,
     id: Hash,
     m: &Manifest,
+    files: &[OutFile],
     targets: &[PathBuf],
     counters: &ReadCounters,
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut outs = Vec::with_capacity(targets.len());
-    for (f, path) in m.files.iter().zip(targets) {
+    for (f, path) in files.iter().zip(targets) {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).at(parent)?;
         }
-        let file = File::create(path).at(path)?;
+        let file: File = OpenOptions::new().write(true).create_new(true).open(path).at(path)?;
         file.set_len(f.size).at(path)?;
+        for (off, bytes) in &f.literal {
+            file.write_all_at(bytes, *off).at(path)?;
+            progress.advance(bytes.len() as u64);
+        }
         outs.push(file);
     }
-    let jobs: Vec<(usize, BlockRef)> = m
-        .files
-        .iter()
-        .enumerate()
-        .flat_map(|(fi, f)| f.blocks(m.block_size).into_iter().map(move |b| (fi, b)))
-        .collect();
+    let jobs: Vec<(usize, BlockRef, u64)> =
+        files.iter().enumerate().flat_map(|(fi, f)| f.blocks.iter().map(move |(b, at)| (fi, *b, *at))).collect();
     jobs.par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
-        |(scratch, buf), (fi, b)| {
-            let f = &m.files[*fi];
-            store.read_block(b.hash, buf, scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
+        |(scratch, buf), (fi, b, at)| {
+            let f = &m.files[files[*fi].file];
+            store
+                .read_block_within(b.hash, levels_bound(m), buf, scratch, Some(counters))
+                .map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
-            outs[*fi].write_all_at(buf, b.offset).at(&targets[*fi])?;
-            fsutil::start_writeback(&outs[*fi], b.offset, buf.len() as u64);
+            outs[*fi].write_all_at(buf, *at).at(&targets[*fi])?;
+            fsutil::start_writeback(&outs[*fi], *at, buf.len() as u64);
             progress.advance(b.len);
             Ok::<(), Error>(())
         },
     )?;
-    for (file, path) in outs.iter().zip(targets) {
+    for ((file, path), f) in outs.iter().zip(targets).zip(files) {
+        set_mode(file, &m.files[f.file], path)?;
         file.sync_all().at(path)?;
     }
+    // Their names too: a staged tree is renamed whole, so its own
+    // directories must be durable first.
+    let dirs: std::collections::BTreeSet<&Path> = targets.iter().filter_map(|p| p.parent()).collect();
+    for d in dirs {
+        fsutil::sync_dir(d)?;
+    }
     Ok(())
+}
+
+/// Most decodes a block of version `m` may need: what its manifest
+/// records, else the deepest any policy writes.
+pub(crate) fn levels_bound(m: &Manifest) -> u16 {
+    m.max_levels.unwrap_or(crate::store::read::MAX_DEPTH + 1)
 }
 
 /// Puts a block error in the context of a version, file, tensor and block.
@@ -208,7 +428,9 @@ pub fn read_tensor(store: &Store, id: Hash, name: &str) -> Result<(String, Tenso
     slices.into_par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (b, dst)| {
-            store.read_block(b.hash, buf, scratch, None).map_err(|e| block_error(id, f, b, e))?;
+            store
+                .read_block_within(b.hash, levels_bound(&m), buf, scratch, None)
+                .map_err(|e| block_error(id, f, b, e))?;
             check_len(id, f, b, buf)?;
             dst.copy_from_slice(buf);
             Ok::<(), Error>(())
@@ -220,6 +442,21 @@ pub fn read_tensor(store: &Store, id: Hash, name: &str) -> Result<(String, Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn place_new_never_replaces_what_appeared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("staged"), dir.path().join("out"));
+        fs::write(&from, b"restored").unwrap();
+        fs::write(&to, b"user").unwrap();
+        let e = place_new(&from, &to).unwrap_err().to_string();
+        assert!(e.contains("appeared while restoring"), "{e}");
+        assert_eq!(fs::read(&to).unwrap(), b"user");
+        fs::remove_file(&to).unwrap();
+        place_new(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"restored");
+        assert!(!from.exists());
+    }
 
     #[test]
     fn safe_join_refuses_escapes() {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
 use super::*;
-use crate::{InitOptions, Store};
+use crate::{BlockRef, InitOptions, Store};
 
 fn st_dtype(d: crate::DType) -> StDtype {
     use crate::DType as D;
@@ -225,6 +225,51 @@ fn vocab_extension_and_sharded_directory_round_trip() {
     assert_eq!(bytes, [b, noise(5, 64 * 2 * 7)].concat());
 }
 
+/// `--tensors` reads the header's blocks and the chosen tensors' blocks
+/// (with their delta bases) and nothing else.
+#[test]
+fn partial_restore_reads_only_the_chosen_tensors_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = store(dir.path(), 4096);
+    let p = dir.path().join("m.safetensors");
+    let n = 64 * 64;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..4).map(|i| bf16_pair(40 + i, n, 1)).collect();
+    let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let version = |new: bool| -> Vec<T> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| {
+                (format!("layer{i}.w"), crate::DType::BF16, vec![64, 64], if new { b } else { a }.clone())
+            })
+            .collect()
+    };
+    write_st(&p, &version(false), meta.clone());
+    pack_file(&mut s, &p, Policy::default());
+    write_st(&p, &version(true), meta);
+    let id = pack_file(&mut s, &p, Policy::default());
+    let m = s.manifest(id).unwrap();
+    assert!(m.stats.delta_blocks > 0);
+    let sel = Selection { tensors: vec!["layer1.*".into()], ..Default::default() };
+    let out = dir.path().join("part.safetensors");
+    let rep = restore_parts(&s, id, &out, &RestoreOptions::default(), &sel, &Silent).unwrap();
+    let f = &m.files[0];
+    let wanted: Vec<BlockRef> = f
+        .blocks(m.block_size)
+        .into_iter()
+        .filter(|b| b.tensor.is_none_or(|t| f.tensors()[t].name == "layer1.w"))
+        .collect();
+    let chain_bytes = |b: &BlockRef| s.chain(b.hash).unwrap().iter().map(|e| u64::from(e.stored_len)).sum::<u64>();
+    assert_eq!(rep.payload_bytes, wanted.iter().map(chain_bytes).sum::<u64>());
+    assert_eq!(rep.blocks, wanted.iter().filter(|b| b.tensor.is_some()).count() as u64);
+    let full = restore_to(&s, id, &dir.path().join("full.safetensors"));
+    assert!(rep.payload_bytes * 3 < full.payload_bytes, "{} vs {}", rep.payload_bytes, full.payload_bytes);
+    let bytes = fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.names(), ["layer1.w"]);
+    assert_eq!(st.tensor("layer1.w").unwrap().data(), pairs[1].1.as_slice());
+}
+
 #[test]
 fn restore_refuses_existing_output_and_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +294,8 @@ fn restore_refuses_existing_output_and_leaves_no_partial_file() {
     let msg = err.to_string();
     assert!(msg.contains(&id.short()) && msg.contains("a.safetensors") && msg.contains("tensor `x` block 0"), "{msg}");
     assert!(!out.exists());
-    assert!(!dir.path().join(format!("out.safetensors{PARTIAL_SUFFIX}")).exists());
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains(PARTIAL_TAG)), "{left:?}");
 }
 
 fn arb_dtype() -> impl Strategy<Value = crate::DType> {

@@ -466,7 +466,7 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
     let entry = |r#ref: Option<String>, old, new, why: String| AuditEntry {
         seq: 0,
         time: now(),
-        who: whoami(),
+        who: store.who(),
         op: "repair".into(),
         r#ref,
         old,

@@ -43,13 +43,77 @@ pub struct Manifest {
     pub block_size: u32,
     /// The delta policy used, as text (e.g. `chain:8`).
     pub policy: String,
+    /// Most decodes one block read of this version needs (its deepest
+    /// delta chain plus the full block), reused blocks included; readers
+    /// refuse a deeper chain as damage. Absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_levels: Option<u16>,
     /// Present when some tensors were stored lossily.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lossy: Option<serde_json::Value>,
     /// The files, sorted by path.
     pub files: Vec<FileEntry>,
+    /// Directories of a directory version that hold nothing, sorted
+    /// (absent from older manifests: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty_dirs: Vec<String>,
     /// Storage figures measured at pack time.
     pub stats: VersionStats,
+}
+
+/// The fields of a [`Manifest`] that listings need, without the file and
+/// tensor lists: read by [`Store::manifest_summary`](crate::Store::manifest_summary)
+/// in memory bounded by the manifest's size on disk.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ManifestSummary {
+    /// See [`Manifest::parent`].
+    pub parent: Option<Hash>,
+    /// See [`Manifest::base`].
+    pub base: Option<Hash>,
+    /// See [`Manifest::created`].
+    pub created: u64,
+    /// See [`Manifest::author`].
+    pub author: String,
+    /// See [`Manifest::message`].
+    pub message: String,
+    /// See [`Manifest::meta`].
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// See [`Manifest::metrics`].
+    #[serde(default)]
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// See [`Manifest::block_size`].
+    pub block_size: u32,
+    /// See [`Manifest::policy`].
+    pub policy: String,
+    /// Whether some tensors were stored lossily (the per-tensor record is
+    /// skipped).
+    #[serde(default, rename = "lossy", deserialize_with = "present")]
+    pub is_lossy: bool,
+    /// See [`Manifest::stats`].
+    pub stats: VersionStats,
+}
+
+/// True for any value: skips it without building it.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    let v: Option<serde::de::IgnoredAny> = Deserialize::deserialize(d)?;
+    Ok(v.is_some())
+}
+
+/// Feeds every byte read through it to the content hash.
+struct HashingReader<R> {
+    inner: R,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// File or directory checkpoint.
@@ -63,7 +127,13 @@ pub enum LayoutKind {
 }
 
 /// One file of a version.
+///
+/// Read through [`RawFileEntry`]: serde's `flatten` with an internally
+/// tagged enum would first buffer each file's whole content as a generic
+/// tree (about 1.4 KB per tensor, 2.3 GB for 1.6 M tensors), where a plain
+/// struct streams.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawFileEntry")]
 pub struct FileEntry {
     /// Path relative to the checkpoint root, `/`-separated.
     pub path: String,
@@ -71,9 +141,51 @@ pub struct FileEntry {
     pub size: u64,
     /// Hash of the file: of its block hashes in file order (`FORMAT.md`).
     pub hash: Hash,
+    /// Unix permission bits (`0o777` at most) at pack time; absent from
+    /// older manifests, and then restore leaves the default mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     /// Safetensors structure or plain blob.
     #[serde(flatten)]
     pub content: FileContent,
+}
+
+/// The JSON of a [`FileEntry`], every field of either kind optional.
+#[derive(Deserialize)]
+struct RawFileEntry {
+    path: String,
+    size: u64,
+    hash: Hash,
+    #[serde(default)]
+    mode: Option<u32>,
+    kind: String,
+    header_len: Option<u64>,
+    header_blocks: Option<Vec<Hash>>,
+    tensors: Option<Vec<TensorEntry>>,
+    blocks: Option<Vec<Hash>>,
+}
+
+impl TryFrom<RawFileEntry> for FileEntry {
+    type Error = String;
+
+    fn try_from(r: RawFileEntry) -> std::result::Result<FileEntry, String> {
+        let missing = |what: &str| format!("file `{}` ({}) has no `{what}`", r.path, r.kind);
+        let content = match r.kind.as_str() {
+            "safetensors" => FileContent::Safetensors {
+                header_len: r.header_len.ok_or_else(|| missing("header_len"))?,
+                header_blocks: r.header_blocks.ok_or_else(|| missing("header_blocks"))?,
+                tensors: r.tensors.ok_or_else(|| missing("tensors"))?,
+            },
+            "blob" => FileContent::Blob { blocks: r.blocks.ok_or_else(|| missing("blocks"))? },
+            other => {
+                return Err(format!(
+                    "file `{}` has unknown kind `{other}`; valid kinds are: safetensors, blob",
+                    r.path
+                ));
+            }
+        };
+        Ok(FileEntry { path: r.path, size: r.size, hash: r.hash, mode: r.mode, content })
+    }
 }
 
 /// How a file is cut into blocks.
@@ -191,6 +303,46 @@ pub struct BlockRef {
     pub index: usize,
 }
 
+/// Unframes a manifest file and parses its JSON as `T` while hashing
+/// every byte (the hash must be the file's name, `id`): memory stays that
+/// of the compressed file plus what `T` keeps.
+fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -> Result<T> {
+    use std::io::Read;
+    let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
+    let body = framed.body;
+    if framed.flags & !FLAG_ZSTD != 0 {
+        return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
+    }
+    let (raw_len, reader): (u64, Box<dyn Read + '_>) = if framed.flags & FLAG_ZSTD != 0 {
+        let Some((len, z)) = body.split_first_chunk::<8>() else {
+            return Err(Error::corrupt(path, "manifest body too short"));
+        };
+        let raw_len = u64::from_le_bytes(*len);
+        if raw_len > MAX_MANIFEST as u64 {
+            return Err(Error::corrupt(path, format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap")));
+        }
+        let dec = zstd::stream::read::Decoder::with_buffer(z)
+            .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+        (raw_len, Box::new(dec.take(raw_len + 1)))
+    } else {
+        (body.len() as u64, Box::new(body))
+    };
+    let mut r = HashingReader { inner: reader, hasher: xxhash_rust::xxh3::Xxh3::new(), len: 0 };
+    let parsed: std::result::Result<T, _> =
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, &mut r));
+    // Hash what the parser left too (it stops at the first error).
+    std::io::copy(&mut r, &mut std::io::sink())
+        .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
+    if r.len != raw_len {
+        return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
+    }
+    let actual = Hash(r.hasher.digest128());
+    if actual != id {
+        return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
+    }
+    parsed.map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))
+}
+
 impl Manifest {
     /// Serializes; returns the version id and the framed file bytes.
     pub(crate) fn encode(&self) -> Result<(Hash, Vec<u8>)> {
@@ -206,39 +358,22 @@ impl Manifest {
     }
 
     /// Parses and checks a manifest file whose name says it is version `id`.
+    /// The JSON is streamed from the decompressor, never held whole.
     pub(crate) fn decode(path: &Path, bytes: &[u8], id: Hash) -> Result<Manifest> {
-        let framed = fsutil::unframe(path, bytes, MANIFEST_MAGIC, MANIFEST_VERSION, "manifest")?;
-        let body = framed.body;
-        if framed.flags & !FLAG_ZSTD != 0 {
-            return Err(Error::corrupt(path, format!("manifest has unknown flags {:#x}", framed.flags)));
+        let m: Manifest = stream(path, bytes, id)?;
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    /// Reads the summary of a manifest file (everything but the files):
+    /// the file and tensor lists are parsed and skipped, never built, and
+    /// the content hash is still checked over every byte.
+    pub(crate) fn decode_summary(path: &Path, bytes: &[u8], id: Hash) -> Result<ManifestSummary> {
+        let m: ManifestSummary = stream(path, bytes, id)?;
+        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size) {
+            return Err(Error::corrupt(path, format!("block size {} out of range", m.block_size)));
         }
-        let json = if framed.flags & FLAG_ZSTD != 0 {
-            let Some(len) = body.get(..8) else {
-                return Err(Error::corrupt(path, "manifest body too short"));
-            };
-            let mut l = [0u8; 8];
-            l.copy_from_slice(len);
-            let raw_len = u64::from_le_bytes(l);
-            if raw_len > MAX_MANIFEST as u64 {
-                return Err(Error::corrupt(
-                    path,
-                    format!("manifest claims {raw_len} bytes, over the {MAX_MANIFEST} cap"),
-                ));
-            }
-            let out = zstd::bulk::decompress(&body[8..], raw_len as usize)
-                .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
-            if out.len() as u64 != raw_len {
-                return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
-            }
-            out
-        } else {
-            body.to_vec()
-        };
-        let actual = Hash::of(&json);
-        if actual != id {
-            return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
-        }
-        Manifest::from_json(path, &json)
+        Ok(m)
     }
 
     /// Parses and validates the JSON body of a manifest.
@@ -311,6 +446,19 @@ impl Manifest {
         Ok(())
     }
 
+    /// Checks the paths a directory version names against the one path
+    /// rule (`FORMAT.md`, "Paths"): restore would refuse them. A file
+    /// version's single name is never used as a path.
+    pub fn check_paths(&self) -> std::result::Result<(), String> {
+        if self.layout == LayoutKind::File {
+            return Ok(());
+        }
+        crate::relpath::check_tree(
+            self.files.iter().map(|f| f.path.as_str()),
+            self.empty_dirs.iter().map(String::as_str),
+        )
+    }
+
     /// The file at `path`, if any.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == path)
@@ -319,5 +467,76 @@ impl Manifest {
     /// Total raw size of all files.
     pub fn size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let tensors: Vec<TensorEntry> = (0..50)
+            .map(|i| TensorEntry {
+                name: format!("t{i}"),
+                dtype: DType::F32,
+                shape: vec![0],
+                offset: 24,
+                len: 0,
+                hash: Hash::of_hashes(&[]),
+                blocks: Vec::new(),
+            })
+            .collect();
+        let header_blocks = vec![Hash::of(b"h")];
+        let hash = Hash::of_hashes(&header_blocks);
+        Manifest {
+            parent: Some(Hash::of(b"p")),
+            base: None,
+            created: 7,
+            author: "a".into(),
+            message: "m".into(),
+            meta: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            metrics: BTreeMap::from([("eval".to_string(), serde_json::json!({"x": 1}))]),
+            layout: LayoutKind::File,
+            block_size: 1 << 16,
+            policy: "chain:8".into(),
+            lossy: None,
+            empty_dirs: vec!["logs".into()],
+            files: vec![FileEntry {
+                path: "model.safetensors".into(),
+                size: 24,
+                hash,
+                mode: Some(0o755),
+                content: FileContent::Safetensors { header_len: 24, header_blocks, tensors },
+            }],
+            stats: VersionStats { raw_bytes: 24, ..VersionStats::default() },
+        }
+    }
+
+    #[test]
+    fn summary_reads_the_fields_and_checks_the_hash() {
+        let m = sample();
+        let (id, bytes) = m.encode().unwrap();
+        let p = Path::new("v.tdm");
+        assert_eq!(Manifest::decode(p, &bytes, id).unwrap(), m);
+        let s = Manifest::decode_summary(p, &bytes, id).unwrap();
+        assert_eq!(
+            (s.parent, s.created, &s.author, &s.meta, &s.metrics),
+            (m.parent, 7, &m.author, &m.meta, &m.metrics)
+        );
+        assert!(!s.is_lossy);
+        assert_eq!(s.stats, m.stats);
+        let e = Manifest::decode_summary(p, &bytes, Hash::of(b"other")).unwrap_err().to_string();
+        assert!(e.contains("hashes to"), "{e}");
+    }
+
+    #[test]
+    fn file_entries_read_without_buffering_keep_their_json() {
+        let m = sample();
+        let json = serde_json::to_vec(&m).unwrap();
+        let back = Manifest::from_json(Path::new("v"), &json).unwrap();
+        assert_eq!(serde_json::to_vec(&back).unwrap(), json, "the JSON (and so the id) must not change");
+        let bad = String::from_utf8(json).unwrap().replace("\"kind\":\"safetensors\"", "\"kind\":\"tar\"");
+        let e = Manifest::from_json(Path::new("v"), bad.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("unknown kind `tar`") && e.contains("safetensors, blob"), "{e}");
     }
 }

@@ -35,6 +35,7 @@ pub(crate) mod sign;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,41 @@ use refs::{AuditEntry, AuditLog};
 const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
 /// Store format version written by this build.
 pub const STORE_VERSION: u32 = 1;
+/// Fewest hex digits of a version id prefix.
+const MIN_PREFIX: usize = 4;
+
+/// Splits the `~N` and `^` suffixes off a version spec: the name and how
+/// many parents to go back.
+fn split_ancestry(spec: &str) -> Result<(&str, usize)> {
+    let mut rest = spec;
+    let mut steps = 0usize;
+    loop {
+        let n = if let Some(r) = rest.strip_suffix('^') {
+            rest = r;
+            1
+        } else if let Some((r, digits)) = rest.rsplit_once('~')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            rest = r;
+            if digits.is_empty() {
+                1
+            } else {
+                digits
+                    .parse::<usize>()
+                    .map_err(|_| Error::InvalidArgument(format!("`{spec}`: `~{digits}` is too large")))?
+            }
+        } else {
+            break;
+        };
+        steps = steps.checked_add(n).ok_or_else(|| Error::InvalidArgument(format!("`{spec}`: too many parents")))?;
+    }
+    if rest.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "`{spec}` names no version; use REF, REF~N or REF^ where REF is HEAD, a tag or an id"
+        )));
+    }
+    Ok((rest, steps))
+}
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
@@ -129,6 +165,14 @@ pub struct Store {
     config_problem: Option<String>,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
+    /// Called once when a writer starts waiting for the lock, with a
+    /// description of the holder (`pid N ...`).
+    pub lock_notice: Option<fn(&str)>,
+    /// Who is acting, recorded in new versions and audit entries (default:
+    /// `TDELTA_AUTHOR`, then `$USER@host`).
+    pub author: Option<String>,
+    /// Nanoseconds this handle spent waiting for the lock, in all.
+    lock_waited: AtomicU64,
     /// Signs the versions and ref moves written through this handle.
     signer: Option<sign::Signer>,
 }
@@ -190,6 +234,9 @@ impl Store {
             damaged: Vec::new(),
             config_problem,
             lock_wait: Duration::from_secs(60),
+            lock_notice: None,
+            author: None,
+            lock_waited: AtomicU64::new(0),
             signer: None,
         };
         store.load_packs()?;
@@ -304,7 +351,8 @@ impl Store {
     /// Takes the writer lock and clears `tmp/`, without settling the refs
     /// (for `repair audit`, which settles them itself).
     pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
-        let l = lock::acquire(&self.root.join("lock"), self.lock_wait)?;
+        let (l, waited) = lock::acquire_noting(&self.root.join("lock"), self.lock_wait, self.lock_notice)?;
+        self.lock_waited.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let tmp = self.tmp_dir();
         fs::create_dir_all(&tmp).at(&tmp)?;
         for ent in fs::read_dir(&tmp).at(&tmp)? {
@@ -312,6 +360,18 @@ impl Store {
             let _ = fs::remove_file(&p);
         }
         Ok(l)
+    }
+
+    /// Time this handle spent waiting for other writers' lock, in all (so
+    /// that reported speeds can leave it out).
+    pub fn lock_waited(&self) -> Duration {
+        Duration::from_nanos(self.lock_waited.load(Ordering::Relaxed))
+    }
+
+    /// Who is acting: [`Store::author`], else `TDELTA_AUTHOR`, else
+    /// `$USER@host`.
+    pub(crate) fn who(&self) -> String {
+        self.author.clone().unwrap_or_else(whoami)
     }
 
     pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
@@ -326,6 +386,25 @@ impl Store {
         }
         let bytes = fsutil::read_capped(&path, 1 << 30)?;
         let m = Manifest::decode(&path, &bytes, id)?;
+        if m.block_size != self.config.block_size {
+            return Err(Error::corrupt(
+                &path,
+                format!("block size {} differs from the store's {}", m.block_size, self.config.block_size),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Reads and checks the summary of version `id` (its manifest without
+    /// the file and tensor lists), for listings: memory stays bounded by
+    /// the manifest's size on disk, not by how many tensors it lists.
+    pub fn manifest_summary(&self, id: Hash) -> Result<manifest::ManifestSummary> {
+        let path = self.manifest_path(id);
+        if !path.is_file() {
+            return Err(Error::UnknownRef { name: id.to_hex() });
+        }
+        let bytes = fsutil::read_capped(&path, 1 << 30)?;
+        let m = Manifest::decode_summary(&path, &bytes, id)?;
         if m.block_size != self.config.block_size {
             return Err(Error::corrupt(
                 &path,
@@ -425,7 +504,7 @@ impl Store {
         let (entry, line) = audit.prepare(AuditEntry {
             seq: 0,
             time: now(),
-            who: whoami(),
+            who: self.who(),
             op: op.to_string(),
             r#ref: Some(name.to_string()),
             old,
@@ -517,7 +596,7 @@ impl Store {
         self.audit().append(AuditEntry {
             seq: 0,
             time: now(),
-            who: whoami(),
+            who: self.who(),
             op: op.to_string(),
             r#ref: r#ref.map(str::to_string),
             old: None,
@@ -544,9 +623,35 @@ impl Store {
         Ok(problems)
     }
 
-    /// Resolves `HEAD`, a ref name, a full version id or a unique prefix of
-    /// at least 4 hex digits.
-    pub fn resolve(&self, name: &str) -> Result<Hash> {
+    /// Resolves a version: `HEAD`, a ref name, a full version id or a
+    /// unique prefix of at least 4 hex digits, followed by any number of
+    /// `~N` (N-th parent; `~` alone is `~1`) and `^` (parent), as in
+    /// `HEAD~2`, `stable^`. A full id always means that version.
+    pub fn resolve(&self, spec: &str) -> Result<Hash> {
+        let (name, steps) = split_ancestry(spec)?;
+        let mut id = self.resolve_name(name)?;
+        for n in 0..steps {
+            let m = self.manifest(id)?;
+            let Some(parent) = m.parent else {
+                return Err(Error::InvalidArgument(format!(
+                    "`{spec}`: version {} has no parent (`{name}` has {n} ancestors)",
+                    id.short()
+                )));
+            };
+            if !self.manifest_path(parent).is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "`{spec}`: parent {} of version {} was dropped",
+                    parent.short(),
+                    id.short()
+                )));
+            }
+            id = parent;
+        }
+        Ok(id)
+    }
+
+    /// [`Store::resolve`] without the ancestry suffixes.
+    fn resolve_name(&self, name: &str) -> Result<Hash> {
         let unknown = || Error::UnknownRef { name: name.to_string() };
         if name == "HEAD" {
             if let Some(id) = self.read_ref("HEAD")? {
@@ -559,21 +664,38 @@ impl Store {
                 Error::HeadMissing { path: self.root.join("HEAD"), versions }
             });
         }
+        let hex = !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex
+            && let Ok(id) = name.parse::<Hash>()
+            && name.len() == id.to_hex().len()
+            && self.manifest_path(id).is_file()
+        {
+            return Ok(id);
+        }
         if refs::validate_ref_name(name).is_ok()
             && let Some(id) = refs::read_ref(&self.ref_path(name))?
         {
             return Ok(id);
         }
-        if name.len() >= 4 && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let lower = name.to_ascii_lowercase();
-            let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
-            return match hits.len() {
-                0 => Err(unknown()),
-                1 => Ok(hits[0]),
-                count => Err(Error::AmbiguousRef { prefix: name.to_string(), count }),
-            };
+        if !hex {
+            return Err(unknown());
         }
-        Err(unknown())
+        if name.len() < MIN_PREFIX {
+            return Err(Error::InvalidArgument(format!(
+                "unknown ref `{name}`; a version id prefix needs at least {MIN_PREFIX} hex digits"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
+        match hits.len() {
+            0 => Err(Error::InvalidArgument(format!("unknown ref `{name}`, and no version id starts with it"))),
+            1 => Ok(hits[0]),
+            count => Err(Error::AmbiguousRef {
+                prefix: name.to_string(),
+                count,
+                candidates: hits.iter().map(|h| h.short()).collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 
     /// Figures about the store as a whole.

@@ -8,12 +8,17 @@ use crate::codec::{self, CodecId};
 use crate::hash::Hash;
 use crate::{DType, Error, Result};
 
-/// Reusable buffers of one reader thread: one block buffer per delta level
-/// and one payload buffer, so that a long restore allocates only once.
+/// Deepest delta chain any policy writes (`chain:1000`): an index entry
+/// claiming more is damage, refused before its chain is followed.
+pub const MAX_DEPTH: u16 = 1000;
+
+/// Reusable buffers of one reader thread: one block buffer (the other is
+/// the caller's output) and one payload buffer, however deep the chain, so
+/// that a long restore allocates only once.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     payload: Vec<u8>,
-    levels: Vec<Vec<u8>>,
+    other: Vec<u8>,
 }
 
 /// Counters of what block reads did; shared between threads.
@@ -50,7 +55,25 @@ impl Store {
     /// root, checked: every base exists and sits exactly one level lower,
     /// so a corrupt index cannot make a reader loop.
     pub(crate) fn chain(&self, hash: Hash) -> Result<Vec<&Entry>> {
-        let mut chain = vec![self.entry(hash)?];
+        self.chain_within(hash, MAX_DEPTH + 1)
+    }
+
+    /// [`Store::chain`], refusing as damage a block whose entry claims a
+    /// chain of more than `max_levels` levels (decodes) before following it.
+    pub(crate) fn chain_within(&self, hash: Hash, max_levels: u16) -> Result<Vec<&Entry>> {
+        let top = self.entry(hash)?;
+        if u32::from(top.depth) + 1 > u32::from(max_levels.min(MAX_DEPTH + 1)) {
+            return Err(Error::corrupt(
+                &self.packs[top.pack as usize].path,
+                format!(
+                    "block {} claims a chain of {} levels where at most {} are allowed",
+                    top.hash,
+                    u32::from(top.depth) + 1,
+                    max_levels.min(MAX_DEPTH + 1)
+                ),
+            ));
+        }
+        let mut chain = vec![top];
         loop {
             let e = chain[chain.len() - 1];
             let Some(base) = e.base else { break };
@@ -76,30 +99,66 @@ impl Store {
         scratch: &mut Scratch,
         counters: Option<&ReadCounters>,
     ) -> Result<()> {
+        self.read_block_within(hash, MAX_DEPTH + 1, out, scratch, counters)
+    }
+
+    /// [`Store::read_block`] of a block that may need at most `max_levels`
+    /// decodes; a deeper chain is refused as damage, not followed.
+    pub(crate) fn read_block_within(
+        &self,
+        hash: Hash,
+        max_levels: u16,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+    ) -> Result<()> {
+        let chain = self.chain_within(hash, max_levels)?;
+        self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
+    }
+
+    /// Decodes block `hash` and its chain from the full block up, calling
+    /// `visit` with each level's entry and bytes (the block itself last,
+    /// also left in `out`).
+    pub(crate) fn read_chain(
+        &self,
+        hash: Hash,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let chain = self.chain(hash)?;
+        self.decode_chain(&chain, out, scratch, None, visit)
+    }
+
+    fn decode_chain(
+        &self,
+        chain: &[&Entry],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+        mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let levels = chain.len();
-        if scratch.levels.len() < levels {
-            scratch.levels.resize_with(levels, Vec::new);
-        }
         let mut bytes = 0u64;
-        // Decode from the root up; level i of `scratch.levels` holds the
-        // block at chain[levels - 1 - i].
+        // Decode from the root up, two buffers in turn: each level is
+        // decoded into one from its base in the other. The one decoded
+        // last ends in `out`.
+        let (mut base_buf, mut cur) =
+            if levels % 2 == 1 { (&mut scratch.other, &mut *out) } else { (&mut *out, &mut scratch.other) };
         for (i, e) in chain.iter().rev().enumerate() {
-            let (done, rest) = scratch.levels.split_at_mut(i);
-            let cur = &mut rest[0];
             let base = if i == 0 {
                 None
             } else {
-                let b = &mut done[i - 1];
                 // A base shorter or longer than the block (a tensor that
                 // gained or lost rows) is cut or zero-padded to its length.
-                b.resize(e.raw_len as usize, 0);
-                Some(b.as_slice())
+                base_buf.resize(e.raw_len as usize, 0);
+                Some(base_buf.as_slice())
             };
             self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            visit(e, cur)?;
             bytes += u64::from(e.stored_len);
+            std::mem::swap(&mut base_buf, &mut cur);
         }
-        std::mem::swap(out, &mut scratch.levels[levels - 1]);
         if let Some(c) = counters {
             c.record(levels as u64, bytes);
         }

@@ -49,6 +49,19 @@ pub fn validate_ref_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`validate_ref_name`] plus what a new ref may not be: a name of 4 or
+/// more hex digits only, which would read as a version id (prefix).
+pub(crate) fn validate_new_ref_name(name: &str) -> Result<()> {
+    validate_ref_name(name)?;
+    if name.len() >= 4 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidRefName {
+            name: name.to_string(),
+            reason: format!("4 or more hex digits read as a version id; add a letter outside a-f, e.g. `v{name}`"),
+        });
+    }
+    Ok(())
+}
+
 /// Serializes a ref file.
 pub(crate) fn encode_ref(id: Hash) -> String {
     let line = format!("{REF_PREFIX}{id}");
@@ -320,6 +333,18 @@ mod tests {
         ] {
             let e = validate_ref_name(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn new_refs_may_not_look_like_version_ids() {
+        for bad in ["abcd", "2024", "DEADBEEF", "0123456789abcdef0123456789abcdef"] {
+            let e = validate_new_ref_name(bad).unwrap_err().to_string();
+            assert!(e.contains("read as a version id"), "{bad}: {e}");
+            validate_ref_name(bad).unwrap();
+        }
+        for ok in ["abc", "v2024", "beefy", "exp/abcd", "ab-cd"] {
+            validate_new_ref_name(ok).unwrap();
         }
     }
 

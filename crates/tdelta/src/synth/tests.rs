@@ -336,3 +336,37 @@ fn rejects_non_float_dtype() {
     let spec = SeriesSpec::new(0, DType::I32, 1 << 20, 1);
     assert!(write_series(&spec, dir.path()).is_err());
 }
+
+/// The f32 values of every tensor of a single-file F32 version.
+fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>().sqrt()
+}
+
+#[test]
+fn drifting_series_moves_away_from_the_base_in_shrinking_steps() {
+    let spec = SeriesSpec { drift: true, frozen_fraction: 0.0, ..SeriesSpec::new(5, DType::F32, 1 << 20, 8) };
+    let v: Vec<Vec<f32>> = (0..spec.versions).map(|i| f32_values(&version_bytes(&spec, i))).collect();
+    let (mut last_step, mut last_reach) = (f64::INFINITY, 0.0);
+    for i in 1..spec.versions {
+        let (step, reach) = (dist(&v[i], &v[i - 1]), dist(&v[i], &v[0]));
+        assert!(step < last_step, "version {i}: step {step} after {last_step}");
+        assert!(reach > last_reach, "version {i}: distance from the base {reach} after {last_reach}");
+        if i >= 2 {
+            // Closer to the previous version than to the base, more so
+            // with every version.
+            assert!(step < reach, "version {i}");
+            assert!(step / reach < last_step / last_reach, "version {i}");
+        }
+        (last_step, last_reach) = (step, reach);
+    }
+    // Without drift the steps keep their size.
+    let flat = SeriesSpec { drift: false, ..spec.clone() };
+    let w: Vec<Vec<f32>> = (0..4).map(|i| f32_values(&version_bytes(&flat, i))).collect();
+    let (a, b) = (dist(&w[1], &w[0]), dist(&w[3], &w[2]));
+    assert!((a / b - 1.0).abs() < 0.05, "{a} vs {b}");
+}
