@@ -500,6 +500,7 @@ mod tests {
             block_size: 1 << 16,
             policy: "chain:8".into(),
             lossy: None,
+            max_levels: Some(3),
             empty_dirs: vec!["logs".into()],
             files: vec![FileEntry {
                 path: "model.safetensors".into(),
