@@ -151,6 +151,13 @@ fn signed_pack_tag_and_rollback_pass_require_signed_and_show_who_signed() {
     let hist: Value = serde_json::from_str(&fx.signed(&["history", "stable", "--json"])).unwrap();
     assert_eq!(hist[1]["op"], "rollback");
     assert_eq!(hist[1]["signed_by"]["fingerprint"], fp.as_str());
+    // A signed delete of a tag is a signed move too.
+    fx.signed(&["tag", "canary", &ids[2], "--sign", "-q"]);
+    fx.signed(&["tag", "-d", "canary", "--sign", "-q"]);
+    assert_eq!(fx.verify(&["--require-signed"]).0, Some(0));
+    let all: Value = serde_json::from_str(&fx.signed(&["history", "--all", "--json"])).unwrap();
+    let last = all.as_array().unwrap().last().unwrap().clone();
+    assert_eq!((&last["op"], &last["signed_by"]["fingerprint"]), (&"untag".into(), &fp.as_str().into()));
     let keys = fx.signed(&["key", "list"]);
     assert!(keys.contains(&fp) && keys.contains("release team"), "{keys}");
 
