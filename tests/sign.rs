@@ -158,6 +158,11 @@ fn signed_pack_tag_and_rollback_pass_require_signed_and_show_who_signed() {
     let all: Value = serde_json::from_str(&fx.signed(&["history", "--all", "--json"])).unwrap();
     let last = all.as_array().unwrap().last().unwrap().clone();
     assert_eq!((&last["op"], &last["signed_by"]["fingerprint"]), (&"untag".into(), &fp.as_str().into()));
+    let trusted = &all[0];
+    assert_eq!(
+        (&trusted["op"], &trusted["why"]),
+        (&"trust".into(), &format!("trusted key {fp} (release team)").into())
+    );
     let keys = fx.signed(&["key", "list"]);
     assert!(keys.contains(&fp) && keys.contains("release team"), "{keys}");
 
@@ -179,8 +184,8 @@ fn unsigned_versions_and_moves_are_reported_only_under_require_signed() {
     assert_eq!(code, Some(3), "{text}");
     let short = &id[..12];
     assert!(text.contains(&format!("UNSIGNED version {short} (HEAD, stable): not signed")), "{text}");
-    assert!(text.contains("UNSIGNED move 1 of `HEAD`: pack of"), "{text}");
-    assert!(text.contains("UNSIGNED move 2 of `stable`: tag of"), "{text}");
+    assert!(text.contains("UNSIGNED move 2 of `HEAD`: pack of"), "{text}");
+    assert!(text.contains("UNSIGNED move 3 of `stable`: tag of"), "{text}");
     let (_, v) = fx.verify_json(&["--require-signed"]);
     let unsigned = v["signatures"]["unsigned"].as_array().unwrap();
     assert_eq!(unsigned.len(), 3, "{v}");
@@ -192,7 +197,7 @@ fn unsigned_versions_and_moves_are_reported_only_under_require_signed() {
     let (_, v) = fx.verify_json(&["--require-signed"]);
     let unsigned = v["signatures"]["unsigned"].as_array().unwrap();
     let seqs: Vec<&Value> = unsigned.iter().map(|u| &u["seq"]).collect();
-    assert_eq!(seqs, [1, 2], "{v}");
+    assert_eq!(seqs, [2, 3], "{v}");
 }
 
 #[test]
@@ -245,7 +250,7 @@ fn a_signed_move_removed_from_the_end_of_the_log_is_caught() {
     assert_eq!(code, Some(0), "{text}");
     let (code, text) = fx.verify(&["--require-signed"]);
     assert_eq!(code, Some(3), "{text}");
-    assert!(text.contains("UNSIGNED move 5 of `stable`: the signed tag of `stable`"), "{text}");
+    assert!(text.contains("UNSIGNED move 6 of `stable`: the signed tag of `stable`"), "{text}");
     assert!(text.contains("is not in the audit log"), "{text}");
 }
 

@@ -197,8 +197,9 @@ pub(crate) fn remove_move_signature(store: &Store, entry: Hash) {
     }
 }
 
-/// Adds the public key in `path` to the store's trusted keys. Returns
-/// the key; trusting a key twice changes nothing.
+/// Adds the public key in `path` to the store's trusted keys and records
+/// it in the audit log (op `trust`). Returns the key; trusting a key twice
+/// changes nothing.
 pub fn trust_key(store: &Store, path: &Path) -> Result<PublicKey> {
     let key = PublicKey::from_file(path)?;
     let _lock = store.lock()?;
@@ -219,6 +220,8 @@ pub fn trust_key(store: &Store, path: &Path) -> Result<PublicKey> {
         Err(_) => {}
     }
     fsutil::write_atomic(&store.tmp_dir(), &dest, key.encode().as_bytes())?;
+    let comment = if key.comment.is_empty() { String::new() } else { format!(" ({})", key.comment) };
+    store.record("trust", None, None, &format!("trusted key {}{comment}", key.fingerprint()))?;
     Ok(key)
 }
 
