@@ -407,36 +407,9 @@ fn check_len(id: Hash, f: &FileEntry, b: &BlockRef, buf: &[u8]) -> Result<()> {
 /// the tensor's blocks (and their delta bases) are read. Returns the
 /// tensor's entry, the file it is in and its raw bytes.
 pub fn read_tensor(store: &Store, id: Hash, name: &str) -> Result<(String, TensorEntry, Vec<u8>)> {
-    let m = store.manifest(id)?;
-    let (f, ti) = m
-        .files
-        .iter()
-        .find_map(|f| f.tensors().iter().position(|t| t.name == name).map(|i| (f, i)))
-        .ok_or_else(|| Error::InvalidArgument(format!("version {} has no tensor `{name}`", id.short())))?;
-    let t = &f.tensors()[ti];
-    let blocks: Vec<BlockRef> = f.blocks(m.block_size).into_iter().filter(|b| b.tensor == Some(ti)).collect();
-    let len = usize::try_from(t.len)
-        .map_err(|_| Error::InvalidArgument(format!("tensor `{name}` is too large for memory")))?;
-    let mut out = vec![0u8; len];
-    let mut slices: Vec<(&BlockRef, &mut [u8])> = Vec::with_capacity(blocks.len());
-    let mut rest = out.as_mut_slice();
-    for b in &blocks {
-        let (head, tail) = rest.split_at_mut(b.len as usize);
-        slices.push((b, head));
-        rest = tail;
-    }
-    slices.into_par_iter().try_for_each_init(
-        || (Scratch::default(), Vec::new()),
-        |(scratch, buf), (b, dst)| {
-            store
-                .read_block_within(b.hash, levels_bound(&m), buf, scratch, None)
-                .map_err(|e| block_error(id, f, b, e))?;
-            check_len(id, f, b, buf)?;
-            dst.copy_from_slice(buf);
-            Ok::<(), Error>(())
-        },
-    )?;
-    Ok((f.path.clone(), t.clone(), out))
+    let mut out = Vec::new();
+    let (file, t) = write_tensor(store, id, name, &mut out)?;
+    Ok((file, t, out))
 }
 
 #[cfg(test)]

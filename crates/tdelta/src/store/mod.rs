@@ -380,35 +380,35 @@ impl Store {
 
     /// Reads and checks the manifest of version `id`.
     pub fn manifest(&self, id: Hash) -> Result<Manifest> {
-        let path = self.manifest_path(id);
-        if !path.is_file() {
-            return Err(Error::UnknownRef { name: id.to_hex() });
-        }
-        let bytes = fsutil::read_capped(&path, 1 << 30)?;
-        let m = Manifest::decode(&path, &bytes, id)?;
-        if m.block_size != self.config.block_size {
-            return Err(Error::corrupt(
-                &path,
-                format!("block size {} differs from the store's {}", m.block_size, self.config.block_size),
-            ));
-        }
-        Ok(m)
+        self.read_manifest(id, Manifest::decode, |m| m.block_size)
     }
 
     /// Reads and checks the summary of version `id` (its manifest without
     /// the file and tensor lists), for listings: memory stays bounded by
     /// the manifest's size on disk, not by how many tensors it lists.
     pub fn manifest_summary(&self, id: Hash) -> Result<manifest::ManifestSummary> {
+        self.read_manifest(id, Manifest::decode_summary, |m| m.block_size)
+    }
+
+    /// Reads the manifest file of `id`, decodes it with `decode` and checks
+    /// its block size against the store's.
+    fn read_manifest<T>(
+        &self,
+        id: Hash,
+        decode: impl FnOnce(&Path, &[u8], Hash) -> Result<T>,
+        block_size: impl FnOnce(&T) -> u32,
+    ) -> Result<T> {
         let path = self.manifest_path(id);
         if !path.is_file() {
             return Err(Error::UnknownRef { name: id.to_hex() });
         }
         let bytes = fsutil::read_capped(&path, 1 << 30)?;
-        let m = Manifest::decode_summary(&path, &bytes, id)?;
-        if m.block_size != self.config.block_size {
+        let m = decode(&path, &bytes, id)?;
+        let size = block_size(&m);
+        if size != self.config.block_size {
             return Err(Error::corrupt(
                 &path,
-                format!("block size {} differs from the store's {}", m.block_size, self.config.block_size),
+                format!("block size {size} differs from the store's {}", self.config.block_size),
             ));
         }
         Ok(m)

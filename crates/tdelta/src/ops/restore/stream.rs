@@ -6,10 +6,10 @@ use std::io::Write;
 
 use rayon::prelude::*;
 
-use super::{block_error, check_len};
+use super::{block_error, check_len, levels_bound};
 use crate::hash::Hash;
 use crate::store::Store;
-use crate::store::manifest::{BlockRef, FileEntry, TensorEntry};
+use crate::store::manifest::{BlockRef, FileEntry, Manifest, TensorEntry};
 use crate::store::read::Scratch;
 use crate::{Error, Result};
 
@@ -28,7 +28,7 @@ pub fn write_file(store: &Store, id: Hash, path: &str, w: &mut dyn Write) -> Res
             names.join(", ")
         )));
     };
-    stream(store, id, f, &f.blocks(m.block_size), w)?;
+    stream(store, id, &m, f, &f.blocks(m.block_size), w)?;
     Ok(f.size)
 }
 
@@ -42,18 +42,21 @@ pub fn write_tensor(store: &Store, id: Hash, name: &str, w: &mut dyn Write) -> R
         .find_map(|f| f.tensors().iter().position(|t| t.name == name).map(|i| (f, i)))
         .ok_or_else(|| Error::InvalidArgument(format!("version {} has no tensor `{name}`", id.short())))?;
     let blocks: Vec<BlockRef> = f.blocks(m.block_size).into_iter().filter(|b| b.tensor == Some(ti)).collect();
-    stream(store, id, f, &blocks, w)?;
+    stream(store, id, &m, f, &blocks, w)?;
     Ok((f.path.clone(), f.tensors()[ti].clone()))
 }
 
-fn stream(store: &Store, id: Hash, f: &FileEntry, blocks: &[BlockRef], w: &mut dyn Write) -> Result<()> {
+fn stream(store: &Store, id: Hash, m: &Manifest, f: &FileEntry, blocks: &[BlockRef], w: &mut dyn Write) -> Result<()> {
+    let bound = levels_bound(m);
     let out_err = |e: std::io::Error| Error::io("<output>", e);
     for batch in blocks.chunks(BATCH) {
         let bufs: Vec<Vec<u8>> = batch
             .par_iter()
             .map_init(Scratch::default, |scratch, b| {
                 let mut buf = Vec::new();
-                store.read_block(b.hash, &mut buf, scratch, None).map_err(|e| block_error(id, f, b, e))?;
+                store
+                    .read_block_within(b.hash, bound, &mut buf, scratch, None)
+                    .map_err(|e| block_error(id, f, b, e))?;
                 check_len(id, f, b, &buf)?;
                 Ok(buf)
             })
