@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod exit;
 mod fmt;
+mod key;
 mod log;
 mod manage;
 mod progress;
@@ -118,6 +119,8 @@ enum Cmd {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         why: String,
+        #[command(flatten)]
+        sign: key::SignArgs,
     },
     /// List tags and the versions they point to.
     Tags,
@@ -149,6 +152,8 @@ enum Cmd {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         why: String,
+        #[command(flatten)]
+        sign: key::SignArgs,
     },
     /// Decode every block of a version (default HEAD) or of --all versions
     /// and check every hash, the config, packs, refs and the audit log, and
@@ -161,6 +166,10 @@ enum Cmd {
         /// Check every version.
         #[arg(long)]
         all: bool,
+        /// Also report, as damage, every version a ref points to and every
+        /// ref move in the audit log not signed by a trusted key.
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Delete a version no ref points to; `tdelta gc` then frees its blocks.
     Drop {
@@ -228,6 +237,9 @@ enum Cmd {
     /// outside tdelta; every repair is recorded in the audit log.
     #[command(subcommand)]
     Repair(repair::RepairCmd),
+    /// Signing keys: generate one, trust a public key, list trusted keys.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
 }
 
 #[derive(Args)]
@@ -296,6 +308,8 @@ struct PackArgs {
     /// `.cache/huggingface/` and the store's own directory.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    #[command(flatten)]
+    sign: key::SignArgs,
 }
 
 fn main() -> ExitCode {
@@ -328,19 +342,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Log(a) => log::run(g, &a),
         Cmd::Show { reference, tensors } => cmd_show(g, &reference, tensors),
         Cmd::Demo(a) => demo::run(g, &a),
-        Cmd::Tag { name, reference, delete, force, why } => {
-            manage::tag(g, &name, reference.as_deref(), delete, force, &why)
+        Cmd::Tag { name, reference, delete, force, why, sign } => {
+            manage::tag(g, &name, reference.as_deref(), delete, force, &why, &sign)
         }
         Cmd::Tags => manage::tags(g),
         Cmd::History { name, all } => manage::history(g, name.as_deref().filter(|_| !all)),
-        Cmd::Rollback { name, to, steps, why } => manage::rollback(g, &name, to.as_deref(), steps, &why),
-        Cmd::Verify { reference, all } => manage::verify(g, reference.as_deref(), all),
+        Cmd::Rollback { name, to, steps, why, sign } => manage::rollback(g, &name, to.as_deref(), steps, &why, &sign),
+        Cmd::Verify { reference, all, require_signed } => manage::verify(g, reference.as_deref(), all, require_signed),
         Cmd::Drop { reference, why, dry_run } => manage::drop(g, &reference, &why, dry_run),
         Cmd::Gc { prune, keep_last, why, dry_run } => manage::gc(g, prune.then_some(keep_last), &why, dry_run),
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
         Cmd::Repair(r) => repair::run(g, &r),
+        Cmd::Key(k) => key::run(g, &k),
     }
 }
 
@@ -422,6 +437,7 @@ fn parse_policy(s: &str) -> Result<tdelta::Policy, String> {
 
 fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
     let mut store = open_store(g)?;
+    a.sign.apply(&mut store)?;
     let mut opts = tdelta::PackOptions {
         message: a.message.clone(),
         tag: a.tag.clone(),
@@ -519,7 +535,9 @@ fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
     let id = store.resolve(reference)?;
     let m = store.manifest(id)?;
     if g.json {
-        return print_json(&json!({"id": id, "manifest": m}));
+        let signed_by =
+            tdelta::version_signer(&store, id).map_or_else(|e| json!({"problem": e.to_string()}), |s| json!(s));
+        return print_json(&json!({"id": id, "manifest": m, "signed_by": signed_by}));
     }
     print_manifest(&store, id, &m, tensors)
 }
@@ -586,6 +604,11 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
     println!("base     {}", opt(m.base));
     println!("date     {}", fmt::time(m.created));
     println!("author   {}", fmt::text(&m.author));
+    match tdelta::version_signer(store, id) {
+        Ok(Some(s)) => println!("signed   {}", key::signer_text(&s)),
+        Ok(None) => println!("signed   no"),
+        Err(e) => println!("signed   DAMAGED: {e}"),
+    }
     println!("message  {}", fmt::text(&m.message));
     for (k, v) in &m.meta {
         println!("meta     {} = {}", fmt::text(k), fmt::text(v));

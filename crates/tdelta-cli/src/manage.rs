@@ -9,8 +9,17 @@ use crate::exit::{Damaged, Usage};
 use crate::progress::Bar;
 use crate::{Global, fmt, open_store, print_json};
 
-pub fn tag(g: &Global, name: &str, reference: Option<&str>, delete: bool, force: bool, why: &str) -> Result<()> {
-    let store = open_store(g)?;
+pub fn tag(
+    g: &Global,
+    name: &str,
+    reference: Option<&str>,
+    delete: bool,
+    force: bool,
+    why: &str,
+    sign: &crate::key::SignArgs,
+) -> Result<()> {
+    let mut store = open_store(g)?;
+    sign.apply(&mut store)?;
     if delete {
         if reference.is_some() {
             return Err(Usage("`tag -d NAME` takes no version".into()).into());
@@ -70,8 +79,13 @@ pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
         Err(e @ tdelta::Error::Corrupt { .. }) => return Err(Damaged(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };
+    let signers = tdelta::move_signers(&store, &h)?;
     if g.json {
-        return print_json(&serde_json::to_value(&h)?);
+        let mut v = serde_json::to_value(&h)?;
+        for (e, s) in v.as_array_mut().into_iter().flatten().zip(&signers) {
+            e["signed_by"] = json!(s);
+        }
+        return print_json(&v);
     }
     if h.is_empty() {
         match name {
@@ -80,10 +94,11 @@ pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
         }
     }
     let opt = |x: Option<tdelta::Hash>| x.map_or_else(|| "-".repeat(12), |h| h.short());
-    for e in &h {
+    for (e, s) in h.iter().zip(&signers) {
         let r = if name.is_none() { format!("{:<16} ", e.r#ref.as_deref().unwrap_or("-")) } else { String::new() };
+        let signed = s.as_ref().map(|s| format!("  signed {}", crate::key::signer_text(s))).unwrap_or_default();
         println!(
-            "#{:<4} {}  {:<9} {r}{} -> {}  {}  {}",
+            "#{:<4} {}  {:<9} {r}{} -> {}  {}{signed}  {}",
             e.seq,
             fmt::time(e.time),
             fmt::text(&e.op),
@@ -96,8 +111,16 @@ pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, why: &str) -> Result<()> {
-    let store = open_store(g)?;
+pub fn rollback(
+    g: &Global,
+    name: &str,
+    to: Option<&str>,
+    steps: Option<usize>,
+    why: &str,
+    sign: &crate::key::SignArgs,
+) -> Result<()> {
+    let mut store = open_store(g)?;
+    sign.apply(&mut store)?;
     let target = match (to, steps) {
         (Some(r), None) => RollbackTarget::Version(store.resolve(r)?),
         (None, n) => RollbackTarget::Steps(n.unwrap_or(1)),
@@ -117,7 +140,7 @@ pub fn rollback(g: &Global, name: &str, to: Option<&str>, steps: Option<usize>, 
     Ok(())
 }
 
-pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
+pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bool) -> Result<()> {
     let store = open_store(g)?;
     let ids = match (reference, all) {
         (Some(_), true) => return Err(Usage("give a version or --all, not both".into()).into()),
@@ -132,10 +155,15 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool) -> Result<()> {
     };
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::verify(&store, &ids, &bar)?;
-    let damaged = rep.versions.iter().filter(|v| !v.problems.is_empty()).count() + rep.store_problems.len();
+    let mut damaged = rep.versions.iter().filter(|v| !v.problems.is_empty()).count() + rep.store_problems.len();
     if g.json {
-        print_json(&serde_json::to_value(&rep)?)?;
+        let mut v = serde_json::to_value(&rep)?;
+        let signed = crate::key::verify(g, &store, require_signed)?;
+        damaged += signed.damage;
+        v["signatures"] = signed.json;
+        print_json(&v)?;
     } else {
+        damaged += crate::key::verify(g, &store, require_signed)?.damage;
         for p in &rep.store_problems {
             println!("STORE    {}", fmt::text(p));
         }

@@ -59,3 +59,17 @@ pub fn block(bytes: &[u8]) {
     let payload = if base.is_some() { &rest[raw_len..] } else { rest };
     let _ = decode(dtype, codec, payload, base, &mut out);
 }
+
+/// Checks a signature file as given (under the name its content claims,
+/// so that the fuzzer reaches the signature check), then parses the bytes
+/// as a public and as a secret key file.
+pub fn signature(bytes: &[u8]) {
+    let p = Path::new("fuzz.sig");
+    let name = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["version"].as_str()?.parse().ok())
+        .unwrap_or_else(|| Hash::of(bytes));
+    let _ = crate::store::sign::check_bytes(p, bytes, name);
+    let _ = crate::store::sign::PublicKey::parse(Path::new("fuzz.pub"), bytes);
+    let _ = crate::store::sign::Signer::parse(Path::new("fuzz.key"), bytes);
+}

@@ -37,4 +37,8 @@ pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
 };
 pub use store::refs::{AuditEntry, AuditReport, validate_ref_name};
+pub use store::sign::{
+    PublicKey, SignatureReport, SignedBy, Signer, Unsigned, move_signers, trust_key, trusted_keys, verify_signatures,
+    version_signer,
+};
 pub use store::{InitOptions, Store, StoreConfig, StoreStats};

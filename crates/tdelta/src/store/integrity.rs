@@ -261,6 +261,9 @@ impl Store {
                 entries.push(audit.append(recover_entry(&p))?);
             }
             if state != PendingState::Stale || disagreements(&entries, &refs, None).is_empty() {
+                if matches!(state, PendingState::NotMoved | PendingState::Stale) {
+                    super::sign::remove_move_signature(self, p.hash);
+                }
                 self.clear_pending()?;
             }
         }
@@ -414,6 +417,9 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
                 out.entries_appended += 1;
                 format!("completed {what} (recorded as recover)")
             } else {
+                if state != PendingState::Logged {
+                    super::sign::remove_move_signature(store, p.hash);
+                }
                 format!(
                     "discarded the record of {what}: the ref {}",
                     match state {

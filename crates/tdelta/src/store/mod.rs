@@ -11,6 +11,8 @@
 //!   HEAD                the newest version packed
 //!   audit.log           hash-chained log of versions and ref moves
 //!   audit.pending       the ref move under way (see `integrity`)
+//!   keys/trusted/       public keys whose signatures count (see `sign`)
+//!   signatures/         signatures of versions and ref moves
 //!   lock                writer lock
 //!   tmp/                temporary files of the current writer
 //! ```
@@ -28,6 +30,7 @@ pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod read;
 pub(crate) mod refs;
+pub(crate) mod sign;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -170,6 +173,8 @@ pub struct Store {
     pub author: Option<String>,
     /// Nanoseconds this handle spent waiting for the lock, in all.
     lock_waited: AtomicU64,
+    /// Signs the versions and ref moves written through this handle.
+    signer: Option<sign::Signer>,
 }
 
 impl Store {
@@ -232,6 +237,7 @@ impl Store {
             lock_notice: None,
             author: None,
             lock_waited: AtomicU64::new(0),
+            signer: None,
         };
         store.load_packs()?;
         Ok(store)
@@ -495,7 +501,7 @@ impl Store {
         let path = self.ref_path(name);
         let old = refs::read_ref(&path)?;
         let audit = self.audit();
-        let (_, line) = audit.prepare(AuditEntry {
+        let (entry, line) = audit.prepare(AuditEntry {
             seq: 0,
             time: now(),
             who: self.who(),
@@ -506,10 +512,21 @@ impl Store {
             why: why.to_string(),
             prev: Hash::default(),
         })?;
+        if let (Some(s), Some(id)) = (self.signer(), id) {
+            sign::sign_version(self, s, id)?;
+        }
         // The entry is on disk before the ref moves: a writer killed
         // before the append leaves it for the next writer to complete.
         self.write_pending(&line)?;
+        // So is its signature: nobody sees a signed move unsigned.
+        if let Some(s) = self.signer()
+            && let Err(e) = sign::sign_move(self, s, &entry)
+        {
+            let _ = self.clear_pending();
+            return Err(e);
+        }
         if let Err(e) = self.write_ref_file(&path, id) {
+            sign::remove_move_signature(self, refs::entry_hash(&entry)?);
             let _ = self.clear_pending();
             return Err(e);
         }
