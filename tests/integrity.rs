@@ -208,14 +208,6 @@ fn log_tail(store: &Path) -> (u64, String) {
     (last["seq"].as_u64().unwrap(), last["hash"].as_str().unwrap().to_string())
 }
 
-/// A sealed audit line (FORMAT.md §11): the compact JSON of the entry,
-/// then `hash` = xxh3-128 of that JSON.
-fn sealed(entry: &tdelta::AuditEntry) -> String {
-    let body = serde_json::to_string(entry).unwrap();
-    let hash = tdelta::Hash::of(body.as_bytes());
-    format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap())
-}
-
 /// The state a writer killed between a ref's rename and its audit append
 /// leaves (FORMAT.md §12): the pending record, then the moved ref (if
 /// `ref_file_of_to`, a ref file naming `to`, is given; else it was killed
@@ -233,7 +225,7 @@ fn die_after_moving(store: &Path, name: &str, from: &str, to: &str, ref_file_of_
         why: "bad eval".into(),
         prev: prev.parse().unwrap(),
     };
-    fs::write(store.join("audit.pending"), sealed(&e)).unwrap();
+    fs::write(store.join("audit.pending"), common::sealed(&e)).unwrap();
     if let Some(src) = ref_file_of_to {
         let dest = if name == "HEAD" { store.join("HEAD") } else { store.join("refs").join(name) };
         fs::copy(src, dest).unwrap();
@@ -302,21 +294,7 @@ fn resealed_rewrite_passes_unless_a_ref_disagrees_as_documented() {
     let s = &fx.store;
     // Rewrite the log with entry 2's message changed and every seal
     // recomputed: an unkeyed chain cannot tell (README, FORMAT.md §11).
-    let reseal = |edit: &dyn Fn(&mut Value)| {
-        let text = fs::read_to_string(s.join("audit.log")).unwrap();
-        let mut outl = String::from("tdelta-audit 1\n");
-        let mut prev = "0".repeat(32);
-        for line in text.lines().skip(1) {
-            let mut v: Value = serde_json::from_str(line).unwrap();
-            edit(&mut v);
-            let mut e: tdelta::AuditEntry = serde_json::from_value(v.clone()).unwrap();
-            e.prev = prev.parse().unwrap();
-            let l = sealed(&e);
-            prev = serde_json::from_str::<Value>(&l).unwrap()["hash"].as_str().unwrap().to_string();
-            outl.push_str(&l);
-        }
-        fs::write(s.join("audit.log"), outl).unwrap();
-    };
+    let reseal = |edit: &dyn Fn(&mut Value)| common::reseal(s, edit);
     reseal(&|v| {
         if v["seq"] == 2 {
             v["why"] = "rewritten".into();

@@ -102,25 +102,6 @@ fn signed_history(fx: &Fx) -> Vec<String> {
     ids
 }
 
-/// Rewrites the audit log with `edit` applied to each entry and every seal
-/// recomputed (as `tests/integrity.rs` does).
-fn reseal(store: &Path, edit: &dyn Fn(&mut Value)) {
-    let text = fs::read_to_string(store.join("audit.log")).unwrap();
-    let mut outl = String::from("tdelta-audit 1\n");
-    let mut prev = "0".repeat(32);
-    for line in text.lines().skip(1) {
-        let mut v: Value = serde_json::from_str(line).unwrap();
-        edit(&mut v);
-        let mut e: tdelta::AuditEntry = serde_json::from_value(v.clone()).unwrap();
-        e.prev = prev.parse().unwrap();
-        let body = serde_json::to_string(&e).unwrap();
-        let hash = tdelta::Hash::of(body.as_bytes());
-        prev = hash.to_hex();
-        outl.push_str(&format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap()));
-    }
-    fs::write(store.join("audit.log"), outl).unwrap();
-}
-
 #[test]
 fn signed_pack_tag_and_rollback_pass_require_signed_and_show_who_signed() {
     let (fx, fp) = fixture();
@@ -221,7 +202,7 @@ fn a_key_the_store_does_not_trust_is_reported() {
 fn a_resealed_audit_log_is_caught_under_require_signed() {
     let (fx, _) = fixture();
     signed_history(&fx);
-    reseal(&fx.store, &|v| {
+    common::reseal(&fx.store, &|v| {
         if v["seq"] == 2 {
             v["why"] = "rewritten".into();
         }

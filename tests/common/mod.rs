@@ -143,3 +143,29 @@ pub fn path_str(p: &Path) -> &str {
 pub fn pb(p: &Path, s: &str) -> PathBuf {
     p.join(s)
 }
+
+/// A sealed audit line (FORMAT.md §11): the compact JSON of the entry,
+/// then `hash` = xxh3-128 of that JSON.
+pub fn sealed(entry: &tdelta::AuditEntry) -> String {
+    let body = serde_json::to_string(entry).unwrap();
+    let hash = tdelta::Hash::of(body.as_bytes());
+    format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap())
+}
+
+/// Rewrites the store's audit log with `edit` applied to each entry and
+/// every seal recomputed: the forgery an unkeyed hash chain cannot see.
+pub fn reseal(store: &Path, edit: &dyn Fn(&mut Value)) {
+    let text = fs::read_to_string(store.join("audit.log")).unwrap();
+    let mut out = String::from("tdelta-audit 1\n");
+    let mut prev = "0".repeat(32);
+    for line in text.lines().skip(1) {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        edit(&mut v);
+        let mut e: tdelta::AuditEntry = serde_json::from_value(v).unwrap();
+        e.prev = prev.parse().unwrap();
+        let l = sealed(&e);
+        prev = serde_json::from_str::<Value>(&l).unwrap()["hash"].as_str().unwrap().to_string();
+        out.push_str(&l);
+    }
+    fs::write(store.join("audit.log"), out).unwrap();
+}
