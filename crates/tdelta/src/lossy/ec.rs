@@ -567,7 +567,7 @@ fn encode_t<E: Elem>(
 /// Groups sampled by [`predict`]: one in this many.
 const SAMPLE: usize = 8;
 
-/// A prediction, from one group in [`SAMPLE`] (spread over the block), of
+/// A prediction, from one group in `SAMPLE` (spread over the block), of
 /// the payload size [`encode`] would reach for the same target, and the
 /// step found (0 when the width cannot reach the target on the sample):
 /// the step search and the entropy estimate of the codes run on the sample

@@ -50,7 +50,7 @@ pub enum Policy {
     /// base version's block while that is less than `K` levels deep; at
     /// the limit, against the nearest block of its chain whose delta costs
     /// clearly less extra (over a delta against the base version's block)
-    /// than the next shallower one ([`NEAR_GAIN`]): the chain re-roots on
+    /// than the next shallower one (`NEAR_GAIN`, one half): the chain re-roots on
     /// a delta rather than on the full block when the versions drift apart.
     /// Estimates on float tensors; other runs re-root on the full block.
     Near(u16),

@@ -128,7 +128,7 @@ pub enum LayoutKind {
 
 /// One file of a version.
 ///
-/// Read through [`RawFileEntry`]: serde's `flatten` with an internally
+/// Read through `RawFileEntry`: serde's `flatten` with an internally
 /// tagged enum would first buffer each file's whole content as a generic
 /// tree (about 1.4 KB per tensor, 2.3 GB for 1.6 M tensors), where a plain
 /// struct streams.
