@@ -4,6 +4,7 @@ mod diff;
 pub(crate) mod log;
 mod manage;
 mod pack;
+mod policy;
 mod restore;
 
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
@@ -13,7 +14,8 @@ pub use manage::{
     drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
     tag, untag, verify,
 };
-pub use pack::{BaseChoice, PackOptions, PackReport, Policy, pack};
+pub use pack::{BaseChoice, PackOptions, PackReport, pack};
+pub use policy::Policy;
 pub use restore::{
     PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
     write_tensor,
