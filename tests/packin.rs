@@ -423,3 +423,31 @@ fn empty_directories_and_file_modes_round_trip() {
     ok(&store, &["unpack", r["id"].as_str().unwrap(), "-o", path_str(&out2), "-q"]);
     assert!(!out2.join("logs").exists() && out2.join("a/b/c").is_dir());
 }
+
+/// A `--force` restore into an existing directory creates the version's
+/// empty directories there, but never through a symlink that stands where
+/// one of them goes (it would create directories outside OUT).
+#[test]
+fn force_restore_does_not_create_empty_directories_through_a_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    init(&store);
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("logs/run1")).unwrap();
+    fs::write(src.join("config.json"), b"{}").unwrap();
+    let id = common::pack(&store, &src, "tree");
+    let out = tmp.path().join("out");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&out).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("logs")).unwrap();
+    let o = run(&store, &["unpack", &id, "-o", path_str(&out), "--force", "-q"]);
+    assert!(!o.status.success(), "restore through a symlink succeeded");
+    assert!(stderr(&o).contains("symlink"), "{}", stderr(&o));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "a directory was created outside OUT");
+    assert!(!out.join("config.json").exists(), "files were written before the refusal");
+    // Without the link, the same restore creates the empty directory.
+    fs::remove_file(out.join("logs")).unwrap();
+    ok(&store, &["unpack", &id, "-o", path_str(&out), "--force", "-q"]);
+    assert!(out.join("logs/run1").is_dir() && out.join("config.json").is_file());
+}

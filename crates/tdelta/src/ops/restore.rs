@@ -160,7 +160,10 @@ pub fn restore_parts(
             target::clean_leftovers(&dest);
             let finals = files.iter().map(|f| safe_join(&dest, &f.rel)).collect::<Result<Vec<_>>>()?;
             for p in &finals {
-                check_merge_target(&guard, &dest, p)?;
+                check_merge_target(&guard, &dest, p, false)?;
+            }
+            for d in empty_dirs(&m, sel) {
+                check_merge_target(&guard, &dest, &safe_join(&dest, d)?, true)?;
             }
             make_empty_dirs(&m, sel, &dest)?;
             let stage = Staging::create(&dest, "restore")?;
@@ -230,14 +233,14 @@ fn is_empty_dir(p: &Path) -> bool {
 /// A file of the version written into the existing directory `root` at
 /// `path`: refused when it would land in the store, replace a directory,
 /// or go through a symlink or a file on the way.
-fn check_merge_target(guard: &Guard, root: &Path, path: &Path) -> Result<()> {
+fn check_merge_target(guard: &Guard, root: &Path, path: &Path, is_dir: bool) -> Result<()> {
     guard.check(path)?;
     let mut cur = root.to_path_buf();
     let rel = path.strip_prefix(root).unwrap_or(path);
     let n = rel.components().count();
     for (i, c) in rel.components().enumerate() {
         cur.push(c);
-        let last = i + 1 == n;
+        let last = i + 1 == n && !is_dir;
         match (target::existing(&cur)?, last) {
             (Existing::Nothing, _) => return Ok(()),
             (Existing::Dir, false) | (Existing::File | Existing::Symlink, true) => {}
@@ -298,13 +301,19 @@ fn write_all(
     res
 }
 
+/// The empty directories a restore of `sel` creates: those of a directory
+/// version, on whole restores only (a selection names files).
+fn empty_dirs<'m>(m: &'m Manifest, sel: &Selection) -> &'m [String] {
+    if m.layout != LayoutKind::Directory || !sel.files.is_empty() || !sel.tensors.is_empty() {
+        return &[];
+    }
+    &m.empty_dirs
+}
+
 /// Creates the empty directories a directory version records under
 /// `root` (whole restores only: a selection names files, not directories).
 fn make_empty_dirs(m: &Manifest, sel: &Selection, root: &Path) -> Result<()> {
-    if m.layout != LayoutKind::Directory || !sel.files.is_empty() || !sel.tensors.is_empty() {
-        return Ok(());
-    }
-    for d in &m.empty_dirs {
+    for d in empty_dirs(m, sel) {
         let path = safe_join(root, d)?;
         fs::create_dir_all(&path).at(&path)?;
     }
