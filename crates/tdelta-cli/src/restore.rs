@@ -54,8 +54,8 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     let rep = tdelta::restore_parts(&store, id, &a.out, &opts, &sel, &bar)
         .with_context(|| format!("cannot restore {} to {}", a.reference, a.out.display()))?;
     let secs = t0.elapsed().as_secs_f64();
-    // Only a lossy version pays for reading its whole record again.
-    let lossy = if store.manifest_summary(id)?.is_lossy { store.manifest(id)?.lossy } else { None };
+    // Only a lossy version pays for reading its record again.
+    let lossy = if rep.lossy { store.manifest(id)?.lossy } else { None };
     if g.json {
         print_json(&json!({
             "id": rep.id,

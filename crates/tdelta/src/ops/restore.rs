@@ -64,6 +64,9 @@ pub struct RestoreReport {
     /// Where the output went (a file version restored into an existing
     /// directory lands at `OUT/<its file name>`).
     pub out: PathBuf,
+    /// Whether the version was stored lossily (its bytes are then the
+    /// recorded reconstruction, not the original source).
+    pub lossy: bool,
 }
 
 /// Restores version `id` to `out`: a file for a file version (inside `out`
@@ -91,7 +94,7 @@ pub fn restore_parts(
     m.check_paths().map_err(|e| Error::corrupt(store.manifest_path(id), e))?;
     if m.layout == LayoutKind::File && m.files.len() != 1 {
         return Err(Error::corrupt(
-            store.root().join("versions"),
+            store.manifest_path(id),
             format!("file version {} lists {} files", id.short(), m.files.len()),
         ));
     }
@@ -196,6 +199,7 @@ pub fn restore_parts(
         payload_bytes: counters.payload_bytes.load(Ordering::Relaxed),
         max_levels: counters.max_levels.load(Ordering::Relaxed),
         out: dest,
+        lossy: m.lossy.is_some(),
     })
 }
 
