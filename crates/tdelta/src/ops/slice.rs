@@ -1,0 +1,213 @@
+//! Reading tensors, or byte ranges of them, straight into buffers the
+//! caller owns (a Python array, say): only the blocks that overlap a range
+//! are read, every block of every request is decoded in parallel, and each
+//! lands at its place in the caller's buffer, so nothing holds a second
+//! copy of the tensor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use super::Progress;
+use super::restore::{block_error, levels_bound};
+use crate::hash::Hash;
+use crate::store::Store;
+use crate::store::manifest::{BlockRef, Manifest, TensorEntry};
+use crate::store::read::Scratch;
+use crate::{Error, Result};
+
+/// One read of [`read_tensors_into`]: bytes `start..start + out.len()` of
+/// tensor `name` (relative to the tensor's first byte) into `out`.
+#[derive(Debug)]
+pub struct TensorRead<'a> {
+    /// The tensor's name.
+    pub name: &'a str,
+    /// First byte of the tensor to read.
+    pub start: u64,
+    /// Where the bytes go; its length is how many are read.
+    pub out: &'a mut [u8],
+}
+
+/// Finds tensor `name` in manifest `m` (of version `id`): its entry and the
+/// file it is in. An unknown name is an error naming the version.
+pub fn find_tensor<'m>(m: &'m Manifest, id: Hash, name: &str) -> Result<(&'m str, &'m TensorEntry)> {
+    m.files
+        .iter()
+        .find_map(|f| f.tensors().iter().find(|t| t.name == name).map(|t| (f.path.as_str(), t)))
+        .ok_or_else(|| Error::InvalidArgument(format!("version {} has no tensor `{name}`", id.short())))
+}
+
+/// Reads every request of `reads` from version `id` (whose manifest is
+/// `m`) into its buffer. Only the blocks overlapping a requested range (and
+/// their delta bases) are read; each is hash-checked as in a restore.
+/// `progress` sees the bytes of the requested ranges; when `cancel` turns
+/// true no further block is started and the call fails with an error
+/// saying it was interrupted (the buffers are then partly written).
+pub fn read_tensors_into(
+    store: &Store,
+    id: Hash,
+    m: &Manifest,
+    reads: &mut [TensorRead<'_>],
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    // (file index, tensor index) of every tensor, and each file's blocks
+    // grouped by tensor, computed once however many reads there are.
+    let mut where_: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (fi, f) in m.files.iter().enumerate() {
+        for (ti, t) in f.tensors().iter().enumerate() {
+            where_.entry(t.name.as_str()).or_insert((fi, ti));
+        }
+    }
+    let mut blocks_of: HashMap<usize, Vec<Vec<BlockRef>>> = HashMap::new();
+    let mut jobs: Vec<(usize, BlockRef, u64, &mut [u8])> = Vec::new();
+    let mut total = 0u64;
+    for r in reads.iter_mut() {
+        let Some(&(fi, ti)) = where_.get(r.name) else {
+            return Err(Error::InvalidArgument(format!("version {} has no tensor `{}`", id.short(), r.name)));
+        };
+        let f = &m.files[fi];
+        let t = &f.tensors()[ti];
+        let len = r.out.len() as u64;
+        let end = r.start.checked_add(len).filter(|&e| e <= t.len).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "bytes {}..{} are out of range for tensor `{}` of {} bytes",
+                r.start,
+                r.start.saturating_add(len),
+                t.name,
+                t.len
+            ))
+        })?;
+        total += len;
+        let per_tensor = blocks_of.entry(fi).or_insert_with(|| {
+            let mut v = vec![Vec::new(); f.tensors().len()];
+            for b in f.blocks(m.block_size) {
+                if let Some(i) = b.tensor {
+                    v[i].push(b);
+                }
+            }
+            v
+        });
+        // Tensor-relative offsets: block b covers b.offset - t.offset ..+ b.len.
+        let mut rest: &mut [u8] = r.out;
+        let mut at = r.start;
+        for b in &per_tensor[ti] {
+            let (bs, be) = (b.offset - t.offset, b.offset - t.offset + b.len);
+            if be <= at || bs >= end {
+                continue;
+            }
+            let take = (be.min(end) - at) as usize;
+            let (dst, tail) = rest.split_at_mut(take);
+            jobs.push((fi, *b, at - bs, dst));
+            rest = tail;
+            at += take as u64;
+        }
+        if !rest.is_empty() {
+            return Err(Error::corrupt(
+                store.root().join("versions").join(id.to_hex()),
+                format!("the blocks of tensor `{}` do not cover its {} bytes", t.name, t.len),
+            ));
+        }
+    }
+    let bound = levels_bound(m);
+    progress.begin("read", total);
+    let res = jobs.into_par_iter().try_for_each_init(
+        || (Scratch::default(), Vec::new()),
+        |(scratch, buf), (fi, b, skip, dst)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::InvalidArgument("interrupted".into()));
+            }
+            let f = &m.files[fi];
+            store.read_block_within(b.hash, bound, buf, scratch, None).map_err(|e| block_error(id, f, &b, e))?;
+            if buf.len() as u64 != b.len {
+                let e = Error::InvalidArgument(format!(
+                    "block is {} bytes where the manifest expects {}",
+                    buf.len(),
+                    b.len
+                ));
+                return Err(block_error(id, f, &b, e));
+            }
+            let skip = skip as usize;
+            dst.copy_from_slice(&buf[skip..skip + dst.len()]);
+            progress.advance(dst.len() as u64);
+            Ok(())
+        },
+    );
+    progress.end();
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{PackOptions, Silent, pack, read_tensor};
+    use crate::store::InitOptions;
+
+    /// A store of one safetensors file with tensors spanning many blocks.
+    fn fixture() -> (tempfile::TempDir, Store, Hash) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.safetensors");
+        let a: Vec<u8> = (0..40_000u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let b: Vec<u8> = (0..3u16).flat_map(|i| i.to_le_bytes()).collect();
+        let views = [
+            ("a", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![200, 200], &a).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![3], &b).unwrap()),
+        ];
+        safetensors::serialize_to_file(views, None, &src).unwrap();
+        let mut store = Store::init(&dir.path().join("s"), &InitOptions { block_size: 4096 }).unwrap();
+        let id = pack(&mut store, &src, &PackOptions::default(), &Silent).unwrap().id;
+        (dir, store, id)
+    }
+
+    #[test]
+    fn ranges_equal_the_tensor_bytes_at_any_offset() {
+        let (_d, store, id) = fixture();
+        let m = store.manifest(id).unwrap();
+        let (_, _, whole) = read_tensor(&store, id, "a").unwrap();
+        // Ranges inside one block, across block edges, the whole tensor.
+        for (start, len) in [(0, 160_000), (0, 1), (4095, 2), (4096, 4096), (10_001, 50_000), (159_999, 1), (7, 0)] {
+            let mut out = vec![0u8; len];
+            let mut reads = [TensorRead { name: "a", start: start as u64, out: &mut out }];
+            read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap();
+            assert_eq!(out, whole[start..start + len], "{start}+{len}");
+        }
+    }
+
+    #[test]
+    fn several_tensors_at_once() {
+        let (_d, store, id) = fixture();
+        let m = store.manifest(id).unwrap();
+        let (mut a, mut b) = (vec![0u8; 160_000], vec![0u8; 6]);
+        let mut reads =
+            [TensorRead { name: "b", start: 0, out: &mut b }, TensorRead { name: "a", start: 0, out: &mut a }];
+        read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap();
+        assert_eq!(a, read_tensor(&store, id, "a").unwrap().2);
+        assert_eq!(b, [0, 0, 1, 0, 2, 0]);
+        assert_eq!(find_tensor(&m, id, "b").unwrap().1.shape, [3]);
+    }
+
+    #[test]
+    fn bad_requests_are_errors_naming_the_tensor() {
+        let (_d, store, id) = fixture();
+        let m = store.manifest(id).unwrap();
+        let mut out = vec![0u8; 8];
+        let mut reads = [TensorRead { name: "zz", start: 0, out: &mut out }];
+        let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap_err();
+        assert!(e.to_string().contains("no tensor `zz`"), "{e}");
+        let mut reads = [TensorRead { name: "b", start: 2, out: &mut out }];
+        let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap_err();
+        assert!(e.to_string().contains("out of range for tensor `b`"), "{e}");
+        assert!(find_tensor(&m, id, "zz").is_err());
+    }
+
+    #[test]
+    fn a_cancelled_read_stops_with_an_error() {
+        let (_d, store, id) = fixture();
+        let m = store.manifest(id).unwrap();
+        let mut out = vec![0u8; 160_000];
+        let mut reads = [TensorRead { name: "a", start: 0, out: &mut out }];
+        let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(true)).unwrap_err();
+        assert!(e.to_string().contains("interrupted"), "{e}");
+    }
+}
