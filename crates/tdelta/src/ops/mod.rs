@@ -21,7 +21,7 @@ pub use restore::{
     PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
     write_tensor,
 };
-pub use slice::{TensorRead, find_tensor, read_tensors_into};
+pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 
 /// Receives progress of long operations. The library never prints: the
 /// CLI shows a bar, tools may log. Calls come from several threads.

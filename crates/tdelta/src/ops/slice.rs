@@ -138,6 +138,27 @@ pub fn read_tensors_into(
     res
 }
 
+/// The header region (8-byte length and JSON) of safetensors file `path`
+/// of version `id`, read from its header blocks only.
+pub fn read_header(store: &Store, id: Hash, m: &Manifest, path: &str) -> Result<Vec<u8>> {
+    let f =
+        m.file(path).ok_or_else(|| Error::InvalidArgument(format!("version {} has no file `{path}`", id.short())))?;
+    let crate::store::manifest::FileContent::Safetensors { header_len, .. } = &f.content else {
+        return Err(Error::InvalidArgument(format!("`{path}` of version {} is not a safetensors file", id.short())));
+    };
+    let bound = levels_bound(m);
+    let (mut out, mut buf, mut scratch) = (Vec::new(), Vec::new(), Scratch::default());
+    for b in f.blocks(m.block_size).iter().filter(|b| b.tensor.is_none() && b.offset < *header_len) {
+        store.read_block_within(b.hash, bound, &mut buf, &mut scratch, None).map_err(|e| block_error(id, f, b, e))?;
+        out.extend_from_slice(&buf);
+    }
+    if out.len() as u64 != *header_len {
+        let e = format!("header of `{path}` restores to {} bytes where {header_len} were recorded", out.len());
+        return Err(Error::corrupt(store.root().join("versions").join(id.to_hex()), e));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +206,18 @@ mod tests {
         assert_eq!(a, read_tensor(&store, id, "a").unwrap().2);
         assert_eq!(b, [0, 0, 1, 0, 2, 0]);
         assert_eq!(find_tensor(&m, id, "b").unwrap().1.shape, [3]);
+    }
+
+    #[test]
+    fn the_header_is_the_files_first_bytes() {
+        let (d, store, id) = fixture();
+        let m = store.manifest(id).unwrap();
+        let file = std::fs::read(d.path().join("m.safetensors")).unwrap();
+        let h = read_header(&store, id, &m, "m.safetensors").unwrap();
+        assert_eq!(h, file[..h.len()]);
+        let n = u64::from_le_bytes(h[..8].try_into().unwrap());
+        assert_eq!(h.len() as u64, 8 + n);
+        assert!(read_header(&store, id, &m, "nope").is_err());
     }
 
     #[test]

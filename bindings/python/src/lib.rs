@@ -1,0 +1,590 @@
+//! `tdelta._tdelta`: the thin PyO3 layer of the `tdelta` Python package
+//! over the engine's root API.
+//!
+//! Reports cross as JSON text with the fields of the CLI's `--json` (the
+//! Python side turns them into records); tensor bytes are decoded straight
+//! into numpy buffers the Python side allocated. Every call that touches
+//! the store runs on a worker thread with the GIL released, while the
+//! calling thread reports progress and watches for Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, mpsc};
+use std::time::Duration;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+use serde_json::{Value, json};
+
+create_exception!(tdelta, TdeltaError, PyException, "Base class of every error tdelta raises.");
+create_exception!(tdelta, NotFound, TdeltaError, "No store, version, ref, tensor or file of that name.");
+create_exception!(tdelta, Conflict, TdeltaError, "The operation collides with what exists (a store, a tag).");
+create_exception!(tdelta, Corrupt, TdeltaError, "The store is damaged: a check of its bytes failed.");
+create_exception!(tdelta, Locked, TdeltaError, "Another writer holds the store's lock.");
+create_exception!(tdelta, InvalidInput, TdeltaError, "An argument or an input file is not valid.");
+
+/// Maps an engine error to the Python class of its kind. The one place
+/// that knows the engine's variants: a new variant gets its line here.
+fn to_py(e: tdelta::Error) -> PyErr {
+    use tdelta::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::NoStore { .. } | E::UnknownRef { .. } | E::NoVersions { .. } => NotFound::new_err(msg),
+        E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => NotFound::new_err(msg),
+        E::StoreExists { .. } => Conflict::new_err(msg),
+        E::Corrupt { .. }
+        | E::Codec(_)
+        | E::UnsupportedFormat { .. }
+        | E::HashMismatch { .. }
+        | E::MissingBlock { .. }
+        | E::InBlock { .. }
+        | E::HeadMissing { .. } => Corrupt::new_err(msg),
+        E::Locked { .. } => Locked::new_err(msg),
+        E::InvalidCheckpoint { .. }
+        | E::AmbiguousRef { .. }
+        | E::InvalidRefName { .. }
+        | E::InvalidChoice { .. }
+        | E::InvalidArgument(_) => InvalidInput::new_err(msg),
+        _ => TdeltaError::new_err(msg),
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> PyErr {
+    InvalidInput::new_err(msg.into())
+}
+
+/// Progress of the running call, written by the engine's threads and read
+/// by the calling thread.
+#[derive(Default)]
+struct Watch {
+    phase: Mutex<String>,
+    total: AtomicU64,
+    done: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl tdelta::Progress for Watch {
+    fn begin(&self, what: &str, total: u64) {
+        if let Ok(mut p) = self.phase.lock() {
+            *p = what.to_string();
+        }
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Watch {
+    /// Calls `cb(phase, done, total)` when something moved since `last`.
+    fn report(&self, py: Python<'_>, cb: &Py<PyAny>, last: &mut (String, u64)) -> PyResult<()> {
+        let phase = self.phase.lock().map(|p| p.clone()).unwrap_or_default();
+        let done = self.done.load(Ordering::Relaxed);
+        if phase.is_empty() || (phase == last.0 && done == last.1) {
+            return Ok(());
+        }
+        cb.call1(py, (phase.as_str(), done, self.total.load(Ordering::Relaxed)))?;
+        *last = (phase, done);
+        Ok(())
+    }
+}
+
+/// Runs `work` on a worker thread with the GIL released. The calling
+/// thread wakes every 100 ms to pass progress to `progress` and to check
+/// for signals: Ctrl-C (or an exception from the callback) asks reads to
+/// stop, and is raised once the work has ended. The engine's writes are
+/// atomic, so an interrupted call leaves nothing half-written.
+fn run<T: Send>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&Watch) -> tdelta::Result<T> + Send,
+) -> PyResult<T> {
+    let watch = Watch::default();
+    let (res, stop) = py.allow_threads(|| {
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let w = &watch;
+            let h = s.spawn(move || {
+                let r = work(w);
+                let _ = tx.send(());
+                r
+            });
+            let mut stop: Option<PyErr> = None;
+            let mut last = (String::new(), 0);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
+                if stop.is_some() {
+                    continue;
+                }
+                let r = Python::with_gil(|py| -> PyResult<()> {
+                    py.check_signals()?;
+                    match &progress {
+                        Some(cb) => watch.report(py, cb, &mut last),
+                        None => Ok(()),
+                    }
+                });
+                if let Err(e) = r {
+                    watch.cancel.store(true, Ordering::Relaxed);
+                    stop = Some(e);
+                }
+            }
+            let res = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (res, stop)
+        })
+    });
+    if let Some(e) = stop {
+        return Err(e);
+    }
+    let out = res.map_err(to_py)?;
+    if let Some(cb) = &progress {
+        watch.report(py, cb, &mut (String::new(), u64::MAX))?;
+    }
+    Ok(out)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> PyResult<String> {
+    serde_json::to_string(v).map_err(|e| TdeltaError::new_err(format!("cannot encode the result: {e}")))
+}
+
+/// An open store.
+#[pyclass(frozen, module = "tdelta._tdelta")]
+struct Store {
+    inner: RwLock<tdelta::Store>,
+}
+
+impl Store {
+    fn read(&self) -> RwLockReadGuard<'_, tdelta::Store> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Applies the handle's settings: who acts, and how long a writer waits
+/// for the lock (`lock_wait` seconds, else `TDELTA_LOCK_WAIT` as the CLI
+/// reads it, else the engine's default).
+fn configure(mut s: tdelta::Store, author: Option<String>, lock_wait: Option<f64>) -> PyResult<tdelta::Store> {
+    if author.is_some() {
+        s.author = author;
+    }
+    let env = std::env::var("TDELTA_LOCK_WAIT").ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(secs) = lock_wait.or(env) {
+        s.lock_wait = Duration::try_from_secs_f64(secs)
+            .map_err(|_| invalid(format!("lock_wait {secs} is not a number of seconds >= 0")))?;
+    }
+    Ok(s)
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (path, author=None, lock_wait=None))]
+    fn new(py: Python<'_>, path: PathBuf, author: Option<String>, lock_wait: Option<f64>) -> PyResult<Self> {
+        let s = run(py, None, |_| tdelta::Store::open(&path))?;
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?) })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, block_size=None, author=None, lock_wait=None))]
+    fn init(
+        py: Python<'_>,
+        path: PathBuf,
+        block_size: Option<u32>,
+        author: Option<String>,
+        lock_wait: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut opts = tdelta::InitOptions::default();
+        if let Some(b) = block_size {
+            opts.block_size = b;
+        }
+        let s = run(py, None, |_| tdelta::Store::init(&path, &opts))?;
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?) })
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.read().root().to_path_buf()
+    }
+
+    /// Reopens the store, to see packs that other processes wrote since.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let (root, author, wait) = {
+            let s = self.read();
+            (s.root().to_path_buf(), s.author.clone(), s.lock_wait)
+        };
+        let s = run(py, None, |_| tdelta::Store::open(&root))?;
+        let s = configure(s, author, Some(wait.as_secs_f64()))?;
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = s;
+        Ok(())
+    }
+
+    fn resolve(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
+        run(py, None, |_| self.read().resolve(reference)).map(|h| h.to_hex())
+    }
+
+    #[pyo3(signature = (source, message=None, meta=None, metrics=None, tag=None, force_tag=false, base=None,
+        policy=None, lossy=None, max_error=None, keep_exact=None, include=None, exclude=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pack(
+        &self,
+        py: Python<'_>,
+        source: PathBuf,
+        message: Option<String>,
+        meta: Option<BTreeMap<String, String>>,
+        metrics: Option<String>,
+        tag: Option<String>,
+        force_tag: bool,
+        base: Option<String>,
+        policy: Option<String>,
+        lossy: Option<String>,
+        max_error: Option<f64>,
+        keep_exact: Option<Vec<String>>,
+        include: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        let mut opts = tdelta::PackOptions {
+            message: message.unwrap_or_default(),
+            meta: meta.unwrap_or_default(),
+            tag: tag.clone(),
+            force_tag,
+            include: include.unwrap_or_default(),
+            exclude: exclude.unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(m) = metrics {
+            opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
+        }
+        if let Some(p) = policy {
+            opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
+        }
+        match (lossy, max_error, keep_exact) {
+            (Some(bits), max_error, keep) => {
+                let l = tdelta::lossy::LossyOptions {
+                    bits: bits.parse().map_err(|e: tdelta::Error| to_py(e))?,
+                    max_error,
+                    keep_exact: keep.unwrap_or_default(),
+                    ..Default::default()
+                };
+                l.validate().map_err(to_py)?;
+                opts.lossy = Some(l);
+            }
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+            }
+            (None, None, None) => {}
+        }
+        let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let store = &mut *store;
+        let t0 = std::time::Instant::now();
+        let rep = run(py, progress, |w| {
+            opts.base = match base.as_deref() {
+                None => tdelta::BaseChoice::Head,
+                Some("none") => tdelta::BaseChoice::None,
+                Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
+            };
+            tdelta::pack(store, &source, &opts, w)
+        })?;
+        let s = &rep.manifest.stats;
+        to_json(&json!({
+            "id": rep.id,
+            "raw_bytes": s.raw_bytes,
+            "stored_bytes": s.stored_bytes,
+            "new_blocks": s.new_blocks,
+            "reused_blocks": s.reused_blocks,
+            "delta_blocks": s.delta_blocks,
+            "max_depth": s.max_depth,
+            "seconds": t0.elapsed().saturating_sub(store.lock_waited()).as_secs_f64(),
+            "lock_wait_seconds": store.lock_waited().as_secs_f64(),
+            "tag": tag,
+            "skipped_files": rep.skipped,
+            "lossy": rep.manifest.lossy.is_some(),
+        }))
+    }
+
+    #[pyo3(signature = (reference, out, force=false, tensors=None, files=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn restore(
+        &self,
+        py: Python<'_>,
+        reference: &str,
+        out: PathBuf,
+        force: bool,
+        tensors: Option<Vec<String>>,
+        files: Option<Vec<String>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        let t0 = std::time::Instant::now();
+        let store = self.read();
+        let store = &*store;
+        let rep = run(py, progress, |w| {
+            let id = store.resolve(reference)?;
+            let sel = tdelta::Selection { files: files.unwrap_or_default(), tensors: tensors.unwrap_or_default() };
+            tdelta::restore_parts(store, id, &out, &tdelta::RestoreOptions { force }, &sel, w)
+        })?;
+        to_json(&json!({
+            "id": rep.id,
+            "lossy": rep.lossy,
+            "out": rep.out,
+            "bytes": rep.bytes,
+            "files": rep.files,
+            "blocks": rep.blocks,
+            "decoded_blocks": rep.decoded,
+            "payload_bytes": rep.payload_bytes,
+            "max_chain": rep.max_levels,
+            "seconds": t0.elapsed().as_secs_f64(),
+        }))
+    }
+
+    #[pyo3(signature = (reference="HEAD", all=false, filters=None, sort=None, max=None))]
+    fn log(
+        &self,
+        py: Python<'_>,
+        reference: &str,
+        all: bool,
+        filters: Option<Vec<(String, String)>>,
+        sort: Option<String>,
+        max: Option<usize>,
+    ) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let q = tdelta::LogQuery { start: reference.to_string(), all, filters: filters.unwrap_or_default(), sort, max };
+        let (rep, refs) = run(py, None, |_| Ok((tdelta::log(store, &q)?, tdelta::refs_by_version(store)?)))?;
+        let names = |id: &tdelta::Hash| refs.get(id).cloned().unwrap_or_default();
+        let v: Vec<Value> = rep
+            .entries
+            .iter()
+            .map(|e| match &e.state {
+                tdelta::LogState::Ok(m) => json!({
+                    "id": e.id, "parent": m.parent, "created": m.created, "author": m.author,
+                    "message": m.message, "refs": names(&e.id),
+                    "raw_bytes": m.stats.raw_bytes, "stored_bytes": m.stats.stored_bytes,
+                    "meta": m.meta, "metrics": m.metrics, "lossy": m.is_lossy,
+                }),
+                tdelta::LogState::Dropped => json!({"id": e.id, "refs": names(&e.id), "dropped": true}),
+                tdelta::LogState::Damaged(why) => json!({"id": e.id, "refs": names(&e.id), "damaged": why}),
+            })
+            .collect();
+        to_json(&v)
+    }
+
+    fn show(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let (id, m, refs) = run(py, None, |_| {
+            let id = store.resolve(reference)?;
+            Ok((id, store.manifest(id)?, tdelta::refs_by_version(store)?))
+        })?;
+        to_json(&json!({"id": id, "refs": refs.get(&id).cloned().unwrap_or_default(), "manifest": m}))
+    }
+
+    #[pyo3(signature = (name, reference="HEAD", force=false, reason=""))]
+    fn tag(&self, py: Python<'_>, name: &str, reference: &str, force: bool, reason: &str) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let (id, old) = run(py, None, |_| {
+            let id = store.resolve(reference)?;
+            Ok((id, tdelta::tag(store, name, id, force, reason)?))
+        })?;
+        to_json(&json!({"tag": name, "id": id, "old": old}))
+    }
+
+    #[pyo3(signature = (name, reason=""))]
+    fn untag(&self, py: Python<'_>, name: &str, reason: &str) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let old = run(py, None, |_| tdelta::untag(store, name, reason))?;
+        to_json(&json!({"tag": name, "deleted": true, "old": old}))
+    }
+
+    fn tags(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let refs = run(py, None, |_| store.refs())?;
+        to_json(&refs.iter().map(|(n, id)| json!({"name": n, "id": id})).collect::<Vec<_>>())
+    }
+
+    #[pyo3(signature = (name, to=None, steps=None, reason=""))]
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        to: Option<String>,
+        steps: Option<usize>,
+        reason: &str,
+    ) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let (old, new) = run(py, None, |_| {
+            let target = match (to.as_deref(), steps) {
+                (Some(_), Some(_)) => {
+                    return Err(tdelta::Error::InvalidArgument("give either `to` or `steps`, not both".into()));
+                }
+                (Some(r), None) => tdelta::RollbackTarget::Version(store.resolve(r)?),
+                (None, n) => tdelta::RollbackTarget::Steps(n.unwrap_or(1)),
+            };
+            tdelta::rollback(store, name, target, reason)
+        })?;
+        to_json(&json!({"ref": name, "old": old, "new": new}))
+    }
+
+    fn diff(&self, py: Python<'_>, a: &str, b: &str) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let rep = run(py, None, |_| tdelta::diff(store, store.resolve(a)?, store.resolve(b)?))?;
+        to_json(&rep)
+    }
+
+    #[pyo3(signature = (references=None, progress=None))]
+    fn verify(&self, py: Python<'_>, references: Option<Vec<String>>, progress: Option<Py<PyAny>>) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        let rep = run(py, progress, |w| {
+            let ids = match &references {
+                Some(r) => r.iter().map(|r| store.resolve(r)).collect::<tdelta::Result<Vec<_>>>()?,
+                None => store.versions()?,
+            };
+            tdelta::verify(store, &ids, w)
+        })?;
+        let mut v = serde_json::to_value(&rep).map_err(|e| TdeltaError::new_err(e.to_string()))?;
+        v["ok"] = json!(rep.ok());
+        to_json(&v)
+    }
+
+    fn stats(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.read();
+        let store = &*store;
+        to_json(&run(py, None, |_| tdelta::stats(store))?)
+    }
+
+    /// One version, its manifest read once, for tensor reads.
+    fn version(slf: Py<Self>, py: Python<'_>, reference: &str) -> PyResult<Version> {
+        let this = slf.get();
+        let (id, manifest) = {
+            let store = this.read();
+            let store = &*store;
+            run(py, None, |_| {
+                let id = store.resolve(reference)?;
+                Ok((id, store.manifest(id)?))
+            })?
+        };
+        Ok(Version { store: slf, id, manifest })
+    }
+}
+
+/// A raw pointer into a `bytearray` that the calling thread keeps alive
+/// while a worker writes to it.
+struct OutPtr(*mut u8, usize);
+// SAFETY: the pointer is only dereferenced by the worker thread of `run`,
+// which ends before `read` returns the arrays it points into; until then no
+// Python code can reach them.
+unsafe impl Send for OutPtr {}
+
+/// One version of a store, ready for tensor reads.
+#[pyclass(frozen, module = "tdelta._tdelta")]
+struct Version {
+    store: Py<Store>,
+    id: tdelta::Hash,
+    manifest: tdelta::Manifest,
+}
+
+#[pymethods]
+impl Version {
+    #[getter]
+    fn id(&self) -> String {
+        self.id.to_hex()
+    }
+
+    /// `[[file, [[name, dtype, shape, byte_len], ...]], ...]` as JSON, in
+    /// file order then tensor order.
+    fn index(&self) -> PyResult<String> {
+        let files: Vec<Value> = self
+            .manifest
+            .files
+            .iter()
+            .filter(|f| matches!(f.content, tdelta::FileContent::Safetensors { .. }))
+            .map(|f| {
+                let ts: Vec<Value> =
+                    f.tensors().iter().map(|t| json!([t.name, t.dtype.name(), t.shape, t.len])).collect();
+                json!([f.path, ts])
+            })
+            .collect();
+        to_json(&files)
+    }
+
+    /// The header region of safetensors file `path` (8-byte length, JSON).
+    fn header<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let store = self.store.get().read();
+        let store = &*store;
+        let h = run(py, None, |_| tdelta::read_header(store, self.id, &self.manifest, path))?;
+        Ok(PyBytes::new(py, &h))
+    }
+
+    /// Reads bytes `starts[i] .. starts[i] + lens[i]` of tensor `names[i]`
+    /// into a new `bytearray` each (its buffer is written once, by the
+    /// decoder; `numpy.frombuffer` then wraps it without a copy).
+    #[pyo3(signature = (names, starts, lens, progress=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        starts: Vec<u64>,
+        lens: Vec<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
+        if names.len() != starts.len() || names.len() != lens.len() {
+            return Err(invalid("names, starts and lens must have the same length"));
+        }
+        for ((name, &start), &len) in names.iter().zip(&starts).zip(&lens) {
+            let (_, t) = tdelta::find_tensor(&self.manifest, self.id, name).map_err(to_py)?;
+            if start.checked_add(len as u64).is_none_or(|e| e > t.len) {
+                return Err(invalid(format!(
+                    "bytes {start}..+{len} are out of range for tensor `{name}` of {} bytes",
+                    t.len
+                )));
+            }
+        }
+        let mut arrays = Vec::with_capacity(names.len());
+        let mut ptrs = Vec::with_capacity(names.len());
+        for &len in &lens {
+            // Resizing an empty bytearray allocates without zero-filling.
+            let a = PyByteArray::new(py, &[]);
+            a.resize(len)?;
+            ptrs.push(OutPtr(a.data(), len));
+            arrays.push(a);
+        }
+        let store = self.store.get().read();
+        let store = &*store;
+        run(py, progress, |w| {
+            let mut reads: Vec<tdelta::TensorRead<'_>> = names
+                .iter()
+                .zip(&starts)
+                .zip(ptrs)
+                .map(|((name, &start), p)| {
+                    // SAFETY: each pointer is the buffer of a distinct
+                    // bytearray of `p.1` bytes made above, alive in
+                    // `arrays`, reachable by no Python code until we return.
+                    let out = unsafe { std::slice::from_raw_parts_mut(p.0, p.1) };
+                    tdelta::TensorRead { name, start, out }
+                })
+                .collect();
+            tdelta::read_tensors_into(store, self.id, &self.manifest, &mut reads, w, &w.cancel)
+        })?;
+        Ok(arrays)
+    }
+}
+
+#[pymodule]
+fn _tdelta(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Store>()?;
+    m.add_class::<Version>()?;
+    m.add("TdeltaError", py.get_type::<TdeltaError>())?;
+    m.add("NotFound", py.get_type::<NotFound>())?;
+    m.add("Conflict", py.get_type::<Conflict>())?;
+    m.add("Corrupt", py.get_type::<Corrupt>())?;
+    m.add("Locked", py.get_type::<Locked>())?;
+    m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    Ok(())
+}
