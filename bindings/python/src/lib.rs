@@ -159,6 +159,18 @@ impl Store {
     fn read(&self) -> RwLockReadGuard<'_, tdelta::Store> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// [`run`] with the store's read lock, taken on the worker thread: a
+    /// thread waiting for the lock never holds the GIL, which the lock's
+    /// holder may need to report progress.
+    fn with_read<T: Send>(
+        &self,
+        py: Python<'_>,
+        progress: Option<Py<PyAny>>,
+        work: impl FnOnce(&tdelta::Store, &Watch) -> tdelta::Result<T> + Send,
+    ) -> PyResult<T> {
+        run(py, progress, |w| work(&self.read(), w))
+    }
 }
 
 /// Applies the handle's settings: who acts, and how long a writer waits
@@ -203,24 +215,24 @@ impl Store {
     }
 
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.read().root().to_path_buf()
+    fn path(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        self.with_read(py, None, |s, _| Ok(s.root().to_path_buf()))
     }
 
     /// Reopens the store, to see packs that other processes wrote since.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        let (root, author, wait) = {
-            let s = self.read();
-            (s.root().to_path_buf(), s.author.clone(), s.lock_wait)
-        };
+        let (root, author, wait) =
+            self.with_read(py, None, |s, _| Ok((s.root().to_path_buf(), s.author.clone(), s.lock_wait)))?;
         let s = run(py, None, |_| tdelta::Store::open(&root))?;
         let s = configure(s, author, Some(wait.as_secs_f64()))?;
-        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = s;
-        Ok(())
+        run(py, None, |_| {
+            *self.inner.write().unwrap_or_else(|p| p.into_inner()) = s;
+            Ok(())
+        })
     }
 
     fn resolve(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
-        run(py, None, |_| self.read().resolve(reference)).map(|h| h.to_hex())
+        self.with_read(py, None, |s, _| s.resolve(reference)).map(|h| h.to_hex())
     }
 
     #[pyo3(signature = (source, message=None, meta=None, metrics=None, tag=None, force_tag=false, base=None,
@@ -275,16 +287,16 @@ impl Store {
             }
             (None, None, None) => {}
         }
-        let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let store = &mut *store;
         let t0 = std::time::Instant::now();
-        let rep = run(py, progress, |w| {
+        let (rep, waited) = run(py, progress, |w| {
+            let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let store = &mut *store;
             opts.base = match base.as_deref() {
                 None => tdelta::BaseChoice::Head,
                 Some("none") => tdelta::BaseChoice::None,
                 Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
             };
-            tdelta::pack(store, &source, &opts, w)
+            Ok((tdelta::pack(store, &source, &opts, w)?, store.lock_waited()))
         })?;
         let s = &rep.manifest.stats;
         to_json(&json!({
@@ -295,8 +307,8 @@ impl Store {
             "reused_blocks": s.reused_blocks,
             "delta_blocks": s.delta_blocks,
             "max_depth": s.max_depth,
-            "seconds": t0.elapsed().saturating_sub(store.lock_waited()).as_secs_f64(),
-            "lock_wait_seconds": store.lock_waited().as_secs_f64(),
+            "seconds": t0.elapsed().saturating_sub(waited).as_secs_f64(),
+            "lock_wait_seconds": waited.as_secs_f64(),
             "tag": tag,
             "skipped_files": rep.skipped,
             "lossy": rep.manifest.lossy.is_some(),
@@ -316,9 +328,7 @@ impl Store {
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         let t0 = std::time::Instant::now();
-        let store = self.read();
-        let store = &*store;
-        let rep = run(py, progress, |w| {
+        let rep = self.with_read(py, progress, |store, w| {
             let id = store.resolve(reference)?;
             let sel = tdelta::Selection { files: files.unwrap_or_default(), tensors: tensors.unwrap_or_default() };
             tdelta::restore_parts(store, id, &out, &tdelta::RestoreOptions { force }, &sel, w)
@@ -347,10 +357,9 @@ impl Store {
         sort: Option<String>,
         max: Option<usize>,
     ) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
         let q = tdelta::LogQuery { start: reference.to_string(), all, filters: filters.unwrap_or_default(), sort, max };
-        let (rep, refs) = run(py, None, |_| Ok((tdelta::log(store, &q)?, tdelta::refs_by_version(store)?)))?;
+        let (rep, refs) =
+            self.with_read(py, None, |store, _| Ok((tdelta::log(store, &q)?, tdelta::refs_by_version(store)?)))?;
         let names = |id: &tdelta::Hash| refs.get(id).cloned().unwrap_or_default();
         let v: Vec<Value> = rep
             .entries
@@ -370,9 +379,7 @@ impl Store {
     }
 
     fn show(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let (id, m, refs) = run(py, None, |_| {
+        let (id, m, refs) = self.with_read(py, None, |store, _| {
             let id = store.resolve(reference)?;
             Ok((id, store.manifest(id)?, tdelta::refs_by_version(store)?))
         })?;
@@ -381,9 +388,7 @@ impl Store {
 
     #[pyo3(signature = (name, reference="HEAD", force=false, reason=""))]
     fn tag(&self, py: Python<'_>, name: &str, reference: &str, force: bool, reason: &str) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let (id, old) = run(py, None, |_| {
+        let (id, old) = self.with_read(py, None, |store, _| {
             let id = store.resolve(reference)?;
             Ok((id, tdelta::tag(store, name, id, force, reason)?))
         })?;
@@ -392,16 +397,12 @@ impl Store {
 
     #[pyo3(signature = (name, reason=""))]
     fn untag(&self, py: Python<'_>, name: &str, reason: &str) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let old = run(py, None, |_| tdelta::untag(store, name, reason))?;
+        let old = self.with_read(py, None, |store, _| tdelta::untag(store, name, reason))?;
         to_json(&json!({"tag": name, "deleted": true, "old": old}))
     }
 
     fn tags(&self, py: Python<'_>) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let refs = run(py, None, |_| store.refs())?;
+        let refs = self.with_read(py, None, |store, _| store.refs())?;
         to_json(&refs.iter().map(|(n, id)| json!({"name": n, "id": id})).collect::<Vec<_>>())
     }
 
@@ -414,9 +415,7 @@ impl Store {
         steps: Option<usize>,
         reason: &str,
     ) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let (old, new) = run(py, None, |_| {
+        let (old, new) = self.with_read(py, None, |store, _| {
             let target = match (to.as_deref(), steps) {
                 (Some(_), Some(_)) => {
                     return Err(tdelta::Error::InvalidArgument("give either `to` or `steps`, not both".into()));
@@ -430,17 +429,13 @@ impl Store {
     }
 
     fn diff(&self, py: Python<'_>, a: &str, b: &str) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let rep = run(py, None, |_| tdelta::diff(store, store.resolve(a)?, store.resolve(b)?))?;
+        let rep = self.with_read(py, None, |store, _| tdelta::diff(store, store.resolve(a)?, store.resolve(b)?))?;
         to_json(&rep)
     }
 
     #[pyo3(signature = (references=None, progress=None))]
     fn verify(&self, py: Python<'_>, references: Option<Vec<String>>, progress: Option<Py<PyAny>>) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        let rep = run(py, progress, |w| {
+        let rep = self.with_read(py, progress, |store, w| {
             let ids = match &references {
                 Some(r) => r.iter().map(|r| store.resolve(r)).collect::<tdelta::Result<Vec<_>>>()?,
                 None => store.versions()?,
@@ -453,18 +448,14 @@ impl Store {
     }
 
     fn stats(&self, py: Python<'_>) -> PyResult<String> {
-        let store = self.read();
-        let store = &*store;
-        to_json(&run(py, None, |_| tdelta::stats(store))?)
+        to_json(&self.with_read(py, None, |store, _| tdelta::stats(store))?)
     }
 
     /// One version, its manifest read once, for tensor reads.
     fn version(slf: Py<Self>, py: Python<'_>, reference: &str) -> PyResult<Version> {
         let this = slf.get();
         let (id, manifest) = {
-            let store = this.read();
-            let store = &*store;
-            run(py, None, |_| {
+            this.with_read(py, None, |store, _| {
                 let id = store.resolve(reference)?;
                 Ok((id, store.manifest(id)?))
             })?
@@ -515,9 +506,10 @@ impl Version {
 
     /// The header region of safetensors file `path` (8-byte length, JSON).
     fn header<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let store = self.store.get().read();
-        let store = &*store;
-        let h = run(py, None, |_| tdelta::read_header(store, self.id, &self.manifest, path))?;
+        let h = self
+            .store
+            .get()
+            .with_read(py, None, |store, _| tdelta::read_header(store, self.id, &self.manifest, path))?;
         Ok(PyBytes::new(py, &h))
     }
 
@@ -554,9 +546,7 @@ impl Version {
             ptrs.push(OutPtr(a.data(), len));
             arrays.push(a);
         }
-        let store = self.store.get().read();
-        let store = &*store;
-        run(py, progress, |w| {
+        self.store.get().with_read(py, progress, |store, w| {
             let mut reads: Vec<tdelta::TensorRead<'_>> = names
                 .iter()
                 .zip(&starts)

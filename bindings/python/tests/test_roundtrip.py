@@ -221,3 +221,24 @@ def test_torch(store, tmp_path, rng):
     for k in t:
         got = r.get_tensor(k, framework="pt")
         assert got.dtype == t[k].dtype and torch.equal(got, t[k])
+
+
+def test_reads_go_on_while_another_thread_packs(store, tmp_path, rng):
+    # A pack holds the store's write lock and needs the GIL to report
+    # progress; a reader waiting for the lock must not hold the GIL.
+    small = {"w": rng.standard_normal((100, 100)).astype(np.float32)}
+    save_file(small, tmp_path / "a.safetensors")
+    first = store.pack(tmp_path / "a.safetensors")
+    save_file({f"w{i}": rng.standard_normal((1000, 1000)).astype(np.float32) for i in range(8)},
+              tmp_path / "b.safetensors")
+    calls = []
+    th = threading.Thread(
+        target=lambda: store.pack(tmp_path / "b.safetensors", progress=lambda *a: calls.append(a)))
+    th.start()
+    reads = 0
+    while th.is_alive() or reads == 0:
+        np.testing.assert_array_equal(store.load(first.id)["w"], small["w"])
+        reads += 1
+    th.join(timeout=300)
+    assert not th.is_alive()
+    assert len(store.log()) == 2 and calls
