@@ -1,0 +1,139 @@
+"""Side-by-side timings of the Python package against unpack + safetensors.
+
+    python bindings/python/bench/bench.py --tdelta target/release/tdelta --dir /tmp/tdbench
+
+Generates (once, kept in --dir) a series of two ~1 GB BF16 checkpoints with
+`tdelta demo`, then measures, each --repeat times (medians printed):
+
+1. `store.load(HEAD)` of the whole version, against `tdelta unpack` to
+   disk followed by `safetensors.numpy.load_file` of every file;
+2. `store.open(HEAD).get_tensor(T)` of the tensor T closest to 50 MB,
+   against `safe_open(restored file).get_tensor(T)`, the page cache of the
+   store's files (resp. of the restored file) dropped before each run with
+   posix_fadvise(DONTNEED) (no root needed, nothing else on the machine is
+   evicted);
+3. the peak RSS of a process doing `store.load(HEAD)`, against the bytes of
+   the arrays it returns.
+
+Build the package in release mode for meaningful numbers
+(`pip install ./bindings/python` or `maturin develop --release`).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+import tdelta
+
+
+def drop_cache(path):
+    """Evicts the clean pages of every file under `path`."""
+    paths = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def st_files(out):
+    if os.path.isfile(out):
+        return [out]
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs if f.endswith(".safetensors"))
+
+
+def timed(f):
+    t0 = time.perf_counter()
+    r = f()
+    return time.perf_counter() - t0, r
+
+
+def rss_child(store_path):
+    code = f"""
+import resource, json, tdelta
+s = tdelta.Store({store_path!r})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+d = s.load("HEAD")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"base_kib": base, "peak_kib": peak, "array_bytes": sum(a.nbytes for a in d.values())}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tdelta", default="target/release/tdelta", help="the CLI binary (release build)")
+    ap.add_argument("--dir", default="/tmp/tdelta-pybench")
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+
+    store_path = os.path.join(a.dir, "store")
+    if not os.path.exists(store_path):
+        os.makedirs(a.dir, exist_ok=True)
+        subprocess.run([a.tdelta, "--store", store_path, "demo", "--versions", "2", "--size", a.size, "-q"], check=True)
+    store = tdelta.Store(store_path)
+    r = store.open("HEAD")
+    sizes = {k: int(np.prod(r.get_shape(k))) * 2 for k in r.keys()}
+    total = sum(sizes.values())
+    name = min(sizes, key=lambda k: abs(sizes[k] - 50e6))
+    print(f"version {r.id[:8]}: {len(sizes)} tensors, {total / 1e9:.2f} GB; "
+          f"tensor {name}: {sizes[name] / 1e6:.1f} MB, dtype {r.get_dtype(name)}")
+
+    out = os.path.join(a.dir, "restored")
+    res = {"load": [], "unpack+load_file": [], "get_tensor": [], "safe_open": []}
+    for _ in range(a.repeat):
+        drop_cache(store_path)
+        t, d = timed(lambda: store.load("HEAD"))
+        res["load"].append(t)
+        del d
+        shutil.rmtree(out, ignore_errors=True)
+        drop_cache(store_path)
+
+        def unpack_load():
+            subprocess.run([a.tdelta, "--store", store_path, "unpack", "HEAD", "-o", out, "-q"], check=True)
+            return {k: v for f in st_files(out) for k, v in load_file(f).items()}
+
+        t, d = timed(unpack_load)
+        res["unpack+load_file"].append(t)
+        del d
+
+        drop_cache(store_path)
+        t, x = timed(lambda: store.open("HEAD").get_tensor(name))
+        res["get_tensor"].append(t)
+        f = next(p for p in st_files(out) if name in safe_open(p, "np").keys())
+        drop_cache(f)
+
+        def via_safe_open():
+            with safe_open(f, "np") as h:
+                return h.get_tensor(name)
+
+        t, y = timed(via_safe_open)
+        res["safe_open"].append(t)
+        assert x.view(np.uint16).tobytes() == y.view(np.uint16).tobytes()
+
+    med = {k: statistics.median(v) for k, v in res.items()}
+    for k, v in med.items():
+        print(f"{k:18} median {v:.3f} s  (runs: {', '.join(f'{x:.3f}' for x in res[k])})")
+    print(f"load / (unpack+load_file) = {med['load'] / med['unpack+load_file']:.2f} (target <= 1)")
+    print(f"get_tensor / safe_open    = {med['get_tensor'] / med['safe_open']:.2f} (target <= 1.2)")
+    m = rss_child(store_path)
+    extra = m["peak_kib"] * 1024 - m["array_bytes"]
+    print(f"load() peak RSS {m['peak_kib'] / 1024:.0f} MiB (interpreter before load {m['base_kib'] / 1024:.0f} MiB), "
+          f"arrays {m['array_bytes'] / 2**20:.0f} MiB: peak - arrays = {extra / 2**20:.0f} MiB (target <= 256)")
+
+
+if __name__ == "__main__":
+    main()
