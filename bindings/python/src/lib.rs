@@ -163,13 +163,50 @@ impl Store {
     /// [`run`] with the store's read lock, taken on the worker thread: a
     /// thread waiting for the lock never holds the GIL, which the lock's
     /// holder may need to report progress.
+    ///
+    /// The handle knows the packs that were there when it was opened: when
+    /// `work` misses a block, another process may have packed since, so
+    /// the handle reloads the store once and `work` runs again.
     fn with_read<T: Send>(
         &self,
         py: Python<'_>,
         progress: Option<Py<PyAny>>,
-        work: impl FnOnce(&tdelta::Store, &Watch) -> tdelta::Result<T> + Send,
+        work: impl Fn(&tdelta::Store, &Watch) -> tdelta::Result<T> + Send + Sync,
     ) -> PyResult<T> {
-        run(py, progress, |w| work(&self.read(), w))
+        run(py, progress, |w| {
+            // The read guard must be gone before `reload` takes the lock.
+            let first = work(&self.read(), w);
+            match first {
+                Err(e) if missed_block(&e) => {
+                    self.reload()?;
+                    work(&self.read(), w)
+                }
+                r => r,
+            }
+        })
+    }
+
+    /// Reopens the store under the same settings (on a worker thread).
+    fn reload(&self) -> tdelta::Result<()> {
+        let (root, author, wait) = {
+            let s = self.read();
+            (s.root().to_path_buf(), s.author.clone(), s.lock_wait)
+        };
+        let mut fresh = tdelta::Store::open(&root)?;
+        fresh.author = author;
+        fresh.lock_wait = wait;
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// Whether `e` is a block missing from the store's index (alone or in the
+/// context of a version's block).
+fn missed_block(e: &tdelta::Error) -> bool {
+    match e {
+        tdelta::Error::MissingBlock { .. } => true,
+        tdelta::Error::InBlock { source, .. } => missed_block(source),
+        _ => false,
     }
 }
 
@@ -221,14 +258,7 @@ impl Store {
 
     /// Reopens the store, to see packs that other processes wrote since.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-        let (root, author, wait) =
-            self.with_read(py, None, |s, _| Ok((s.root().to_path_buf(), s.author.clone(), s.lock_wait)))?;
-        let s = run(py, None, |_| tdelta::Store::open(&root))?;
-        let s = configure(s, author, Some(wait.as_secs_f64()))?;
-        run(py, None, |_| {
-            *self.inner.write().unwrap_or_else(|p| p.into_inner()) = s;
-            Ok(())
-        })
+        run(py, None, |_| self.reload())
     }
 
     fn resolve(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
@@ -330,7 +360,10 @@ impl Store {
         let t0 = std::time::Instant::now();
         let rep = self.with_read(py, progress, |store, w| {
             let id = store.resolve(reference)?;
-            let sel = tdelta::Selection { files: files.unwrap_or_default(), tensors: tensors.unwrap_or_default() };
+            let sel = tdelta::Selection {
+                files: files.clone().unwrap_or_default(),
+                tensors: tensors.clone().unwrap_or_default(),
+            };
             tdelta::restore_parts(store, id, &out, &tdelta::RestoreOptions { force }, &sel, w)
         })?;
         to_json(&json!({
@@ -466,11 +499,14 @@ impl Store {
 
 /// A raw pointer into a `bytearray` that the calling thread keeps alive
 /// while a worker writes to it.
+#[derive(Clone, Copy)]
 struct OutPtr(*mut u8, usize);
 // SAFETY: the pointer is only dereferenced by the worker thread of `run`,
 // which ends before `read` returns the arrays it points into; until then no
 // Python code can reach them.
 unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`: shared only with that one worker thread.
+unsafe impl Sync for OutPtr {}
 
 /// One version of a store, ready for tensor reads.
 #[pyclass(frozen, module = "tdelta._tdelta")]
@@ -550,7 +586,7 @@ impl Version {
             let mut reads: Vec<tdelta::TensorRead<'_>> = names
                 .iter()
                 .zip(&starts)
-                .zip(ptrs)
+                .zip(&ptrs)
                 .map(|((name, &start), p)| {
                     // SAFETY: each pointer is the buffer of a distinct
                     // bytearray of `p.1` bytes made above, alive in

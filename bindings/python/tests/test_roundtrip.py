@@ -242,3 +242,18 @@ def test_reads_go_on_while_another_thread_packs(store, tmp_path, rng):
     th.join(timeout=300)
     assert not th.is_alive()
     assert len(store.log()) == 2 and calls
+
+
+def test_a_handle_reads_versions_another_handle_packed_since(store, tmp_path, rng):
+    # Two handles as two processes would have them: the reader's pack
+    # index predates the writer's new pack.
+    save_file({"w": rng.standard_normal((300, 300)).astype(np.float32)}, tmp_path / "a.safetensors")
+    store.pack(tmp_path / "a.safetensors")
+    reader = tdelta.Store(store.path)
+    new = {"w": rng.standard_normal((300, 300)).astype(np.float32)}
+    save_file(new, tmp_path / "b.safetensors")
+    v = tdelta.Store(store.path).pack(tmp_path / "b.safetensors", base="none")
+    np.testing.assert_array_equal(reader.open(v.id).get_tensor("w"), new["w"])
+    np.testing.assert_array_equal(reader.load()["w"], new["w"])
+    reader.restore(v.id, tmp_path / "out.safetensors")
+    assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
