@@ -257,3 +257,17 @@ def test_a_handle_reads_versions_another_handle_packed_since(store, tmp_path, rn
     np.testing.assert_array_equal(reader.load()["w"], new["w"])
     reader.restore(v.id, tmp_path / "out.safetensors")
     assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_lossy_pack_options(store, tmp_path, rng):
+    w = rng.standard_normal((512, 512)).astype(np.float32)
+    save_file({"w": w}, tmp_path / "a.safetensors")
+    store.pack(tmp_path / "a.safetensors")
+    save_file({"w": w + rng.standard_normal(w.shape).astype(np.float32) * 1e-3}, tmp_path / "b.safetensors")
+    with pytest.raises(tdelta.InvalidInput, match="need lossy"):
+        store.pack(tmp_path / "b.safetensors", max_error=0.01)
+    with pytest.raises(tdelta.InvalidInput):
+        store.pack(tmp_path / "b.safetensors", lossy="int3")
+    v = store.pack(tmp_path / "b.safetensors", lossy="int8", max_error=0.01)
+    assert v.lossy and store.log()[0].lossy
+    assert store.restore(v.id, tmp_path / "out.safetensors").lossy
