@@ -192,12 +192,19 @@ impl Error {
 }
 
 /// Extension to attach a path to `std::io::Result`.
-pub(crate) trait IoContext<T> {
+pub trait IoContext<T> {
+    /// Maps the error to [`Error::Io`] on `path`.
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+impl From<crate::codec::InvalidSetting> for Error {
+    fn from(e: crate::codec::InvalidSetting) -> Error {
+        Error::InvalidArgument(e.0)
     }
 }

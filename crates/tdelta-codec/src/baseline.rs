@@ -13,7 +13,7 @@
 use super::streams::{malformed, zstd_append, zstd_decompress};
 use super::transform::{self, Kind, Word};
 use super::{CodecError, with_scratch};
-use crate::DType;
+use tdelta_format::DType;
 
 /// zstd level the baselines use.
 pub const LEVEL: i32 = 3;

@@ -3,6 +3,7 @@
 //! Nothing here knows about files, tensors or the store: a codec turns the
 //! bytes of one block (optionally with the bytes of its base block) into a
 //! payload and back. The payload layouts are specified in `FORMAT.md`.
+#![deny(missing_docs)]
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +30,24 @@ pub enum CodecError {
     },
 }
 
+/// A codec setting out of range or unknown (a lossy width, group size or
+/// error bound): the message says which and lists the valid values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
 use std::cell::RefCell;
 
-use crate::DType;
+use tdelta_format::DType;
 
 pub mod baseline;
+pub mod lossy;
 pub(crate) mod rans;
 mod streams;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 mod transform;
 
 use streams::{encode_streams, malformed, parse_streams};
