@@ -1,6 +1,7 @@
 //! tdelta: a tensor-aware delta storage engine for model checkpoints.
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod checkpoint;
 mod error;
 #[doc(hidden)]
