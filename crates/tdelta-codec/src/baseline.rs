@@ -12,7 +12,8 @@
 
 use super::streams::{malformed, zstd_append, zstd_decompress};
 use super::transform::{self, Kind, Word};
-use super::{CodecError, with_scratch};
+use crate::CodecError;
+use crate::lossless::with_scratch;
 use tdelta_format::DType;
 
 /// zstd level the baselines use.

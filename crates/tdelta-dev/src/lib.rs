@@ -1,5 +1,5 @@
 //! Development tooling of tdelta, outside the engine's public API: the
-//! storage-strategy benchmark ([`bench`]) and the generator of realistic
+//! storage-strategy benchmark ([`mod@bench`]) and the generator of realistic
 //! checkpoint series ([`synth`]).
 #![deny(missing_docs)]
 

@@ -501,7 +501,7 @@ fn get_section_into<'a>(
     match method {
         0 if len == out.len() => out.copy_from_slice(body),
         0 => return Err(bad(format!("{what} section is {len} bytes, expected {}", out.len()))),
-        1 => crate::zstd_into(codec, body, out)?,
+        1 => crate::lossless::zstd_into(codec, body, out)?,
         m => return Err(bad(format!("{what} section has unknown method {m}"))),
     }
     Ok(rest)
@@ -723,3 +723,9 @@ fn decode_t<E: Elem>(
     }
     Ok(())
 }
+
+/// The lossy decoders, registered with the crate's decoder table.
+pub(crate) const DECODERS: &[crate::id::Decoder] = &[
+    crate::id::Decoder { id: crate::CodecId::Quant, decode },
+    crate::id::Decoder { id: crate::CodecId::QuantEc, decode: ec::decode },
+];

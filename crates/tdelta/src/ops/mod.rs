@@ -7,6 +7,7 @@ mod pack;
 mod policy;
 mod restore;
 
+pub use crate::progress::{Progress, Silent};
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use log::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use manage::{
@@ -21,26 +22,6 @@ pub use restore::{
     write_tensor,
 };
 
-/// Receives progress of long operations. The library never prints: the
-/// CLI shows a bar, tools may log. Calls come from several threads.
-pub trait Progress: Sync {
-    /// A phase starts; `total` is in bytes.
-    fn begin(&self, what: &str, total: u64) {
-        let _ = (what, total);
-    }
-    /// `n` more bytes are done.
-    fn advance(&self, n: u64) {
-        let _ = n;
-    }
-    /// The phase ended.
-    fn end(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Silent;
-
-impl Progress for Silent {}
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

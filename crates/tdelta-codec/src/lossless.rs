@@ -1,0 +1,200 @@
+//! The lossless codecs: raw, zstd, and byte planes of floats (plain, xor
+//! and ULP deltas against a base), entropy-coded with rANS.
+
+use std::cell::RefCell;
+
+use tdelta_format::DType;
+
+use crate::id::{CodecError, CodecId, Decoder};
+use crate::streams::{self, encode_streams, malformed, parse_streams};
+use crate::transform::{self, Kind, Word};
+
+/// Encoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeParams {
+    /// zstd level (1..=22) of zstd-coded streams (non-float words).
+    pub level: i32,
+    /// Float streams: 0 favours speed (a plane is entropy-coded only when
+    /// that saves a few percent, sparse planes go to fast zstd), 1 and up
+    /// favour size (every plane entropy-coded when smaller).
+    pub effort: u8,
+}
+
+impl Default for EncodeParams {
+    fn default() -> Self {
+        EncodeParams { level: 3, effort: 0 }
+    }
+}
+
+impl EncodeParams {
+    /// The stream policy these settings mean.
+    fn policy(&self) -> streams::Policy {
+        if self.effort == 0 {
+            streams::Policy { level: self.level, min_gain: 0.02, sparse: 0.9, sparse_slack: 1.5 }
+        } else {
+            streams::Policy { level: self.level, min_gain: 0.0, sparse: 2.0, sparse_slack: 1.0 }
+        }
+    }
+}
+
+/// One encoded block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// How it was encoded.
+    pub codec: CodecId,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+thread_local! {
+    /// Per-thread scratch for plane buffers (grown, never shrunk).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a per-thread scratch buffer of `len` bytes (contents
+/// unspecified).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+            f(&mut v[..len])
+        }
+        // Re-entered (cannot happen today): use a fresh buffer.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
+}
+
+/// Encodes with one plane transform. Float planes are entropy-coded with
+/// rANS, in the contexts of the exponent (the top plane for `Plain`, the
+/// base's for deltas); other words use zstd.
+pub(crate) fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], params: &EncodeParams) -> Vec<u8> {
+    let s = word.size();
+    let n = new.len() / s;
+    let entropy = word.is_float();
+    with_scratch(new.len() + n, |buf| {
+        let (planes, ctxbuf) = buf.split_at_mut(new.len());
+        transform::split(word, kind, new, base, planes);
+        let ctx: Option<&[u8]> = match kind {
+            _ if !entropy => None,
+            Kind::Plain => (s > 1).then(|| &planes[(s - 1) * n..]),
+            Kind::Xor | Kind::Sub => {
+                transform::top_plane(word, base, ctxbuf);
+                Some(ctxbuf)
+            }
+        };
+        let mut streams: [&[u8]; 8] = [&[]; 8];
+        let mut ctxs: [Option<&[u8]>; 8] = [None; 8];
+        for p in 0..s {
+            streams[p] = &planes[p * n..(p + 1) * n];
+            ctxs[p] = if kind == Kind::Plain && p == s - 1 { None } else { ctx };
+        }
+        let mut out = Vec::with_capacity(new.len() / 2 + 64);
+        encode_streams(&streams[..s], &ctxs[..s], entropy, &params.policy(), &mut out);
+        out
+    })
+}
+
+fn decode_planes(
+    codec: CodecId,
+    word: Word,
+    kind: Kind,
+    payload: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let name = codec.name();
+    let s = word.size();
+    if !out.len().is_multiple_of(s) {
+        return Err(malformed(name, format!("block of {} bytes is not whole {s}-byte words", out.len())));
+    }
+    let n = out.len() / s;
+    let streams = parse_streams(name, payload, s)?;
+    with_scratch(out.len() + n, |buf| {
+        let (planes, ctxbuf) = buf.split_at_mut(out.len());
+        let (low, top) = planes.split_at_mut((s - 1) * n);
+        if kind == Kind::Plain {
+            // The top plane first: it is the context of the others.
+            streams[s - 1].decode(name, top, None)?;
+        } else {
+            transform::top_plane(word, base, ctxbuf);
+            streams[s - 1].decode(name, top, Some(ctxbuf))?;
+        }
+        let ctx: &[u8] = if kind == Kind::Plain { top } else { ctxbuf };
+        for (p, st) in streams.iter().enumerate().take(s - 1) {
+            st.decode(name, &mut low[p * n..(p + 1) * n], Some(ctx))?;
+        }
+        transform::merge(word, kind, planes, base, out);
+        Ok(())
+    })
+}
+
+/// Encodes `new` (one block of `dtype` elements), as a delta against
+/// `base` when one is given and that is smaller. `base`, when given, has
+/// the same length as `new`.
+pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodeParams) -> Encoded {
+    let word = Word::of(dtype);
+    let whole = new.len().is_multiple_of(word.size()) && !new.is_empty();
+    let level = params.level;
+    let mut best: Option<Encoded> = None;
+    fn consider(best: &mut Option<Encoded>, codec: CodecId, payload: Vec<u8>) {
+        if best.as_ref().is_none_or(|b| payload.len() < b.payload.len()) {
+            *best = Some(Encoded { codec, payload });
+        }
+    }
+    if let Some(base) = base.filter(|b| b.len() == new.len() && whole) {
+        consider(&mut best, CodecId::UlpPlanes, encode_planes(word, Kind::Sub, new, base, params));
+    }
+    // A delta under half the raw size beats any non-delta candidate on
+    // real weights: skip them then.
+    let good_delta = best.as_ref().is_some_and(|b| b.payload.len() < new.len() / 2);
+    if !good_delta {
+        if word.is_float() && whole && word.size() > 1 {
+            consider(&mut best, CodecId::Planes, encode_planes(word, Kind::Plain, new, &[], params));
+        } else {
+            let mut z = Vec::new();
+            if streams::zstd_append(new, level, &mut z) {
+                consider(&mut best, CodecId::Zstd, z);
+            }
+        }
+    }
+    match best {
+        Some(b) if b.payload.len() < new.len() => b,
+        _ => Encoded { codec: CodecId::Raw, payload: new.to_vec() },
+    }
+}
+
+/// The lossless decoders, registered with the crate's decoder table.
+pub(crate) const DECODERS: &[Decoder] = &[
+    Decoder { id: CodecId::Raw, decode: decode_raw },
+    Decoder { id: CodecId::Zstd, decode: |_, payload, _, out| zstd_into("zstd", payload, out) },
+    Decoder {
+        id: CodecId::Planes,
+        decode: |d, p, b, o| decode_planes(CodecId::Planes, Word::of(d), Kind::Plain, p, b, o),
+    },
+    Decoder {
+        id: CodecId::XorPlanes,
+        decode: |d, p, b, o| decode_planes(CodecId::XorPlanes, Word::of(d), Kind::Xor, p, b, o),
+    },
+    Decoder {
+        id: CodecId::UlpPlanes,
+        decode: |d, p, b, o| decode_planes(CodecId::UlpPlanes, Word::of(d), Kind::Sub, p, b, o),
+    },
+];
+
+fn decode_raw(_: DType, payload: &[u8], _: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    if payload.len() != out.len() {
+        return Err(CodecError::Malformed {
+            codec: "raw",
+            reason: format!("payload is {} bytes, block is {}", payload.len(), out.len()),
+        });
+    }
+    out.copy_from_slice(payload);
+    Ok(())
+}
+
+/// Decompresses a zstd frame into exactly `out.len()` bytes.
+pub(crate) fn zstd_into(codec: &'static str, payload: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    streams::zstd_decompress(codec, payload, out)
+}
