@@ -2,11 +2,11 @@
 //! codec and dtype on generated weights (BF16 ~ N(0, 0.02); a fine-tune
 //! moves ~60% of elements by 0 ULP and most others by 1..3 ULPs).
 //!
-//! `cargo bench -p tdelta --bench codecs [-- FILTER]`
+//! `cargo bench -p tdelta-codec --bench codecs [-- FILTER]`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tdelta::DType;
-use tdelta::codec::{self, EncodeParams, baseline};
+use tdelta_codec::{self as codec, EncodeParams, baseline};
+use tdelta_format::DType;
 
 const MIB: usize = 1 << 20;
 

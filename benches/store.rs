@@ -1,16 +1,16 @@
 //! Criterion bench of a whole pack and restore: a generated BF16 base and
-//! fine-tune pair (`tdelta::synth`), the fine-tune packed as deltas against
+//! fine-tune pair (`tdelta_dev::synth`), the fine-tune packed as deltas against
 //! the base, then restored. Size from `TDELTA_BENCH_BYTES` (default 1 GiB;
 //! the bench name carries it).
 //!
-//! `cargo bench -p tdelta --bench store`
+//! `cargo bench -p tdelta-dev --bench store`
 
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tdelta::synth::{SeriesSpec, write_version};
 use tdelta::{DType, InitOptions, PackOptions, RestoreOptions, Silent, Store};
+use tdelta_dev::synth::{SeriesSpec, write_version};
 
 fn bytes() -> u64 {
     std::env::var("TDELTA_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30)

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tdelta::DType;
-use tdelta::synth::{SeriesSpec, write_series};
+use tdelta_dev::synth::{SeriesSpec, write_series};
 
 /// The CSV columns the documentation promises, in order.
 const COLUMNS: &[&str] = &[

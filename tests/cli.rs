@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::{ok, run};
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 /// Runs a command that must fail cleanly: exit code 1, one `error:` line,
 /// no panic. Returns the message.
@@ -35,7 +35,7 @@ fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
 fn small_series(dir: &Path, versions: usize) -> Vec<PathBuf> {
     let mut spec = SeriesSpec::new(7, DType::BF16, 3 << 20, versions);
     spec.vocab_extension_at = Some(3);
-    tdelta::synth::write_series(&spec, dir).unwrap()
+    tdelta_dev::synth::write_series(&spec, dir).unwrap()
 }
 
 #[test]

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 fn series(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
     let spec = SeriesSpec::new(21, DType::BF16, 512 << 10, n);
-    tdelta::synth::write_series(&spec, &dir.join("src")).unwrap()
+    tdelta_dev::synth::write_series(&spec, &dir.join("src")).unwrap()
 }
 
 #[test]

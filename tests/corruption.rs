@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::*;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -26,7 +26,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let spec = SeriesSpec::new(3, DType::BF16, 384 << 10, 3);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     let pristine = dir.path().join("pristine");
     init(&pristine);
     let ids: Vec<String> = srcs

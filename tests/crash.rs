@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 /// Versions kept live at once (unreferenced extras are dropped).
 const MAX_LIVE: usize = 2;
@@ -94,7 +94,7 @@ fn kill_anywhere_leaves_a_consistent_store() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let spec = SeriesSpec::new(seed % 1000, DType::BF16, 512 << 10, 10);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     let store = dir.path().join("store");
     let scratch = dir.path().join("scratch");
     fs::create_dir_all(&scratch).unwrap();
@@ -412,7 +412,7 @@ fn pack_on_a_full_disk_fails_clearly_and_changes_nothing() {
     }
     let _guard = Mount(mnt.clone());
     let spec = SeriesSpec::new(5, DType::BF16, 2 << 20, 3);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     let store = mnt.join("store");
     init(&store);
     let v0 = pack(&store, &srcs[0], "v0");

@@ -12,7 +12,7 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 struct Fx {
     _dir: tempfile::TempDir,
@@ -26,7 +26,7 @@ struct Fx {
 fn fixture() -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let spec = SeriesSpec::new(5, DType::BF16, 256 << 10, 3);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     let store = dir.path().join("store");
     init(&store);
     let ids: Vec<String> = srcs.iter().enumerate().map(|(i, s)| pack(&store, s, &format!("v{i}"))).collect();

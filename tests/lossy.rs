@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use tdelta::DType;
 use tdelta::lossy::{Bits, LossyOptions};
-use tdelta::synth::{SeriesSpec, write_series};
 use tdelta::{Hash, PackOptions, Policy, RestoreOptions, Silent, Store};
+use tdelta_dev::synth::{SeriesSpec, write_series};
 
 fn tdelta(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tdelta"))

@@ -6,13 +6,13 @@ use common::{json, ok, run, stderr};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 /// A store with `n` packed versions of a small generated series.
 fn setup(dir: &Path, n: usize) -> (PathBuf, Vec<PathBuf>, Vec<String>) {
     let store = dir.join("store");
     let spec = SeriesSpec::new(11, DType::BF16, 2 << 20, n);
-    let srcs = tdelta::synth::write_series(&spec, &dir.join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.join("src")).unwrap();
     ok(&store, &["init"]);
     let ids = srcs
         .iter()
@@ -117,7 +117,7 @@ fn diff_reports_what_changed_and_nothing_else() {
     let mut spec = SeriesSpec::new(5, DType::BF16, 2 << 20, 3);
     spec.lora_merge_at = Some(1);
     spec.vocab_extension_at = Some(2);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     ok(&store, &["init"]);
     let ids: Vec<String> =
         srcs.iter().map(|s| ok(&store, &["pack", s.to_str().unwrap(), "-q"]).trim().to_string()).collect();
@@ -157,8 +157,8 @@ fn gc_after_drop_frees_bytes_and_keeps_every_kept_version() {
     // Unrelated checkpoints (different seeds): dropping one frees its blocks.
     let a = SeriesSpec::new(1, DType::BF16, 2 << 20, 1);
     let b = SeriesSpec::new(2, DType::BF16, 2 << 20, 2);
-    let sa = tdelta::synth::write_series(&a, &dir.path().join("a")).unwrap();
-    let sb = tdelta::synth::write_series(&b, &dir.path().join("b")).unwrap();
+    let sa = tdelta_dev::synth::write_series(&a, &dir.path().join("a")).unwrap();
+    let sb = tdelta_dev::synth::write_series(&b, &dir.path().join("b")).unwrap();
     ok(&store, &["init"]);
     let ia = ok(&store, &["pack", sa[0].to_str().unwrap(), "-q", "--base", "none"]).trim().to_string();
     let ib0 = ok(&store, &["pack", sb[0].to_str().unwrap(), "-q", "--base", "none"]).trim().to_string();

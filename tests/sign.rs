@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use common::*;
 use serde_json::Value;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 struct Fx {
     dir: tempfile::TempDir,
@@ -77,7 +77,7 @@ fn out(o: &Output) -> String {
 fn fixture() -> (Fx, String) {
     let dir = tempfile::tempdir().unwrap();
     let spec = SeriesSpec::new(7, DType::BF16, 128 << 10, 3);
-    let srcs = tdelta::synth::write_series(&spec, &dir.path().join("src")).unwrap();
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("src")).unwrap();
     let store = dir.path().join("store");
     init(&store);
     let key = dir.path().join("keys").join("release");

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use common::{bin, ok, run, snapshot, stderr};
 use safetensors::SafeTensors;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 /// `tdelta ARGS` run in directory `cwd` (the store is `./.tdelta` unless
 /// `--store` is given).
@@ -39,11 +39,11 @@ fn dir_series(dir: &Path, versions: usize) -> Vec<PathBuf> {
     let mut spec = SeriesSpec::new(11, DType::BF16, 1 << 20, versions);
     spec.sharded = true;
     spec.shards = 2;
-    tdelta::synth::write_series(&spec, dir).unwrap()
+    tdelta_dev::synth::write_series(&spec, dir).unwrap()
 }
 
 fn file_series(dir: &Path, versions: usize) -> Vec<PathBuf> {
-    tdelta::synth::write_series(&SeriesSpec::new(5, DType::F32, 1 << 20, versions), dir).unwrap()
+    tdelta_dev::synth::write_series(&SeriesSpec::new(5, DType::F32, 1 << 20, versions), dir).unwrap()
 }
 
 fn s(p: &Path) -> &str {

@@ -32,9 +32,9 @@ fn to_py(e: tdelta::Error) -> PyErr {
     use tdelta::Error as E;
     let msg = e.to_string();
     match e {
-        E::NoStore { .. } | E::UnknownRef { .. } | E::NoVersions { .. } => NotFound::new_err(msg),
+        E::NotFound { .. } | E::NoStore { .. } | E::UnknownRef { .. } | E::NoVersions { .. } => NotFound::new_err(msg),
         E::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => NotFound::new_err(msg),
-        E::StoreExists { .. } => Conflict::new_err(msg),
+        E::AlreadyExists { .. } | E::Conflict { .. } | E::StoreExists { .. } => Conflict::new_err(msg),
         E::Corrupt { .. }
         | E::Codec(_)
         | E::UnsupportedFormat { .. }
@@ -304,12 +304,12 @@ impl Store {
         match (lossy, max_error, keep_exact) {
             (Some(bits), max_error, keep) => {
                 let l = tdelta::lossy::LossyOptions {
-                    bits: bits.parse().map_err(|e: tdelta::Error| to_py(e))?,
+                    bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
                     max_error,
                     keep_exact: keep.unwrap_or_default(),
                     ..Default::default()
                 };
-                l.validate().map_err(to_py)?;
+                l.validate().map_err(|e| to_py(e.into()))?;
                 opts.lossy = Some(l);
             }
             (None, Some(_), _) | (None, _, Some(_)) => {

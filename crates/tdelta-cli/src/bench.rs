@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tdelta::bench::{BenchOptions, BenchReport, StrategyResult};
+use tdelta_dev::bench::{BenchOptions, BenchReport, StrategyResult};
 
 use crate::Global;
 use crate::fmt;
@@ -95,8 +95,8 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<()> {
         .into());
     }
     let strategies = match &a.strategies {
-        Some(list) => tdelta::bench::parse_strategies(list)?,
-        None => tdelta::bench::default_strategies(),
+        Some(list) => tdelta_dev::bench::parse_strategies(list)?,
+        None => tdelta_dev::bench::default_strategies(),
     };
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -116,7 +116,7 @@ pub fn run(g: &Global, a: &BenchArgs) -> Result<()> {
     res
 }
 
-fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta::bench::Strategy>, dir: &Path) -> Result<()> {
+fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta_dev::bench::Strategy>, dir: &Path) -> Result<()> {
     let (paths, source) = if a.generate {
         let dtype = a.series.dtype;
         let mut spec = a.series.spec();
@@ -130,10 +130,10 @@ fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta::bench::Strategy>, di
                 dir.display()
             );
         }
-        let paths = tdelta::synth::write_series(&spec, &dir.join("series"))?;
+        let paths = tdelta_dev::synth::write_series(&spec, &dir.join("series"))?;
         (paths, format!("generated, {dtype}, seed {}", a.series.seed))
     } else {
-        let paths = tdelta::bench::expand_inputs(&a.paths)?;
+        let paths = tdelta_dev::bench::expand_inputs(&a.paths)?;
         (paths, "from files".to_string())
     };
     let mut opts = BenchOptions::new(dir.join("work"));
@@ -143,7 +143,7 @@ fn bench(g: &Global, a: &BenchArgs, strategies: Vec<tdelta::bench::Strategy>, di
         opts.block_size = bs;
     }
     let bar = Bar::series(g.quiet, paths.len() as u64);
-    let report = tdelta::bench::run(&paths, &opts, &bar)?;
+    let report = tdelta_dev::bench::run(&paths, &opts, &bar)?;
 
     if let Some(p) = &a.csv {
         std::fs::write(p, report.to_csv()).with_context(|| format!("cannot write {}", p.display()))?;

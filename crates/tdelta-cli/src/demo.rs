@@ -80,7 +80,7 @@ fn demo(g: &Global, a: &DemoArgs, dtype: DType, dir: &Path) -> Result<()> {
     let mut sources = Vec::new();
     for v in 0..a.series.versions as usize {
         let p = dir.join(format!("v{v:03}.safetensors"));
-        tdelta::synth::write_version(&spec, v, &p).with_context(|| format!("cannot write {}", p.display()))?;
+        tdelta_dev::synth::write_version(&spec, v, &p).with_context(|| format!("cannot write {}", p.display()))?;
         sources.push(p);
     }
     say(g, format!("generated in {:.1}s", t0.elapsed().as_secs_f64()));

@@ -2,11 +2,11 @@
 
 use clap::Args;
 use tdelta::DType;
-use tdelta::synth::SeriesSpec;
+use tdelta_dev::synth::SeriesSpec;
 
 use crate::fmt;
 
-/// How to generate a realistic fine-tuning series (`tdelta::synth`).
+/// How to generate a realistic fine-tuning series (`tdelta_dev::synth`).
 #[derive(Args)]
 pub struct SeriesArgs {
     /// Number of checkpoint versions in the generated series.

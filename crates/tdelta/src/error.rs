@@ -167,6 +167,31 @@ pub enum Error {
     /// An option or argument that makes no sense.
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// Something asked for by name does not exist (an object of a
+    /// backend, a file or tensor of a version).
+    #[error("{what} does not exist")]
+    NotFound {
+        /// What was looked for, e.g. `object packs/ab12.pack`.
+        what: String,
+    },
+
+    /// A write-once object, a tag or a store that already exists.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What exists, e.g. `object versions/ab12.tdm`.
+        what: String,
+    },
+
+    /// A compare-and-swap that lost: someone else changed the object since
+    /// it was read.
+    #[error("{what} changed since it was read: {reason}")]
+    Conflict {
+        /// The object or ref, e.g. `ref stable`.
+        what: String,
+        /// What was expected and what was found.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -192,12 +217,19 @@ impl Error {
 }
 
 /// Extension to attach a path to `std::io::Result`.
-pub(crate) trait IoContext<T> {
+pub trait IoContext<T> {
+    /// Maps the error to [`Error::Io`] on `path`.
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+impl From<crate::codec::InvalidSetting> for Error {
+    fn from(e: crate::codec::InvalidSetting) -> Error {
+        Error::InvalidArgument(e.0)
     }
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::DType;
+use crate::Hash;
 use crate::codec::{CodecId, decode};
-use crate::hash::Hash;
 use crate::store::manifest::Manifest;
 
 /// Parses a safetensors header from the start of `bytes` (as if it were a

@@ -1,26 +1,18 @@
 //! tdelta: a tensor-aware delta storage engine for model checkpoints.
 #![deny(missing_docs)]
 
-pub mod bench;
-pub mod block;
+pub mod backend;
 pub mod checkpoint;
-pub mod codec;
-mod dtype;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod hash;
-pub mod lossy;
 mod ops;
-mod relpath;
+mod progress;
 mod store;
-pub mod synth;
 #[cfg(test)]
 mod testutil;
 
-pub use dtype::{DType, UnknownDType};
-pub use error::{Error, Result};
-pub use hash::Hash;
+pub use error::{Error, IoContext, Result};
 pub use ops::{
     BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
     Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,
@@ -43,3 +35,8 @@ pub use store::sign::{
     version_signer,
 };
 pub use store::{InitOptions, Store, StoreConfig, StoreStats};
+pub use tdelta_codec as codec;
+pub use tdelta_codec::lossy;
+pub use tdelta_format::block;
+use tdelta_format::relpath;
+pub use tdelta_format::{DType, Hash, UnknownDType};

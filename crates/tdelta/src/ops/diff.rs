@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::hash::Hash;
+use crate::Hash;
 use crate::store::Store;
 use crate::store::manifest::{FileContent, FileEntry, TensorEntry};
 use crate::store::read::Scratch;

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::hash::Hash;
+use crate::Hash;
 use crate::store::Store;
 use crate::store::manifest::ManifestSummary;
 use crate::{Error, Result};

@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::read::Scratch;

@@ -8,6 +8,7 @@ mod policy;
 mod restore;
 mod slice;
 
+pub use crate::progress::{Progress, Silent};
 pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
 pub use log::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use manage::{
@@ -23,26 +24,6 @@ pub use restore::{
 };
 pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 
-/// Receives progress of long operations. The library never prints: the
-/// CLI shows a bar, tools may log. Calls come from several threads.
-pub trait Progress: Sync {
-    /// A phase starts; `total` is in bytes.
-    fn begin(&self, what: &str, total: u64) {
-        let _ = (what, total);
-    }
-    /// `n` more bytes are done.
-    fn advance(&self, n: u64) {
-        let _ = n;
-    }
-    /// The phase ended.
-    fn end(&self) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Silent;
-
-impl Progress for Silent {}
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

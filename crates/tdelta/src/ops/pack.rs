@@ -20,9 +20,9 @@ use rayon::prelude::*;
 
 use super::Progress;
 use super::policy::{Policy, near_base};
+use crate::Hash;
 use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::{self, EncodeParams};
-use crate::hash::Hash;
 use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
 use crate::store::Store;
 use crate::store::manifest::{FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
@@ -852,10 +852,6 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
         })
         .collect()
 }
-
-#[cfg(test)]
-#[path = "near_tests.rs"]
-mod near_tests;
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use crate::hash::Hash;
+use crate::Hash;
 use crate::lossy;
 use crate::store::Store;
 use crate::store::read::Scratch;

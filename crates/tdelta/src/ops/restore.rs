@@ -23,8 +23,8 @@ pub use stream::{write_file, write_tensor};
 use target::{Existing, Guard, Staging};
 
 use super::Progress;
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::store::manifest::{BlockRef, FileEntry, LayoutKind, Manifest, TensorEntry};
 use crate::store::read::{ReadCounters, Scratch};
 use crate::store::{Store, fsutil};

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::Progress;
 use super::restore::{block_error, levels_bound};
-use crate::hash::Hash;
+use crate::Hash;
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, Manifest, TensorEntry};
 use crate::store::read::Scratch;
@@ -35,7 +35,7 @@ pub fn find_tensor<'m>(m: &'m Manifest, id: Hash, name: &str) -> Result<(&'m str
     m.files
         .iter()
         .find_map(|f| f.tensors().iter().find(|t| t.name == name).map(|t| (f.path.as_str(), t)))
-        .ok_or_else(|| Error::InvalidArgument(format!("version {} has no tensor `{name}`", id.short())))
+        .ok_or_else(|| Error::NotFound { what: format!("tensor `{name}` in version {}", id.short()) })
 }
 
 /// Reads every request of `reads` from version `id` (whose manifest is
@@ -65,7 +65,7 @@ pub fn read_tensors_into(
     let mut total = 0u64;
     for r in reads.iter_mut() {
         let Some(&(fi, ti)) = where_.get(r.name) else {
-            return Err(Error::InvalidArgument(format!("version {} has no tensor `{}`", id.short(), r.name)));
+            return Err(Error::NotFound { what: format!("tensor `{}` in version {}", r.name, id.short()) });
         };
         let f = &m.files[fi];
         let t = &f.tensors()[ti];
@@ -141,8 +141,7 @@ pub fn read_tensors_into(
 /// The header region (8-byte length and JSON) of safetensors file `path`
 /// of version `id`, read from its header blocks only.
 pub fn read_header(store: &Store, id: Hash, m: &Manifest, path: &str) -> Result<Vec<u8>> {
-    let f =
-        m.file(path).ok_or_else(|| Error::InvalidArgument(format!("version {} has no file `{path}`", id.short())))?;
+    let f = m.file(path).ok_or_else(|| Error::NotFound { what: format!("file `{path}` in version {}", id.short()) })?;
     let crate::store::manifest::FileContent::Safetensors { header_len, .. } = &f.content else {
         return Err(Error::InvalidArgument(format!("`{path}` of version {} is not a safetensors file", id.short())));
     };
@@ -217,7 +216,7 @@ mod tests {
         assert_eq!(h, file[..h.len()]);
         let n = u64::from_le_bytes(h[..8].try_into().unwrap());
         assert_eq!(h.len() as u64, 8 + n);
-        assert!(read_header(&store, id, &m, "nope").is_err());
+        assert!(matches!(read_header(&store, id, &m, "nope"), Err(Error::NotFound { .. })));
     }
 
     #[test]
@@ -227,11 +226,12 @@ mod tests {
         let mut out = vec![0u8; 8];
         let mut reads = [TensorRead { name: "zz", start: 0, out: &mut out }];
         let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap_err();
-        assert!(e.to_string().contains("no tensor `zz`"), "{e}");
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert_eq!(e.to_string(), format!("tensor `zz` in version {} does not exist", id.short()));
         let mut reads = [TensorRead { name: "b", start: 2, out: &mut out }];
         let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap_err();
         assert!(e.to_string().contains("out of range for tensor `b`"), "{e}");
-        assert!(find_tensor(&m, id, "zz").is_err());
+        assert!(matches!(find_tensor(&m, id, "zz"), Err(Error::NotFound { .. })));
     }
 
     #[test]

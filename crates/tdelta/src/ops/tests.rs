@@ -377,3 +377,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_version_whose_blocks_claim_a_deeper_chain_than_recorded_is_refused_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = store(dir.path(), 64 << 10);
+    // Five versions, each a few ULPs away from the one before: each is
+    // stored as a delta on its predecessor.
+    let mut w: Vec<f32> = noise(9, 1 << 18).chunks(4).map(|c| f32::from(c[0]) / 255.0 - 0.5).collect();
+    let mut ids = Vec::new();
+    for v in 0..5 {
+        for x in w.iter_mut().step_by(97) {
+            *x = f32::from_bits(x.to_bits() + 1);
+        }
+        let p = dir.path().join(format!("v{v}.safetensors"));
+        write_st(&p, &[("w".into(), crate::DType::F32, vec![w.len()], bytemuck::cast_slice(&w).to_vec())], None);
+        ids.push(pack_file(&mut s, &p, Policy::Chain(8)));
+    }
+    let mut m = s.manifest(ids[4]).unwrap();
+    assert_eq!(m.max_levels, Some(5));
+    // A manifest that allows fewer levels than its blocks' chains claim.
+    m.max_levels = Some(2);
+    let (forged, _) = s.write_manifest(&m).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let err = restore(&s, forged, &out, &RestoreOptions { force: true }, &Silent).unwrap_err();
+    let crate::Error::InBlock { source, .. } = &err else { panic!("not a block error: {err}") };
+    let text = source.to_string();
+    assert!(matches!(**source, crate::Error::Corrupt { .. }), "{text}");
+    assert!(text.contains("levels where at most 2 are allowed"), "{text}");
+    // The true manifest restores.
+    restore(&s, ids[4], &out, &RestoreOptions { force: true }, &Silent).unwrap();
+}

@@ -149,7 +149,7 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
 
 /// xxh3-128 of a whole file, read in 4 MiB pieces (reported to `progress`
 /// as bytes read).
-pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::hash::Hash> {
+pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::Hash> {
     let mut f = fs::File::open(path).at(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 4 << 20];
@@ -161,7 +161,7 @@ pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::h
         h.update(&buf[..n]);
         progress.advance(n as u64);
     }
-    Ok(crate::hash::Hash(h.digest128()))
+    Ok(crate::Hash(h.digest128()))
 }
 
 /// Sum of the lengths of every file under `path` (or of `path` itself).
@@ -175,16 +175,6 @@ pub fn dir_bytes(path: &Path) -> Result<u64> {
         total += dir_bytes(&e.at(path)?.path())?;
     }
     Ok(total)
-}
-
-/// Removes a file or a directory tree; nothing there is fine.
-pub fn remove_any(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(crate::Error::io(path, e)),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
-        Ok(_) => fs::remove_file(path).at(path),
-    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::refs::{self, AuditEntry, entry_hash, parse_sealed};
 use super::{Store, fsutil, now, whoami};
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::{Error, Result};
 
 /// The pending-move record at the store root.

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
-use crate::hash::Hash;
+use crate::Hash;
 use crate::{DType, Error, Result};
 
 pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"TDMANIF\0";

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::{Error, Result};
 use manifest::Manifest;
 use pack::Entry;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::fsutil;
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";

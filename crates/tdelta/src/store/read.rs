@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Store;
 use super::pack::{self, Entry};
+use crate::Hash;
 use crate::codec::{self, CodecId};
-use crate::hash::Hash;
 use crate::{DType, Error, Result};
 
 /// Deepest delta chain any policy writes (`chain:1000`): an index entry

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::{Error, Result};
 
 const REF_PREFIX: &str = "tdelta-ref 1 ";

@@ -10,7 +10,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use super::{block_error, check_len};
-use crate::hash::Hash;
+use crate::Hash;
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, FileContent, FileEntry, Manifest};
 use crate::store::read::{ReadCounters, Scratch};

@@ -7,7 +7,7 @@ use std::io::Write;
 use rayon::prelude::*;
 
 use super::{block_error, check_len, levels_bound};
-use crate::hash::Hash;
+use crate::Hash;
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest, TensorEntry};
 use crate::store::read::Scratch;

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::refs::{AuditEntry, entry_hash, parse_sealed};
 use super::{Store, fsutil, integrity::PENDING_FILE};
+use crate::Hash;
 use crate::error::IoContext;
-use crate::hash::Hash;
 use crate::{Error, Result};
 
 mod keys;

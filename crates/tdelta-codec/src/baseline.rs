@@ -12,8 +12,9 @@
 
 use super::streams::{malformed, zstd_append, zstd_decompress};
 use super::transform::{self, Kind, Word};
-use super::{CodecError, with_scratch};
-use crate::DType;
+use crate::CodecError;
+use crate::lossless::with_scratch;
+use tdelta_format::DType;
 
 /// zstd level the baselines use.
 pub const LEVEL: i32 = 3;

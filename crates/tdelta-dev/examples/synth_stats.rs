@@ -239,10 +239,10 @@ fn generate(args: &[String]) -> Result<(String, String), String> {
         .unwrap_or_else(|| "BF16".into())
         .parse()
         .map_err(|e: tdelta::UnknownDType| e.to_string())?;
-    let spec = tdelta::synth::SeriesSpec::new(seed, dtype, mb << 20, versions);
+    let spec = tdelta_dev::synth::SeriesSpec::new(seed, dtype, mb << 20, versions);
     println!("generating {versions} versions of ~{mb} MB ({dtype}): {:?}", spec.model_shape());
     let start = std::time::Instant::now();
-    let paths = tdelta::synth::write_series(&spec, std::path::Path::new(&dir)).map_err(|e| e.to_string())?;
+    let paths = tdelta_dev::synth::write_series(&spec, std::path::Path::new(&dir)).map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     let bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     println!(
@@ -253,7 +253,7 @@ fn generate(args: &[String]) -> Result<(String, String), String> {
     );
     // Generation alone, without the disk: version 1 in memory.
     let start = std::time::Instant::now();
-    let mem = tdelta::synth::version_bytes(&spec, 1);
+    let mem = tdelta_dev::synth::version_bytes(&spec, 1);
     let secs = start.elapsed().as_secs_f64();
     println!(
         "in memory, version 1: {:.1} MB in {secs:.2} s: {:.0} MB/s\n",

@@ -1,110 +1,13 @@
-//! Block codecs: lossless transforms and entropy coding of one block.
-//!
-//! Nothing here knows about files, tensors or the store: a codec turns the
-//! bytes of one block (optionally with the bytes of its base block) into a
-//! payload and back. The payload layouts are specified in `FORMAT.md`.
-
-/// Why a payload could not be decoded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CodecError {
-    /// Unknown codec code.
-    #[error("unknown codec code {0}")]
-    UnknownCodec(u8),
-    /// The payload is malformed.
-    #[error("{codec}: {reason}")]
-    Malformed {
-        /// Codec name.
-        codec: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A delta payload was given no base, or one of the wrong size.
-    #[error("{codec}: {reason}")]
-    Base {
-        /// Codec name.
-        codec: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
+//! The lossless codecs: raw, zstd, and byte planes of floats (plain, xor
+//! and ULP deltas against a base), entropy-coded with rANS.
 
 use std::cell::RefCell;
 
-use crate::DType;
+use tdelta_format::DType;
 
-pub mod baseline;
-pub(crate) mod rans;
-mod streams;
-#[cfg(test)]
-mod tests;
-mod transform;
-
-use streams::{encode_streams, malformed, parse_streams};
-use transform::{Kind, Word};
-
-/// A block codec, as stored in pack records (one byte).
-///
-/// Codes are part of the on-disk format (`FORMAT.md`): never renumber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[non_exhaustive]
-pub enum CodecId {
-    /// The raw bytes.
-    Raw = 0,
-    /// zstd of the raw bytes.
-    Zstd = 1,
-    /// Float byte planes (sign rotated to the low bit, so the top plane is
-    /// the exponent), each stored raw, constant or zstd. No base.
-    Planes = 2,
-    /// `new ^ base`, float-rotated, split into byte planes like `Planes`.
-    XorPlanes = 3,
-    /// Zigzag of the wrapping difference `ord(new) - ord(base)` in ULPs
-    /// (order-preserving integer map of floats), split into byte planes.
-    UlpPlanes = 4,
-    /// Lossy: a quantized delta against the base (`crate::lossy`). The
-    /// block's hash is that of the reconstruction, which decodes exactly.
-    Quant = 16,
-    /// Lossy: an entropy-coded quantized delta against the base
-    /// (`crate::lossy::ec`), one step per block. Hashed like `Quant`.
-    QuantEc = 17,
-}
-
-impl CodecId {
-    /// Every codec, in code order.
-    pub const ALL: &'static [CodecId] = &[
-        CodecId::Raw,
-        CodecId::Zstd,
-        CodecId::Planes,
-        CodecId::XorPlanes,
-        CodecId::UlpPlanes,
-        CodecId::Quant,
-        CodecId::QuantEc,
-    ];
-
-    /// The codec with this code.
-    pub fn from_u8(code: u8) -> Result<CodecId, CodecError> {
-        CodecId::ALL.iter().copied().find(|c| *c as u8 == code).ok_or(CodecError::UnknownCodec(code))
-    }
-
-    /// Short name, as in `FORMAT.md` and `tdelta stats`.
-    pub fn name(self) -> &'static str {
-        match self {
-            CodecId::Raw => "raw",
-            CodecId::Zstd => "zstd",
-            CodecId::Planes => "planes",
-            CodecId::XorPlanes => "xor-planes",
-            CodecId::UlpPlanes => "ulp-planes",
-            CodecId::Quant => "quant",
-            CodecId::QuantEc => "quant-ec",
-        }
-    }
-
-    /// True when decoding needs the base block.
-    pub fn needs_base(self) -> bool {
-        matches!(self, CodecId::XorPlanes | CodecId::UlpPlanes | CodecId::Quant | CodecId::QuantEc)
-    }
-}
+use crate::id::{CodecError, CodecId, Decoder};
+use crate::streams::{self, encode_streams, malformed, parse_streams};
+use crate::transform::{self, Kind, Word};
 
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +53,7 @@ thread_local! {
 
 /// Runs `f` with a per-thread scratch buffer of `len` bytes (contents
 /// unspecified).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with(|s| match s.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
@@ -166,7 +69,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// Encodes with one plane transform. Float planes are entropy-coded with
 /// rANS, in the contexts of the exponent (the top plane for `Plain`, the
 /// base's for deltas); other words use zstd.
-fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], params: &EncodeParams) -> Vec<u8> {
+pub(crate) fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], params: &EncodeParams) -> Vec<u8> {
     let s = word.size();
     let n = new.len() / s;
     let entropy = word.is_float();
@@ -262,48 +165,33 @@ pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodePara
     }
 }
 
-/// Decodes a payload into `out`, whose length is the raw block length.
-/// `base` must be given when `codec.needs_base()`.
-pub fn decode(
-    dtype: DType,
-    codec: CodecId,
-    payload: &[u8],
-    base: Option<&[u8]>,
-    out: &mut [u8],
-) -> Result<(), CodecError> {
-    let word = Word::of(dtype);
-    let base = if codec.needs_base() {
-        match base {
-            Some(b) if b.len() == out.len() => b,
-            Some(b) => {
-                return Err(CodecError::Base {
-                    codec: codec.name(),
-                    reason: format!("base block is {} bytes, block is {}", b.len(), out.len()),
-                });
-            }
-            None => return Err(CodecError::Base { codec: codec.name(), reason: "no base block given".into() }),
-        }
-    } else {
-        &[][..]
-    };
-    match codec {
-        CodecId::Raw => {
-            if payload.len() != out.len() {
-                return Err(CodecError::Malformed {
-                    codec: "raw",
-                    reason: format!("payload is {} bytes, block is {}", payload.len(), out.len()),
-                });
-            }
-            out.copy_from_slice(payload);
-            Ok(())
-        }
-        CodecId::Zstd => zstd_into("zstd", payload, out),
-        CodecId::Planes => decode_planes(codec, word, Kind::Plain, payload, base, out),
-        CodecId::XorPlanes => decode_planes(codec, word, Kind::Xor, payload, base, out),
-        CodecId::UlpPlanes => decode_planes(codec, word, Kind::Sub, payload, base, out),
-        CodecId::Quant => crate::lossy::decode(dtype, payload, base, out),
-        CodecId::QuantEc => crate::lossy::ec::decode(dtype, payload, base, out),
+/// The lossless decoders, registered with the crate's decoder table.
+pub(crate) const DECODERS: &[Decoder] = &[
+    Decoder { id: CodecId::Raw, decode: decode_raw },
+    Decoder { id: CodecId::Zstd, decode: |_, payload, _, out| zstd_into("zstd", payload, out) },
+    Decoder {
+        id: CodecId::Planes,
+        decode: |d, p, b, o| decode_planes(CodecId::Planes, Word::of(d), Kind::Plain, p, b, o),
+    },
+    Decoder {
+        id: CodecId::XorPlanes,
+        decode: |d, p, b, o| decode_planes(CodecId::XorPlanes, Word::of(d), Kind::Xor, p, b, o),
+    },
+    Decoder {
+        id: CodecId::UlpPlanes,
+        decode: |d, p, b, o| decode_planes(CodecId::UlpPlanes, Word::of(d), Kind::Sub, p, b, o),
+    },
+];
+
+fn decode_raw(_: DType, payload: &[u8], _: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    if payload.len() != out.len() {
+        return Err(CodecError::Malformed {
+            codec: "raw",
+            reason: format!("payload is {} bytes, block is {}", payload.len(), out.len()),
+        });
     }
+    out.copy_from_slice(payload);
+    Ok(())
 }
 
 /// Decompresses a zstd frame into exactly `out.len()` bytes.

@@ -15,10 +15,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{Source, Strategy, XorBase};
-use crate::checkpoint::{FileKind, Layout, map_range};
-use crate::codec::baseline;
-use crate::error::IoContext;
-use crate::{DType, Hash, InitOptions, PackOptions, Progress, RestoreOptions, Result, Store};
+use tdelta::IoContext;
+use tdelta::checkpoint::{FileKind, Layout, map_range};
+use tdelta::codec::baseline;
+use tdelta::{DType, Hash, InitOptions, PackOptions, Progress, RestoreOptions, Result, Store};
 
 /// One strategy at work on one series.
 pub(super) trait Engine {
@@ -63,7 +63,7 @@ pub(super) fn make<'a>(
         }
         Strategy::TdeltaLossy { policy, bits } => {
             let store = Store::init(store, &InitOptions { block_size })?;
-            let lossy = crate::lossy::LossyOptions { bits, ..crate::lossy::LossyOptions::default() };
+            let lossy = tdelta::lossy::LossyOptions { bits, ..tdelta::lossy::LossyOptions::default() };
             let opts = PackOptions {
                 policy,
                 lossy: Some(lossy),
@@ -139,13 +139,13 @@ impl Engine for Files<'_> {
                 None => {
                     let mut w = BufWriter::with_capacity(4 << 20, out);
                     std::io::copy(&mut input, &mut w).at(&dst)?;
-                    w.into_inner().map_err(|e| crate::Error::io(&dst, e.into_error()))?
+                    w.into_inner().map_err(|e| tdelta::Error::io(&dst, e.into_error()))?
                 }
                 Some(level) => {
                     let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(4 << 20, out), level).at(&dst)?;
                     std::io::copy(&mut input, &mut enc).at(&dst)?;
                     let w = enc.finish().at(&dst)?;
-                    w.into_inner().map_err(|e| crate::Error::io(&dst, e.into_error()))?
+                    w.into_inner().map_err(|e| tdelta::Error::io(&dst, e.into_error()))?
                 }
             };
             out.sync_all().at(&dst)?;
@@ -172,7 +172,7 @@ impl Engine for Files<'_> {
                     std::io::copy(&mut Counting { inner: dec, progress }, &mut w).at(&dst)?
                 }
             };
-            let file = w.into_inner().map_err(|e| crate::Error::io(&dst, e.into_error()))?;
+            let file = w.into_inner().map_err(|e| tdelta::Error::io(&dst, e.into_error()))?;
             file.sync_all().at(&dst)?;
         }
         progress.end();
@@ -287,7 +287,7 @@ fn runs_of(rel: &str, kind: &FileKind, len: u64) -> Vec<(String, DType, u64, u64
 fn map_file(path: &Path, len: u64) -> Result<Mmap> {
     let file = File::open(path).at(path)?;
     let map = map_range(&file, path, 0, len as usize)?;
-    crate::checkpoint::advise_sequential(&map);
+    tdelta::checkpoint::advise_sequential(&map);
     Ok(map)
 }
 
@@ -323,7 +323,7 @@ impl Engine for Planes<'_> {
                 }
                 let ui = units.len();
                 keys.insert(key.clone(), (fi, ui));
-                for (o, l) in crate::block::ranges(len, self.block_size, dtype.align()) {
+                for (o, l) in tdelta::block::ranges(len, self.block_size, dtype.align()) {
                     jobs.push((ui, start + o, l));
                 }
                 units.push(UnitRec { key, dtype, dtype_name: dtype.to_string(), start, len, base, chunks: Vec::new() });
@@ -363,11 +363,11 @@ impl Engine for Planes<'_> {
             }
             files.push(FileRec { rel_path: f.rel_path.clone(), len: f.len, units });
         }
-        let file = w.into_inner().map_err(|e| crate::Error::io(&path, e.into_error()))?;
+        let file = w.into_inner().map_err(|e| tdelta::Error::io(&path, e.into_error()))?;
         file.sync_all().at(&path)?;
         // The catalog: what a reader needs to find each block.
         let cat_path = self.root.join(format!("v{v:05}.json"));
-        let text = serde_json::to_vec(&files).map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        let text = serde_json::to_vec(&files).map_err(|e| tdelta::Error::InvalidArgument(e.to_string()))?;
         let mut cat = File::create(&cat_path).at(&cat_path)?;
         cat.write_all(&text).at(&cat_path)?;
         cat.sync_all().at(&cat_path)?;
@@ -430,7 +430,7 @@ impl Engine for Tdelta<'_> {
         let path = self.series[v].ckpt.root.clone();
         let mut opts = self.opts.clone();
         opts.message = format!("bench version {v}");
-        let r = crate::pack(&mut self.store, &path, &opts, progress)?;
+        let r = tdelta::pack(&mut self.store, &path, &opts, progress)?;
         self.ids.push(r.id);
         if opts.lossy.is_some() {
             let rec = r.manifest.lossy.as_ref();
@@ -448,7 +448,7 @@ impl Engine for Tdelta<'_> {
     }
 
     fn restore(&mut self, v: usize, out: &Path, progress: &dyn Progress) -> Result<u64> {
-        let r = crate::restore(&self.store, self.ids[v], out, &RestoreOptions { force: true }, progress)?;
+        let r = tdelta::restore(&self.store, self.ids[v], out, &RestoreOptions { force: true }, progress)?;
         Ok(r.max_levels.max(1))
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 /// What is wrong with one `/`-separated relative path, if anything.
-pub(crate) fn problem(rel: &str) -> Option<&'static str> {
+pub fn problem(rel: &str) -> Option<&'static str> {
     if rel.is_empty() {
         Some("is empty")
     } else if rel.contains('\0') {
@@ -27,7 +27,7 @@ pub(crate) fn problem(rel: &str) -> Option<&'static str> {
 /// name is both a file and a directory (a file that another path lies
 /// under, or a file also listed as an empty directory) and none is listed
 /// twice. Returns the first problem as a message naming the path.
-pub(crate) fn check_tree<'a>(
+pub fn check_tree<'a>(
     files: impl IntoIterator<Item = &'a str>,
     empty_dirs: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), String> {

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::DType;
 use crate::synth::{SeriesSpec, write_series};
+use tdelta::DType;
 
 #[test]
 fn strategy_names_round_trip() {
@@ -16,7 +16,7 @@ fn strategy_names_round_trip() {
     assert_eq!("ZSTD".parse::<Strategy>().unwrap(), Strategy::Zstd { level: 3 });
     assert_eq!(
         "int4:root".parse::<Strategy>().unwrap(),
-        Strategy::TdeltaLossy { policy: Policy::Chain(1), bits: crate::lossy::Bits::Int4 }
+        Strategy::TdeltaLossy { policy: Policy::Chain(1), bits: tdelta::lossy::Bits::Int4 }
     );
     assert_eq!("int8".parse::<Strategy>().unwrap().to_string(), "tdelta:int8:near:3");
     for bad in ["zstd:0", "zstd:x", "lz4", "chain:0", "tdelta:nope", "int8:nope", "int3", ""] {
@@ -60,7 +60,7 @@ fn every_strategy_restores_bit_exactly() {
     let mut opts = BenchOptions::new(tmp.path().join("work"));
     opts.block_size = 64 << 10;
     opts.strategies.push(Strategy::Bitx { base: XorBase::First });
-    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let report = run(&paths, &opts, &tdelta::Silent).unwrap();
     check(&report, 13);
     let get = |name: &str| report.strategies.iter().find(|r| r.strategy == name).unwrap();
     // Raw stores the series byte for byte; everything else stores less.
@@ -99,7 +99,7 @@ fn sharded_series_from_a_parent_directory() {
     let mut opts = BenchOptions::new(tmp.path().join("work"));
     opts.strategies = parse_strategies("raw,zstd:1,zipnn,bitx,chain:2").unwrap();
     opts.repeat = 2;
-    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let report = run(&paths, &opts, &tdelta::Silent).unwrap();
     check(&report, 5);
     assert_eq!(report.repeat, 2);
 }
@@ -110,7 +110,7 @@ fn renderings_are_consistent() {
     let paths = series(tmp.path(), false);
     let mut opts = BenchOptions::new(tmp.path().join("work"));
     opts.strategies = parse_strategies("raw,bitx,root").unwrap();
-    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let report = run(&paths, &opts, &tdelta::Silent).unwrap();
     let back: BenchReport = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(back.strategies.len(), 3);
     for (a, b) in back.strategies.iter().zip(&report.strategies) {
@@ -144,7 +144,7 @@ fn chart_lines_are_told_apart_labelled_and_on_round_ticks() {
     // The tdelta policies store this short series identically: their
     // lines coincide, which is the hard case for telling them apart.
     opts.strategies = parse_strategies("bitx,zipnn,root,near:3,chain:3,chain:8,keyframe:4,full").unwrap();
-    let report = run(&paths, &opts, &crate::Silent).unwrap();
+    let report = run(&paths, &opts, &tdelta::Silent).unwrap();
     let svg = report.to_svg();
     let lines: Vec<&str> = svg.lines().filter(|l| l.contains(r#"class="line""#)).collect();
     assert_eq!(lines.len(), 8);
@@ -203,8 +203,8 @@ fn chart_lines_are_told_apart_labelled_and_on_round_ticks() {
 fn empty_series_and_missing_paths_fail() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = BenchOptions::new(tmp.path().join("work"));
-    assert!(run(&[], &opts, &crate::Silent).is_err());
-    assert!(run(&[tmp.path().join("nope.safetensors")], &opts, &crate::Silent).is_err());
+    assert!(run(&[], &opts, &tdelta::Silent).is_err());
+    assert!(run(&[tmp.path().join("nope.safetensors")], &opts, &tdelta::Silent).is_err());
     std::fs::create_dir(tmp.path().join("empty")).unwrap();
     assert!(expand_inputs(&[tmp.path().join("empty")]).is_err());
 }

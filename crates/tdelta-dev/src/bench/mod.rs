@@ -32,9 +32,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, Checkpoint, Layout};
-use crate::error::IoContext;
-use crate::{Error, Hash, Policy, Progress, Result};
+use tdelta::IoContext;
+use tdelta::checkpoint::{self, Checkpoint, Layout};
+use tdelta::{Error, Hash, Policy, Progress, Result};
 
 mod engines;
 mod render;
@@ -87,7 +87,7 @@ pub enum Strategy {
         /// The chain-depth policy.
         policy: Policy,
         /// Code width of the quantized deltas.
-        bits: crate::lossy::Bits,
+        bits: tdelta::lossy::Bits,
     },
 }
 
@@ -117,8 +117,8 @@ pub fn default_strategies() -> Vec<Strategy> {
         Strategy::Tdelta { policy: Policy::Keyframe(4) },
         Strategy::Tdelta { policy: Policy::Chain(1) },
         Strategy::Tdelta { policy: Policy::Full },
-        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: crate::lossy::Bits::Int8 },
-        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: crate::lossy::Bits::Int4 },
+        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: tdelta::lossy::Bits::Int8 },
+        Strategy::TdeltaLossy { policy: Policy::ROOT, bits: tdelta::lossy::Bits::Int4 },
     ]
 }
 
@@ -165,7 +165,7 @@ impl FromStr for Strategy {
                 } else {
                     let p = t.strip_prefix("tdelta:").unwrap_or(&t);
                     let (head, rest) = p.split_once(':').unwrap_or((p, ""));
-                    if let Ok(bits) = head.parse::<crate::lossy::Bits>()
+                    if let Ok(bits) = head.parse::<tdelta::lossy::Bits>()
                         && head.starts_with("int")
                     {
                         let policy = if rest.is_empty() {
@@ -226,7 +226,7 @@ impl BenchOptions {
             strategies: default_strategies(),
             repeat: 1,
             work_dir: work_dir.into(),
-            block_size: crate::block::DEFAULT_BLOCK_SIZE,
+            block_size: tdelta::block::DEFAULT_BLOCK_SIZE,
         }
     }
 }
@@ -389,14 +389,14 @@ pub(crate) fn load_series(paths: &[PathBuf], progress: &dyn Progress) -> Result<
 /// Whether `out` (the restore of `src`) holds the same files and bytes.
 pub(crate) fn matches(out: &Path, src: &Source) -> Result<bool> {
     match src.ckpt.layout {
-        Layout::File => Ok(out.is_file() && hash_file(out, &crate::Silent)? == src.hashes[0]),
+        Layout::File => Ok(out.is_file() && hash_file(out, &tdelta::Silent)? == src.hashes[0]),
         Layout::Directory => {
             if sys::count_files(out)? != src.ckpt.files.len() {
                 return Ok(false);
             }
             for (f, h) in src.ckpt.files.iter().zip(&src.hashes) {
                 let p = out.join(&f.rel_path);
-                if !p.is_file() || hash_file(&p, &crate::Silent)? != *h {
+                if !p.is_file() || hash_file(&p, &tdelta::Silent)? != *h {
                     return Ok(false);
                 }
             }

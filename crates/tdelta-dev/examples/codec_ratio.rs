@@ -2,7 +2,7 @@
 //! side by side with the BitX-like and ZipNN-like baselines.
 //!
 //! ```text
-//! cargo run --release -p tdelta --example codec_ratio -- [BASE NEW] [--level N] [--effort N]
+//! cargo run --release -p tdelta-dev --example codec_ratio -- [BASE NEW] [--level N] [--effort N]
 //!     [--reps N] [--entropy] [--synthetic MIB]
 //! ```
 //!

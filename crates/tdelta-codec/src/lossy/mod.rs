@@ -6,7 +6,7 @@
 //! store restores it) is quantized in groups of `G` elements with one scale
 //! per group, `R = round_dtype(base + q·s)` is computed element by element,
 //! and the block is stored under the hash of `R` with codec
-//! [`CodecId::Quant`](crate::codec::CodecId::Quant). Decoding recomputes
+//! [`CodecId::Quant`](crate::CodecId::Quant). Decoding recomputes
 //! exactly the same `R` (pure per-element IEEE arithmetic: one `f32`
 //! multiply and one `f32` add, no fused multiply-add, round to nearest even
 //! into the dtype), so hashes, `verify`, dedup and later deltas work on `R`
@@ -29,8 +29,10 @@ use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::codec::CodecError;
-use crate::{DType, Error};
+use crate::CodecError;
+use tdelta_format::DType;
+
+use crate::InvalidSetting;
 
 pub mod ec;
 #[cfg(test)]
@@ -113,19 +115,19 @@ impl fmt::Display for Bits {
 }
 
 impl FromStr for Bits {
-    type Err = Error;
+    type Err = InvalidSetting;
 
-    fn from_str(s: &str) -> Result<Bits, Error> {
+    fn from_str(s: &str) -> Result<Bits, InvalidSetting> {
         match s {
             "int8" | "8" => Ok(Bits::Int8),
             "int4" | "4" => Ok(Bits::Int4),
             "int2" | "2" => Ok(Bits::Int2),
-            _ => Err(Error::InvalidArgument(format!("invalid lossy width `{s}`: expected int8, int4 or int2"))),
+            _ => Err(InvalidSetting(format!("invalid lossy width `{s}`: expected int8, int4 or int2"))),
         }
     }
 }
 
-/// Settings of a lossy pack ([`PackOptions::lossy`](crate::PackOptions)).
+/// Settings of a lossy pack (`PackOptions::lossy` in the engine).
 ///
 /// The error metric of `max_error` is the **relative L2 error of the
 /// delta**: for every tensor, `‖R − new‖₂ / ‖new − base‖₂`, where `base` is
@@ -154,14 +156,14 @@ impl Default for LossyOptions {
 
 impl LossyOptions {
     /// Checks the settings.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(1..=65535).contains(&self.group) {
-            return Err(Error::InvalidArgument(format!("lossy group size {} is not in 1..=65535", self.group)));
+            return Err(InvalidSetting(format!("lossy group size {} is not in 1..=65535", self.group)));
         }
         if let Some(e) = self.max_error
             && !(e.is_finite() && e > 0.0)
         {
-            return Err(Error::InvalidArgument(format!("max error {e} is not a positive number")));
+            return Err(InvalidSetting(format!("max error {e} is not a positive number")));
         }
         Ok(())
     }
@@ -499,7 +501,7 @@ fn get_section_into<'a>(
     match method {
         0 if len == out.len() => out.copy_from_slice(body),
         0 => return Err(bad(format!("{what} section is {len} bytes, expected {}", out.len()))),
-        1 => crate::codec::zstd_into(codec, body, out)?,
+        1 => crate::lossless::zstd_into(codec, body, out)?,
         m => return Err(bad(format!("{what} section has unknown method {m}"))),
     }
     Ok(rest)
@@ -721,3 +723,9 @@ fn decode_t<E: Elem>(
     }
     Ok(())
 }
+
+/// The lossy decoders, registered with the crate's decoder table.
+pub(crate) const DECODERS: &[crate::id::Decoder] = &[
+    crate::id::Decoder { id: crate::CodecId::Quant, decode },
+    crate::id::Decoder { id: crate::CodecId::QuantEc, decode: ec::decode },
+];

@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::lossless::encode_planes;
+use crate::transform::{Kind, Word};
 
 fn round_trip(dtype: DType, new: &[u8], base: Option<&[u8]>) -> Encoded {
     let e = encode(dtype, new, base, &EncodeParams::default());

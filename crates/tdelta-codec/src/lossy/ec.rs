@@ -32,8 +32,8 @@
 use std::cell::RefCell;
 
 use super::{Bf16, Bits, Elem, F16, F32, Quantized, get_section_into, measure_t};
-use crate::DType;
-use crate::codec::{CodecError, rans};
+use crate::{CodecError, rans};
+use tdelta_format::DType;
 
 /// Codec name, as in `FORMAT.md`.
 pub(crate) const NAME: &str = "quant-ec";

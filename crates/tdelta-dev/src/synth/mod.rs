@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::error::IoContext;
-use crate::{DType, Error, Result};
+use tdelta::IoContext;
+use tdelta::{DType, Error, Result};
 
 /// Relative size (to the tensor's standard deviation) of one version step
 /// of the perturbation of a linear weight, before the per-kind factor.

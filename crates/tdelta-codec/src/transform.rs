@@ -3,7 +3,7 @@
 //! All transforms here are bijections on bit patterns, so every codec built
 //! on them is bit-exact for any input (NaN payloads, -0.0, subnormals...).
 
-use crate::DType;
+use tdelta_format::DType;
 
 /// How the bits of one element are prepared before a plane split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
