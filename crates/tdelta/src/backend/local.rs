@@ -277,8 +277,7 @@ impl Backend for LocalDir {
         // their names are free again.
         let top = name.split('/').next().map(|t| self.path_of(t));
         let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| Some(*d) != top.as_deref() && d.starts_with(&self.root) && *d != self.root)
-        {
+        while let Some(d) = dir.filter(|d| Some(*d) != top.as_deref() && d.starts_with(&self.root) && *d != self.root) {
             if fs::remove_dir(d).is_err() {
                 break;
             }

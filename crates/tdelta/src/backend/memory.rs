@@ -210,7 +210,10 @@ impl Backend for Memory {
     }
 
     fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
-        Ok(Box::new(MemWriter { backend: Memory { state: Arc::clone(&self.state), lease: Arc::clone(&self.lease) }, bytes: Vec::new() }))
+        Ok(Box::new(MemWriter {
+            backend: Memory { state: Arc::clone(&self.state), lease: Arc::clone(&self.lease) },
+            bytes: Vec::new(),
+        }))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -235,7 +238,10 @@ impl Backend for Memory {
             s.leases += 1;
             let n = s.leases;
             if s.lease_faults.remove(&n) {
-                return Err(Error::io("memory:lock", std::io::Error::other(format!("injected fault: lease {n} failed"))));
+                return Err(Error::io(
+                    "memory:lock",
+                    std::io::Error::other(format!("injected fault: lease {n} failed")),
+                ));
             }
             n
         };

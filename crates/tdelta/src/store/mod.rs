@@ -294,7 +294,6 @@ fn exists(backend: &dyn Backend, name: &str) -> Result<bool> {
 }
 
 impl Store {
-
     /// (Re)loads every pack index. Packs without an index (a writer killed
     /// between the two renames) are ignored; `gc` removes them.
     pub(crate) fn load_packs(&mut self) -> Result<()> {
@@ -580,9 +579,17 @@ impl Store {
             return Err(e);
         }
         if let Err(e) = self.write_ref_file(&obj, current.map(|(_, t)| t), id) {
-            sign::remove_move_signature(self, refs::entry_hash(&entry)?);
-            let _ = self.clear_pending();
-            return Err(e);
+            // A write whose response was lost may have landed: look.
+            match self.read_ref_object(&obj).map(|now| now.map(|(v, _)| v)) {
+                Ok(now) if now == id => {}
+                Ok(now) if now == old => {
+                    sign::remove_move_signature(self, refs::entry_hash(&entry)?);
+                    let _ = self.clear_pending();
+                    return Err(e);
+                }
+                // Unknown: the pending record lets the next writer settle it.
+                _ => return Err(e),
+            }
         }
         audit.append_line(&line)?;
         self.clear_pending()?;

@@ -160,6 +160,9 @@ impl PackWriter {
         match store.backend.put(&index_name(id), &index, PutMode::Create) {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}
             Err(e) => {
+                // The index may have landed with its response lost: it
+                // goes first, so that no index ever names a missing pack.
+                let _ = store.backend.delete(&index_name(id));
                 let _ = store.backend.delete(&pack_name(id));
                 return Err(e);
             }

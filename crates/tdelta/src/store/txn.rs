@@ -43,12 +43,26 @@ impl WriteTxn {
 
     /// Points ref `name` (or `HEAD`) at `id`, or deletes it (`None`), and
     /// records the move in the audit log; returns where it pointed.
-    pub(crate) fn move_ref(&self, store: &Store, name: &str, id: Option<Hash>, op: &str, why: &str) -> Result<Option<Hash>> {
+    pub(crate) fn move_ref(
+        &self,
+        store: &Store,
+        name: &str,
+        id: Option<Hash>,
+        op: &str,
+        why: &str,
+    ) -> Result<Option<Hash>> {
         self.on(store)?.move_ref_locked(name, id, op, why)
     }
 
     /// Appends an audit entry that moves no ref (a version dropped, a gc).
-    pub(crate) fn record(&self, store: &Store, op: &str, r#ref: Option<&str>, new: Option<Hash>, why: &str) -> Result<()> {
+    pub(crate) fn record(
+        &self,
+        store: &Store,
+        op: &str,
+        r#ref: Option<&str>,
+        new: Option<Hash>,
+        why: &str,
+    ) -> Result<()> {
         self.on(store)?.record(op, r#ref, new, why)
     }
 
@@ -64,7 +78,13 @@ impl WriteTxn {
         match store.backend.put(&name, &bytes, PutMode::Create) {
             Ok(_) => Ok((id, true)),
             Err(Error::AlreadyExists { .. }) => Ok((id, false)),
-            Err(e) => Err(e),
+            Err(e) => {
+                // It may have landed with its response lost; it did not
+                // exist before and nothing points to it yet: take it back,
+                // so the caller may discard the packs it needs.
+                let _ = store.backend.delete(&name);
+                Err(e)
+            }
         }
     }
 

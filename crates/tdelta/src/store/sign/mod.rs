@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::refs::{AuditEntry, entry_hash, parse_sealed};
 use super::{Store, exists, integrity::PENDING_FILE};
-use crate::backend::PutMode;
 use crate::Hash;
+use crate::backend::PutMode;
 use crate::{Error, Result};
 
 mod keys;
