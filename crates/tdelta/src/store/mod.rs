@@ -581,12 +581,12 @@ impl Store {
         if let Err(e) = self.write_ref_file(&obj, current.map(|(_, t)| t), id) {
             // A write whose response was lost may have landed: look.
             match self.read_ref_object(&obj).map(|now| now.map(|(v, _)| v)) {
-                Ok(now) if now == id => {}
                 Ok(now) if now == old => {
                     sign::remove_move_signature(self, refs::entry_hash(&entry)?);
                     let _ = self.clear_pending();
                     return Err(e);
                 }
+                Ok(now) if now == id => {}
                 // Unknown: the pending record lets the next writer settle it.
                 _ => return Err(e),
             }
