@@ -297,7 +297,7 @@ impl Backend for LocalDir {
         for ent in fs::read_dir(&tmp).at(&tmp)? {
             let _ = fs::remove_file(ent.at(&tmp)?.path());
         }
-        Ok(Box::new(LocalLease { lock: l, holder: format!("pid {}", std::process::id()) }))
+        Ok(Box::new(LocalLease { _lock: l, holder: format!("pid {}", std::process::id()) }))
     }
 }
 
@@ -307,8 +307,8 @@ fn show_tag(t: &Option<ETag>) -> String {
 
 #[derive(Debug)]
 struct LocalLease {
-    #[allow(dead_code)] // held for its Drop
-    lock: lock::WriteLock,
+    /// Held for its `Drop`, which releases the lock.
+    _lock: lock::WriteLock,
     holder: String,
 }
 

@@ -17,11 +17,13 @@
 //!   tmp/                temporary files of the current writer
 //! ```
 //!
-//! Everything but `audit.log` and `lock` is written once to `tmp/`,
-//! fsynced and renamed into place, so a reader sees a file whole or not at
-//! all. Packs and manifests never change after that: the same layout maps
-//! onto an object store. The store knows blocks and versions, not what
-//! tensors mean.
+//! Every object is read and written through a [`Backend`]: locally
+//! ([`LocalDir`]) everything but `lock` is written to `tmp/`, fsynced and
+//! renamed into place, so a reader sees a file whole or not at all. Packs
+//! and manifests never change after that; refs, `HEAD` and `audit.log`
+//! change by compare-and-swap under the writer lease ([`WriteTxn`]), so the
+//! same layout lives on an object store. The store knows blocks and
+//! versions, not what tensors mean.
 
 pub(crate) mod fsutil;
 pub(crate) mod integrity;
@@ -207,7 +209,7 @@ impl Store {
             return Err(Error::StoreExists { path: root });
         }
         // Two concurrent inits: the second waits, then finds the store.
-        let _lease = backend.lease(Duration::from_secs(60), None)?;
+        let lease = backend.lease(Duration::from_secs(60), None)?;
         if exists(backend.as_ref(), "config")? {
             return Err(Error::StoreExists { path: root });
         }
@@ -216,7 +218,7 @@ impl Store {
         let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // The config lands last: a store without it is not a store.
         backend.put("config", &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body), PutMode::Create)?;
-        drop(_lease);
+        drop(lease);
         Store::open_with(backend)
     }
 
@@ -271,15 +273,13 @@ impl Store {
 }
 
 fn check_block_size(opts: &InitOptions) -> Result<()> {
-    {
-        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&opts.block_size) {
-            return Err(Error::InvalidArgument(format!(
-                "block size {} out of range; valid values are {}..={} bytes",
-                opts.block_size,
-                crate::block::MIN_BLOCK_SIZE,
-                crate::block::MAX_BLOCK_SIZE
-            )));
-        }
+    if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&opts.block_size) {
+        return Err(Error::InvalidArgument(format!(
+            "block size {} out of range; valid values are {}..={} bytes",
+            opts.block_size,
+            crate::block::MIN_BLOCK_SIZE,
+            crate::block::MAX_BLOCK_SIZE
+        )));
     }
     Ok(())
 }
