@@ -20,9 +20,16 @@
 //! `object_store` crate.
 
 use std::fmt::Debug;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Result;
+
+pub mod local;
+pub mod memory;
+
+pub use local::LocalDir;
+pub use memory::{Fault, Memory};
 
 /// An opaque version tag of an object's content, for compare-and-swap.
 /// Local: a hash of the content; object stores: their `ETag`.
@@ -85,6 +92,10 @@ pub trait Backend: Send + Sync + Debug {
     /// A short description for messages and `tdelta info`: `local
     /// /path/to/store`, `memory`, `s3://bucket/prefix`.
     fn describe(&self) -> String;
+
+    /// How messages name object `name`: its file for a local store
+    /// (`/path/to/store/packs/ab.pack`), else a path-like `backend:name`.
+    fn locate(&self, name: &str) -> PathBuf;
 
     /// Reads a whole object with its tag; refuses one larger than `cap`
     /// bytes as corrupt. Missing: [`crate::Error::NotFound`].

@@ -135,7 +135,7 @@ fn read(store: &Store, id: Hash) -> LogState {
 fn read_noting_drops(store: &Store, id: Hash, dropped: &mut Option<HashSet<Hash>>) -> LogState {
     let state = read(store, id);
     if matches!(state, LogState::Damaged(_))
-        && !store.manifest_path(id).exists()
+        && !store.has_version(id)
         && dropped.get_or_insert_with(|| dropped_versions(store)).contains(&id)
     {
         return LogState::Dropped;

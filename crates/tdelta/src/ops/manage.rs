@@ -2,7 +2,6 @@
 //! garbage collection, verification and store figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -10,18 +9,17 @@ use serde::Serialize;
 
 use super::Progress;
 use crate::Hash;
-use crate::error::IoContext;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::read::Scratch;
-use crate::store::{Store, fsutil};
+use crate::store::{Store, WriteTxn};
 use crate::{AuditEntry, AuditReport, Error, Result};
 
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
 /// another version unless `force`. Returns the previous target.
 pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<Option<Hash>> {
     crate::store::refs::validate_new_ref_name(name)?;
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     store.manifest(id)?;
     let old = store.read_ref(name)?;
     if let Some(old) = old.filter(|o| *o != id && !force) {
@@ -30,15 +28,15 @@ pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Resul
             old.short()
         )));
     }
-    store.move_ref_locked(name, Some(id), "tag", why)
+    txn.move_ref(store, name, Some(id), "tag", why)
 }
 
 /// Deletes tag `name`. Returns the version it pointed to.
 pub fn untag(store: &Store, name: &str, why: &str) -> Result<Hash> {
     crate::validate_ref_name(name)?;
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     let old = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
-    store.move_ref_locked(name, None, "untag", why)?;
+    txn.move_ref(store, name, None, "untag", why)?;
     Ok(old)
 }
 
@@ -57,7 +55,7 @@ pub enum RollbackTarget {
 /// already points to the target, nothing changes and nothing is recorded
 /// (`old == new`).
 pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Result<(Hash, Hash)> {
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     let cur = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
     let target = match to {
         RollbackTarget::Version(id) => id,
@@ -77,7 +75,7 @@ pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Res
         // Already there: nothing moves, nothing is recorded.
         return Ok((cur, target));
     }
-    store.move_ref_locked(name, Some(target), "rollback", why)?;
+    txn.move_ref(store, name, Some(target), "rollback", why)?;
     Ok((cur, target))
 }
 
@@ -108,7 +106,7 @@ pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
 pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
     let rep = store.audit_log()?;
     if let Some(p) = rep.problems.first() {
-        return Err(Error::corrupt(store.root().join("audit.log"), p.clone()));
+        return Err(Error::corrupt(store.audit().path(), p.clone()));
     }
     Ok(rep.entries)
 }
@@ -116,9 +114,9 @@ pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
 /// Deletes version `id` (its manifest). Refused while a ref points to it.
 /// Its blocks stay until [`gc`] finds them unreferenced.
 pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     check_droppable(store, id)?;
-    remove_version_locked(store, id, why)
+    remove_version(store, &txn, id, why)
 }
 
 /// What dropping `id` and then running [`gc`] would free; refused as
@@ -145,21 +143,16 @@ fn check_droppable(store: &Store, id: Hash) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a manifest and records it. The caller holds the lock and has
-/// checked that no ref points to `id`.
+/// Deletes a manifest and records it. The caller has checked that no ref
+/// points to `id`.
 ///
 /// The entry comes first: a reader that finds the manifest gone then
 /// always finds the drop recorded, so it can tell a dropped version from
 /// a lost one (`log`). A writer stopped in between leaves a version the
 /// log calls dropped; dropping it again finishes the job.
-fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
-    store.record("drop", None, Some(id), why)?;
-    let path = store.manifest_path(id);
-    fs::remove_file(&path).at(&path)?;
-    if let Some(dir) = path.parent() {
-        fsutil::sync_dir(dir)?;
-    }
-    Ok(())
+fn remove_version(store: &Store, txn: &WriteTxn, id: Hash, why: &str) -> Result<()> {
+    txn.record(store, "drop", None, Some(id), why)?;
+    txn.delete_manifest(store, id)
 }
 
 /// Drops every version that no ref (tags and `HEAD`) points to and that is
@@ -167,10 +160,10 @@ fn remove_version_locked(store: &Store, id: Hash, why: &str) -> Result<()> {
 /// parents). Returns the versions dropped, oldest first. Blocks are freed
 /// by a following [`gc`].
 pub fn prune(store: &Store, keep_last: usize, why: &str) -> Result<Vec<Hash>> {
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     let dropped = prune_candidates(store, keep_last)?;
     for id in &dropped {
-        remove_version_locked(store, *id, why)?;
+        remove_version(store, &txn, *id, why)?;
     }
     Ok(dropped)
 }
@@ -243,15 +236,12 @@ fn plan_gc(store: &Store, without: &HashSet<Hash>) -> Result<GcPlan> {
             }
         }
     }
-    let dir = store.packs_dir();
     let mut packs = Vec::with_capacity(store.packs.len());
     // Entries of each pack (the index map keeps one copy of a block that
     // sits in several packs; count every pack's own entries).
     let mut kept_elsewhere: HashSet<Hash> = HashSet::new();
-    for (i, p) in store.packs.iter().enumerate() {
-        let idx_path = dir.join(format!("{}.idx", p.id));
-        let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
-        let entries = crate::store::pack::decode_index(&idx_path, &bytes, i as u32, p.len)?;
+    for i in 0..store.packs.len() {
+        let entries = store.pack_entries(i)?;
         let keep: Vec<bool> =
             entries.iter().map(|e| live.contains(&e.hash) && !kept_elsewhere.contains(&e.hash)).collect();
         kept_elsewhere.extend(entries.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| e.hash));
@@ -286,7 +276,6 @@ pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
     let without: HashSet<Hash> = dropped.iter().copied().collect();
     let plan = plan_gc(store, &without)?;
     let mut rep = GcPreview { dropped: dropped.to_vec(), versions: plan.versions, ..GcPreview::default() };
-    let dir = store.packs_dir();
     for (p, (entries, keep)) in store.packs.iter().zip(&plan.packs) {
         let kept = keep.iter().filter(|k| **k).count();
         rep.blocks_removed += (entries.len() - kept) as u64;
@@ -295,8 +284,7 @@ pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
         }
         if kept == 0 {
             rep.packs_deleted += 1;
-            let idx = fs::metadata(dir.join(format!("{}.idx", p.id))).map_or(0, |m| m.len());
-            rep.bytes_freed += p.len + idx;
+            rep.bytes_freed += p.len + store.index_size(p.id);
         } else {
             rep.packs_rewritten += 1;
             let per = (crate::store::pack::RECORD_HEADER + crate::store::pack::INDEX_ENTRY) as u64;
@@ -305,7 +293,7 @@ pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
         }
     }
     for id in dropped {
-        rep.bytes_freed += fs::metadata(store.manifest_path(*id)).map_or(0, |m| m.len());
+        rep.bytes_freed += store.manifest_size(*id);
     }
     Ok(rep)
 }
@@ -316,11 +304,17 @@ pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
 /// Crash-safe: a rewritten pack and its index land before the old index
 /// and pack are removed, so every live block is always in an indexed pack.
 pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     store.load_packs()?;
+    let rep = gc_locked(store, &txn, why)?;
+    store.load_packs()?;
+    Ok(rep)
+}
+
+/// [`gc`] of the packs loaded under `txn`'s lease.
+fn gc_locked(store: &Store, txn: &WriteTxn, why: &str) -> Result<GcReport> {
     let plan = plan_gc(store, &HashSet::new())?;
-    let dir = store.packs_dir();
-    let bytes_before = fsutil::dir_bytes(&dir)?;
+    let bytes_before = store.packs_bytes()?;
     let mut rep = GcReport { versions: plan.versions, bytes_before, ..GcReport::default() };
     for (p, (entries, keep)) in store.packs.iter().zip(&plan.packs) {
         let keep: Vec<_> = entries.iter().zip(keep).filter(|(_, k)| **k).map(|(e, _)| e).collect();
@@ -329,10 +323,10 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
             continue;
         }
         if !keep.is_empty() {
-            let mut w = PackWriter::create(&store.tmp_dir())?;
+            let mut w = PackWriter::create(store)?;
             let mut buf = Vec::new();
             for e in &keep {
-                crate::store::pack::read_payload(&p.file, &p.path, e, &mut buf)?;
+                crate::store::pack::read_payload(store, p, e, &mut buf)?;
                 w.add(
                     BlockMeta {
                         hash: e.hash,
@@ -345,28 +339,18 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
                     &buf,
                 )?;
             }
-            w.finish(&store.tmp_dir(), &dir)?;
+            w.finish(store)?;
             rep.packs_rewritten += 1;
         } else {
             rep.packs_deleted += 1;
         }
-        let idx_path = dir.join(format!("{}.idx", p.id));
-        fs::remove_file(&idx_path).at(&idx_path)?;
-        fsutil::sync_dir(&dir)?;
-        fs::remove_file(&p.path).at(&p.path)?;
+        txn.delete_pack(store, p.id)?;
     }
     // Packs whose index never landed (a writer killed in between).
-    for ent in fs::read_dir(&dir).at(&dir)? {
-        let p = ent.at(&dir)?.path();
-        if p.extension().is_some_and(|e| e == "pack") && !p.with_extension("idx").exists() {
-            fs::remove_file(&p).at(&p)?;
-        }
-    }
-    fsutil::sync_dir(&dir)?;
-    store.load_packs()?;
-    rep.bytes_after = fsutil::dir_bytes(&dir)?;
+    txn.delete_unindexed_packs(store)?;
+    rep.bytes_after = store.packs_bytes()?;
     let note = format!("{why} (freed {} bytes)", rep.bytes_before.saturating_sub(rep.bytes_after));
-    store.record("gc", None, None, note.trim())?;
+    txn.record(store, "gc", None, None, note.trim())?;
     Ok(rep)
 }
 
@@ -401,8 +385,8 @@ impl VerifyReport {
 
 /// Checks that a pack's bytes still hash to its name (its id): catches
 /// bytes appended or altered anywhere, including outside any payload.
-fn check_pack_id(p: &crate::store::PackFile) -> Result<()> {
-    let actual = fsutil::hash_file(&p.path, &super::Silent)?;
+fn check_pack_id(store: &Store, p: &crate::store::PackFile) -> Result<()> {
+    let actual = store.hash_pack(p)?;
     if actual != p.id {
         return Err(Error::corrupt(
             &p.path,
@@ -438,7 +422,7 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
         );
     }
     let bad_packs: Vec<String> =
-        store.packs.par_iter().filter_map(|p| check_pack_id(p).err().map(|e| e.to_string())).collect();
+        store.packs.par_iter().filter_map(|p| check_pack_id(store, p).err().map(|e| e.to_string())).collect();
     rep.store_problems.extend(bad_packs);
 
     match store.refs_checked() {
@@ -573,7 +557,7 @@ pub fn stats(store: &Store) -> Result<StoreFigures> {
     let mut manifest_bytes = 0;
     for id in store.versions()? {
         let m = store.manifest_summary(id)?;
-        manifest_bytes += fs::metadata(store.manifest_path(id)).map(|md| md.len()).unwrap_or(0);
+        manifest_bytes += store.manifest_size(id);
         rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(m)) });
     }
     super::log::sort_by_time(store, &mut rows);

@@ -25,6 +25,7 @@ use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::{self, EncodeParams};
 use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
 use crate::store::Store;
+use crate::store::WriteTxn;
 use crate::store::manifest::{FileContent, FileEntry, LayoutKind, Manifest, TensorEntry, VersionStats};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::read::Scratch;
@@ -179,7 +180,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     if opts.window < u64::from(store.config().block_size) {
         return Err(Error::InvalidArgument("pack window is smaller than a block".into()));
     }
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     store.load_packs()?;
     if let Some(tag) = &opts.tag {
         crate::store::refs::validate_new_ref_name(tag)?;
@@ -274,12 +275,11 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
 
     let store_ref: &Store = store;
     let (tx, rx) = crossbeam_channel::bounded::<Vec<NewBlock>>(2);
-    let tmp_dir = store_ref.tmp_dir();
-    let packs_dir = store_ref.packs_dir();
+    let txn_ref = &txn;
     let mut stats = VersionStats { raw_bytes: total, ..VersionStats::default() };
 
     let result = thread::scope(|s| {
-        let writer = s.spawn(move || write_packs(rx, &tmp_dir, &packs_dir));
+        let writer = s.spawn(move || write_packs(rx, store_ref, txn_ref));
         let produced = (|| -> Result<()> {
             let mut seen: HashSet<Hash> = HashSet::new();
             for (fi, f) in ckpt.files.iter().enumerate() {
@@ -364,7 +364,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
             writer.join().unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
         match (produced, written) {
             (Err(e), Ok(packs)) => {
-                discard_packs(&store_ref.packs_dir(), &packs);
+                txn.discard_packs(store_ref, &packs);
                 Err(e)
             }
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
@@ -376,33 +376,33 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     // A source that changed since it was opened may have given blocks of
     // two different states: refuse the version.
     if let Err(e) = ckpt.files.iter().try_for_each(|f| f.check_unchanged()) {
-        discard_packs(&store.packs_dir(), &packs);
+        txn.discard_packs(store, &packs);
         let _ = store.load_packs();
         return Err(e);
     }
     // Until the manifest lands, a failure takes back the packs written.
     let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy));
-    let landed = write_version(store, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
+    let landed = write_version(store, &txn, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
     let (id, manifest, new_manifest) = match landed {
         Ok(v) => v,
         Err(e) => {
-            discard_packs(&store.packs_dir(), &packs);
+            txn.discard_packs(store, &packs);
             let _ = store.load_packs();
             return Err(e);
         }
     };
     let why = if opts.message.is_empty() { "pack".to_string() } else { opts.message.clone() };
-    if let Err(e) = store.move_ref_locked("HEAD", Some(id), "pack", &why) {
+    if let Err(e) = txn.move_ref(store, "HEAD", Some(id), "pack", &why) {
         // HEAD did not move (no space for it, say): take the version back.
         if new_manifest && store.read_ref("HEAD").ok() == Some(head) {
-            let _ = std::fs::remove_file(store.manifest_path(id));
-            discard_packs(&store.packs_dir(), &packs);
+            let _ = txn.delete_manifest(store, id);
+            txn.discard_packs(store, &packs);
             let _ = store.load_packs();
         }
         return Err(e);
     }
     if let Some(tag) = &opts.tag {
-        store.move_ref_locked(tag, Some(id), "tag", &why)?;
+        txn.move_ref(store, tag, Some(id), "tag", &why)?;
     }
     Ok(PackReport { id, manifest, packs, skipped: ckpt.skipped })
 }
@@ -411,6 +411,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
 #[allow(clippy::too_many_arguments)]
 fn write_version(
     store: &mut Store,
+    txn: &WriteTxn,
     ckpt: &checkpoint::Checkpoint,
     runs: &[Run],
     run_hashes: &[Vec<Hash>],
@@ -460,19 +461,8 @@ fn write_version(
         }
     }
     manifest.max_levels = Some(levels);
-    let (id, new) = store.write_manifest(&manifest)?;
+    let (id, new) = txn.write_manifest(store, &manifest)?;
     Ok((id, manifest, new))
-}
-
-/// Removes packs (index first) written by a pack that failed before its
-/// manifest landed: nothing references them. Best effort.
-fn discard_packs(dir: &Path, packs: &[Hash]) {
-    for id in packs {
-        let _ = std::fs::remove_file(dir.join(format!("{id}.idx")));
-        let _ = crate::store::fsutil::sync_dir(dir);
-        let _ = std::fs::remove_file(dir.join(format!("{id}.pack")));
-    }
-    let _ = crate::store::fsutil::sync_dir(dir);
 }
 
 /// Tells the kernel the file will be read front to back (larger
@@ -761,25 +751,25 @@ fn lossy_record(
 
 /// Appends batches of new blocks to pack files, rolling to a new pack past
 /// [`PACK_ROLL_BYTES`]. Returns the ids of the packs written.
-fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, tmp_dir: &Path, packs_dir: &Path) -> Result<Vec<Hash>> {
+fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, store: &Store, txn: &WriteTxn) -> Result<Vec<Hash>> {
     let mut done = Vec::new();
     let mut cur: Option<PackWriter> = None;
     let res = (|| -> Result<()> {
         for batch in rx {
             for nb in batch {
                 if cur.is_none() {
-                    cur = Some(PackWriter::create(tmp_dir)?);
+                    cur = Some(PackWriter::create(store)?);
                 }
                 let w = cur.as_mut().expect("writer just created");
                 w.add(nb.meta, &nb.payload)?;
                 if w.len() >= PACK_ROLL_BYTES {
                     let w = cur.take().expect("writer present");
-                    done.push(w.finish(tmp_dir, packs_dir)?.0);
+                    done.push(w.finish(store)?.0);
                 }
             }
         }
         if let Some(w) = cur.take() {
-            done.push(w.finish(tmp_dir, packs_dir)?.0);
+            done.push(w.finish(store)?.0);
         }
         Ok(())
     })();
@@ -789,7 +779,7 @@ fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, tmp_dir: &Path, p
             if let Some(w) = cur.take() {
                 w.abandon();
             }
-            discard_packs(packs_dir, &done);
+            txn.discard_packs(store, &done);
             Err(e)
         }
     }

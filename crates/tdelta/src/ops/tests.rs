@@ -398,7 +398,7 @@ fn a_version_whose_blocks_claim_a_deeper_chain_than_recorded_is_refused_as_damag
     assert_eq!(m.max_levels, Some(5));
     // A manifest that allows fewer levels than its blocks' chains claim.
     m.max_levels = Some(2);
-    let (forged, _) = s.write_manifest(&m).unwrap();
+    let (forged, _) = s.begin_write().unwrap().write_manifest(&s, &m).unwrap();
     let out = dir.path().join("out.safetensors");
     let err = restore(&s, forged, &out, &RestoreOptions { force: true }, &Silent).unwrap_err();
     let crate::Error::InBlock { source, .. } = &err else { panic!("not a block error: {err}") };

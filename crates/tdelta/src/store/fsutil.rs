@@ -1,9 +1,8 @@
-//! Durable file writes and the framed-file envelope shared by the store's
-//! small files (config, manifests), and whole-file helpers (hash, size,
-//! removal). Layouts are in `FORMAT.md`.
+//! Durable file writes (for the local backend) and the framed-file
+//! envelope shared by the store's small files (config, manifests).
+//! Layouts are in `FORMAT.md`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,20 +53,6 @@ pub(crate) fn commit_file(file: File, tmp: &Path, dest: &Path) -> Result<()> {
         sync_dir(parent)?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to `dest` atomically: temp file in `tmp_dir`, fsync,
-/// rename, fsync of the directory.
-pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let (tmp, mut f) = temp_file(tmp_dir, "write")?;
-    let res = f.write_all(bytes).at(&tmp);
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    commit_file(f, &tmp, dest).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 /// Size of the framed envelope header: magic (8), version (4), flags (4),
@@ -145,36 +130,6 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
         return Err(Error::corrupt(path, format!("file is {} bytes, more than the {cap} allowed", meta.len())));
     }
     fs::read(path).at(path)
-}
-
-/// xxh3-128 of a whole file, read in 4 MiB pieces (reported to `progress`
-/// as bytes read).
-pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::Hash> {
-    let mut f = fs::File::open(path).at(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    Ok(crate::Hash(h.digest128()))
-}
-
-/// Sum of the lengths of every file under `path` (or of `path` itself).
-pub fn dir_bytes(path: &Path) -> Result<u64> {
-    let meta = fs::symlink_metadata(path).at(path)?;
-    if !meta.is_dir() {
-        return Ok(meta.len());
-    }
-    let mut total = 0;
-    for e in fs::read_dir(path).at(path)? {
-        total += dir_bytes(&e.at(path)?.path())?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

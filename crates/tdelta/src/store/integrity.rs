@@ -9,15 +9,14 @@
 //! [`repair_audit`] records the refs as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::refs::{self, AuditEntry, entry_hash, parse_sealed};
-use super::{Store, fsutil, now, whoami};
+use super::refs::{AuditEntry, entry_hash, parse_sealed};
+use super::{Store, exists, now, ref_name, whoami};
 use crate::Hash;
-use crate::error::IoContext;
+use crate::backend::PutMode;
 use crate::{Error, Result};
 
 /// The pending-move record at the store root.
@@ -179,15 +178,15 @@ fn recover_entry(p: &Pending) -> AuditEntry {
 
 impl Store {
     fn pending_path(&self) -> PathBuf {
-        self.root.join(PENDING_FILE)
+        self.locate(PENDING_FILE)
     }
 
     /// The pending move, if a writer left one.
     fn read_pending(&self) -> Result<Option<Pending>> {
         let path = self.pending_path();
-        let bytes = match fsutil::read_capped(&path, MAX_PENDING) {
-            Ok(b) => b,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match self.backend.get(PENDING_FILE, MAX_PENDING) {
+            Ok((b, _)) => b,
+            Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         let bad = |why: String| {
@@ -203,26 +202,21 @@ impl Store {
 
     /// Records the audit line of a ref move before the ref moves.
     pub(crate) fn write_pending(&self, line: &[u8]) -> Result<()> {
-        fsutil::write_atomic(&self.tmp_dir(), &self.pending_path(), line)
+        self.backend.put(PENDING_FILE, line, PutMode::Overwrite).map(|_| ())
     }
 
     /// Removes the pending-move record (durably), if any.
     pub(crate) fn clear_pending(&self) -> Result<()> {
-        let path = self.pending_path();
-        match fs::remove_file(&path) {
-            Ok(()) => fsutil::sync_dir(&self.root),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        self.backend.delete(PENDING_FILE)
     }
 
     fn ref_values(&self) -> Result<RefValues> {
         let mut out = RefValues::default();
-        let files = self.ref_files()?.into_iter().chain([("HEAD".to_string(), self.root.join("HEAD"))]);
-        for (name, path) in files {
-            match refs::read_ref(&path) {
+        let files = self.ref_files()?.into_iter().chain([("HEAD".to_string(), "HEAD".to_string())]);
+        for (name, obj) in files {
+            match self.read_ref_object(&obj) {
                 Ok(v) => {
-                    out.values.insert(name, v);
+                    out.values.insert(name, v.map(|(id, _)| id));
                 }
                 Err(_) => {
                     out.unreadable.insert(name);
@@ -233,7 +227,7 @@ impl Store {
     }
 
     fn ref_file(&self, name: &str) -> PathBuf {
-        if name == "HEAD" { self.root.join("HEAD") } else { self.root.join("refs").join(name) }
+        self.locate(&ref_name(name))
     }
 
     /// Run by every writer once it holds the lock: completes the move a
@@ -352,15 +346,15 @@ pub struct AuditRepair {
     pub entries_appended: usize,
 }
 
-/// A name in `dir` starting with `stem` that no file has yet.
-fn free_name(dir: &Path, stem: &str) -> PathBuf {
-    let mut p = dir.join(stem);
+/// An object name starting with `stem` that no object has yet.
+fn free_name(store: &Store, stem: &str) -> Result<String> {
+    let mut p = stem.to_string();
     let mut n = 1;
-    while p.symlink_metadata().is_ok() {
-        p = dir.join(format!("{stem}-{n}"));
+    while exists(store.backend.as_ref(), &p)? {
+        p = format!("{stem}-{n}");
         n += 1;
     }
-    p
+    Ok(p)
 }
 
 /// Lets an owner continue after the audit log was damaged or deleted, or
@@ -372,9 +366,9 @@ fn free_name(dir: &Path, stem: &str) -> PathBuf {
 /// entry per ref that differed from the log, so that the log agrees with
 /// the refs again. Writes nothing when nothing needs repair.
 pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
-    let _lock = store.lock_unchecked()?;
+    let _txn = store.begin_write_unsettled()?;
     let audit = store.audit();
-    let log_path = audit.path().to_path_buf();
+    let log_exists = exists(store.backend.as_ref(), super::refs::AUDIT_LOG)?;
     let mut out = AuditRepair::default();
     let entries = match audit.read() {
         Ok(rep) => {
@@ -383,7 +377,7 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
             });
             rep.entries
         }
-        Err(_) if log_path.symlink_metadata().is_err() => {
+        Err(_) if !log_exists => {
             out.log_problem = Some("audit.log is missing".into());
             Vec::new()
         }
@@ -391,13 +385,12 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
     };
     out.kept_entries = entries.len();
     if out.log_problem.is_some() {
-        if log_path.symlink_metadata().is_ok() {
-            let bytes = fs::read(&log_path).at(&log_path)?;
-            let dest = free_name(&store.root, &format!("audit.log.damaged-{}", now()));
-            fsutil::write_atomic(&store.tmp_dir(), &dest, &bytes)?;
-            out.set_aside = Some(dest);
+        if let Some((bytes, _)) = audit.raw()? {
+            let dest = free_name(store, &format!("audit.log.damaged-{}", now()))?;
+            store.backend.put(&dest, &bytes, PutMode::Create)?;
+            out.set_aside = Some(store.locate(&dest));
         }
-        audit.rewrite(&store.tmp_dir(), &entries)?;
+        audit.rewrite(&entries)?;
     }
     let mut entries = audit.read()?.entries;
     let refs = store.ref_values()?;
@@ -498,9 +491,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::init(&dir.path().join("s"), &InitOptions::default()).unwrap();
         let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
-        let _l = store.lock().unwrap();
-        store.move_ref_locked("stable", Some(a), "tag", "").unwrap();
-        drop(_l);
+        let txn = store.begin_write().unwrap();
+        txn.move_ref(&store, "stable", Some(a), "tag", "").unwrap();
+        drop(txn);
         (dir, store, a, b)
     }
 
@@ -522,7 +515,8 @@ mod tests {
         let (_, line) = store.audit().prepare(entry).unwrap();
         store.write_pending(&line).unwrap();
         if step >= 2 {
-            store.write_ref_file(&store.ref_file("stable"), b).unwrap();
+            let seen = store.read_ref_object("refs/stable").unwrap().map(|(_, t)| t);
+            store.write_ref_file("refs/stable", seen, b).unwrap();
         }
         if step >= 3 {
             store.audit().append_line(&line).unwrap();
@@ -536,7 +530,7 @@ mod tests {
             let b = if delete { None } else { Some(b) };
             kill_after(&store, a, b, step);
             assert!(store.ref_log_problems().is_empty(), "step {step}: {:?}", store.ref_log_problems());
-            drop(store.lock().unwrap());
+            drop(store.begin_write().unwrap());
             assert!(!store.pending_path().exists(), "step {step}");
             let log = store.audit().read().unwrap().entries;
             let last = log.last().unwrap();
@@ -550,17 +544,18 @@ mod tests {
     #[test]
     fn a_hand_edit_is_refused_then_recorded_by_repair() {
         let (_d, store, a, b) = store_with_stable();
-        store.write_ref_file(&store.ref_file("stable"), Some(b)).unwrap();
+        let seen = store.read_ref_object("refs/stable").unwrap().map(|(_, t)| t);
+        store.write_ref_file("refs/stable", seen, Some(b)).unwrap();
         let p = store.ref_log_problems();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("changed outside tdelta"), "{p:?}");
-        let e = store.lock().unwrap_err().to_string();
+        let e = store.begin_write().unwrap_err().to_string();
         assert!(e.contains("writes are refused") && e.contains("repair audit"), "{e}");
         let r = repair_audit(&store, "").unwrap();
         assert_eq!(r.refs_recorded, vec![RefRecorded { name: "stable".into(), logged: Some(a), current: Some(b) }]);
         assert_eq!(r.entries_appended, 2);
         assert!(store.ref_log_problems().is_empty());
-        drop(store.lock().unwrap());
+        drop(store.begin_write().unwrap());
         assert_eq!(repair_audit(&store, "").unwrap().entries_appended, 0);
     }
 }

@@ -28,6 +28,7 @@ impl Drop for WriteLock {
 }
 
 /// Takes the lock at `path`, waiting up to `wait` for another writer.
+#[cfg(test)]
 pub(crate) fn acquire(path: &Path, wait: Duration) -> Result<WriteLock> {
     acquire_noting(path, wait, None).map(|(l, _)| l)
 }
@@ -35,7 +36,11 @@ pub(crate) fn acquire(path: &Path, wait: Duration) -> Result<WriteLock> {
 /// Takes the lock at `path`, waiting up to `wait` for another writer;
 /// `notice` hears once, with the holder's description, that we wait.
 /// Returns the lock and how long it waited.
-pub(crate) fn acquire_noting(path: &Path, wait: Duration, notice: Option<fn(&str)>) -> Result<(WriteLock, Duration)> {
+pub(crate) fn acquire_noting(
+    path: &Path,
+    wait: Duration,
+    notice: Option<&dyn Fn(&str)>,
+) -> Result<(WriteLock, Duration)> {
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).at(path)?;
     let start = Instant::now();
     let mut noted = false;

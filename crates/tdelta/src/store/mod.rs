@@ -17,11 +17,13 @@
 //!   tmp/                temporary files of the current writer
 //! ```
 //!
-//! Everything but `audit.log` and `lock` is written once to `tmp/`,
-//! fsynced and renamed into place, so a reader sees a file whole or not at
-//! all. Packs and manifests never change after that: the same layout maps
-//! onto an object store. The store knows blocks and versions, not what
-//! tensors mean.
+//! Every object is read and written through a [`Backend`]: locally
+//! ([`LocalDir`]) everything but `lock` is written to `tmp/`, fsynced and
+//! renamed into place, so a reader sees a file whole or not at all. Packs
+//! and manifests never change after that; refs, `HEAD` and `audit.log`
+//! change by compare-and-swap under the writer lease ([`WriteTxn`]), so the
+//! same layout lives on an object store. The store knows blocks and
+//! versions, not what tensors mean.
 
 pub(crate) mod fsutil;
 pub(crate) mod integrity;
@@ -31,21 +33,25 @@ pub(crate) mod pack;
 pub(crate) mod read;
 pub(crate) mod refs;
 pub(crate) mod sign;
+mod txn;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::Hash;
+use crate::backend::{Backend, LocalDir, PutMode};
 use crate::error::IoContext;
 use crate::{Error, Result};
 use manifest::Manifest;
 use pack::Entry;
 use refs::{AuditEntry, AuditLog};
+pub use txn::WriteTxn;
 
 const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
 /// Store format version written by this build.
@@ -141,17 +147,20 @@ impl Default for InitOptions {
     }
 }
 
+/// A loaded pack: its object name, its file (for messages) and length.
 #[derive(Debug)]
 pub(crate) struct PackFile {
     pub id: Hash,
+    pub name: String,
     pub path: PathBuf,
-    pub file: File,
     pub len: u64,
 }
 
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
+    backend: Arc<dyn Backend>,
+    /// Where the store is, for messages (the directory of a local store).
     root: PathBuf,
     config: StoreConfig,
     pub(crate) packs: Vec<PackFile>,
@@ -181,53 +190,67 @@ impl Store {
     /// Creates a new, empty store at `path` (created if missing; must be
     /// empty of any store).
     pub fn init(path: &Path, opts: &InitOptions) -> Result<Store> {
-        if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&opts.block_size) {
-            return Err(Error::InvalidArgument(format!(
-                "block size {} out of range; valid values are {}..={} bytes",
-                opts.block_size,
-                crate::block::MIN_BLOCK_SIZE,
-                crate::block::MAX_BLOCK_SIZE
-            )));
-        }
+        check_block_size(opts)?;
         if path.join("config").exists() {
             return Err(Error::StoreExists { path: path.to_path_buf() });
         }
+        // A local store has its folders from the start, empty or not.
         for d in ["", "packs", "versions", "refs", "tmp"] {
             fs::create_dir_all(path.join(d)).at(path.join(d))?;
         }
-        // Two concurrent inits: the second waits, then finds the store.
-        let _lock = lock::acquire(&path.join("lock"), Duration::from_secs(60))?;
-        if path.join("config").exists() {
-            return Err(Error::StoreExists { path: path.to_path_buf() });
+        Store::init_with(Arc::new(LocalDir::new(path)), opts)
+    }
+
+    /// Creates a new, empty store on `backend` (which must hold no store).
+    pub fn init_with(backend: Arc<dyn Backend>, opts: &InitOptions) -> Result<Store> {
+        check_block_size(opts)?;
+        let root = backend.locate("");
+        if exists(backend.as_ref(), "config")? {
+            return Err(Error::StoreExists { path: root });
         }
-        let tmp = path.join("tmp");
-        AuditLog::new(path.join("audit.log")).create(&tmp)?;
+        // Two concurrent inits: the second waits, then finds the store.
+        let lease = backend.lease(Duration::from_secs(60), None)?;
+        if exists(backend.as_ref(), "config")? {
+            return Err(Error::StoreExists { path: root });
+        }
+        AuditLog::new(Arc::clone(&backend)).create()?;
         let config = StoreConfig { block_size: opts.block_size, created: now() };
         let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // The config lands last: a store without it is not a store.
-        fsutil::write_atomic(&tmp, &path.join("config"), &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body))?;
-        Store::open(path)
+        backend.put("config", &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body), PutMode::Create)?;
+        drop(lease);
+        Store::open_with(backend)
     }
 
     /// Opens an existing store and loads its pack indexes.
     pub fn open(path: &Path) -> Result<Store> {
-        let cfg_path = path.join("config");
-        if !cfg_path.is_file() {
+        if !path.join("config").is_file() {
             return Err(Error::NoStore { path: path.to_path_buf() });
+        }
+        Store::open_with(Arc::new(LocalDir::new(path)))
+    }
+
+    /// Opens the store on `backend` and loads its pack indexes.
+    pub fn open_with(backend: Arc<dyn Backend>) -> Result<Store> {
+        let root = backend.locate("");
+        if !exists(backend.as_ref(), "config")? {
+            return Err(Error::NoStore { path: root });
         }
         // A damaged config does not take the versions with it: each
         // manifest records the block size, so the store opens for reading.
-        let (config, config_problem) = match read_config(&cfg_path) {
+        let (config, config_problem) = match read_config(backend.as_ref()) {
             Ok(c) => (c, None),
             Err(e @ Error::Corrupt { .. }) => {
-                let block_size = block_size_from_manifests(path).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
+                let block_size =
+                    block_size_from_manifests(backend.as_ref()).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
                 let problem = format!("{e}; the store is read-only until it is restored (from a backup)");
                 (StoreConfig { block_size, created: 0 }, Some(problem))
             }
             Err(e) => return Err(e),
         };
         let mut store = Store {
-            root: path.to_path_buf(),
+            backend,
+            root,
             config,
             packs: Vec::new(),
             index: HashMap::new(),
@@ -243,24 +266,55 @@ impl Store {
         Ok(store)
     }
 
+    /// The backend holding the store's objects.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+}
+
+fn check_block_size(opts: &InitOptions) -> Result<()> {
+    if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&opts.block_size) {
+        return Err(Error::InvalidArgument(format!(
+            "block size {} out of range; valid values are {}..={} bytes",
+            opts.block_size,
+            crate::block::MIN_BLOCK_SIZE,
+            crate::block::MAX_BLOCK_SIZE
+        )));
+    }
+    Ok(())
+}
+
+/// True when `name` exists on `backend`.
+fn exists(backend: &dyn Backend, name: &str) -> Result<bool> {
+    match backend.head(name) {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Store {
     /// (Re)loads every pack index. Packs without an index (a writer killed
     /// between the two renames) are ignored; `gc` removes them.
     pub(crate) fn load_packs(&mut self) -> Result<()> {
-        let dir = self.root.join("packs");
         let mut ids: Vec<Hash> = Vec::new();
         self.damaged.clear();
-        for ent in fs::read_dir(&dir).at(&dir)? {
-            let ent = ent.at(&dir)?;
-            let name = ent.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".idx")) else {
+        for obj in self.backend.list("packs/")? {
+            let Some(stem) = obj.name.strip_prefix("packs/").and_then(|n| n.strip_suffix(".idx")) else {
                 continue;
             };
+            if stem.contains('/') {
+                continue;
+            }
             match stem.parse() {
                 Ok(id) => ids.push(id),
                 // Not ours (`README.idx`, say): reported, not fatal.
                 Err(e) => self.damaged.push(
-                    Error::corrupt(ent.path(), format!("unexpected file in packs/ ({e}); move it out of the store"))
-                        .to_string(),
+                    Error::corrupt(
+                        self.locate(&obj.name),
+                        format!("unexpected file in packs/ ({e}); move it out of the store"),
+                    )
+                    .to_string(),
                 ),
             }
         }
@@ -268,29 +322,28 @@ impl Store {
         self.packs.clear();
         self.index.clear();
         for id in ids {
-            let pack_path = dir.join(format!("{id}.pack"));
-            let idx_path = dir.join(format!("{id}.idx"));
+            let (pack_name, idx_name) = (pack_name(id), index_name(id));
+            let (pack_path, idx_path) = (self.locate(&pack_name), self.locate(&idx_name));
             // A damaged index or pack makes its blocks unavailable, not the
             // whole store: the other versions still restore. A newer
-            // format, or an I/O error other than a missing file, still
+            // format, or an I/O error other than a missing object, still
             // stops the open.
-            let loaded = File::open(&pack_path).at(&pack_path).and_then(|file| {
-                let len = file.metadata().at(&pack_path)?.len();
-                let bytes = fsutil::read_capped(&idx_path, 1 << 34)?;
-                let entries = pack::decode_index(&idx_path, &bytes, self.packs.len() as u32, len)?;
-                Ok((file, len, entries))
+            let loaded = self.backend.head(&pack_name).and_then(|meta| {
+                let (bytes, _) = self.backend.get(&idx_name, 1 << 34)?;
+                let entries = pack::decode_index(&idx_path, &bytes, self.packs.len() as u32, meta.size)?;
+                Ok((meta.size, entries))
             });
-            let (file, len, entries) = match loaded {
+            let (len, entries) = match loaded {
                 Ok(v) => v,
                 Err(e @ Error::Corrupt { .. }) => {
                     self.damaged.push(e.to_string());
                     continue;
                 }
-                Err(Error::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound { .. }) => {
                     // Removed under us by a concurrent gc (index first,
                     // then pack), or a pack lost by hand.
-                    if idx_path.exists() {
-                        self.damaged.push(format!("{}: pack of this index is missing", path.display()));
+                    if exists(self.backend.as_ref(), &idx_name)? {
+                        self.damaged.push(format!("{}: pack of this index is missing", pack_path.display()));
                     }
                     continue;
                 }
@@ -299,7 +352,7 @@ impl Store {
             for e in entries {
                 self.index.entry(e.hash).or_insert(e);
             }
-            self.packs.push(PackFile { id, path: pack_path, file, len });
+            self.packs.push(PackFile { id, name: pack_name, path: pack_path, len });
         }
         Ok(())
     }
@@ -314,9 +367,15 @@ impl Store {
         self.config_problem.as_deref()
     }
 
-    /// The store directory.
+    /// Where the store is: its directory (local stores), else a
+    /// path-like name of the backend, for messages.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How messages name object `name` (its file, for a local store).
+    pub(crate) fn locate(&self, name: &str) -> PathBuf {
+        self.backend.locate(name)
     }
 
     /// Settings fixed at creation.
@@ -324,42 +383,43 @@ impl Store {
         &self.config
     }
 
-    pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    pub(crate) fn packs_dir(&self) -> PathBuf {
-        self.root.join("packs")
-    }
-
     pub(crate) fn audit(&self) -> AuditLog {
-        AuditLog::new(self.root.join("audit.log"))
+        AuditLog::new(Arc::clone(&self.backend))
     }
 
-    /// Takes the writer lock and removes temporary files left by writers
-    /// that died (only the lock holder writes to `tmp/`), then settles the
-    /// refs with the audit log ([`Store::settle_refs`]).
-    pub(crate) fn lock(&self) -> Result<lock::WriteLock> {
+    /// Takes the writer lease (see [`WriteTxn`]), then settles the refs
+    /// with the audit log ([`Store::settle_refs`]).
+    pub(crate) fn begin_write(&self) -> Result<WriteTxn> {
         if let Some(p) = &self.config_problem {
             return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
         }
-        let l = self.lock_unchecked()?;
+        let txn = self.begin_write_unsettled()?;
         self.settle_refs()?;
-        Ok(l)
+        Ok(txn)
     }
 
-    /// Takes the writer lock and clears `tmp/`, without settling the refs
-    /// (for `repair audit`, which settles them itself).
-    pub(crate) fn lock_unchecked(&self) -> Result<lock::WriteLock> {
-        let (l, waited) = lock::acquire_noting(&self.root.join("lock"), self.lock_wait, self.lock_notice)?;
-        self.lock_waited.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).at(&tmp)?;
-        for ent in fs::read_dir(&tmp).at(&tmp)? {
-            let p = ent.at(&tmp)?.path();
-            let _ = fs::remove_file(&p);
+    /// Takes the writer lease without settling the refs (for `repair
+    /// audit`, which settles them itself).
+    pub(crate) fn begin_write_unsettled(&self) -> Result<WriteTxn> {
+        Ok(WriteTxn::new(self, self.take_lease()?))
+    }
+
+    /// Takes the backend's writer lease, counting the time waited.
+    fn take_lease(&self) -> Result<Box<dyn crate::backend::Lease>> {
+        let start = Instant::now();
+        let noted = std::cell::Cell::new(false);
+        let notice = |holder: &str| {
+            noted.set(true);
+            if let Some(f) = self.lock_notice {
+                f(holder);
+            }
+        };
+        let lease = self.backend.lease(self.lock_wait, Some(&notice))?;
+        if noted.get() {
+            let waited = start.elapsed();
+            self.lock_waited.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
-        Ok(l)
+        Ok(lease)
     }
 
     /// Time this handle spent waiting for other writers' lock, in all (so
@@ -374,8 +434,19 @@ impl Store {
         self.author.clone().unwrap_or_else(whoami)
     }
 
+    /// The file of version `id`'s manifest, for messages.
     pub(crate) fn manifest_path(&self, id: Hash) -> PathBuf {
-        self.root.join("versions").join(format!("{id}.tdm"))
+        self.locate(&version_name(id))
+    }
+
+    /// True when the store holds version `id` (its manifest exists).
+    pub(crate) fn has_version(&self, id: Hash) -> bool {
+        exists(self.backend.as_ref(), &version_name(id)).unwrap_or(false)
+    }
+
+    /// Bytes of version `id`'s manifest (0 when it cannot be read).
+    pub(crate) fn manifest_size(&self, id: Hash) -> u64 {
+        self.backend.head(&version_name(id)).map_or(0, |m| m.size)
     }
 
     /// Reads and checks the manifest of version `id`.
@@ -399,10 +470,11 @@ impl Store {
         block_size: impl FnOnce(&T) -> u32,
     ) -> Result<T> {
         let path = self.manifest_path(id);
-        if !path.is_file() {
-            return Err(Error::UnknownRef { name: id.to_hex() });
-        }
-        let bytes = fsutil::read_capped(&path, 1 << 30)?;
+        let bytes = match self.backend.get(&version_name(id), 1 << 30) {
+            Ok((b, _)) => b,
+            Err(Error::NotFound { .. }) => return Err(Error::UnknownRef { name: id.to_hex() }),
+            Err(e) => return Err(e),
+        };
         let m = decode(&path, &bytes, id)?;
         let size = block_size(&m);
         if size != self.config.block_size {
@@ -414,35 +486,26 @@ impl Store {
         Ok(m)
     }
 
-    /// Writes a manifest (write-once) and returns its id, and whether it
-    /// is new (false when the same version already existed).
-    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<(Hash, bool)> {
-        let (id, bytes) = m.encode()?;
-        let path = self.manifest_path(id);
-        if path.exists() {
-            return Ok((id, false));
-        }
-        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)?;
-        Ok((id, true))
-    }
-
     /// Every version id in the store, sorted by id.
     pub fn versions(&self) -> Result<Vec<Hash>> {
-        let dir = self.root.join("versions");
-        let mut out = Vec::new();
-        for ent in fs::read_dir(&dir).at(&dir)? {
-            let ent = ent.at(&dir)?;
-            let name = ent.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".tdm")).and_then(|s| s.parse().ok()) {
-                out.push(id);
-            }
-        }
+        let mut out: Vec<Hash> = self
+            .backend
+            .list("versions/")?
+            .iter()
+            .filter_map(|o| o.name.strip_prefix("versions/")?.strip_suffix(".tdm")?.parse().ok())
+            .collect();
         out.sort();
         Ok(out)
     }
 
-    fn ref_path(&self, name: &str) -> PathBuf {
-        if name == "HEAD" { self.root.join("HEAD") } else { self.root.join("refs").join(name) }
+    /// Reads the ref object `name` (`HEAD`, `refs/...`): its version and
+    /// tag, `None` when it does not exist.
+    pub(crate) fn read_ref_object(&self, name: &str) -> Result<Option<(Hash, crate::backend::ETag)>> {
+        match self.backend.get(name, refs::MAX_REF_FILE) {
+            Ok((bytes, tag)) => Ok(Some((refs::parse_ref(&self.locate(name), &bytes)?, tag))),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The version a ref points to (`HEAD` or a ref name), if it exists.
@@ -450,30 +513,19 @@ impl Store {
         if name != "HEAD" {
             refs::validate_ref_name(name)?;
         }
-        let path = self.ref_path(name);
-        if path.is_dir() {
-            // A folder of refs (`name/...`), not a ref.
-            return Ok(None);
-        }
-        refs::read_ref(&path)
+        // A folder of refs (`name/...`) is no object: `None`.
+        Ok(self.read_ref_object(&ref_name(name))?.map(|(id, _)| id))
     }
 
-    /// Every ref file under `refs/`: its name and path, sorted by name.
-    fn ref_files(&self) -> Result<Vec<(String, PathBuf)>> {
-        let mut out = Vec::new();
-        let base = self.root.join("refs");
-        let mut stack = vec![base.clone()];
-        while let Some(dir) = stack.pop() {
-            for ent in fs::read_dir(&dir).at(&dir)? {
-                let ent = ent.at(&dir)?;
-                let p = ent.path();
-                if ent.file_type().at(&p)?.is_dir() {
-                    stack.push(p);
-                } else if let Ok(rel) = p.strip_prefix(&base) {
-                    out.push((rel.to_string_lossy().replace('\\', "/"), p.clone()));
-                }
-            }
-        }
+    /// Every ref object under `refs/`: its ref name and object name,
+    /// sorted by name.
+    fn ref_files(&self) -> Result<Vec<(String, String)>> {
+        let mut out: Vec<(String, String)> = self
+            .backend
+            .list("refs/")?
+            .into_iter()
+            .filter_map(|o| Some((o.name.strip_prefix("refs/")?.to_string(), o.name.clone())))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -481,8 +533,8 @@ impl Store {
     /// Every ref (not `HEAD`) and its version, sorted by name.
     pub fn refs(&self) -> Result<Vec<(String, Hash)>> {
         let mut out = Vec::new();
-        for (name, p) in self.ref_files()? {
-            if let Some(id) = refs::read_ref(&p)? {
+        for (name, obj) in self.ref_files()? {
+            if let Some((id, _)) = self.read_ref_object(&obj)? {
                 out.push((name, id));
             }
         }
@@ -490,16 +542,17 @@ impl Store {
     }
 
     /// Points `name` at `id` (atomically) and records the move in the audit
-    /// log. The caller must hold the lock.
-    pub(crate) fn move_ref_locked(&self, name: &str, id: Option<Hash>, op: &str, why: &str) -> Result<Option<Hash>> {
+    /// log. Only [`WriteTxn`] calls it: the lease is held.
+    fn move_ref_locked(&self, name: &str, id: Option<Hash>, op: &str, why: &str) -> Result<Option<Hash>> {
         if name != "HEAD" {
             refs::validate_ref_name(name)?;
         }
         if id.is_some() {
             self.check_ref_room(name)?;
         }
-        let path = self.ref_path(name);
-        let old = refs::read_ref(&path)?;
+        let obj = ref_name(name);
+        let current = self.read_ref_object(&obj)?;
+        let old = current.as_ref().map(|(id, _)| *id);
         let audit = self.audit();
         let (entry, line) = audit.prepare(AuditEntry {
             seq: 0,
@@ -525,41 +578,37 @@ impl Store {
             let _ = self.clear_pending();
             return Err(e);
         }
-        if let Err(e) = self.write_ref_file(&path, id) {
-            sign::remove_move_signature(self, refs::entry_hash(&entry)?);
-            let _ = self.clear_pending();
-            return Err(e);
+        if let Err(e) = self.write_ref_file(&obj, current.map(|(_, t)| t), id) {
+            // A write whose response was lost may have landed: look.
+            match self.read_ref_object(&obj).map(|now| now.map(|(v, _)| v)) {
+                Ok(now) if now == old => {
+                    sign::remove_move_signature(self, refs::entry_hash(&entry)?);
+                    let _ = self.clear_pending();
+                    return Err(e);
+                }
+                Ok(now) if now == id => {}
+                // Unknown: the pending record lets the next writer settle it.
+                _ => return Err(e),
+            }
         }
         audit.append_line(&line)?;
         self.clear_pending()?;
         Ok(old)
     }
 
-    /// Writes (or, for `None`, deletes) the file of a ref.
-    fn write_ref_file(&self, path: &Path, id: Option<Hash>) -> Result<()> {
+    /// Writes (or, for `None`, deletes) the object of a ref, by
+    /// compare-and-swap on the tag it was read with.
+    fn write_ref_file(&self, obj: &str, seen: Option<crate::backend::ETag>, id: Option<Hash>) -> Result<()> {
         match id {
             Some(id) => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).at(parent)?;
-                }
-                fsutil::write_atomic(&self.tmp_dir(), path, refs::encode_ref(id).as_bytes())?;
+                self.backend.put(obj, refs::encode_ref(id).as_bytes(), PutMode::IfMatch(seen))?;
             }
-            None => {
-                fs::remove_file(path).at(path)?;
-                if let Some(parent) = path.parent() {
-                    fsutil::sync_dir(parent)?;
-                }
-                // Folders the ref leaves empty go too, so that their names
-                // are free for refs again.
-                let refs_root = self.root.join("refs");
-                let mut dir = path.parent();
-                while let Some(d) = dir.filter(|d| *d != refs_root && d.starts_with(&refs_root)) {
-                    if fs::remove_dir(d).is_err() {
-                        break;
-                    }
-                    dir = d.parent();
-                }
+            // The backend removes the folders a ref leaves empty, so that
+            // their names are free for refs again.
+            None if seen.is_none() => {
+                return Err(Error::io(self.locate(obj), std::io::ErrorKind::NotFound.into()));
             }
+            None => self.backend.delete(obj)?,
         }
         Ok(())
     }
@@ -571,17 +620,16 @@ impl Store {
         if name == "HEAD" {
             return Ok(());
         }
-        let refs_root = self.root.join("refs");
         for (slash, _) in name.match_indices('/') {
             let prefix = &name[..slash];
-            if refs_root.join(prefix).is_file() {
+            if exists(self.backend.as_ref(), &ref_name(prefix))? {
                 return Err(Error::InvalidArgument(format!(
                     "cannot create ref `{name}`: ref `{prefix}` exists, and a name cannot be both a ref and a \
                      folder of refs; choose another name or delete `{prefix}`"
                 )));
             }
         }
-        if refs_root.join(name).is_dir() {
+        if !self.backend.list(&format!("refs/{name}/"))?.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "cannot create ref `{name}`: refs named `{name}/...` exist, and a name cannot be both a ref and \
                  a folder of refs; choose another name"
@@ -591,8 +639,8 @@ impl Store {
     }
 
     /// Appends an audit entry that moves no ref (a version dropped, a gc).
-    /// The caller must hold the lock.
-    pub(crate) fn record(&self, op: &str, r#ref: Option<&str>, new: Option<Hash>, why: &str) -> Result<()> {
+    /// Only [`WriteTxn`] calls it: the lease is held.
+    fn record(&self, op: &str, r#ref: Option<&str>, new: Option<Hash>, why: &str) -> Result<()> {
         self.audit().append(AuditEntry {
             seq: 0,
             time: now(),
@@ -611,10 +659,10 @@ impl Store {
     /// read or points to a missing version.
     pub(crate) fn refs_checked(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        for (_, p) in self.ref_files()? {
-            match refs::read_ref(&p) {
-                Ok(Some(id)) if !self.manifest_path(id).is_file() => {
-                    problems.push(format!("{}: points to missing version {}", p.display(), id.short()));
+        for (_, obj) in self.ref_files()? {
+            match self.read_ref_object(&obj) {
+                Ok(Some((id, _))) if !self.has_version(id) => {
+                    problems.push(format!("{}: points to missing version {}", self.locate(&obj).display(), id.short()));
                 }
                 Ok(_) => {}
                 Err(e) => problems.push(e.to_string()),
@@ -638,7 +686,7 @@ impl Store {
                     id.short()
                 )));
             };
-            if !self.manifest_path(parent).is_file() {
+            if !self.has_version(parent) {
                 return Err(Error::InvalidArgument(format!(
                     "`{spec}`: parent {} of version {} was dropped",
                     parent.short(),
@@ -661,19 +709,19 @@ impl Store {
             return Err(if versions == 0 {
                 Error::NoVersions { path: self.root.clone() }
             } else {
-                Error::HeadMissing { path: self.root.join("HEAD"), versions }
+                Error::HeadMissing { path: self.locate("HEAD"), versions }
             });
         }
         let hex = !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit());
         if hex
             && let Ok(id) = name.parse::<Hash>()
             && name.len() == id.to_hex().len()
-            && self.manifest_path(id).is_file()
+            && self.has_version(id)
         {
             return Ok(id);
         }
         if refs::validate_ref_name(name).is_ok()
-            && let Some(id) = refs::read_ref(&self.ref_path(name))?
+            && let Some((id, _)) = self.read_ref_object(&ref_name(name))?
         {
             return Ok(id);
         }
@@ -716,28 +764,45 @@ impl Store {
     }
 }
 
-fn read_config(path: &Path) -> Result<StoreConfig> {
-    let bytes = fsutil::read_capped(path, 1 << 16)?;
-    let framed = fsutil::unframe(path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
+/// The object of a pack.
+pub(crate) fn pack_name(id: Hash) -> String {
+    format!("packs/{id}.pack")
+}
+
+/// The object of a pack's index.
+pub(crate) fn index_name(id: Hash) -> String {
+    format!("packs/{id}.idx")
+}
+
+/// The object of a version's manifest.
+pub(crate) fn version_name(id: Hash) -> String {
+    format!("versions/{id}.tdm")
+}
+
+/// The object of a ref (`HEAD` or a ref name).
+pub(crate) fn ref_name(name: &str) -> String {
+    if name == "HEAD" { "HEAD".into() } else { format!("refs/{name}") }
+}
+
+fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
+    let path = backend.locate("config");
+    let (bytes, _) = backend.get("config", 1 << 16)?;
+    let framed = fsutil::unframe(&path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
     let config: StoreConfig =
-        serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(path, format!("config is not valid: {e}")))?;
+        serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&path, format!("config is not valid: {e}")))?;
     if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
-        return Err(Error::corrupt(path, format!("block size {} out of range", config.block_size)));
+        return Err(Error::corrupt(&path, format!("block size {} out of range", config.block_size)));
     }
     Ok(config)
 }
 
 /// The block size the first readable manifest records (for a store whose
 /// config is damaged).
-fn block_size_from_manifests(root: &Path) -> Option<u32> {
-    let dir = root.join("versions");
-    let mut names: Vec<_> = fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).collect();
-    names.sort_by_key(|e| e.file_name());
-    names.into_iter().find_map(|ent| {
-        let name = ent.file_name();
-        let id: Hash = name.to_str()?.strip_suffix(".tdm")?.parse().ok()?;
-        let bytes = fsutil::read_capped(&ent.path(), 1 << 30).ok()?;
-        let m = Manifest::decode(&ent.path(), &bytes, id).ok()?;
+fn block_size_from_manifests(backend: &dyn Backend) -> Option<u32> {
+    backend.list("versions/").ok()?.into_iter().find_map(|obj| {
+        let id: Hash = obj.name.strip_prefix("versions/")?.strip_suffix(".tdm")?.parse().ok()?;
+        let (bytes, _) = backend.get(&obj.name, 1 << 30).ok()?;
+        let m = Manifest::decode(&backend.locate(&obj.name), &bytes, id).ok()?;
         (crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size).then_some(m.block_size)
     })
 }

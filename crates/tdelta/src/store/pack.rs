@@ -1,19 +1,17 @@
 //! Pack files (immutable sequences of encoded blocks) and their indexes.
 //!
-//! A pack is written once, front to back, into a temporary file, then
-//! fsynced and renamed to `packs/<id>.pack`; its index follows as
-//! `packs/<id>.idx`. Both layouts are specified in `FORMAT.md`.
+//! A pack is written once, front to back, as a streamed object of the
+//! backend (locally: a temporary file, fsynced and renamed) named
+//! `packs/<id>.pack`; its index follows as `packs/<id>.idx`. Both layouts
+//! are specified in `FORMAT.md`.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::fsutil;
+use super::{PackFile, Store, index_name, pack_name};
 use crate::Hash;
-use crate::error::IoContext;
+use crate::backend::{ObjectWriter, PutMode};
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
@@ -65,38 +63,24 @@ pub(crate) struct BlockMeta {
     pub base: Option<Hash>,
 }
 
-/// Appends blocks to a new pack in the store's `tmp/` directory.
+/// Appends blocks to a new pack (a streamed object of the backend).
 pub(crate) struct PackWriter {
-    tmp_path: PathBuf,
-    out: BufWriter<File>,
+    out: Box<dyn ObjectWriter>,
     digest: Xxh3,
     pos: u64,
-    /// Bytes handed to the kernel for write-back so far.
-    kicked: u64,
     entries: Vec<Entry>,
 }
 
 impl std::fmt::Debug for PackWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackWriter")
-            .field("tmp_path", &self.tmp_path)
-            .field("pos", &self.pos)
-            .field("blocks", &self.entries.len())
-            .finish()
+        f.debug_struct("PackWriter").field("pos", &self.pos).field("blocks", &self.entries.len()).finish()
     }
 }
 
 impl PackWriter {
-    pub fn create(tmp_dir: &Path) -> Result<PackWriter> {
-        let (tmp_path, file) = fsutil::temp_file(tmp_dir, "pack")?;
-        let mut w = PackWriter {
-            tmp_path,
-            out: BufWriter::with_capacity(1 << 20, file),
-            digest: Xxh3::new(),
-            pos: 0,
-            kicked: 0,
-            entries: Vec::new(),
-        };
+    /// Starts a new pack of `store` (the caller holds its lease).
+    pub fn create(store: &Store) -> Result<PackWriter> {
+        let mut w = PackWriter { out: store.backend.writer()?, digest: Xxh3::new(), pos: 0, entries: Vec::new() };
         let mut head = [0u8; FILE_HEADER];
         head[..8].copy_from_slice(PACK_MAGIC);
         head[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
@@ -105,7 +89,7 @@ impl PackWriter {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).at(&self.tmp_path)?;
+        self.out.write_all(bytes)?;
         self.digest.update(bytes);
         self.pos += bytes.len() as u64;
         Ok(())
@@ -136,13 +120,6 @@ impl PackWriter {
         self.put(&head)?;
         let offset = self.pos;
         self.put(payload)?;
-        // Let the disk work while the next blocks are encoded: the final
-        // fsync then has little left to wait for.
-        let in_kernel = self.pos - self.out.buffer().len() as u64;
-        if in_kernel - self.kicked >= 8 << 20 {
-            fsutil::start_writeback(self.out.get_ref(), self.kicked, in_kernel - self.kicked);
-            self.kicked = in_kernel;
-        }
         self.entries.push(Entry {
             hash: meta.hash,
             pack: 0,
@@ -158,44 +135,44 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Finishes the pack: footer, fsync, rename into `packs_dir`, then the
-    /// index. Returns the pack id and its entries (pack number unset).
-    /// On failure nothing is left behind: neither the temporary file nor a
-    /// pack whose index could not be written (a full disk must leave the
-    /// store as it was).
-    pub fn finish(mut self, tmp_dir: &Path, packs_dir: &Path) -> Result<(Hash, Vec<Entry>)> {
-        let tmp_path = self.tmp_path.clone();
+    /// Finishes the pack: footer, the pack object, then its index.
+    /// Returns the pack id and its entries (pack number unset). On failure
+    /// nothing is left behind: neither the temporary object nor a pack
+    /// whose index could not be written (a full disk must leave the store
+    /// as it was).
+    pub fn finish(mut self, store: &Store) -> Result<(Hash, Vec<Entry>)> {
         let mut foot = [0u8; 16];
         foot[..8].copy_from_slice(PACK_FOOTER_MAGIC);
         foot[8..].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
         if let Err(e) = self.put(&foot) {
-            let _ = fs::remove_file(&tmp_path);
+            self.out.abort();
             return Err(e);
         }
         let id = Hash(self.digest.digest128());
-        let pack_path = packs_dir.join(format!("{id}.pack"));
-        let landed = match self.out.into_inner() {
-            Ok(file) => fsutil::commit_file(file, &tmp_path, &pack_path),
-            Err(e) => Err(Error::io(&tmp_path, e.into_error())),
-        };
-        if let Err(e) = landed {
-            let _ = fs::remove_file(&tmp_path);
-            return Err(e);
+        match self.out.finish(&pack_name(id)) {
+            // The same bytes are there already (content-addressed).
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
         }
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.hash);
         let index = encode_index(&entries);
-        if let Err(e) = fsutil::write_atomic(tmp_dir, &packs_dir.join(format!("{id}.idx")), &index) {
-            let _ = fs::remove_file(&pack_path);
-            let _ = fsutil::sync_dir(packs_dir);
-            return Err(e);
+        match store.backend.put(&index_name(id), &index, PutMode::Create) {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => {
+                // The index may have landed with its response lost: it
+                // goes first, so that no index ever names a missing pack.
+                let _ = store.backend.delete(&index_name(id));
+                let _ = store.backend.delete(&pack_name(id));
+                return Err(e);
+            }
         }
         Ok((id, entries))
     }
 
-    /// Removes the temporary file of an abandoned pack.
+    /// Drops an abandoned pack: nothing becomes visible.
     pub fn abandon(self) {
-        let _ = fs::remove_file(&self.tmp_path);
+        self.out.abort();
     }
 }
 
@@ -302,17 +279,18 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
     Ok(entries)
 }
 
-/// Reads the payload of `entry` from the open pack file and checks its
+/// Reads the payload of `entry` from pack `pack` of `store` and checks its
 /// checksum.
-pub(crate) fn read_payload(file: &File, path: &Path, entry: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+    let path = &pack.path;
     buf.clear();
     buf.resize(entry.stored_len as usize, 0);
-    file.read_exact_at(buf, entry.offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+    store.backend.read_at(&pack.name, entry.offset, buf).map_err(|e| match e {
+        Error::Corrupt { .. } => {
             Error::corrupt(path, format!("pack truncated: block {} lies past its end", entry.hash))
-        } else {
-            Error::io(path, e)
         }
+        Error::NotFound { .. } => Error::corrupt(path, format!("pack is missing: block {} cannot be read", entry.hash)),
+        e => e,
     })?;
     let sum = xxhash_rust::xxh3::xxh3_64(buf);
     if sum != entry.checksum {
@@ -324,17 +302,54 @@ pub(crate) fn read_payload(file: &File, path: &Path, entry: &Entry, buf: &mut Ve
     Ok(())
 }
 
+impl Store {
+    /// The entries of loaded pack number `i`, read from its index again
+    /// (the index map keeps one copy of a block that sits in several packs).
+    pub(crate) fn pack_entries(&self, i: usize) -> Result<Vec<Entry>> {
+        let p = &self.packs[i];
+        let name = index_name(p.id);
+        let (bytes, _) = self.backend.get(&name, 1 << 34)?;
+        decode_index(&self.locate(&name), &bytes, i as u32, p.len)
+    }
+
+    /// Bytes of the index of pack `id` (0 when it cannot be read).
+    pub(crate) fn index_size(&self, id: Hash) -> u64 {
+        self.backend.head(&index_name(id)).map_or(0, |m| m.size)
+    }
+
+    /// Bytes of every object under `packs/`.
+    pub(crate) fn packs_bytes(&self) -> Result<u64> {
+        Ok(self.backend.list("packs/")?.iter().map(|o| o.size).sum())
+    }
+
+    /// xxh3-128 of a whole pack, read in 4 MiB pieces.
+    pub(crate) fn hash_pack(&self, p: &PackFile) -> Result<Hash> {
+        let mut h = Xxh3::new();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut at = 0u64;
+        let len = self.backend.head(&p.name)?.size;
+        while at < len {
+            let n = (len - at).min(buf.len() as u64) as usize;
+            self.backend.read_at(&p.name, at, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(Hash(h.digest128()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
     fn pack_and_index_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let (tmp, packs) = (dir.path().join("tmp"), dir.path().join("packs"));
-        fs::create_dir_all(&tmp).unwrap();
-        fs::create_dir_all(&packs).unwrap();
-        let mut w = PackWriter::create(&tmp).unwrap();
+        let mut store = Store::init(&dir.path().join("s"), &crate::InitOptions::default()).unwrap();
+        let (tmp, packs) = (dir.path().join("s/tmp"), dir.path().join("s/packs"));
+        let mut w = PackWriter::create(&store).unwrap();
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
         for (i, p) in payloads.iter().enumerate() {
             let meta = BlockMeta {
@@ -347,17 +362,17 @@ mod tests {
             };
             w.add(meta, p).unwrap();
         }
-        let (id, entries) = w.finish(&tmp, &packs).unwrap();
+        let (id, entries) = w.finish(&store).unwrap();
         let pack_path = packs.join(format!("{id}.pack"));
         let idx_path = packs.join(format!("{id}.idx"));
         let pack_len = fs::metadata(&pack_path).unwrap().len();
         let idx = fs::read(&idx_path).unwrap();
         let decoded = decode_index(&idx_path, &idx, 0, pack_len).unwrap();
         assert_eq!(decoded, entries);
-        let f = File::open(&pack_path).unwrap();
+        store.load_packs().unwrap();
         let mut buf = Vec::new();
         for e in &decoded {
-            read_payload(&f, &pack_path, e, &mut buf).unwrap();
+            read_payload(&store, &store.packs[0], e, &mut buf).unwrap();
             assert_eq!(Hash::of(&buf), e.hash);
         }
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "temp files left");

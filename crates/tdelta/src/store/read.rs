@@ -169,7 +169,7 @@ impl Store {
     /// base, and checks the result against the entry's hash.
     fn decode_entry(&self, e: &Entry, base: Option<&[u8]>, out: &mut Vec<u8>, payload: &mut Vec<u8>) -> Result<()> {
         let pf = &self.packs[e.pack as usize];
-        pack::read_payload(&pf.file, &pf.path, e, payload)?;
+        pack::read_payload(self, pf, e, payload)?;
         let codec = CodecId::from_u8(e.codec)?;
         let dtype = DType::from_code(e.dtype)
             .ok_or_else(|| Error::corrupt(&pf.path, format!("block {} has unknown dtype code {}", e.hash, e.dtype)))?;

@@ -1,21 +1,19 @@
 //! Refs (named pointers to versions) and the hash-chained audit log of
 //! every version created and every ref moved. Layouts in `FORMAT.md`.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil;
 use crate::Hash;
-use crate::error::IoContext;
+use crate::backend::{Backend, ETag, PutMode};
 use crate::{Error, Result};
 
 const REF_PREFIX: &str = "tdelta-ref 1 ";
 const LOG_HEADER: &str = "tdelta-audit 1";
 /// Refs larger than this are corrupt by definition.
-const MAX_REF_FILE: u64 = 256;
+pub(crate) const MAX_REF_FILE: u64 = 256;
 
 /// Checks that `name` is a valid ref name: `/`-separated components of
 /// ASCII letters, digits, `.`, `_`, `-`, none empty or starting with `.`,
@@ -69,19 +67,9 @@ pub(crate) fn encode_ref(id: Hash) -> String {
     format!("{line} {sum:016x}\n")
 }
 
-/// Reads a ref file; `Ok(None)` if it does not exist.
-pub(crate) fn read_ref(path: &Path) -> Result<Option<Hash>> {
-    let bytes = match fsutil::read_capped(path, MAX_REF_FILE) {
-        Ok(b) => b,
-        // Not found, or a parent of the path is a ref (`a` for `a/b`).
-        Err(Error::Io { source, .. })
-            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::corrupt(path, "ref is not UTF-8"))?;
+/// Parses the bytes of a ref object (`path` names it in errors).
+pub(crate) fn parse_ref(path: &Path, bytes: &[u8]) -> Result<Hash> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::corrupt(path, "ref is not UTF-8"))?;
     let Some(rest) = text.strip_suffix('\n') else {
         return Err(Error::corrupt(path, "ref is truncated (no final newline)"));
     };
@@ -94,7 +82,7 @@ pub(crate) fn read_ref(path: &Path) -> Result<Option<Hash>> {
     if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(line.as_bytes())) != sum {
         return Err(Error::corrupt(path, "ref checksum mismatch"));
     }
-    id.parse().map(Some).map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
+    id.parse().map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
 }
 
 /// One entry of the audit log.
@@ -139,11 +127,18 @@ fn seal(entry: &AuditEntry) -> Result<Hash> {
 }
 
 /// The audit log: one JSON object per line, each sealed by the hash of its
-/// content, which includes the previous entry's hash.
+/// content, which includes the previous entry's hash. The object
+/// `audit.log` is never changed in place: an append replaces it by
+/// compare-and-swap with its content plus the new line, under the lease
+/// (a local store writes it as any other file: temp, fsync, rename).
 #[derive(Debug)]
 pub(crate) struct AuditLog {
+    backend: Arc<dyn Backend>,
     path: PathBuf,
 }
+
+/// The audit log's object name.
+pub(crate) const AUDIT_LOG: &str = "audit.log";
 
 /// Result of reading the audit log.
 #[derive(Debug, Default)]
@@ -157,34 +152,50 @@ pub struct AuditReport {
 }
 
 impl AuditLog {
-    pub fn new(path: PathBuf) -> Self {
-        AuditLog { path }
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let path = backend.locate(AUDIT_LOG);
+        AuditLog { backend, path }
     }
 
     /// Creates the log with its header line.
-    pub fn create(&self, tmp_dir: &Path) -> Result<()> {
-        fsutil::write_atomic(tmp_dir, &self.path, format!("{LOG_HEADER}\n").as_bytes())
+    pub fn create(&self) -> Result<()> {
+        self.backend.put(AUDIT_LOG, format!("{LOG_HEADER}\n").as_bytes(), PutMode::Overwrite).map(|_| ())
+    }
+
+    /// The log's bytes and tag; `None` when it is missing.
+    pub fn raw(&self) -> Result<Option<(Vec<u8>, ETag)>> {
+        match self.backend.get(AUDIT_LOG, 1 << 36) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads and checks the whole chain.
     pub fn read(&self) -> Result<AuditReport> {
-        let text = match fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::corrupt(
-                    &self.path,
-                    "audit log is missing (deleted outside tdelta?); `tdelta repair audit` starts a new one \
-                     recording the current refs",
-                ));
-            }
-            Err(e) => return Err(Error::io(&self.path, e)),
+        Ok(self.read_tagged()?.0)
+    }
+
+    /// [`AuditLog::read`], with the bytes and tag read.
+    fn read_tagged(&self) -> Result<(AuditReport, Vec<u8>, ETag)> {
+        let Some((text, tag)) = self.raw()? else {
+            return Err(Error::corrupt(
+                &self.path,
+                "audit log is missing (deleted outside tdelta?); `tdelta repair audit` starts a new one \
+                 recording the current refs",
+            ));
         };
+        let rep = self.check(&text);
+        Ok((rep, text, tag))
+    }
+
+    fn check(&self, text: &[u8]) -> AuditReport {
         let mut rep = AuditReport::default();
         let body = match text.strip_prefix(format!("{LOG_HEADER}\n").as_bytes()) {
             Some(b) => b,
             None => {
                 rep.problems.push(format!("{}: missing or bad header line", self.path.display()));
-                return Ok(rep);
+                return rep;
             }
         };
         let complete = match body.iter().rposition(|&b| b == b'\n') {
@@ -201,26 +212,26 @@ impl AuditLog {
                 Ok(s) => s,
                 Err(e) => {
                     rep.problems.push(format!("{}: entry {n} is not valid: {e}", self.path.display()));
-                    return Ok(rep);
+                    return rep;
                 }
             };
             let problem = if sealed.entry.seq != n {
                 Some(format!("entry {n} has sequence number {}", sealed.entry.seq))
             } else if sealed.entry.prev != prev {
                 Some(format!("entry {n} does not chain to entry {}", n - 1))
-            } else if seal(&sealed.entry)? != sealed.hash {
+            } else if seal(&sealed.entry).ok() != Some(sealed.hash) {
                 Some(format!("entry {n} was edited (its hash does not match its content)"))
             } else {
                 None
             };
             if let Some(p) = problem {
                 rep.problems.push(format!("{}: {p}", self.path.display()));
-                return Ok(rep);
+                return rep;
             }
             prev = sealed.hash;
             rep.entries.push(sealed.entry);
         }
-        Ok(rep)
+        rep
     }
 
     /// Appends an entry (filling `seq` and `prev`), repairing a torn tail
@@ -231,12 +242,17 @@ impl AuditLog {
         Ok(entry)
     }
 
+    /// Replaces the log by `bytes` if it is still as read (`tag`).
+    fn swap(&self, bytes: &[u8], tag: ETag) -> Result<()> {
+        self.backend.put(AUDIT_LOG, bytes, PutMode::IfMatch(Some(tag))).map(|_| ())
+    }
+
     /// Fills `seq` and `prev` of the entry that the next append will add
     /// and returns it with its sealed line, after refusing a damaged log
     /// and cutting a torn tail. Must be called with the store lock held,
     /// which keeps the line valid until [`AuditLog::append_line`].
     pub fn prepare(&self, mut entry: AuditEntry) -> Result<(AuditEntry, Vec<u8>)> {
-        let rep = self.read()?;
+        let (rep, text, tag) = self.read_tagged()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", self.path.display())).unwrap_or(p);
             return Err(Error::corrupt(
@@ -248,11 +264,8 @@ impl AuditLog {
             ));
         }
         if rep.torn_tail {
-            let text = fs::read(&self.path).at(&self.path)?;
             let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            let f = OpenOptions::new().write(true).open(&self.path).at(&self.path)?;
-            f.set_len(keep as u64).at(&self.path)?;
-            f.sync_all().at(&self.path)?;
+            self.swap(&text[..keep], tag)?;
         }
         entry.seq = rep.entries.len() as u64 + 1;
         entry.prev = rep.entries.last().map_or(Ok(Hash::default()), seal)?;
@@ -260,16 +273,19 @@ impl AuditLog {
         Ok((entry, line))
     }
 
-    /// Appends a line made by [`AuditLog::prepare`] (`O_APPEND`, fsync).
+    /// Appends a line made by [`AuditLog::prepare`]: the log with the
+    /// line, swapped in if the log did not change since it was read.
     pub fn append_line(&self, line: &[u8]) -> Result<()> {
-        let mut f = OpenOptions::new().append(true).open(&self.path).at(&self.path)?;
-        f.write_all(line).at(&self.path)?;
-        f.sync_all().at(&self.path)
+        let Some((mut text, tag)) = self.raw()? else {
+            return Err(Error::corrupt(&self.path, "audit log is missing (deleted outside tdelta?)"));
+        };
+        text.extend_from_slice(line);
+        self.swap(&text, tag)
     }
 
     /// Replaces the log (atomically) with the header and `entries`, sealed
     /// and chained anew from the first (`repair audit`).
-    pub fn rewrite(&self, tmp_dir: &Path, entries: &[AuditEntry]) -> Result<()> {
+    pub fn rewrite(&self, entries: &[AuditEntry]) -> Result<()> {
         let mut text = format!("{LOG_HEADER}\n").into_bytes();
         let mut prev = Hash::default();
         for (i, e) in entries.iter().enumerate() {
@@ -279,7 +295,7 @@ impl AuditLog {
             prev = seal(&e)?;
             text.extend(sealed_line(&e)?);
         }
-        fsutil::write_atomic(tmp_dir, &self.path, &text)
+        self.backend.put(AUDIT_LOG, &text, PutMode::Overwrite).map(|_| ())
     }
 
     /// The log file.
@@ -314,6 +330,8 @@ pub(crate) fn parse_sealed(line: &[u8]) -> std::result::Result<(AuditEntry, Hash
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -352,16 +370,12 @@ mod tests {
     fn ref_round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r");
-        assert_eq!(read_ref(&p).unwrap(), None);
         let id = Hash::of(b"v");
-        fs::write(&p, encode_ref(id)).unwrap();
-        assert_eq!(read_ref(&p).unwrap(), Some(id));
+        assert_eq!(parse_ref(&p, encode_ref(id).as_bytes()).unwrap(), id);
         let mut s = encode_ref(id).into_bytes();
         s[20] = if s[20] == b'0' { b'1' } else { b'0' };
-        fs::write(&p, &s).unwrap();
-        assert!(read_ref(&p).unwrap_err().to_string().contains("checksum mismatch"));
-        fs::write(&p, &encode_ref(id)[..30]).unwrap();
-        assert!(read_ref(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(parse_ref(&p, &s).unwrap_err().to_string().contains("checksum mismatch"));
+        assert!(parse_ref(&p, &encode_ref(id).as_bytes()[..30]).unwrap_err().to_string().contains("truncated"));
     }
 
     fn entry(op: &str) -> AuditEntry {
@@ -381,8 +395,8 @@ mod tests {
     #[test]
     fn audit_chain_detects_edits_and_repairs_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"));
-        log.create(dir.path()).unwrap();
+        let log = AuditLog::new(Arc::new(crate::backend::LocalDir::new(dir.path())));
+        log.create().unwrap();
         for op in ["pack", "tag", "rollback"] {
             log.append(entry(op)).unwrap();
         }
@@ -410,16 +424,16 @@ mod tests {
     #[test]
     fn rewrite_of_the_valid_prefix_keeps_its_seals() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"));
-        log.create(dir.path()).unwrap();
+        let log = AuditLog::new(Arc::new(crate::backend::LocalDir::new(dir.path())));
+        log.create().unwrap();
         for op in ["pack", "tag", "rollback"] {
             log.append(entry(op)).unwrap();
         }
         let before = fs::read(log.path()).unwrap();
         let entries = log.read().unwrap().entries;
-        log.rewrite(dir.path(), &entries).unwrap();
+        log.rewrite(&entries).unwrap();
         assert_eq!(fs::read(log.path()).unwrap(), before);
-        log.rewrite(dir.path(), &entries[..1]).unwrap();
+        log.rewrite(&entries[..1]).unwrap();
         let rep = log.read().unwrap();
         assert!(rep.problems.is_empty() && rep.entries == entries[..1]);
     }
@@ -427,7 +441,7 @@ mod tests {
     #[test]
     fn a_missing_log_is_named_with_its_cure() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"));
+        let log = AuditLog::new(Arc::new(crate::backend::LocalDir::new(dir.path())));
         let e = log.read().unwrap_err().to_string();
         assert!(e.contains("audit.log") && e.contains("missing") && e.contains("repair audit"), "{e}");
     }

@@ -172,8 +172,7 @@ fn cut_safetensors(
     let blocks = f.blocks(m.block_size);
     let header_blocks: Vec<BlockRef> = blocks.iter().filter(|b| b.tensor.is_none()).copied().collect();
     let header = read_bytes(store, id, f, &header_blocks, counters)?;
-    let bad =
-        |why: &str| Error::corrupt(store.root().join("versions"), format!("version {}: {}: {why}", id.short(), f.path));
+    let bad = |why: &str| Error::corrupt(store.manifest_path(id), format!("version {}: {}: {why}", id.short(), f.path));
     let json = header.get(8..).ok_or_else(|| bad("header shorter than 8 bytes"))?;
     let old: Map<String, Value> =
         serde_json::from_slice(json.trim_ascii_end()).map_err(|e| bad(&format!("header is not a JSON object: {e}")))?;

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 const SECRET_HEADER: &str = "tdelta-secret-key 1";
 const PUBLIC_PREFIX: &str = "tdelta-public-key 1 ";
 /// Key files are small; anything larger is not one.
-const MAX_KEY_FILE: u64 = 4 << 10;
+pub(crate) const MAX_KEY_FILE: u64 = 4 << 10;
 
 /// Decodes lowercase or uppercase hex into exactly `N` bytes.
 pub(super) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

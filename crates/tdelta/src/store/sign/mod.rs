@@ -9,16 +9,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::refs::{AuditEntry, entry_hash, parse_sealed};
-use super::{Store, fsutil, integrity::PENDING_FILE};
+use super::{Store, exists, integrity::PENDING_FILE};
 use crate::Hash;
-use crate::error::IoContext;
+use crate::backend::PutMode;
 use crate::{Error, Result};
 
 mod keys;
@@ -101,21 +100,21 @@ pub(crate) struct Checked {
     file: SigFile,
 }
 
-fn sig_dir(store: &Store, kind: &str) -> PathBuf {
-    store.root.join("signatures").join(kind)
+/// The prefix of the signature objects of a kind (`versions`, `moves`).
+fn sig_dir(kind: &str) -> String {
+    format!("signatures/{kind}/")
 }
 
-fn trusted_dir(store: &Store) -> PathBuf {
-    store.root.join("keys").join("trusted")
-}
+const TRUSTED_DIR: &str = "keys/trusted/";
 
-/// Reads `path` and checks its signature; `name` is the hash its file
+/// Reads the signature object `obj` and checks it; `name` is the hash its
 /// name must match (the version id, or the audit entry's hash).
-fn check_file(path: &Path, name: Hash) -> Result<Checked> {
-    check_bytes(path, &fsutil::read_capped(path, MAX_SIG_FILE)?, name)
+fn check_object(store: &Store, obj: &str, name: Hash) -> Result<Checked> {
+    let (bytes, _) = store.backend.get(obj, MAX_SIG_FILE)?;
+    check_bytes(&store.locate(obj), &bytes, name)
 }
 
-/// [`check_file`] of the bytes read from `path`.
+/// [`check_object`] of the bytes read from `path`.
 pub(crate) fn check_bytes(path: &Path, bytes: &[u8], name: Hash) -> Result<Checked> {
     let bad = |why: &str| Error::corrupt(path, format!("bad signature file: {why}"));
     let file: SigFile = serde_json::from_slice(bytes).map_err(|e| bad(&format!("not valid: {e}")))?;
@@ -136,41 +135,34 @@ pub(crate) fn check_bytes(path: &Path, bytes: &[u8], name: Hash) -> Result<Check
     Ok(Checked { path: path.to_path_buf(), key, file })
 }
 
-fn sig_path(store: &Store, kind: &str, name: Hash) -> PathBuf {
-    sig_dir(store, kind).join(format!("{name}.sig"))
+/// The signature object of `name`.
+fn sig_name(kind: &str, name: Hash) -> String {
+    format!("{}{name}.sig", sig_dir(kind))
 }
 
-/// Every `<32 hex>.sig` in a signature folder (none when it is missing).
-fn list_sigs(dir: &Path) -> Result<Vec<(Hash, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for ent in entries {
-        let ent = ent.at(dir)?;
-        let name = ent.file_name();
-        if let Some(h) = name.to_str().and_then(|n| n.strip_suffix(".sig")).and_then(|s| s.parse().ok()) {
-            out.push((h, ent.path()));
-        }
-    }
+/// Every `<32 hex>.sig` of a kind, with its object name.
+fn list_sigs(store: &Store, kind: &str) -> Result<Vec<(Hash, String)>> {
+    let dir = sig_dir(kind);
+    let mut out: Vec<(Hash, String)> = store
+        .backend
+        .list(&dir)?
+        .into_iter()
+        .filter_map(|o| Some((o.name.strip_prefix(&dir)?.strip_suffix(".sig")?.parse().ok()?, o.name.clone())))
+        .collect();
     out.sort();
     Ok(out)
 }
 
 fn write_sig(store: &Store, kind: &str, name: Hash, file: &SigFile) -> Result<()> {
-    let dir = sig_dir(store, kind);
-    fs::create_dir_all(&dir).at(&dir)?;
     let bytes =
         serde_json::to_vec(file).map_err(|e| Error::InvalidArgument(format!("cannot encode signature: {e}")))?;
-    fsutil::write_atomic(&store.tmp_dir(), &dir.join(format!("{name}.sig")), &bytes)
+    store.backend.put(&sig_name(kind, name), &bytes, PutMode::Overwrite).map(|_| ())
 }
 
 /// Signs version `id` unless it already has a signature (a version keeps
 /// its first one). Caller holds the lock.
 pub(crate) fn sign_version(store: &Store, signer: &Signer, id: Hash) -> Result<()> {
-    if sig_path(store, "versions", id).exists() {
+    if exists(store.backend.as_ref(), &sig_name("versions", id))? {
         return Ok(());
     }
     let mut file = SigFile::new(signer, &version_message(id));
@@ -189,12 +181,7 @@ pub(crate) fn sign_move(store: &Store, signer: &Signer, entry: &AuditEntry) -> R
 /// Removes the signature of a move that did not happen (its writer
 /// failed or was killed before the ref moved).
 pub(crate) fn remove_move_signature(store: &Store, entry: Hash) {
-    let path = sig_path(store, "moves", entry);
-    if fs::remove_file(&path).is_ok()
-        && let Some(dir) = path.parent()
-    {
-        let _ = fsutil::sync_dir(dir);
-    }
+    let _ = store.backend.delete(&sig_name("moves", entry));
 }
 
 /// Adds the public key in `path` to the store's trusted keys and records
@@ -202,43 +189,44 @@ pub(crate) fn remove_move_signature(store: &Store, entry: Hash) {
 /// changes nothing.
 pub fn trust_key(store: &Store, path: &Path) -> Result<PublicKey> {
     let key = PublicKey::from_file(path)?;
-    let _lock = store.lock()?;
-    let dir = trusted_dir(store);
-    fs::create_dir_all(&dir).at(&dir)?;
-    let dest = dir.join(format!("{}.pub", key.fingerprint()));
-    match PublicKey::from_file(&dest) {
-        Ok(k) if k.key == key.key => return Ok(k),
-        Ok(_) => {
+    let txn = store.begin_write()?;
+    let obj = format!("{TRUSTED_DIR}{}.pub", key.fingerprint());
+    let dest = store.locate(&obj);
+    let found = match store.backend.get(&obj, keys::MAX_KEY_FILE) {
+        Ok((bytes, _)) => Some(PublicKey::parse(&dest, &bytes)),
+        Err(crate::Error::NotFound { .. }) => None,
+        Err(e) => Some(Err(e)),
+    };
+    match found {
+        None => {}
+        Some(Ok(k)) if k.key == key.key => return Ok(k),
+        Some(Ok(_)) => {
             return Err(Error::InvalidArgument(format!(
                 "{}: another key with the same fingerprint is trusted; refusing to replace it",
                 dest.display()
             )));
         }
-        Err(_) if dest.symlink_metadata().is_ok() => {
+        Some(Err(_)) => {
             return Err(Error::corrupt(&dest, "unreadable trusted key file; move it out of the store first"));
         }
-        Err(_) => {}
     }
-    fsutil::write_atomic(&store.tmp_dir(), &dest, key.encode().as_bytes())?;
+    store.backend.put(&obj, key.encode().as_bytes(), PutMode::Create)?;
     let comment = if key.comment.is_empty() { String::new() } else { format!(" ({})", key.comment) };
-    store.record("trust", None, None, &format!("trusted key {}{comment}", key.fingerprint()))?;
+    txn.record(store, "trust", None, None, &format!("trusted key {}{comment}", key.fingerprint()))?;
     Ok(key)
 }
 
 /// The store's trusted keys, and one message per file in `keys/trusted/`
 /// that is not a valid public key.
 pub fn trusted_keys(store: &Store) -> Result<(Vec<PublicKey>, Vec<String>)> {
-    let dir = trusted_dir(store);
     let (mut keys, mut bad) = (Vec::new(), Vec::new());
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((keys, bad)),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
-        match PublicKey::from_file(&p) {
+    let objects = store.backend.list(TRUSTED_DIR)?;
+    for o in objects.iter().filter(|o| o.name.ends_with(".pub") && !o.name[TRUSTED_DIR.len()..].contains('/')) {
+        let parsed = store
+            .backend
+            .get(&o.name, keys::MAX_KEY_FILE)
+            .and_then(|(bytes, _)| PublicKey::parse(&store.locate(&o.name), &bytes));
+        match parsed {
             Ok(k) => keys.push(k),
             Err(e) => bad.push(e.to_string()),
         }
@@ -304,8 +292,8 @@ struct MoveSigs {
 impl MoveSigs {
     fn load(store: &Store, damaged: &mut Vec<String>) -> Result<MoveSigs> {
         let mut by_hash = BTreeMap::new();
-        for (h, p) in list_sigs(&sig_dir(store, "moves"))? {
-            match check_file(&p, h) {
+        for (h, obj) in list_sigs(store, "moves")? {
+            match check_object(store, &obj, h) {
                 Ok(c) => {
                     by_hash.insert(h, c);
                 }
@@ -341,12 +329,12 @@ fn signed_by(key: &VerifyingKey, trusted: &[PublicKey]) -> SignedBy {
 /// Who signed version `id`: `Ok(None)` when unsigned, an error when its
 /// signature file is damaged.
 pub fn version_signer(store: &Store, id: Hash) -> Result<Option<SignedBy>> {
-    let path = sig_path(store, "versions", id);
-    if !path.exists() {
+    let obj = sig_name("versions", id);
+    if !exists(store.backend.as_ref(), &obj)? {
         return Ok(None);
     }
     let (trusted, _) = trusted_keys(store)?;
-    Ok(Some(signed_by(&check_file(&path, id)?.key, &trusted)))
+    Ok(Some(signed_by(&check_object(store, &obj, id)?.key, &trusted)))
 }
 
 /// Who signed each of `entries` (audit entries, e.g. from
@@ -379,9 +367,11 @@ pub fn verify_signatures(store: &Store) -> Result<SignatureReport> {
             let entries = read_log();
             let mut damaged = Vec::new();
             let moves = MoveSigs::load(store, &mut damaged)?;
-            let pending = fsutil::read_capped(&store.root.join(PENDING_FILE), MAX_SIG_FILE)
+            let pending = store
+                .backend
+                .get(PENDING_FILE, MAX_SIG_FILE)
                 .ok()
-                .and_then(|b| parse_sealed(b.strip_suffix(b"\n")?).ok())
+                .and_then(|(b, _)| parse_sealed(b.strip_suffix(b"\n")?).ok())
                 .map(|(_, h)| h);
             if read_log().len() == entries.len() || attempt == READ_ATTEMPTS {
                 rep.damaged.extend(damaged);
@@ -459,10 +449,14 @@ pub fn verify_signatures(store: &Store) -> Result<SignatureReport> {
         pointed.entry(id).or_default().push(name);
     }
     let mut versions: HashMap<Hash, Checked> = HashMap::new();
-    for (id, p) in list_sigs(&sig_dir(store, "versions"))? {
-        match check_file(&p, id) {
-            Ok(_) if !store.manifest_path(id).is_file() => {
-                rep.orphans.push(format!("{}: signs version {}, which is not in the store", p.display(), id.short()));
+    for (id, obj) in list_sigs(store, "versions")? {
+        match check_object(store, &obj, id) {
+            Ok(_) if !store.has_version(id) => {
+                rep.orphans.push(format!(
+                    "{}: signs version {}, which is not in the store",
+                    store.locate(&obj).display(),
+                    id.short()
+                ));
                 rep.valid += 1;
             }
             Ok(c) => {
@@ -474,7 +468,7 @@ pub fn verify_signatures(store: &Store) -> Result<SignatureReport> {
     rep.valid += versions.len() + moves.by_hash.len();
     for (id, refs) in pointed {
         let (signed, problem) = match versions.get(&id) {
-            None if sig_path(store, "versions", id).exists() => continue, // damaged: reported above
+            None if exists(store.backend.as_ref(), &sig_name("versions", id)).unwrap_or(false) => continue, // damaged: reported above
             None => (None, "not signed".to_string()),
             Some(c) => {
                 let by = signed_by(&c.key, &trusted);

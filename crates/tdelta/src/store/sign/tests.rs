@@ -51,9 +51,9 @@ fn signing_store() -> (tempfile::TempDir, Store, Hash, Hash) {
     trust_key(&store, &pub_path).unwrap();
     store.set_signer(Some(s));
     let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
-    let _l = store.lock().unwrap();
-    store.move_ref_locked("stable", Some(a), "tag", "").unwrap();
-    drop(_l);
+    let txn = store.begin_write().unwrap();
+    txn.move_ref(&store, "stable", Some(a), "tag", "").unwrap();
+    drop(txn);
     (dir, store, a, b)
 }
 
@@ -75,7 +75,8 @@ fn kill_after_signing(store: &Store, a: Hash, b: Hash, ref_moved: bool) -> Hash 
     store.write_pending(&line).unwrap();
     sign_move(store, store.signer().unwrap(), &entry).unwrap();
     if ref_moved {
-        store.write_ref_file(&store.root.join("refs/stable"), Some(b)).unwrap();
+        let seen = store.read_ref_object("refs/stable").unwrap().map(|(_, t)| t);
+        store.write_ref_file("refs/stable", seen, Some(b)).unwrap();
     }
     entry_hash(&entry).unwrap()
 }
@@ -95,8 +96,8 @@ fn a_move_signed_but_never_made_is_an_orphan_then_removed_by_the_next_writer() {
     let moves: Vec<&String> = rep.orphans.iter().filter(|o| o.contains("moves")).collect();
     assert_eq!(moves.len(), 1, "{rep:?}");
     assert!(moves[0].contains("under way"), "{rep:?}");
-    drop(store.lock().unwrap());
-    assert!(!sig_path(&store, "moves", h).exists());
+    drop(store.begin_write().unwrap());
+    assert!(!exists(store.backend().as_ref(), &sig_name("moves", h)).unwrap());
     let rep = verify_signatures(&store).unwrap();
     assert!(rep.unsigned.is_empty() && !rep.orphans.iter().any(|o| o.contains("moves")), "{rep:?}");
 }
@@ -105,7 +106,7 @@ fn a_move_signed_but_never_made_is_an_orphan_then_removed_by_the_next_writer() {
 fn a_signed_move_completed_as_recover_counts_as_signed() {
     let (_d, store, a, b) = signing_store();
     kill_after_signing(&store, a, b, true);
-    drop(store.lock().unwrap());
+    drop(store.begin_write().unwrap());
     let mut log = store.audit().read().unwrap().entries;
     assert_eq!(log.last().unwrap().op, "recover");
     // The ref moves (the first entry records the key trusted).
@@ -119,11 +120,11 @@ fn a_signed_move_completed_as_recover_counts_as_signed() {
 #[test]
 fn a_failed_ref_write_takes_its_signature_back() {
     let (_d, store, _a, _b) = signing_store();
-    let _l = store.lock().unwrap();
-    let before = list_sigs(&sig_dir(&store, "moves")).unwrap();
+    let txn = store.begin_write().unwrap();
+    let before = list_sigs(&store, "moves").unwrap();
     // Deleting a ref that does not exist fails after the signing.
-    assert!(store.move_ref_locked("nothing", None, "untag", "").is_err());
-    assert_eq!(list_sigs(&sig_dir(&store, "moves")).unwrap(), before);
+    assert!(txn.move_ref(&store, "nothing", None, "untag", "").is_err());
+    assert_eq!(list_sigs(&store, "moves").unwrap(), before);
     assert!(!store.root.join(PENDING_FILE).exists());
 }
 
@@ -137,6 +138,7 @@ fn signature_files_detect_edits() {
     file.r#move = Some(e.clone());
     let p = dir.path().join("m.sig");
     fs::write(&p, serde_json::to_vec(&file).unwrap()).unwrap();
+    let check_file = |p: &Path, h| check_bytes(p, &fs::read(p).unwrap(), h);
     check_file(&p, h).unwrap();
     assert!(check_file(&p, Hash::of(b"other")).is_err());
     let mut edited = file.clone();
