@@ -11,9 +11,9 @@ use serde::Serialize;
 use super::Progress;
 use crate::Hash;
 use crate::error::IoContext;
+use crate::ops::blocks::Scratch;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
-use crate::store::read::Scratch;
 use crate::store::{Store, fsutil};
 use crate::{AuditEntry, AuditReport, Error, Result};
 

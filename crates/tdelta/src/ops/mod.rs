@@ -1,5 +1,6 @@
 //! Operations on a store: pack a checkpoint, restore a version.
 
+mod blocks;
 mod diff;
 pub(crate) mod log;
 mod manage;

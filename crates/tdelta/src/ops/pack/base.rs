@@ -5,9 +5,9 @@
 
 use crate::Hash;
 use crate::lossy;
+use crate::ops::blocks::Scratch;
 use crate::ops::policy::{NEAR_GAIN, Policy};
 use crate::store::Store;
-use crate::store::read::Scratch;
 use crate::{DType, Result};
 
 /// What the index says of a candidate base block.

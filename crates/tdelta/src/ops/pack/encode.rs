@@ -12,11 +12,11 @@ use super::plan::{Job, Run};
 use crate::checkpoint::Checkpoint;
 use crate::codec::{self, EncodeParams};
 use crate::lossy::{self, Bits, ErrorSums, LossyOptions};
+use crate::ops::blocks::Scratch;
 use crate::ops::policy::Policy;
 use crate::store::Store;
 use crate::store::manifest::VersionStats;
 use crate::store::pack::BlockMeta;
-use crate::store::read::Scratch;
 use crate::{DType, Hash, Result};
 
 /// The id of a block's raw bytes: the one place pack hashes blocks.

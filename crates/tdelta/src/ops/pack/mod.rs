@@ -32,9 +32,9 @@ use crate::Hash;
 use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::EncodeParams;
 use crate::lossy::LossyOptions;
+use crate::ops::blocks::Scratch;
 use crate::store::Store;
 use crate::store::manifest::{LayoutKind, Manifest};
-use crate::store::read::Scratch;
 use crate::{Error, Result};
 
 /// Which version serves as the delta base.
