@@ -145,3 +145,72 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use safetensors::tensor::{Dtype, TensorView};
+
+    use super::*;
+    use crate::ops::{PackOptions, Policy, Silent, pack};
+    use crate::testutil::noise;
+    use crate::{InitOptions, Store};
+
+    /// A store holding two versions of one F32 tensor, the second a delta
+    /// (chain:4); returns the store and the second version's block hashes.
+    fn two_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
+        let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
+        let mut w = noise(3, 16384);
+        let src = dir.join("m.safetensors");
+        for step in 0..2u8 {
+            if step == 1 {
+                for x in w.iter_mut().step_by(4) {
+                    *x ^= 1;
+                }
+            }
+            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![4096], &w).unwrap())];
+            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
+            let opts = PackOptions { policy: Policy::Chain(4), ..Default::default() };
+            pack(&mut store, &src, &opts, &Silent).unwrap();
+        }
+        store.load_packs().unwrap();
+        let head = store.read_ref("HEAD").unwrap().unwrap();
+        let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
+        (store, blocks)
+    }
+
+    #[test]
+    fn a_chain_decodes_from_its_full_block_up_to_the_block_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let top = blocks[0];
+        assert_eq!(store.entry(top).unwrap().depth, 1);
+        let mut levels = Vec::new();
+        let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+        store
+            .read_chain(top, &mut out, &mut scratch, |e, b| {
+                levels.push((e.depth, Hash::of(b) == e.hash));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(levels, vec![(0, true), (1, true)]);
+        let counters = ReadCounters::default();
+        let mut again = Vec::new();
+        store.read_block(top, &mut again, &mut scratch, Some(&counters)).unwrap();
+        assert_eq!(again, out);
+        assert_eq!(Hash::of(&again), top);
+        assert_eq!(counters.decoded.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.max_levels.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_chain_deeper_than_allowed_is_refused_before_decoding() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let counters = ReadCounters::default();
+        let err = store
+            .read_block_within(blocks[0], 1, &mut Vec::new(), &mut Scratch::default(), Some(&counters))
+            .unwrap_err();
+        assert!(err.to_string().contains("claims a chain of 2 levels"), "{err}");
+        assert_eq!(counters.decoded.load(Ordering::Relaxed), 0);
+    }
+}
