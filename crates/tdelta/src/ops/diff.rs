@@ -7,9 +7,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Hash;
+use crate::ops::blocks::Scratch;
 use crate::store::Store;
 use crate::store::manifest::{FileContent, FileEntry, TensorEntry};
-use crate::store::read::Scratch;
 use crate::{DType, Error, Result};
 
 /// How a tensor differs between two versions.

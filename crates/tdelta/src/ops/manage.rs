@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::Progress;
 use crate::Hash;
+use crate::ops::blocks::Scratch;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
-use crate::store::read::Scratch;
 use crate::store::{Store, WriteTxn};
 use crate::{AuditEntry, AuditReport, Error, Result};
 

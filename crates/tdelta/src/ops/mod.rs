@@ -1,5 +1,6 @@
 //! Operations on a store: pack a checkpoint, restore a version.
 
+mod blocks;
 mod diff;
 pub(crate) mod log;
 mod manage;
@@ -26,5 +27,7 @@ pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_golden;
 #[cfg(test)]
 mod tests_source;

@@ -1,13 +1,10 @@
 //! Delta policies: how deep chains of deltas may grow, and which block a
-//! new block is a delta against (README, "Choosing a delta policy").
+//! new block is a delta against (README, "Choosing a delta policy"); the
+//! choice itself is made in `pack/base.rs`.
 
 use std::str::FromStr;
 
-use crate::Hash;
-use crate::lossy;
-use crate::store::Store;
-use crate::store::read::Scratch;
-use crate::{DType, Error, Result};
+use crate::{Error, Result};
 
 /// How deep delta chains may grow, which bounds what a restore decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,61 +95,20 @@ impl FromStr for Policy {
     }
 }
 
-/// The base of a block under [`Policy::Near`]`(k)` given the base
-/// version's block `prev` (at depth `d`). While `d < k`, `prev` itself
-/// (depth `d + 1`). At the limit, the candidates are the blocks of its
-/// chain less than `k` levels deep, nearest first; each costs an excess
-/// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
-/// and the first whose excess is at most [`NEAR_GAIN`] of the next one's
-/// is taken (the last, the full block, when none is). Returns its hash and
-/// the new block's depth, its bytes in `basebuf`.
-pub(super) fn near_base(
-    store: &Store,
-    dtype: DType,
-    bytes: &[u8],
-    prev: Hash,
-    k: u16,
-    scratch: &mut Scratch,
-    basebuf: &mut Vec<u8>,
-) -> Result<(Hash, u16)> {
-    let pe = store.entry(prev)?;
-    if pe.depth < k {
-        store.read_block(prev, basebuf, scratch, None)?;
-        return Ok((prev, pe.depth + 1));
-    }
-    // A base of another length (a tensor that gained or lost rows) is cut
-    // or zero-padded, as the encoder does.
-    let estimate = |b: &[u8]| {
-        if b.len() == bytes.len() {
-            lossy::ec::exact_estimate(dtype, bytes, b)
-        } else {
-            let mut padded = b.to_vec();
-            padded.resize(bytes.len(), 0);
-            lossy::ec::exact_estimate(dtype, bytes, &padded)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parses_and_prints() {
+        for s in ["chain:8", "keyframe:4", "full", "root", "near:3", "near:1000"] {
+            assert_eq!(s.parse::<Policy>().unwrap().to_string(), s);
         }
-    };
-    // One pass down the chain: each candidate's bytes and estimate, from
-    // the full block up.
-    let mut cands: Vec<(Hash, u16, Vec<u8>, usize)> = Vec::new();
-    let mut near = usize::MAX;
-    let mut top = std::mem::take(basebuf);
-    store.read_chain(prev, &mut top, scratch, |e, b| {
-        if e.depth < k {
-            cands.push((e.hash, e.depth + 1, b.to_vec(), estimate(b)));
-        } else if e.hash == prev {
-            near = estimate(b);
+        assert_eq!("chain:1".parse::<Policy>().unwrap(), Policy::ROOT);
+        assert_eq!(Policy::default(), Policy::Near(3));
+        assert_eq!(Policy::default().max_levels(), 4);
+        for bad in ["chain", "chain:0", "chain:x", "keyframe:1001", "delta:3", "", "near", "near:0", "near:1001"] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
-        Ok(())
-    })?;
-    *basebuf = top;
-    // Nearest first; the chain always ends on a full block (depth 0 < k).
-    cands.reverse();
-    let mut at = cands.len() - 1;
-    if near != usize::MAX && cands.iter().all(|c| c.3 != usize::MAX) {
-        let excess = |c: &(Hash, u16, Vec<u8>, usize)| c.3.saturating_sub(near) as f64;
-        at = (0..cands.len() - 1).find(|&i| excess(&cands[i]) <= NEAR_GAIN * excess(&cands[i + 1])).unwrap_or(at);
     }
-    let (hash, depth, b, _) = cands.swap_remove(at);
-    *basebuf = b;
-    Ok((hash, depth))
 }

@@ -25,8 +25,8 @@ use target::{Existing, Guard, Staging};
 use super::Progress;
 use crate::Hash;
 use crate::error::IoContext;
+use crate::ops::blocks::{ReadCounters, Scratch};
 use crate::store::manifest::{BlockRef, FileEntry, LayoutKind, Manifest, TensorEntry};
-use crate::store::read::{ReadCounters, Scratch};
 use crate::store::{Store, fsutil};
 use crate::{Error, Result};
 

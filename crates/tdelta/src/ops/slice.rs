@@ -12,9 +12,9 @@ use rayon::prelude::*;
 use super::Progress;
 use super::restore::{block_error, levels_bound};
 use crate::Hash;
+use crate::ops::blocks::Scratch;
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, Manifest, TensorEntry};
-use crate::store::read::Scratch;
 use crate::{Error, Result};
 
 /// One read of [`read_tensors_into`]: bytes `start..start + out.len()` of

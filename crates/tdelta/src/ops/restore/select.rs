@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 
 use super::{block_error, check_len};
 use crate::Hash;
+use crate::ops::blocks::{ReadCounters, Scratch};
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, FileContent, FileEntry, Manifest};
-use crate::store::read::{ReadCounters, Scratch};
 use crate::{Error, Result};
 
 /// Which parts of a version [`super::restore_parts`] writes. Empty lists

@@ -8,9 +8,9 @@ use rayon::prelude::*;
 
 use super::{block_error, check_len, levels_bound};
 use crate::Hash;
+use crate::ops::blocks::Scratch;
 use crate::store::Store;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest, TensorEntry};
-use crate::store::read::Scratch;
 use crate::{Error, Result};
 
 /// Blocks decoded at once before they are written out in order.

@@ -1,0 +1,216 @@
+//! Reading blocks back: a stored block's chain decoded from its full
+//! block up, the payload of every level read through the store
+//! ([`Store::read_payload`]), its codec and dtype checked, and the hash of
+//! every level checked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Hash;
+use crate::codec::{self, CodecId};
+use crate::store::Store;
+use crate::store::pack::Entry;
+use crate::store::read::MAX_DEPTH;
+use crate::{DType, Error, Result};
+
+/// Reusable buffers of one reader thread: one block buffer (the other is
+/// the caller's output) and one payload buffer, however deep the chain, so
+/// that a long restore allocates only once.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    payload: Vec<u8>,
+    other: Vec<u8>,
+}
+
+/// Counters of what block reads did; shared between threads.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    /// Blocks decoded (every level of every chain counts once).
+    pub decoded: AtomicU64,
+    /// Payload bytes read from packs.
+    pub payload_bytes: AtomicU64,
+    /// Deepest delta chain followed by one block read.
+    pub max_levels: AtomicU64,
+}
+
+impl ReadCounters {
+    fn record(&self, levels: u64, bytes: u64) {
+        self.decoded.fetch_add(levels, Ordering::Relaxed);
+        self.payload_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.max_levels.fetch_max(levels, Ordering::Relaxed);
+    }
+}
+
+// Decoding is the engine's, not the store's: the store locates entries and
+// returns payload bytes; these methods live here, next to the codecs' use.
+impl Store {
+    /// Restores the raw bytes of block `hash` into `out` (resized to the
+    /// block length), decoding its base chain first and checking the hash of
+    /// every level.
+    pub(crate) fn read_block(
+        &self,
+        hash: Hash,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+    ) -> Result<()> {
+        self.read_block_within(hash, MAX_DEPTH + 1, out, scratch, counters)
+    }
+
+    /// [`Store::read_block`] of a block that may need at most `max_levels`
+    /// decodes; a deeper chain is refused as damage, not followed.
+    pub(crate) fn read_block_within(
+        &self,
+        hash: Hash,
+        max_levels: u16,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+    ) -> Result<()> {
+        let chain = self.chain_within(hash, max_levels)?;
+        self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
+    }
+
+    /// Decodes block `hash` and its chain from the full block up, calling
+    /// `visit` with each level's entry and bytes (the block itself last,
+    /// also left in `out`).
+    pub(crate) fn read_chain(
+        &self,
+        hash: Hash,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let chain = self.chain(hash)?;
+        self.decode_chain(&chain, out, scratch, None, visit)
+    }
+
+    fn decode_chain(
+        &self,
+        chain: &[&Entry],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        counters: Option<&ReadCounters>,
+        mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let levels = chain.len();
+        let mut bytes = 0u64;
+        // Decode from the root up, two buffers in turn: each level is
+        // decoded into one from its base in the other. The one decoded
+        // last ends in `out`.
+        let (mut base_buf, mut cur) =
+            if levels % 2 == 1 { (&mut scratch.other, &mut *out) } else { (&mut *out, &mut scratch.other) };
+        for (i, e) in chain.iter().rev().enumerate() {
+            let base = if i == 0 {
+                None
+            } else {
+                // A base shorter or longer than the block (a tensor that
+                // gained or lost rows) is cut or zero-padded to its length.
+                base_buf.resize(e.raw_len as usize, 0);
+                Some(base_buf.as_slice())
+            };
+            self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            visit(e, cur)?;
+            bytes += u64::from(e.stored_len);
+            std::mem::swap(&mut base_buf, &mut cur);
+        }
+        if let Some(c) = counters {
+            c.record(levels as u64, bytes);
+        }
+        Ok(())
+    }
+
+    /// Reads, checks and decodes one entry given its (already restored)
+    /// base, and checks the result against the entry's hash.
+    fn decode_entry(&self, e: &Entry, base: Option<&[u8]>, out: &mut Vec<u8>, payload: &mut Vec<u8>) -> Result<()> {
+        self.read_payload(e, payload)?;
+        let path = self.pack_path(e);
+        let codec = CodecId::from_u8(e.codec)?;
+        let dtype = DType::from_code(e.dtype)
+            .ok_or_else(|| Error::corrupt(path, format!("block {} has unknown dtype code {}", e.hash, e.dtype)))?;
+        if codec.needs_base() != base.is_some() {
+            return Err(Error::corrupt(
+                path,
+                format!("block {}: codec {} and base {:?} disagree", e.hash, codec.name(), e.base),
+            ));
+        }
+        // Every codec writes each byte of `out` (or fails, and the buffer
+        // is discarded): only a length change needs new zeroed bytes, so a
+        // reused buffer is not cleared per block.
+        out.resize(e.raw_len as usize, 0);
+        codec::decode(dtype, codec, payload, base, out)?;
+        let actual = Hash::of(out);
+        if actual != e.hash {
+            return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use safetensors::tensor::{Dtype, TensorView};
+
+    use super::*;
+    use crate::ops::{PackOptions, Policy, Silent, pack};
+    use crate::testutil::noise;
+    use crate::{InitOptions, Store};
+
+    /// A store holding two versions of one F32 tensor, the second a delta
+    /// (chain:4); returns the store and the second version's block hashes.
+    fn two_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
+        let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
+        let mut w = noise(3, 16384);
+        let src = dir.join("m.safetensors");
+        for step in 0..2u8 {
+            if step == 1 {
+                for x in w.iter_mut().step_by(4) {
+                    *x ^= 1;
+                }
+            }
+            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![4096], &w).unwrap())];
+            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
+            let opts = PackOptions { policy: Policy::Chain(4), ..Default::default() };
+            pack(&mut store, &src, &opts, &Silent).unwrap();
+        }
+        store.load_packs().unwrap();
+        let head = store.read_ref("HEAD").unwrap().unwrap();
+        let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
+        (store, blocks)
+    }
+
+    #[test]
+    fn a_chain_decodes_from_its_full_block_up_to_the_block_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let top = blocks[0];
+        assert_eq!(store.entry(top).unwrap().depth, 1);
+        let mut levels = Vec::new();
+        let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+        store
+            .read_chain(top, &mut out, &mut scratch, |e, b| {
+                levels.push((e.depth, Hash::of(b) == e.hash));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(levels, vec![(0, true), (1, true)]);
+        let counters = ReadCounters::default();
+        let mut again = Vec::new();
+        store.read_block(top, &mut again, &mut scratch, Some(&counters)).unwrap();
+        assert_eq!(again, out);
+        assert_eq!(Hash::of(&again), top);
+        assert_eq!(counters.decoded.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.max_levels.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_chain_deeper_than_allowed_is_refused_before_decoding() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let counters = ReadCounters::default();
+        let err = store
+            .read_block_within(blocks[0], 1, &mut Vec::new(), &mut Scratch::default(), Some(&counters))
+            .unwrap_err();
+        assert!(err.to_string().contains("claims a chain of 2 levels"), "{err}");
+        assert_eq!(counters.decoded.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,214 @@
+//! Base selection: which stored block a new block is a delta against,
+//! under the version's [`Policy`]. [`choose`] and [`pick_near`] decide
+//! from index entries and size estimates alone (pure); [`resolve`] reads
+//! the blocks they name.
+
+use crate::Hash;
+use crate::lossy;
+use crate::ops::blocks::Scratch;
+use crate::ops::policy::{NEAR_GAIN, Policy};
+use crate::store::Store;
+use crate::{DType, Result};
+
+/// What the index says of a candidate base block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Candidate {
+    pub hash: Hash,
+    /// Its delta depth (0: a full block).
+    pub depth: u16,
+    /// Its dtype code.
+    pub dtype: u8,
+}
+
+/// The base decision for one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Choice {
+    /// No base: the block is encoded on its own.
+    Full,
+    /// A delta against `base`; the new block sits at `depth`.
+    Delta { base: Hash, depth: u16 },
+    /// A delta against the full block at the root of `of`'s chain
+    /// (depth 1): `chain:K` at its limit.
+    Root { of: Hash },
+    /// `near:K` at its limit: a delta against the block of `of`'s chain
+    /// that [`pick_near`] picks by size.
+    Near { of: Hash, k: u16 },
+}
+
+/// The base of a block of `dtype` whose run has `prev` in the base
+/// version (the block at the same place), under `policy`. A base of another
+/// dtype (a corrupt or hand-made index) is not used.
+pub(super) fn choose(policy: Policy, dtype: DType, prev: Option<Candidate>) -> Choice {
+    let Some(p) = prev else { return Choice::Full };
+    if policy == Policy::Full || DType::from_code(p.dtype) != Some(dtype) {
+        return Choice::Full;
+    }
+    match policy {
+        Policy::Chain(k) if p.depth >= k => Choice::Root { of: p.hash },
+        Policy::Keyframe(k) if p.depth >= k => Choice::Full,
+        Policy::Near(k) if p.depth >= k => Choice::Near { of: p.hash, k },
+        _ => Choice::Delta { base: p.hash, depth: p.depth + 1 },
+    }
+}
+
+/// Of the candidates of [`Choice::Near`], nearest first and the full block
+/// last, given each one's estimated delta size and the estimate against
+/// the base version's block (`near`): the index of the first whose excess
+/// over `near` is at most [`NEAR_GAIN`] of the next one's; the last (the
+/// full block) when none is or an estimate is missing (`usize::MAX`).
+pub(super) fn pick_near(near: usize, estimates: &[usize]) -> usize {
+    let last = estimates.len().saturating_sub(1);
+    if near == usize::MAX || estimates.contains(&usize::MAX) {
+        return last;
+    }
+    let excess = |e: usize| e.saturating_sub(near) as f64;
+    (0..last).find(|&i| excess(estimates[i]) <= NEAR_GAIN * excess(estimates[i + 1])).unwrap_or(last)
+}
+
+/// Carries out `choice` for the block `bytes`: returns the base's hash
+/// and the new block's depth, the base's bytes in `basebuf`, or `None` for
+/// [`Choice::Full`].
+pub(super) fn resolve(
+    store: &Store,
+    choice: Choice,
+    dtype: DType,
+    bytes: &[u8],
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<Option<(Hash, u16)>> {
+    let (base, depth) = match choice {
+        Choice::Full => return Ok(None),
+        Choice::Delta { base, depth } => (base, depth),
+        Choice::Root { of } => {
+            let chain = store.chain(of)?;
+            (chain[chain.len() - 1].hash, 1)
+        }
+        Choice::Near { of, k } => return near_base(store, dtype, bytes, of, k, scratch, basebuf).map(Some),
+    };
+    store.read_block(base, basebuf, scratch, None)?;
+    Ok(Some((base, depth)))
+}
+
+/// The base of a block under [`Policy::Near`]`(k)` given the base
+/// version's block `prev` (at depth `d`). While `d < k`, `prev` itself
+/// (depth `d + 1`). At the limit, the candidates are the blocks of its
+/// chain less than `k` levels deep, nearest first; each costs an excess
+/// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
+/// and [`pick_near`] takes one. Returns its hash and the new block's depth,
+/// its bytes in `basebuf`.
+fn near_base(
+    store: &Store,
+    dtype: DType,
+    bytes: &[u8],
+    prev: Hash,
+    k: u16,
+    scratch: &mut Scratch,
+    basebuf: &mut Vec<u8>,
+) -> Result<(Hash, u16)> {
+    let pe = store.entry(prev)?;
+    if pe.depth < k {
+        store.read_block(prev, basebuf, scratch, None)?;
+        return Ok((prev, pe.depth + 1));
+    }
+    // A base of another length (a tensor that gained or lost rows) is cut
+    // or zero-padded, as the encoder does.
+    let estimate = |b: &[u8]| {
+        if b.len() == bytes.len() {
+            lossy::ec::exact_estimate(dtype, bytes, b)
+        } else {
+            let mut padded = b.to_vec();
+            padded.resize(bytes.len(), 0);
+            lossy::ec::exact_estimate(dtype, bytes, &padded)
+        }
+    };
+    // One pass down the chain: each candidate's bytes and estimate, from
+    // the full block up.
+    let mut cands: Vec<(Hash, u16, Vec<u8>, usize)> = Vec::new();
+    let mut near = usize::MAX;
+    let mut top = std::mem::take(basebuf);
+    store.read_chain(prev, &mut top, scratch, |e, b| {
+        if e.depth < k {
+            cands.push((e.hash, e.depth + 1, b.to_vec(), estimate(b)));
+        } else if e.hash == prev {
+            near = estimate(b);
+        }
+        Ok(())
+    })?;
+    *basebuf = top;
+    // Nearest first; the chain always ends on a full block (depth 0 < k).
+    cands.reverse();
+    let estimates: Vec<usize> = cands.iter().map(|c| c.3).collect();
+    let (hash, depth, b, _) = cands.swap_remove(pick_near(near, &estimates));
+    *basebuf = b;
+    Ok((hash, depth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> Hash {
+        Hash::of(&[n])
+    }
+
+    fn cand(n: u8, depth: u16) -> Option<Candidate> {
+        Some(Candidate { hash: h(n), depth, dtype: DType::BF16 as u8 })
+    }
+
+    #[test]
+    fn no_base_block_or_full_policy_means_no_base() {
+        for p in ["near:3", "chain:2", "keyframe:2", "root", "full"] {
+            assert_eq!(choose(p.parse().unwrap(), DType::BF16, None), Choice::Full, "{p}");
+        }
+        assert_eq!(choose(Policy::Full, DType::BF16, cand(1, 0)), Choice::Full);
+    }
+
+    #[test]
+    fn a_base_of_another_dtype_is_not_used() {
+        assert_eq!(choose(Policy::Near(3), DType::F16, cand(1, 0)), Choice::Full);
+        let bad = Some(Candidate { hash: h(1), depth: 0, dtype: 250 });
+        assert_eq!(choose(Policy::Chain(4), DType::BF16, bad), Choice::Full);
+    }
+
+    #[test]
+    fn under_the_limit_every_policy_deltas_one_level_deeper() {
+        for p in [Policy::Near(3), Policy::Chain(3), Policy::Keyframe(3)] {
+            for d in 0..3 {
+                assert_eq!(choose(p, DType::BF16, cand(7, d)), Choice::Delta { base: h(7), depth: d + 1 }, "{p} {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn at_the_limit_each_policy_does_its_own_thing() {
+        assert_eq!(choose(Policy::Chain(2), DType::BF16, cand(7, 2)), Choice::Root { of: h(7) });
+        assert_eq!(choose(Policy::ROOT, DType::BF16, cand(7, 1)), Choice::Root { of: h(7) });
+        assert_eq!(choose(Policy::ROOT, DType::BF16, cand(7, 0)), Choice::Delta { base: h(7), depth: 1 });
+        assert_eq!(choose(Policy::Keyframe(2), DType::BF16, cand(7, 2)), Choice::Full);
+        assert_eq!(choose(Policy::Keyframe(2), DType::BF16, cand(7, 5)), Choice::Full);
+        assert_eq!(choose(Policy::Near(2), DType::BF16, cand(7, 2)), Choice::Near { of: h(7), k: 2 });
+        assert_eq!(choose(Policy::Near(2), DType::BF16, cand(7, 9)), Choice::Near { of: h(7), k: 2 });
+    }
+
+    #[test]
+    fn near_takes_the_first_candidate_clearly_cheaper_than_the_next() {
+        // Excess over `near` (100): 10, 30, 50 → 10 <= 0.5 * 30: the nearest.
+        assert_eq!(pick_near(100, &[110, 130, 150]), 0);
+        // 40 > 0.5 * 60; 60 <= 0.5 * 200: the second.
+        assert_eq!(pick_near(100, &[140, 160, 300]), 1);
+        // Excess grows slowly down the chain: the full block.
+        assert_eq!(pick_near(100, &[180, 190, 200]), 2);
+        // Equal to `near` (no excess) everywhere: 0 <= 0, the nearest.
+        assert_eq!(pick_near(100, &[100, 100]), 0);
+        // Cheaper than `near` counts as no excess.
+        assert_eq!(pick_near(100, &[50, 300]), 0);
+    }
+
+    #[test]
+    fn near_falls_back_to_the_full_block() {
+        assert_eq!(pick_near(100, &[500]), 0);
+        assert_eq!(pick_near(usize::MAX, &[110, 130, 150]), 2);
+        assert_eq!(pick_near(100, &[110, usize::MAX, 150]), 2);
+        assert_eq!(pick_near(100, &[]), 0);
+    }
+}
