@@ -329,7 +329,7 @@ pub fn gc(store: &mut Store, why: &str) -> Result<GcReport> {
             continue;
         }
         if !keep.is_empty() {
-            let mut w = PackWriter::create(&store.tmp_dir())?;
+            let mut w = PackWriter::create(&store.tmp_dir(), store.hasher())?;
             let mut buf = Vec::new();
             for e in &keep {
                 crate::store::pack::read_payload(&p.file, &p.path, e, &mut buf)?;
@@ -402,7 +402,7 @@ impl VerifyReport {
 /// Checks that a pack's bytes still hash to its name (its id): catches
 /// bytes appended or altered anywhere, including outside any payload.
 fn check_pack_id(p: &crate::store::PackFile) -> Result<()> {
-    let actual = fsutil::hash_file(&p.path, &super::Silent)?;
+    let actual = fsutil::hash_file_as(&p.path, p.id.algo().hasher(crate::Domain::Pack), &super::Silent)?;
     if actual != p.id {
         return Err(Error::corrupt(
             &p.path,

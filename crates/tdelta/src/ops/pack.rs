@@ -276,10 +276,11 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     let (tx, rx) = crossbeam_channel::bounded::<Vec<NewBlock>>(2);
     let tmp_dir = store_ref.tmp_dir();
     let packs_dir = store_ref.packs_dir();
+    let algo = store_ref.hasher();
     let mut stats = VersionStats { raw_bytes: total, ..VersionStats::default() };
 
     let result = thread::scope(|s| {
-        let writer = s.spawn(move || write_packs(rx, &tmp_dir, &packs_dir));
+        let writer = s.spawn(move || write_packs(rx, &tmp_dir, &packs_dir, algo));
         let produced = (|| -> Result<()> {
             let mut seen: HashSet<Hash> = HashSet::new();
             for (fi, f) in ckpt.files.iter().enumerate() {
@@ -381,7 +382,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         return Err(e);
     }
     // Until the manifest lands, a failure takes back the packs written.
-    let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy));
+    let lossy_json = opts.lossy.as_ref().and_then(|l| lossy_record(l, &ckpt, &runs, &run_lossy, store.hasher()));
     let landed = write_version(store, &ckpt, &runs, &run_hashes, head, base_id, stats, lossy_json, opts);
     let (id, manifest, new_manifest) = match landed {
         Ok(v) => v,
@@ -428,7 +429,7 @@ fn write_version(
             return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
         }
     }
-    let files = build_files(ckpt, runs, run_hashes);
+    let files = build_files(ckpt, runs, run_hashes, store.hasher());
     let manifest = Manifest {
         parent: head,
         base: base_id,
@@ -514,7 +515,7 @@ fn encode_job(
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
 ) -> Result<(Outcome, Option<LossyNote>)> {
-    let hash = Hash::of(bytes);
+    let hash = store.hasher().block(bytes);
     let lossy_opts = opts.lossy.as_ref().filter(|_| run.lossy);
     let exact_note = |base: Option<&[u8]>| {
         lossy_opts.map(|_| LossyNote { orig: hash, bits: None, sums: lossy::measure(run.dtype, bytes, bytes, base) })
@@ -570,7 +571,7 @@ fn encode_job(
                     Some(e) if e.payload.len() <= q.payload.len() => {}
                     _ => {
                         let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
-                        let rh = Hash::of(&q.recon);
+                        let rh = store.hasher().block(&q.recon);
                         if store.has_block(rh) || seen.contains(&rh) {
                             return Ok((Outcome::Known(rh), Some(note)));
                         }
@@ -711,6 +712,7 @@ fn lossy_record(
     ckpt: &checkpoint::Checkpoint,
     runs: &[Run],
     run_lossy: &[Option<RunLossy>],
+    algo: crate::Algo,
 ) -> Option<serde_json::Value> {
     let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
     let mut tensors = Vec::new();
@@ -731,7 +733,7 @@ fn lossy_record(
             "file": ckpt.files[r.file].rel_path,
             "name": r.name.unwrap_or_default(),
             "dtype": r.dtype.name(),
-            "original_hash": Hash::of_hashes(&rl.orig).to_string(),
+            "original_hash": algo.list(&rl.orig).to_string(),
             "elements": rl.sums.elements,
             "blocks": {"int2": rl.blocks[0], "int4": rl.blocks[1], "int8": rl.blocks[2], "exact": rl.blocks[3]},
             "max_abs_err": num(rl.sums.max_abs),
@@ -761,14 +763,19 @@ fn lossy_record(
 
 /// Appends batches of new blocks to pack files, rolling to a new pack past
 /// [`PACK_ROLL_BYTES`]. Returns the ids of the packs written.
-fn write_packs(rx: crossbeam_channel::Receiver<Vec<NewBlock>>, tmp_dir: &Path, packs_dir: &Path) -> Result<Vec<Hash>> {
+fn write_packs(
+    rx: crossbeam_channel::Receiver<Vec<NewBlock>>,
+    tmp_dir: &Path,
+    packs_dir: &Path,
+    algo: crate::Algo,
+) -> Result<Vec<Hash>> {
     let mut done = Vec::new();
     let mut cur: Option<PackWriter> = None;
     let res = (|| -> Result<()> {
         for batch in rx {
             for nb in batch {
                 if cur.is_none() {
-                    cur = Some(PackWriter::create(tmp_dir)?);
+                    cur = Some(PackWriter::create(tmp_dir, algo)?);
                 }
                 let w = cur.as_mut().expect("writer just created");
                 w.add(nb.meta, &nb.payload)?;
@@ -815,7 +822,12 @@ fn in_block(root: &Path, f: &checkpoint::SourceFile, run: &Run, job: &Job, e: Er
 }
 
 /// The manifest's file entries from the runs and their block hashes.
-fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Hash>]) -> Vec<FileEntry> {
+fn build_files(
+    ckpt: &checkpoint::Checkpoint,
+    runs: &[Run],
+    run_hashes: &[Vec<Hash>],
+    algo: crate::Algo,
+) -> Vec<FileEntry> {
     let mut per_file: Vec<Vec<usize>> = vec![Vec::new(); ckpt.files.len()];
     for (ri, r) in runs.iter().enumerate() {
         per_file[r.file].push(ri);
@@ -838,7 +850,7 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
                             shape: t.shape.clone(),
                             offset: t.start,
                             len: t.len,
-                            hash: Hash::of_hashes(&run_hashes[ri]),
+                            hash: algo.list(&run_hashes[ri]),
                             blocks: run_hashes[ri].clone(),
                         })
                         .collect(),
@@ -847,7 +859,7 @@ fn build_files(ckpt: &checkpoint::Checkpoint, runs: &[Run], run_hashes: &[Vec<Ha
             };
             let mut fe =
                 FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), mode: Some(f.mode), content };
-            fe.hash = Hash::of_hashes(&fe.block_hashes());
+            fe.hash = algo.list(&fe.block_hashes());
             fe
         })
         .collect()

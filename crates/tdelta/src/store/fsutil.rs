@@ -147,11 +147,10 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     fs::read(path).at(path)
 }
 
-/// xxh3-128 of a whole file, read in 4 MiB pieces (reported to `progress`
-/// as bytes read).
-pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::Hash> {
+/// The hash of a whole file with `h` (a pack's id: see `FORMAT.md`),
+/// read in 4 MiB pieces (reported to `progress` as bytes read).
+pub(crate) fn hash_file_as(path: &Path, mut h: crate::Hasher, progress: &dyn crate::Progress) -> Result<crate::Hash> {
     let mut f = fs::File::open(path).at(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 4 << 20];
     loop {
         let n = f.read(&mut buf).at(path)?;
@@ -161,7 +160,7 @@ pub fn hash_file(path: &Path, progress: &dyn crate::Progress) -> Result<crate::H
         h.update(&buf[..n]);
         progress.advance(n as u64);
     }
-    Ok(crate::Hash(h.digest128()))
+    Ok(h.finish())
 }
 
 /// Sum of the lengths of every file under `path` (or of `path` itself).

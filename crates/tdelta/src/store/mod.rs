@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STORE/
-//!   config              framed JSON: block size, creation time
+//!   config              framed JSON: block size, creation time, hash
 //!   packs/<id>.pack     encoded blocks, written once
 //!   packs/<id>.idx      index of a pack, written after it
 //!   versions/<id>.tdm   manifests, content-addressed
@@ -24,6 +24,7 @@
 //! tensors mean.
 
 pub(crate) mod fsutil;
+pub(crate) mod info;
 pub(crate) mod integrity;
 pub(crate) mod lock;
 pub(crate) mod manifest;
@@ -40,16 +41,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Hash;
 use crate::error::IoContext;
+use crate::{Algo, Hash};
 use crate::{Error, Result};
 use manifest::Manifest;
 use pack::Entry;
 use refs::{AuditEntry, AuditLog};
 
 const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
-/// Store format version written by this build.
-pub const STORE_VERSION: u32 = 1;
+/// Store format version written by this build: 2 names blocks and
+/// versions with BLAKE3; format-1 stores (xxh3-128) are read, and written
+/// once upgraded ([`Store::upgrade`]).
+pub const STORE_VERSION: u32 = 2;
 /// Fewest hex digits of a version id prefix.
 const MIN_PREFIX: usize = 4;
 
@@ -109,6 +112,16 @@ pub struct StoreConfig {
     pub block_size: u32,
     /// Creation time.
     pub created: u64,
+    /// The algorithm of new ids (absent in format 1: xxh3-128).
+    #[serde(default, skip_serializing_if = "is_xxh3")]
+    pub hash: Algo,
+    /// The store format: the config's frame version (1 or 2).
+    #[serde(skip)]
+    pub format: u32,
+}
+
+fn is_xxh3(a: &Algo) -> bool {
+    *a == Algo::Xxh3
 }
 
 /// Figures about a whole store ([`Store::stats`]).
@@ -202,10 +215,10 @@ impl Store {
         }
         let tmp = path.join("tmp");
         AuditLog::new(path.join("audit.log")).create(&tmp)?;
-        let config = StoreConfig { block_size: opts.block_size, created: now() };
-        let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let config =
+            StoreConfig { block_size: opts.block_size, created: now(), hash: Algo::Blake3, format: STORE_VERSION };
         // The config lands last: a store without it is not a store.
-        fsutil::write_atomic(&tmp, &path.join("config"), &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body))?;
+        write_config(&tmp, &path.join("config"), &config)?;
         Store::open(path)
     }
 
@@ -222,7 +235,8 @@ impl Store {
             Err(e @ Error::Corrupt { .. }) => {
                 let block_size = block_size_from_manifests(path).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
                 let problem = format!("{e}; the store is read-only until it is restored (from a backup)");
-                (StoreConfig { block_size, created: 0 }, Some(problem))
+                // Ids of either width are still checked by their width.
+                (StoreConfig { block_size, created: 0, hash: Algo::Blake3, format: STORE_VERSION }, Some(problem))
             }
             Err(e) => return Err(e),
         };
@@ -319,9 +333,15 @@ impl Store {
         &self.root
     }
 
-    /// Settings fixed at creation.
+    /// Settings fixed at creation (or upgrade).
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The algorithm that names new blocks and versions. Existing ids are
+    /// checked with the algorithm their width names ([`Hash::algo`]).
+    pub fn hasher(&self) -> Algo {
+        self.config.hash
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
@@ -342,6 +362,13 @@ impl Store {
     pub(crate) fn lock(&self) -> Result<lock::WriteLock> {
         if let Some(p) = &self.config_problem {
             return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
+        }
+        if self.config.format < STORE_VERSION {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to write: this store is format {} (xxh3-128 ids); run `tdelta upgrade` to write to it \
+                 (existing versions keep their ids)",
+                self.config.format
+            )));
         }
         let l = self.lock_unchecked()?;
         self.settle_refs()?;
@@ -417,7 +444,7 @@ impl Store {
     /// Writes a manifest (write-once) and returns its id, and whether it
     /// is new (false when the same version already existed).
     pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<(Hash, bool)> {
-        let (id, bytes) = m.encode()?;
+        let (id, bytes) = m.encode(self.hasher())?;
         let path = self.manifest_path(id);
         if path.exists() {
             return Ok((id, false));
@@ -716,15 +743,31 @@ impl Store {
     }
 }
 
-fn read_config(path: &Path) -> Result<StoreConfig> {
+pub(crate) fn read_config(path: &Path) -> Result<StoreConfig> {
     let bytes = fsutil::read_capped(path, 1 << 16)?;
     let framed = fsutil::unframe(path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
-    let config: StoreConfig =
+    let mut config: StoreConfig =
         serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(path, format!("config is not valid: {e}")))?;
     if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
         return Err(Error::corrupt(path, format!("block size {} out of range", config.block_size)));
     }
+    // `unframe` checked the header: bytes 8..12 are the version.
+    config.format = bytes.get(8..12).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+    let expected = if config.format >= 2 { Algo::Blake3 } else { Algo::Xxh3 };
+    if config.hash != expected {
+        return Err(Error::corrupt(
+            path,
+            format!("format {} store names hash `{}`; it must be `{expected}`", config.format, config.hash),
+        ));
+    }
     Ok(config)
+}
+
+/// Writes `config` atomically (temp file in `tmp`, fsync, rename), framed
+/// with its format as the frame version.
+pub(crate) fn write_config(tmp: &Path, path: &Path, config: &StoreConfig) -> Result<()> {
+    let body = serde_json::to_vec(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    fsutil::write_atomic(tmp, path, &fsutil::frame(CONFIG_MAGIC, config.format, 0, &body))
 }
 
 /// The block size the first readable manifest records (for a store whose

@@ -184,7 +184,7 @@ impl Store {
         // reused buffer is not cleared per block.
         out.resize(e.raw_len as usize, 0);
         codec::decode(dtype, codec, payload, base, out)?;
-        let actual = Hash::of(out);
+        let actual = e.hash.algo().block(out);
         if actual != e.hash {
             return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
         }

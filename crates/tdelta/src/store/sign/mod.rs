@@ -140,7 +140,7 @@ fn sig_path(store: &Store, kind: &str, name: Hash) -> PathBuf {
     sig_dir(store, kind).join(format!("{name}.sig"))
 }
 
-/// Every `<32 hex>.sig` in a signature folder (none when it is missing).
+/// Every `<hex id>.sig` in a signature folder (none when it is missing).
 fn list_sigs(dir: &Path) -> Result<Vec<(Hash, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match fs::read_dir(dir) {

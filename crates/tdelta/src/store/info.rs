@@ -1,0 +1,95 @@
+//! What a store is (`tdelta info`) and the upgrade of a format-1 store to
+//! format 2 (`tdelta upgrade`).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{STORE_VERSION, Store, read_config, write_config};
+use crate::{Algo, Error, Result};
+
+/// A store's settings and size ([`Store::info`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreInfo {
+    /// The store directory.
+    pub path: PathBuf,
+    /// Store format: 1 (xxh3-128 ids) or 2 (BLAKE3 ids).
+    pub format: u32,
+    /// The algorithm of new ids: `blake3` or `xxh3-128`.
+    pub hash: Algo,
+    /// Raw block size in bytes.
+    pub block_size: u32,
+    /// Where the objects live: `local PATH`.
+    pub backend: String,
+    /// Versions (manifests).
+    pub versions: usize,
+    /// Pack files.
+    pub packs: usize,
+    /// Distinct blocks stored.
+    pub blocks: usize,
+    /// Bytes of the pack files.
+    pub bytes: u64,
+    /// Refs (channels and tags; `HEAD` not counted).
+    pub refs: usize,
+}
+
+/// What [`Store::upgrade`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UpgradeReport {
+    /// Format before.
+    pub from: u32,
+    /// Format after.
+    pub to: u32,
+}
+
+impl UpgradeReport {
+    /// True when the store was already at the newest format.
+    pub fn unchanged(&self) -> bool {
+        self.from == self.to
+    }
+}
+
+impl Store {
+    /// The store's settings and size.
+    pub fn info(&self) -> Result<StoreInfo> {
+        let stats = self.stats()?;
+        Ok(StoreInfo {
+            path: self.root.clone(),
+            format: self.config.format,
+            hash: self.config.hash,
+            block_size: self.config.block_size,
+            backend: format!("local {}", self.root.display()),
+            versions: stats.versions,
+            packs: stats.packs,
+            blocks: stats.blocks,
+            bytes: stats.pack_bytes,
+            refs: self.refs()?.len(),
+        })
+    }
+
+    /// Upgrades a format-1 store to format 2: new blocks and versions are
+    /// named with BLAKE3 from then on; existing objects keep their
+    /// xxh3-128 ids (32 hex digits, never equal to a 64-digit BLAKE3 id)
+    /// and stay readable. The only write is the config, replaced
+    /// atomically under the writer lock: an interrupted upgrade leaves the
+    /// store at format 1, whole. A store already at format 2 is left as is.
+    pub fn upgrade(&mut self) -> Result<UpgradeReport> {
+        if let Some(p) = &self.config_problem {
+            return Err(Error::InvalidArgument(format!("refusing to upgrade: {p}")));
+        }
+        let _lock = self.lock_unchecked()?;
+        // Settle a ref move left by a killed format-1 writer first, so
+        // that everything before the upgrade is format 1.
+        self.settle_refs()?;
+        let path = self.root.join("config");
+        let mut config = read_config(&path)?;
+        let from = config.format;
+        if from < STORE_VERSION {
+            config.format = STORE_VERSION;
+            config.hash = Algo::Blake3;
+            write_config(&self.tmp_dir(), &path, &config)?;
+        }
+        self.config = config;
+        Ok(UpgradeReport { from, to: self.config.format })
+    }
+}
