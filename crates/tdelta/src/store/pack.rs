@@ -439,13 +439,65 @@ mod tests {
             b.extend_from_slice(&sum.to_le_bytes());
             b
         };
-        for v in 1..=PACK_VERSION {
+        for v in 1..=PACK_VERSION_XXH3 {
             assert_eq!(decode_index(&idx_path, &with_version(v), 0, pack_len).unwrap(), entries, "version {v}");
         }
         let e = decode_index(&idx_path, &with_version(PACK_VERSION + 1), 0, pack_len).unwrap_err();
         assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
-        assert!(e.to_string().contains("format version 3 is not supported"), "{e}");
+        assert!(e.to_string().contains("format version 4 is not supported"), "{e}");
         assert!(e.to_string().contains(&idx_path.display().to_string()), "{e}");
+    }
+
+    /// Version-3 packs (format 2) hold BLAKE3 ids and, after an upgrade or
+    /// a gc, format-1 ids beside them: both round-trip with their widths.
+    #[test]
+    fn version_3_pack_holds_ids_of_both_widths() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, packs) = (dir.path().join("tmp"), dir.path().join("packs"));
+        fs::create_dir_all(&tmp).unwrap();
+        fs::create_dir_all(&packs).unwrap();
+        let mut w = PackWriter::create(&tmp, Algo::Blake3).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 200 + i as usize]).collect();
+        for (i, p) in payloads.iter().enumerate() {
+            // Odd blocks: a format-1 block kept by gc; every third block
+            // a delta against a format-1 base.
+            let hash = if i % 2 == 1 { Hash::of(p) } else { Algo::Blake3.block(p) };
+            let base = (i % 3 == 0).then(|| Hash::of(b"old base"));
+            let meta =
+                BlockMeta { hash, raw_len: p.len() as u32, codec: 3, dtype: 1, depth: u16::from(base.is_some()), base };
+            w.add(meta, p).unwrap();
+        }
+        let (id, entries) = w.finish(&tmp, &packs).unwrap();
+        assert_eq!(id.width(), 32, "a format-2 pack is named with blake3");
+        let pack_path = packs.join(format!("{id}.pack"));
+        let pack = fs::read(&pack_path).unwrap();
+        assert_eq!(&pack[8..12], &3u32.to_le_bytes());
+        assert_eq!(fsutil::hash_file_as(&pack_path, Algo::Blake3.hasher(Domain::Pack), &crate::Silent).unwrap(), id);
+        let idx_path = packs.join(format!("{id}.idx"));
+        let idx = fs::read(&idx_path).unwrap();
+        assert_eq!(idx.len(), 32 + entries.len() * INDEX_ENTRY_V3);
+        let decoded = decode_index(&idx_path, &idx, 0, pack.len() as u64).unwrap();
+        assert_eq!(decoded, entries);
+        assert_eq!(decoded.iter().filter(|e| e.hash.width() == 16).count(), 3);
+        assert!(decoded.iter().filter_map(|e| e.base).all(|b| b == Hash::of(b"old base")));
+        let f = File::open(&pack_path).unwrap();
+        let mut buf = Vec::new();
+        for e in &decoded {
+            read_payload(&f, &pack_path, e, &mut buf).unwrap();
+            assert_eq!(e.hash.algo().block(&buf), e.hash);
+        }
+        // A width other than 16 or 32 is damage, named as such.
+        let mut bad = idx[..idx.len() - 8].to_vec();
+        bad[24 + 52] = 20;
+        let sum = xxhash_rust::xxh3::xxh3_64(&bad);
+        bad.extend_from_slice(&sum.to_le_bytes());
+        let e = decode_index(&idx_path, &bad, 0, pack.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("id width other than 16 or 32"), "{e}");
+        // A version-2 writer refuses a 32-byte id instead of cutting it.
+        let mut w = PackWriter::create(&tmp, Algo::Xxh3).unwrap();
+        let meta = BlockMeta { hash: Algo::Blake3.block(b"x"), raw_len: 1, codec: 1, dtype: 1, depth: 0, base: None };
+        assert!(w.add(meta, b"x").unwrap_err().to_string().contains("16-byte ids only"));
+        w.abandon();
     }
 
     /// Found by fuzzing: an entry whose offset is near `u64::MAX` made the
