@@ -93,3 +93,40 @@ impl Store {
         Ok(UpgradeReport { from, to: self.config.format })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InitOptions;
+
+    #[test]
+    fn new_store_is_format_2_and_info_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::init(dir.path(), &InitOptions::default()).unwrap();
+        let info = store.info().unwrap();
+        assert_eq!((info.format, info.hash, info.block_size), (2, Algo::Blake3, 1 << 20));
+        assert_eq!(info.backend, format!("local {}", dir.path().display()));
+        assert_eq!((info.versions, info.packs, info.blocks, info.bytes, info.refs), (0, 0, 0, 0, 0));
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["hash"], "blake3");
+        // The config names both, and a reopen reads them back.
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!((reopened.config().format, reopened.hasher()), (2, Algo::Blake3));
+        assert!(store.upgrade().unwrap().unchanged());
+    }
+
+    #[test]
+    fn config_whose_hash_contradicts_its_format_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::init(dir.path(), &InitOptions::default()).unwrap();
+        let path = dir.path().join("config");
+        let mut config = read_config(&path).unwrap();
+        config.hash = Algo::Xxh3;
+        write_config(&dir.path().join("tmp"), &path, &config).unwrap();
+        let e = read_config(&path).unwrap_err().to_string();
+        assert!(e.contains("format 2 store names hash `xxh3-128`; it must be `blake3`"), "{e}");
+        // The store still opens, read-only, and says why.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.config_problem().is_some());
+    }
+}
