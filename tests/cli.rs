@@ -58,7 +58,7 @@ fn series_of_five_round_trips_bit_exactly() {
         let msg = format!("step {i}");
         let out = ok(&store, &["pack", src.to_str().unwrap(), "-m", &msg, "-q", "--metric", "loss=1.5"]);
         let id = out.trim().to_string();
-        assert_eq!(id.len(), 32, "pack prints the version id: {out}");
+        assert_eq!(id.len(), 64, "pack prints the 64-digit blake3 version id: {out}");
         ids.push(id);
     }
     for (id, src) in ids.iter().zip(&sources) {

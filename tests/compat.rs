@@ -3,7 +3,8 @@
 //! 1: config, packs, indexes, manifests, refs, audit log) and holds a F32
 //! series (a base, an exact delta, an int4 lossy delta) and a BF16 pair.
 //! This build must verify it, restore every version to the same bytes as
-//! then, and keep writing to it.
+//! then, refuse to write to it until `tdelta upgrade`, and write to it
+//! after (old versions keeping their xxh3-128 ids).
 
 mod common;
 
@@ -69,9 +70,58 @@ fn version_1_store_verifies_and_restores_bit_exactly() {
 }
 
 #[test]
-fn version_1_store_accepts_new_versions() {
+fn version_1_store_refuses_writes_until_upgraded() {
     let tmp = tempfile::tempdir().unwrap();
     let store = fixture(tmp.path());
+    let info = common::json(&store, &["info"]);
+    assert_eq!(info["format"], 1, "{info}");
+    assert_eq!(info["hash"], "xxh3-128", "{info}");
+    // Every write is refused, naming the way out, and changes nothing.
+    let before = common::snapshot(&store, &["lock", "tmp"]);
+    for args in [&["tag", "x", "bf16"][..], &["gc", "-q"], &["drop", "f32-base"]] {
+        let out = run(&store, args);
+        assert_ne!(out.status.code(), Some(0), "{args:?} wrote to a format-1 store");
+        let err = stderr(&out);
+        assert!(err.contains("format 1") && err.contains("run `tdelta upgrade`"), "{args:?}: {err}");
+    }
+    assert_eq!(common::snapshot(&store, &["lock", "tmp"]), before, "a refused write changed the store");
+}
+
+/// An upgrade killed before its one write (the config's rename) leaves
+/// its temporary file behind and the store at format 1, whole; the next
+/// upgrade clears the file and completes.
+#[test]
+fn interrupted_upgrade_leaves_a_whole_format_1_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = fixture(tmp.path());
+    // What a killed upgrade leaves: the new config written to tmp/, not
+    // renamed over `config`.
+    fs::create_dir_all(store.join("tmp")).unwrap();
+    let done = tmp.path().join("done");
+    copy_dir(&store, &done);
+    ok(&done, &["upgrade"]);
+    fs::copy(done.join("config"), store.join("tmp").join("config.upgrade-killed")).unwrap();
+    assert_eq!(common::json(&store, &["info"])["format"], 1);
+    let v = run(&store, &["verify", "--all"]);
+    assert_eq!(v.status.code(), Some(0), "verify after an interrupted upgrade: {}", stderr(&v));
+    assert!(!run(&store, &["tag", "x", "bf16"]).status.success(), "still format 1: writes refused");
+    let out = ok(&store, &["upgrade"]);
+    assert!(out.contains("from format 1 to 2"), "{out}");
+    assert_eq!(common::list(&store.join("tmp")), Vec::<String>::new(), "temporary files left");
+    let info = common::json(&store, &["info"]);
+    assert_eq!((info["format"].as_u64(), info["hash"].as_str()), (Some(2), Some("blake3")), "{info}");
+    // A second upgrade changes nothing.
+    assert!(ok(&store, &["upgrade"]).contains("already format 2"));
+}
+
+#[test]
+fn upgraded_version_1_store_accepts_new_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = fixture(tmp.path());
+    ok(&store, &["upgrade"]);
+    let info = common::json(&store, &["info"]);
+    assert_eq!((info["format"].as_u64(), info["hash"].as_str()), (Some(2), Some("blake3")), "{info}");
+    assert_eq!(info["versions"], 5, "{info}");
     // Restore the BF16 version, change one byte of its data, pack it back:
     // a delta against a version-1 block, written by this build.
     let src = tmp.path().join("bf16.safetensors");
@@ -81,6 +131,10 @@ fn version_1_store_accepts_new_versions() {
     bytes[n - 2] ^= 0x01;
     fs::write(&src, &bytes).unwrap();
     let id = ok(&store, &["pack", src.to_str().unwrap(), "-q", "-m", "on a v1 store"]).trim().to_string();
+    assert_eq!(id.len(), 64, "a new version gets a blake3 id: {id}");
+    // Ids of both widths resolve: the new one by prefix, the old by name.
+    ok(&store, &["show", &id[..12]]);
+    ok(&store, &["tag", "new", &id]);
     let v = run(&store, &["verify", "--all"]);
     assert_eq!(v.status.code(), Some(0), "verify --all after a new pack: {}", stderr(&v));
     let out = tmp.path().join("back.safetensors");

@@ -87,8 +87,11 @@ fn pack_of(store: &Path, n: usize) -> String {
 
 /// Offset of the middle of the first payload listed in an index.
 fn first_payload_middle(idx: &[u8]) -> usize {
-    let off = u64::from_le_bytes(idx[24 + 16..24 + 24].try_into().unwrap()) as usize;
-    let len = u32::from_le_bytes(idx[24 + 24..24 + 28].try_into().unwrap()) as usize;
+    // Pack version 3 (format 2) widens the entry's id field from 16 to 32
+    // bytes (FORMAT.md §6).
+    let id = if u32::from_le_bytes(idx[8..12].try_into().unwrap()) >= 3 { 32 } else { 16 };
+    let off = u64::from_le_bytes(idx[24 + id..24 + id + 8].try_into().unwrap()) as usize;
+    let len = u32::from_le_bytes(idx[24 + id + 8..24 + id + 12].try_into().unwrap()) as usize;
     off + len / 2
 }
 

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod exit;
 mod fmt;
+mod info;
 mod key;
 mod log;
 mod manage;
@@ -208,6 +209,16 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The store's path, format, hash algorithm, block size, backend and
+    /// counts (versions, packs, blocks, bytes, refs).
+    Info,
+    /// Upgrade a format-1 store (xxh3-128 ids) to format 2 (BLAKE3 ids) so
+    /// that it can be written to again.
+    ///
+    /// Existing versions keep their ids and stay readable; new blocks and
+    /// versions get 64-digit BLAKE3 ids. Only the store config is
+    /// rewritten, atomically: an interrupted upgrade leaves format 1.
+    Upgrade,
     /// Raw vs stored bytes per version and for the whole store.
     Stats {
         /// Only this version.
@@ -355,6 +366,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Drop { reference, why, dry_run } => manage::drop(g, &reference, &why, dry_run),
         Cmd::Gc { prune, keep_last, why, dry_run } => manage::gc(g, prune.then_some(keep_last), &why, dry_run),
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
+        Cmd::Info => info::info(g),
+        Cmd::Upgrade => info::upgrade(g),
         Cmd::Diff { a, b, all } => manage::diff(g, &a, &b, all),
         Cmd::Bench(a) => bench::run(g, &a),
         Cmd::Repair(r) => repair::run(g, &r),

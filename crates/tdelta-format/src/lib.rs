@@ -9,4 +9,4 @@ mod hash;
 pub mod relpath;
 
 pub use dtype::{DType, UnknownDType};
-pub use hash::Hash;
+pub use hash::{Algo, Domain, Hash, Hasher};

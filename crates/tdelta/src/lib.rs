@@ -25,6 +25,7 @@ pub use ops::{
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use ops::{TensorRead, find_tensor, read_header, read_tensors_into};
+pub use store::info::{StoreInfo, UpgradeReport};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
 pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
@@ -39,4 +40,4 @@ pub use tdelta_codec as codec;
 pub use tdelta_codec::lossy;
 pub use tdelta_format::block;
 use tdelta_format::relpath;
-pub use tdelta_format::{DType, Hash, UnknownDType};
+pub use tdelta_format::{Algo, DType, Domain, Hash, Hasher, UnknownDType};

@@ -61,7 +61,7 @@ pub fn hash_file(path: &Path, progress: &dyn tdelta::Progress) -> Result<tdelta:
         h.update(&buf[..n]);
         progress.advance(n as u64);
     }
-    Ok(tdelta::Hash(h.digest128()))
+    Ok(tdelta::Hash::from_u128(h.digest128()))
 }
 
 /// Sum of the lengths of every file under `path` (or of `path` itself).

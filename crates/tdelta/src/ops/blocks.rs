@@ -138,7 +138,7 @@ impl Store {
         // reused buffer is not cleared per block.
         out.resize(e.raw_len as usize, 0);
         codec::decode(dtype, codec, payload, base, out)?;
-        let actual = Hash::of(out);
+        let actual = e.hash.algo().block(out);
         if actual != e.hash {
             return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
         }
@@ -188,7 +188,7 @@ mod tests {
         let (mut out, mut scratch) = (Vec::new(), Scratch::default());
         store
             .read_chain(top, &mut out, &mut scratch, |e, b| {
-                levels.push((e.depth, Hash::of(b) == e.hash));
+                levels.push((e.depth, e.hash.algo().block(b) == e.hash));
                 Ok(())
             })
             .unwrap();

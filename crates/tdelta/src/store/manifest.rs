@@ -103,7 +103,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, 
 /// Feeds every byte read through it to the content hash.
 struct HashingReader<R> {
     inner: R,
-    hasher: xxhash_rust::xxh3::Xxh3,
+    hasher: crate::Hasher,
     len: u64,
 }
 
@@ -327,7 +327,8 @@ fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -
     } else {
         (body.len() as u64, Box::new(body))
     };
-    let mut r = HashingReader { inner: reader, hasher: xxhash_rust::xxh3::Xxh3::new(), len: 0 };
+    // The id's width names the algorithm that made it.
+    let mut r = HashingReader { inner: reader, hasher: id.algo().hasher(crate::Domain::Version), len: 0 };
     let parsed: std::result::Result<T, _> =
         serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, &mut r));
     // Hash what the parser left too (it stops at the first error).
@@ -336,7 +337,7 @@ fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -
     if r.len != raw_len {
         return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
     }
-    let actual = Hash(r.hasher.digest128());
+    let actual = r.hasher.finish();
     if actual != id {
         return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
     }
@@ -344,11 +345,12 @@ fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -
 }
 
 impl Manifest {
-    /// Serializes; returns the version id and the framed file bytes.
-    pub(crate) fn encode(&self) -> Result<(Hash, Vec<u8>)> {
+    /// Serializes; returns the version id (named with `algo`) and the
+    /// framed file bytes.
+    pub(crate) fn encode(&self, algo: crate::Algo) -> Result<(Hash, Vec<u8>)> {
         let json =
             serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(format!("cannot serialize manifest: {e}")))?;
-        let id = Hash::of(&json);
+        let id = algo.hash(crate::Domain::Version, &json);
         let mut body = Vec::with_capacity(8 + json.len() / 2);
         body.extend_from_slice(&(json.len() as u64).to_le_bytes());
         let z = zstd::bulk::compress(&json, 3)
@@ -415,7 +417,7 @@ impl Manifest {
                                 f.path, t.name
                             ));
                         }
-                        if Hash::of_hashes(&t.blocks) != t.hash {
+                        if t.hash.algo().list(&t.blocks) != t.hash {
                             return bad(format!("{}: tensor `{}` hash does not match its blocks", f.path, t.name));
                         }
                         if crate::block::count(t.len, bs, t.dtype.align()) != t.blocks.len() as u64 {
@@ -439,7 +441,7 @@ impl Manifest {
                     }
                 }
             }
-            if Hash::of_hashes(&f.block_hashes()) != f.hash {
+            if f.hash.algo().list(&f.block_hashes()) != f.hash {
                 return bad(format!("{}: file hash does not match its blocks", f.path));
             }
         }
@@ -516,7 +518,7 @@ mod tests {
     #[test]
     fn summary_reads_the_fields_and_checks_the_hash() {
         let m = sample();
-        let (id, bytes) = m.encode().unwrap();
+        let (id, bytes) = m.encode(crate::Algo::Xxh3).unwrap();
         let p = Path::new("v.tdm");
         assert_eq!(Manifest::decode(p, &bytes, id).unwrap(), m);
         let s = Manifest::decode_summary(p, &bytes, id).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STORE/
-//!   config              framed JSON: block size, creation time
+//!   config              framed JSON: block size, creation time, hash
 //!   packs/<id>.pack     encoded blocks, written once
 //!   packs/<id>.idx      index of a pack, written after it
 //!   versions/<id>.tdm   manifests, content-addressed
@@ -26,6 +26,7 @@
 //! versions, not what tensors mean.
 
 pub(crate) mod fsutil;
+pub(crate) mod info;
 pub(crate) mod integrity;
 pub(crate) mod lock;
 pub(crate) mod manifest;
@@ -44,9 +45,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Hash;
 use crate::backend::{Backend, LocalDir, PutMode};
 use crate::error::IoContext;
+use crate::{Algo, Hash};
 use crate::{Error, Result};
 use manifest::Manifest;
 use pack::Entry;
@@ -54,8 +55,10 @@ use refs::{AuditEntry, AuditLog};
 pub use txn::WriteTxn;
 
 const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
-/// Store format version written by this build.
-pub const STORE_VERSION: u32 = 1;
+/// Store format version written by this build: 2 names blocks and
+/// versions with BLAKE3; format-1 stores (xxh3-128) are read, and written
+/// once upgraded ([`Store::upgrade`]).
+pub const STORE_VERSION: u32 = 2;
 /// Fewest hex digits of a version id prefix.
 const MIN_PREFIX: usize = 4;
 
@@ -115,6 +118,16 @@ pub struct StoreConfig {
     pub block_size: u32,
     /// Creation time.
     pub created: u64,
+    /// The algorithm of new ids (absent in format 1: xxh3-128).
+    #[serde(default, skip_serializing_if = "is_xxh3")]
+    pub hash: Algo,
+    /// The store format: the config's frame version (1 or 2).
+    #[serde(skip)]
+    pub format: u32,
+}
+
+fn is_xxh3(a: &Algo) -> bool {
+    *a == Algo::Xxh3
 }
 
 /// Figures about a whole store ([`Store::stats`]).
@@ -214,10 +227,10 @@ impl Store {
             return Err(Error::StoreExists { path: root });
         }
         AuditLog::new(Arc::clone(&backend)).create()?;
-        let config = StoreConfig { block_size: opts.block_size, created: now() };
-        let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let config =
+            StoreConfig { block_size: opts.block_size, created: now(), hash: Algo::Blake3, format: STORE_VERSION };
         // The config lands last: a store without it is not a store.
-        backend.put("config", &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body), PutMode::Create)?;
+        write_config(backend.as_ref(), &config, PutMode::Create)?;
         drop(lease);
         Store::open_with(backend)
     }
@@ -244,7 +257,8 @@ impl Store {
                 let block_size =
                     block_size_from_manifests(backend.as_ref()).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
                 let problem = format!("{e}; the store is read-only until it is restored (from a backup)");
-                (StoreConfig { block_size, created: 0 }, Some(problem))
+                // Ids of either width are still checked by their width.
+                (StoreConfig { block_size, created: 0, hash: Algo::Blake3, format: STORE_VERSION }, Some(problem))
             }
             Err(e) => return Err(e),
         };
@@ -378,9 +392,15 @@ impl Store {
         self.backend.locate(name)
     }
 
-    /// Settings fixed at creation.
+    /// Settings fixed at creation (or upgrade).
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The algorithm that names new blocks and versions. Existing ids are
+    /// checked with the algorithm their width names ([`Hash::algo`]).
+    pub fn hasher(&self) -> Algo {
+        self.config.hash
     }
 
     pub(crate) fn audit(&self) -> AuditLog {
@@ -392,6 +412,13 @@ impl Store {
     pub(crate) fn begin_write(&self) -> Result<WriteTxn> {
         if let Some(p) = &self.config_problem {
             return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
+        }
+        if self.config.format < STORE_VERSION {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to write: this store is format {} (xxh3-128 ids); run `tdelta upgrade` to write to it \
+                 (existing versions keep their ids)",
+                self.config.format
+            )));
         }
         let txn = self.begin_write_unsettled()?;
         self.settle_refs()?;
@@ -784,16 +811,33 @@ pub(crate) fn ref_name(name: &str) -> String {
     if name == "HEAD" { "HEAD".into() } else { format!("refs/{name}") }
 }
 
-fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
+pub(crate) fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
     let path = backend.locate("config");
     let (bytes, _) = backend.get("config", 1 << 16)?;
     let framed = fsutil::unframe(&path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
-    let config: StoreConfig =
+    let mut config: StoreConfig =
         serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&path, format!("config is not valid: {e}")))?;
     if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
         return Err(Error::corrupt(&path, format!("block size {} out of range", config.block_size)));
     }
+    // `unframe` checked the header: bytes 8..12 are the version.
+    config.format = bytes.get(8..12).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+    let expected = if config.format >= 2 { Algo::Blake3 } else { Algo::Xxh3 };
+    if config.hash != expected {
+        return Err(Error::corrupt(
+            &path,
+            format!("format {} store names hash `{}`; it must be `{expected}`", config.format, config.hash),
+        ));
+    }
     Ok(config)
+}
+
+/// Writes `config` whole through the backend (locally: temp file, fsync,
+/// rename), framed with its format as the frame version.
+pub(crate) fn write_config(backend: &dyn Backend, config: &StoreConfig, mode: PutMode) -> Result<()> {
+    let body = serde_json::to_vec(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    backend.put("config", &fsutil::frame(CONFIG_MAGIC, config.format, 0, &body), mode)?;
+    Ok(())
 }
 
 /// The block size the first readable manifest records (for a store whose

@@ -7,22 +7,26 @@
 
 use std::path::Path;
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::{PackFile, Store, index_name, pack_name};
-use crate::Hash;
 use crate::backend::{ObjectWriter, PutMode};
+use crate::{Algo, Domain, Hash, Hasher};
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
 pub(crate) const PACK_FOOTER_MAGIC: &[u8; 8] = b"TDPKEND\0";
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"TDINDEX\0";
 /// Version 2 added the dtype codes 21 and 22 (F8_E4M3FNUZ, F8_E5M2FNUZ)
-/// and codec codes above 16; version-1 packs are still read.
-pub(crate) const PACK_VERSION: u32 = 2;
+/// and codec codes above 16; version 3 (format-2 stores) holds ids of
+/// either width in 32-byte fields. Older versions are still read.
+pub(crate) const PACK_VERSION: u32 = 3;
+/// The version written by format-1 (xxh3-128) writers.
+const PACK_VERSION_XXH3: u32 = 2;
 pub(crate) const RECORD_MAGIC: &[u8; 4] = b"TDBK";
 pub(crate) const RECORD_HEADER: usize = 64;
 pub(crate) const INDEX_ENTRY: usize = 64;
+/// Record header and index entry of version 3.
+pub(crate) const RECORD_HEADER_V3: usize = 104;
+pub(crate) const INDEX_ENTRY_V3: usize = 96;
 const FILE_HEADER: usize = 16;
 /// Largest raw block any reader accepts (a cap against lying headers).
 pub(crate) const MAX_BLOCK: u32 = 64 << 20;
@@ -66,7 +70,9 @@ pub(crate) struct BlockMeta {
 /// Appends blocks to a new pack (a streamed object of the backend).
 pub(crate) struct PackWriter {
     out: Box<dyn ObjectWriter>,
-    digest: Xxh3,
+    digest: Hasher,
+    /// The pack version written: 2 for xxh3-128 ids, 3 for BLAKE3.
+    version: u32,
     pos: u64,
     entries: Vec<Entry>,
 }
@@ -78,12 +84,22 @@ impl std::fmt::Debug for PackWriter {
 }
 
 impl PackWriter {
-    /// Starts a new pack of `store` (the caller holds its lease).
+    /// Starts a new pack of `store` (the caller holds its lease), named
+    /// with the store's algorithm: version 3 for BLAKE3, version 2 for
+    /// xxh3-128.
     pub fn create(store: &Store) -> Result<PackWriter> {
-        let mut w = PackWriter { out: store.backend.writer()?, digest: Xxh3::new(), pos: 0, entries: Vec::new() };
+        let algo = store.hasher();
+        let version = if algo == Algo::Xxh3 { PACK_VERSION_XXH3 } else { PACK_VERSION };
+        let mut w = PackWriter {
+            out: store.backend.writer()?,
+            digest: algo.hasher(Domain::Pack),
+            version,
+            pos: 0,
+            entries: Vec::new(),
+        };
         let mut head = [0u8; FILE_HEADER];
         head[..8].copy_from_slice(PACK_MAGIC);
-        head[8..12].copy_from_slice(&PACK_VERSION.to_le_bytes());
+        head[8..12].copy_from_slice(&version.to_le_bytes());
         w.put(&head)?;
         Ok(w)
     }
@@ -105,19 +121,36 @@ impl PackWriter {
         let checksum = xxhash_rust::xxh3::xxh3_64(payload);
         let stored_len =
             u32::try_from(payload.len()).map_err(|_| Error::InvalidArgument("block payload over 4 GiB".into()))?;
-        let mut head = [0u8; RECORD_HEADER];
+        let base = meta.base.unwrap_or_default();
+        let mut head = [0u8; RECORD_HEADER_V3];
         head[..4].copy_from_slice(RECORD_MAGIC);
         head[4] = meta.codec;
         head[5] = meta.dtype;
         head[6..8].copy_from_slice(&meta.depth.to_le_bytes());
         head[8..12].copy_from_slice(&meta.raw_len.to_le_bytes());
         head[12..16].copy_from_slice(&stored_len.to_le_bytes());
-        head[16..32].copy_from_slice(&meta.hash.to_le_bytes());
-        head[32..48].copy_from_slice(&meta.base.unwrap_or_default().to_le_bytes());
-        head[48..56].copy_from_slice(&checksum.to_le_bytes());
-        let hsum = xxhash_rust::xxh3::xxh3_64(&head[..56]);
-        head[56..64].copy_from_slice(&hsum.to_le_bytes());
-        self.put(&head)?;
+        let len = if self.version >= 3 {
+            head[16..48].copy_from_slice(&meta.hash.to_field());
+            head[48..80].copy_from_slice(&base.to_field());
+            head[80..88].copy_from_slice(&checksum.to_le_bytes());
+            head[88] = meta.hash.width() as u8;
+            head[89] = base.width() as u8;
+            RECORD_HEADER_V3
+        } else {
+            if meta.hash.width() != 16 || base.width() != 16 {
+                return Err(Error::InvalidArgument(format!(
+                    "block {}: a version-2 pack holds 16-byte ids only",
+                    meta.hash
+                )));
+            }
+            head[16..32].copy_from_slice(&meta.hash.to_le_bytes());
+            head[32..48].copy_from_slice(&base.to_le_bytes());
+            head[48..56].copy_from_slice(&checksum.to_le_bytes());
+            RECORD_HEADER
+        };
+        let hsum = xxhash_rust::xxh3::xxh3_64(&head[..len - 8]);
+        head[len - 8..len].copy_from_slice(&hsum.to_le_bytes());
+        self.put(&head[..len])?;
         let offset = self.pos;
         self.put(payload)?;
         self.entries.push(Entry {
@@ -148,7 +181,7 @@ impl PackWriter {
             self.out.abort();
             return Err(e);
         }
-        let id = Hash(self.digest.digest128());
+        let id = self.digest.finish();
         match self.out.finish(&pack_name(id)) {
             // The same bytes are there already (content-addressed).
             Ok(()) | Err(Error::AlreadyExists { .. }) => {}
@@ -156,7 +189,7 @@ impl PackWriter {
         }
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.hash);
-        let index = encode_index(&entries);
+        let index = encode_index(&entries, self.version);
         match store.backend.put(&index_name(id), &index, PutMode::Create) {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}
             Err(e) => {
@@ -176,22 +209,37 @@ impl PackWriter {
     }
 }
 
-fn encode_index(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + entries.len() * INDEX_ENTRY + 8);
+/// Bytes of one index entry in a pack of `version`.
+fn index_entry_len(version: u32) -> usize {
+    if version >= 3 { INDEX_ENTRY_V3 } else { INDEX_ENTRY }
+}
+
+fn encode_index(entries: &[Entry], version: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + entries.len() * index_entry_len(version) + 8);
     out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&PACK_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for e in entries {
-        out.extend_from_slice(&e.hash.to_le_bytes());
+        let base = e.base.unwrap_or_default();
+        if version >= 3 {
+            out.extend_from_slice(&e.hash.to_field());
+        } else {
+            out.extend_from_slice(&e.hash.to_le_bytes());
+        }
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.stored_len.to_le_bytes());
         out.extend_from_slice(&e.raw_len.to_le_bytes());
         out.push(e.codec);
         out.push(e.dtype);
         out.extend_from_slice(&e.depth.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&e.base.unwrap_or_default().to_le_bytes());
+        if version >= 3 {
+            out.extend_from_slice(&[e.hash.width() as u8, base.width() as u8, 0, 0]);
+            out.extend_from_slice(&base.to_field());
+        } else {
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&base.to_le_bytes());
+        }
         out.extend_from_slice(&e.checksum.to_le_bytes());
     }
     let sum = xxhash_rust::xxh3::xxh3_64(&out);
@@ -217,6 +265,13 @@ fn le_hash(b: &[u8], at: usize) -> Hash {
     Hash::from_le_bytes(a)
 }
 
+/// An id in a version-3 32-byte field, of the width stored beside it.
+fn field_hash(b: &[u8], at: usize, width: u8) -> Option<Hash> {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&b[at..at + 32]);
+    Hash::from_field(&a, width)
+}
+
 /// Parses an index file. `pack_len` is the length of its pack, against
 /// which every entry is bounds-checked.
 pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<Vec<Entry>> {
@@ -231,7 +286,9 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         return Err(Error::UnsupportedFormat { file: path.to_path_buf(), found: version, supported: PACK_VERSION });
     }
     let count = le_u64(bytes, 16);
-    let expected = count.checked_mul(INDEX_ENTRY as u64).and_then(|n| n.checked_add(32));
+    let entry_len = index_entry_len(version);
+    let record_header = if version >= 3 { RECORD_HEADER_V3 } else { RECORD_HEADER };
+    let expected = count.checked_mul(entry_len as u64).and_then(|n| n.checked_add(32));
     if expected != Some(bytes.len() as u64) {
         return Err(Error::corrupt(path, format!("index claims {count} entries but is {} bytes long", bytes.len())));
     }
@@ -245,22 +302,31 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         ));
     }
     let mut entries = Vec::with_capacity(count as usize);
-    for (i, rec) in bytes[24..end].chunks_exact(INDEX_ENTRY).enumerate() {
-        let base = le_hash(rec, 40);
+    for (i, rec) in bytes[24..end].chunks_exact(entry_len).enumerate() {
+        // Version 3 widens the id fields to 32 bytes: offsets past the
+        // hash move by 16, past the base by 32.
+        let (hash, base, at) = if version >= 3 {
+            let (Some(hash), Some(base)) = (field_hash(rec, 0, rec[52]), field_hash(rec, 56, rec[53])) else {
+                return Err(Error::corrupt(path, format!("index entry {i} has an id width other than 16 or 32")));
+            };
+            (hash, base, 16)
+        } else {
+            (le_hash(rec, 0), le_hash(rec, 40), 0)
+        };
         let e = Entry {
-            hash: le_hash(rec, 0),
+            hash,
             pack,
-            offset: le_u64(rec, 16),
-            stored_len: le_u32(rec, 24),
-            raw_len: le_u32(rec, 28),
-            codec: rec[32],
-            dtype: rec[33],
-            depth: u16::from_le_bytes([rec[34], rec[35]]),
-            base: (base != Hash::default()).then_some(base),
-            checksum: le_u64(rec, 56),
+            offset: le_u64(rec, 16 + at),
+            stored_len: le_u32(rec, 24 + at),
+            raw_len: le_u32(rec, 28 + at),
+            codec: rec[32 + at],
+            dtype: rec[33 + at],
+            depth: u16::from_le_bytes([rec[34 + at], rec[35 + at]]),
+            base: (!base.is_zero()).then_some(base),
+            checksum: le_u64(rec, 56 + 2 * at),
         };
         let end = e.offset.checked_add(u64::from(e.stored_len)).and_then(|end| end.checked_add(16));
-        if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64 {
+        if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + record_header) as u64 {
             return Err(Error::corrupt(
                 path,
                 format!(
@@ -269,7 +335,7 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
                 ),
             ));
         }
-        let in_range = end.is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64);
+        let in_range = end.is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + record_header) as u64);
         let sorted = entries.last().is_none_or(|p: &Entry| p.hash < e.hash);
         if !in_range || !sorted || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
             return Err(Error::corrupt(path, format!("index entry {i} (block {}) is inconsistent", e.hash)));
@@ -324,7 +390,7 @@ impl Store {
 
     /// xxh3-128 of a whole pack, read in 4 MiB pieces.
     pub(crate) fn hash_pack(&self, p: &PackFile) -> Result<Hash> {
-        let mut h = Xxh3::new();
+        let mut h = p.id.algo().hasher(Domain::Pack);
         let mut buf = vec![0u8; 4 << 20];
         let mut at = 0u64;
         let len = self.backend.head(&p.name)?.size;
@@ -334,7 +400,7 @@ impl Store {
             h.update(&buf[..n]);
             at += n as u64;
         }
-        Ok(Hash(h.digest128()))
+        Ok(h.finish())
     }
 }
 
@@ -394,13 +460,65 @@ mod tests {
             b.extend_from_slice(&sum.to_le_bytes());
             b
         };
-        for v in 1..=PACK_VERSION {
+        for v in 1..=PACK_VERSION_XXH3 {
             assert_eq!(decode_index(&idx_path, &with_version(v), 0, pack_len).unwrap(), entries, "version {v}");
         }
         let e = decode_index(&idx_path, &with_version(PACK_VERSION + 1), 0, pack_len).unwrap_err();
         assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
-        assert!(e.to_string().contains("format version 3 is not supported"), "{e}");
+        assert!(e.to_string().contains("format version 4 is not supported"), "{e}");
         assert!(e.to_string().contains(&idx_path.display().to_string()), "{e}");
+    }
+
+    /// Version-3 packs (format 2) hold BLAKE3 ids and, after an upgrade or
+    /// a gc, format-1 ids beside them: both round-trip with their widths.
+    #[test]
+    fn version_3_pack_holds_ids_of_both_widths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::init(dir.path(), &crate::InitOptions::default()).unwrap();
+        let packs = dir.path().join("packs");
+        let mut w = PackWriter::create(&store).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 200 + i as usize]).collect();
+        for (i, p) in payloads.iter().enumerate() {
+            // Odd blocks: a format-1 block kept by gc; every third block
+            // a delta against a format-1 base.
+            let hash = if i % 2 == 1 { Hash::of(p) } else { Algo::Blake3.block(p) };
+            let base = (i % 3 == 0).then(|| Hash::of(b"old base"));
+            let meta =
+                BlockMeta { hash, raw_len: p.len() as u32, codec: 3, dtype: 1, depth: u16::from(base.is_some()), base };
+            w.add(meta, p).unwrap();
+        }
+        let (id, entries) = w.finish(&store).unwrap();
+        assert_eq!(id.width(), 32, "a format-2 pack is named with blake3");
+        let pack_path = packs.join(format!("{id}.pack"));
+        let pack = fs::read(&pack_path).unwrap();
+        assert_eq!(&pack[8..12], &3u32.to_le_bytes());
+        store.load_packs().unwrap();
+        assert_eq!(store.hash_pack(&store.packs[0]).unwrap(), id);
+        let idx_path = packs.join(format!("{id}.idx"));
+        let idx = fs::read(&idx_path).unwrap();
+        assert_eq!(idx.len(), 32 + entries.len() * INDEX_ENTRY_V3);
+        let decoded = decode_index(&idx_path, &idx, 0, pack.len() as u64).unwrap();
+        assert_eq!(decoded, entries);
+        assert_eq!(decoded.iter().filter(|e| e.hash.width() == 16).count(), 3);
+        assert!(decoded.iter().filter_map(|e| e.base).all(|b| b == Hash::of(b"old base")));
+        let mut buf = Vec::new();
+        for e in &decoded {
+            read_payload(&store, &store.packs[0], e, &mut buf).unwrap();
+            assert_eq!(e.hash.algo().block(&buf), e.hash);
+        }
+        // A width other than 16 or 32 is damage, named as such.
+        let mut bad = idx[..idx.len() - 8].to_vec();
+        bad[24 + 52] = 20;
+        let sum = xxhash_rust::xxh3::xxh3_64(&bad);
+        bad.extend_from_slice(&sum.to_le_bytes());
+        let e = decode_index(&idx_path, &bad, 0, pack.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("id width other than 16 or 32"), "{e}");
+        // A version-2 writer refuses a 32-byte id instead of cutting it.
+        store.config.hash = Algo::Xxh3;
+        let mut w = PackWriter::create(&store).unwrap();
+        let meta = BlockMeta { hash: Algo::Blake3.block(b"x"), raw_len: 1, codec: 1, dtype: 1, depth: 0, base: None };
+        assert!(w.add(meta, b"x").unwrap_err().to_string().contains("16-byte ids only"));
+        w.abandon();
     }
 
     /// Found by fuzzing: an entry whose offset is near `u64::MAX` made the

@@ -20,8 +20,8 @@ use crate::store::pack::BlockMeta;
 use crate::{DType, Hash, Result};
 
 /// The id of a block's raw bytes: the one place pack hashes blocks.
-pub(super) fn block_hash(bytes: &[u8]) -> Hash {
-    Hash::of(bytes)
+pub(super) fn block_hash(store: &Store, bytes: &[u8]) -> Hash {
+    store.hasher().block(bytes)
 }
 
 /// A block new to the store, encoded.
@@ -121,7 +121,13 @@ impl Tally {
     /// The manifest's `lossy` record (`FORMAT.md`): the settings and, for
     /// every tensor with at least one lossy block, its measured error and the
     /// hash of its original bytes. `None` when no block was stored lossily.
-    pub fn lossy_record(&self, l: &LossyOptions, ckpt: &Checkpoint, runs: &[Run]) -> Option<serde_json::Value> {
+    pub fn lossy_record(
+        &self,
+        l: &LossyOptions,
+        ckpt: &Checkpoint,
+        runs: &[Run],
+        algo: crate::Algo,
+    ) -> Option<serde_json::Value> {
         let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
         let mut tensors = Vec::new();
         let mut total = ErrorSums::default();
@@ -141,7 +147,7 @@ impl Tally {
                 "file": ckpt.files[r.file].rel_path,
                 "name": r.name.unwrap_or_default(),
                 "dtype": r.dtype.name(),
-                "original_hash": Hash::of_hashes(&rl.orig).to_string(),
+                "original_hash": algo.list(&rl.orig).to_string(),
                 "elements": rl.sums.elements,
                 "blocks": {"int2": rl.blocks[0], "int4": rl.blocks[1], "int8": rl.blocks[2], "exact": rl.blocks[3]},
                 "max_abs_err": num(rl.sums.max_abs),
@@ -184,7 +190,7 @@ pub(super) fn encode_block(
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
 ) -> Result<(Outcome, Option<LossyNote>)> {
-    let hash = block_hash(bytes);
+    let hash = block_hash(store, bytes);
     let lossy_opts = opts.lossy.as_ref().filter(|_| run.lossy);
     let exact_note = |base: Option<&[u8]>| {
         lossy_opts.map(|_| LossyNote { orig: hash, bits: None, sums: lossy::measure(run.dtype, bytes, bytes, base) })
@@ -226,7 +232,7 @@ pub(super) fn encode_block(
                     Some(e) if e.payload.len() <= q.payload.len() => {}
                     _ => {
                         let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
-                        let rh = block_hash(&q.recon);
+                        let rh = block_hash(store, &q.recon);
                         if store.has_block(rh) || seen.contains(&rh) {
                             return Ok((Outcome::Known(rh), Some(note)));
                         }

@@ -266,7 +266,7 @@ fn build_manifest(
             return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
         }
     }
-    let lossy = opts.lossy.as_ref().and_then(|l| tally.lossy_record(l, ckpt, &plan.runs));
+    let lossy = opts.lossy.as_ref().and_then(|l| tally.lossy_record(l, ckpt, &plan.runs, store.hasher()));
     let mut manifest = Manifest {
         parent: head,
         base: base_id,
@@ -283,7 +283,7 @@ fn build_manifest(
         policy: opts.policy.to_string(),
         max_levels: None,
         lossy,
-        files: plan.files(&ckpt.files, &tally.run_hashes),
+        files: plan.files(&ckpt.files, &tally.run_hashes, store.hasher()),
         empty_dirs: ckpt.empty_dirs.clone(),
         stats: tally.stats,
     };

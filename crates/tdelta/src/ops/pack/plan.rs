@@ -141,7 +141,7 @@ impl<'a> Plan<'a> {
 
     /// The manifest's file entries from the runs and their block hashes
     /// (`run_hashes[ri]`: the blocks of run `ri`, in order).
-    pub fn files(&self, files: &[SourceFile], run_hashes: &[Vec<Hash>]) -> Vec<FileEntry> {
+    pub fn files(&self, files: &[SourceFile], run_hashes: &[Vec<Hash>], algo: crate::Algo) -> Vec<FileEntry> {
         let mut per_file: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
         for (ri, r) in self.runs.iter().enumerate() {
             per_file[r.file].push(ri);
@@ -164,7 +164,7 @@ impl<'a> Plan<'a> {
                                 shape: t.shape.clone(),
                                 offset: t.start,
                                 len: t.len,
-                                hash: Hash::of_hashes(&run_hashes[ri]),
+                                hash: algo.list(&run_hashes[ri]),
                                 blocks: run_hashes[ri].clone(),
                             })
                             .collect(),
@@ -178,7 +178,7 @@ impl<'a> Plan<'a> {
                     mode: Some(f.mode),
                     content,
                 };
-                fe.hash = Hash::of_hashes(&fe.block_hashes());
+                fe.hash = algo.list(&fe.block_hashes());
                 fe
             })
             .collect()

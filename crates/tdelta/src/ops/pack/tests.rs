@@ -90,7 +90,7 @@ fn base_manifest() -> Manifest {
     let json = serde_json::json!({
         "parent": null, "base": null, "created": 0, "author": "t", "message": "", "meta": {}, "metrics": {},
         "layout": "directory", "block_size": 256, "policy": "near:3",
-        "files": serde_json::to_value(plan.files(&files, &hashes)).unwrap(),
+        "files": serde_json::to_value(plan.files(&files, &hashes, crate::Algo::Xxh3)).unwrap(),
         "empty_dirs": [], "stats": {"raw_bytes": 0, "stored_bytes": 0, "new_blocks": 0, "reused_blocks": 0,
             "delta_blocks": 0, "max_depth": 0},
     });

@@ -140,7 +140,7 @@ fn sig_name(kind: &str, name: Hash) -> String {
     format!("{}{name}.sig", sig_dir(kind))
 }
 
-/// Every `<32 hex>.sig` of a kind, with its object name.
+/// Every `<hex id>.sig` of a kind, with its object name.
 fn list_sigs(store: &Store, kind: &str) -> Result<Vec<(Hash, String)>> {
     let dir = sig_dir(kind);
     let mut out: Vec<(Hash, String)> = store
