@@ -7,6 +7,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ops;
+pub mod remote;
 mod store;
 #[cfg(test)]
 mod testutil;
