@@ -342,7 +342,7 @@ fn killed_pushes(url: &str, endpoint: Option<&str>, kills: usize) {
     ok_in(endpoint, &store, &["remote", "add", "scratch", &scratch_url]);
     ok_in(endpoint, &store, &["push", "scratch", "-q", "--jobs", "2"]);
     let full = t0.elapsed().as_micros().max(1000) as u64;
-    let mut rng = Rng(common::seed("TDELTA_TEST_SEED", 0x5eed_15));
+    let mut rng = Rng(common::seed("TDELTA_TEST_SEED", 0x5eed_0015));
     for _ in 0..kills {
         let mut child = cmd(endpoint)
             .arg("--store")

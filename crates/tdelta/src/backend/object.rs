@@ -35,7 +35,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+    GetOptions, ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutOptions, PutPayload, UpdateVersion,
+    WriteMultipart,
 };
 
 use super::{Backend, ETag, Lease, ObjectMeta, ObjectWriter, PutMode};

@@ -126,7 +126,9 @@ pub fn add(store: &Store, name: &str, url: &str, endpoint: Option<&str>, default
         return Err(Error::InvalidArgument(format!("remote url `{url}`: use an absolute path: file:///path")));
     }
     if url.contains('@') && url.starts_with("s3://") {
-        return Err(Error::InvalidArgument("remote url: credentials do not belong in the url; use AWS_* variables".into()));
+        return Err(Error::InvalidArgument(
+            "remote url: credentials do not belong in the url; use AWS_* variables".into(),
+        ));
     }
     let _lock = store.lock()?;
     let mut all = read(store)?;

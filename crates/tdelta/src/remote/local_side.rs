@@ -30,14 +30,15 @@ pub(crate) fn immutable_objects(store: &Store) -> Result<Vec<LocalObject>> {
     for ent in fs::read_dir(&dir).at(&dir)? {
         let ent = ent.at(&dir)?;
         let Some(name) = ent.file_name().to_str().map(str::to_string) else { continue };
-        if let Some(stem) = name.strip_suffix(".idx") {
-            if stem.parse::<crate::Hash>().is_ok() && dir.join(format!("{stem}.pack")).is_file() {
-                let pack = dir.join(format!("{stem}.pack"));
-                let psize = fs::metadata(&pack).at(&pack)?.len();
-                packs.push(LocalObject { name: format!("packs/{stem}.pack"), size: psize, path: pack });
-                let isize = ent.metadata().at(ent.path())?.len();
-                idxs.push(LocalObject { name: format!("packs/{name}"), size: isize, path: ent.path() });
-            }
+        if let Some(stem) = name.strip_suffix(".idx")
+            && stem.parse::<crate::Hash>().is_ok()
+            && dir.join(format!("{stem}.pack")).is_file()
+        {
+            let pack = dir.join(format!("{stem}.pack"));
+            let psize = fs::metadata(&pack).at(&pack)?.len();
+            packs.push(LocalObject { name: format!("packs/{stem}.pack"), size: psize, path: pack });
+            let isize = ent.metadata().at(ent.path())?.len();
+            idxs.push(LocalObject { name: format!("packs/{name}"), size: isize, path: ent.path() });
         }
     }
     let mut versions = Vec::new();
@@ -64,9 +65,10 @@ pub(crate) fn immutable_objects(store: &Store) -> Result<Vec<LocalObject>> {
 pub(crate) fn local_path(store: &Store, name: &str) -> Option<PathBuf> {
     let (dir, file) = name.split_once('/')?;
     let ok = match dir {
-        "packs" => {
-            file.strip_suffix(".pack").or_else(|| file.strip_suffix(".idx")).is_some_and(|s| s.parse::<crate::Hash>().is_ok())
-        }
+        "packs" => file
+            .strip_suffix(".pack")
+            .or_else(|| file.strip_suffix(".idx"))
+            .is_some_and(|s| s.parse::<crate::Hash>().is_ok()),
         "versions" => file.strip_suffix(".tdm").is_some_and(|s| s.parse::<crate::Hash>().is_ok()),
         _ => false,
     };

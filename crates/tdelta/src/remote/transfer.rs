@@ -281,7 +281,13 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
 
 /// Moves one remote ref to `id` by compare-and-swap, refusing a move to a
 /// version that does not descend from the remote's unless forced.
-fn move_remote_ref(store: &Store, b: &ObjectStoreBackend, name: &str, id: Hash, opts: &PushOptions) -> Result<RefUpdate> {
+fn move_remote_ref(
+    store: &Store,
+    b: &ObjectStoreBackend,
+    name: &str,
+    id: Hash,
+    opts: &PushOptions,
+) -> Result<RefUpdate> {
     let obj = ref_object(name);
     // The version and everything it needs are there before the ref moves.
     let manifest = format!("versions/{id}.tdm");
@@ -296,7 +302,12 @@ fn move_remote_ref(store: &Store, b: &ObjectStoreBackend, name: &str, id: Hash, 
         let current = read_remote_ref(b, name)?;
         let old = current.as_ref().map(|(h, _)| *h);
         if old == Some(id) {
-            return Ok(RefUpdate { name: name.into(), old: Some(id.to_string()), new: id.to_string(), status: "unchanged".into() });
+            return Ok(RefUpdate {
+                name: name.into(),
+                old: Some(id.to_string()),
+                new: id.to_string(),
+                status: "unchanged".into(),
+            });
         }
         let forced = match old {
             Some(o) if !descends(store, id, o) => {
@@ -335,7 +346,12 @@ fn move_remote_ref(store: &Store, b: &ObjectStoreBackend, name: &str, id: Hash, 
             "created"
         };
         record(b, store, name, old, id, status, &opts.why)?;
-        return Ok(RefUpdate { name: name.into(), old: old.map(|h| h.to_string()), new: id.to_string(), status: status.into() });
+        return Ok(RefUpdate {
+            name: name.into(),
+            old: old.map(|h| h.to_string()),
+            new: id.to_string(),
+            status: status.into(),
+        });
     }
     Err(Error::Conflict {
         what: format!("remote `{name}`"),
@@ -344,7 +360,15 @@ fn move_remote_ref(store: &Store, b: &ObjectStoreBackend, name: &str, id: Hash, 
 }
 
 /// Appends a ref move to the remote audit trail: one create-only object.
-fn record(b: &ObjectStoreBackend, store: &Store, name: &str, old: Option<Hash>, new: Hash, status: &str, why: &str) -> Result<()> {
+fn record(
+    b: &ObjectStoreBackend,
+    store: &Store,
+    name: &str,
+    old: Option<Hash>,
+    new: Hash,
+    status: &str,
+    why: &str,
+) -> Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let entry = serde_json::json!({
         "time": now.as_secs(),
@@ -471,7 +495,7 @@ pub fn pull(
     let _lock = store.lock()?;
     let mut wanted: Vec<(String, Hash)> = Vec::new();
     for u in fetched {
-        let id: Hash = u.new.parse().map_err(|e| Error::InvalidArgument(format!("{e}")))?;
+        let id = u.new.parse::<Hash>().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if only.is_none_or(|o| o == u.name) {
             wanted.push((u.name, id));
         }
@@ -506,14 +530,25 @@ pub fn pull(
         if matches!(status, "updated" | "created" | "forced") {
             store.move_ref_locked(&name, Some(id), "pull", &format!("pull from {}", remote.name))?;
         }
-        report.refs.push(RefUpdate { name, old: local.map(|h| h.to_string()), new: id.to_string(), status: status.into() });
+        report.refs.push(RefUpdate {
+            name,
+            old: local.map(|h| h.to_string()),
+            new: id.to_string(),
+            status: status.into(),
+        });
     }
     Ok(report)
 }
 
 /// Creates a store at `dir` from the remote at `url` (remote `origin`,
 /// the default) and checks out every remote ref and `HEAD`.
-pub fn clone(url: &str, endpoint: Option<&str>, dir: &Path, jobs: usize, progress: &dyn Progress) -> Result<TransferReport> {
+pub fn clone(
+    url: &str,
+    endpoint: Option<&str>,
+    dir: &Path,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<TransferReport> {
     let start = Instant::now();
     let b = ObjectStoreBackend::open(url, &RemoteOptions { endpoint: endpoint.map(str::to_string) })?;
     let (bytes, _) = match b.get("config", MAX_CONFIG) {
@@ -525,8 +560,8 @@ pub fn clone(url: &str, endpoint: Option<&str>, dir: &Path, jobs: usize, progres
     };
     let where_ = std::path::PathBuf::from(format!("{}/config", b.describe()));
     let framed = fsutil::unframe(&where_, &bytes, b"TDSTORE\0", crate::store::STORE_VERSION, "store config")?;
-    let cfg: StoreConfig =
-        serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&where_, format!("config is not valid: {e}")))?;
+    let cfg: StoreConfig = serde_json::from_slice(framed.body)
+        .map_err(|e| Error::corrupt(&where_, format!("config is not valid: {e}")))?;
     let store = Store::init(dir, &InitOptions { block_size: cfg.block_size })?;
     let remote = config::add(&store, "origin", url, endpoint, true)?;
     drop(store);
