@@ -414,3 +414,31 @@ fn bad_remotes_are_clear_errors() {
     let o = run_in(None, &store, &["remote", "remove", "a"]);
     assert_eq!(o.status.code(), Some(2), "unknown remote is a usage error: {}", stderr(&o));
 }
+
+#[test]
+fn s3_large_objects_go_up_in_parts_and_come_back_whole() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "multipart");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big");
+    let mut rng = Rng(common::seed("TDELTA_TEST_SEED", 7));
+    let data: Vec<u8> =
+        (0..(tdelta::backend::object::MULTIPART_THRESHOLD + 3_000_001)).map(|_| rng.next_u64() as u8).collect();
+    fs::write(&src, &data).unwrap();
+    let b = backend(&url, Some(&ep));
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    b.put_file("packs/big.pack", &src, &|n| {
+        sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(sent.into_inner(), data.len() as u64);
+    let e = b.put_file("packs/big.pack", &src, &|_| {}).unwrap_err();
+    assert!(matches!(e, tdelta::Error::AlreadyExists { .. }), "{e}");
+    let mut out = fs::File::create(dir.path().join("back")).unwrap();
+    assert_eq!(b.get_to_file("packs/big.pack", &mut out, &|_| {}).unwrap(), data.len() as u64);
+    drop(out);
+    assert_eq!(fs::read(dir.path().join("back")).unwrap(), data);
+    let mut mid = vec![0u8; 1000];
+    b.read_at("packs/big.pack", 19_000_000, &mut mid).unwrap();
+    assert_eq!(&mid[..], &data[19_000_000..19_001_000]);
+}
