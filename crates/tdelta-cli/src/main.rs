@@ -13,6 +13,7 @@ mod key;
 mod log;
 mod manage;
 mod progress;
+mod remote;
 mod repair;
 mod restore;
 mod series;
@@ -254,6 +255,27 @@ enum Cmd {
     /// Signing keys: generate one, trust a public key, list trusted keys.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Remotes (object storage: s3://bucket/prefix, file:///path) to share
+    /// the store through: add, list, remove.
+    #[command(subcommand)]
+    Remote(remote::RemoteCmd),
+    /// Send the versions a remote lacks, then move its refs (default: every
+    /// tag and HEAD) by compare-and-swap; a ref that moved elsewhere on the
+    /// remote is refused unless --force.
+    Push(remote::PushArgs),
+    /// Download the versions a remote has and the store lacks, and record
+    /// its refs (local refs do not move).
+    Fetch {
+        /// Remote (default: the default remote).
+        remote: Option<String>,
+        #[command(flatten)]
+        t: remote::TransferArgs,
+    },
+    /// Fetch, then move local refs to the remote's (only forward, unless
+    /// --force).
+    Pull(remote::PullArgs),
+    /// Create a store from a remote (remote `origin`) with its refs.
+    Clone(remote::CloneArgs),
 }
 
 #[derive(Args)]
@@ -372,6 +394,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => bench::run(g, &a),
         Cmd::Repair(r) => repair::run(g, &r),
         Cmd::Key(k) => key::run(g, &k),
+        Cmd::Remote(r) => remote::remote_cmd(g, &r),
+        Cmd::Push(a) => remote::push(g, &a),
+        Cmd::Fetch { remote, t } => remote::fetch(g, remote.as_deref(), &t),
+        Cmd::Pull(a) => remote::pull(g, &a),
+        Cmd::Clone(a) => remote::clone(g, &a),
     }
 }
 

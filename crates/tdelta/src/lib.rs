@@ -8,6 +8,7 @@ mod error;
 pub mod fuzzing;
 mod ops;
 mod progress;
+pub mod remote;
 mod store;
 #[cfg(test)]
 mod testutil;

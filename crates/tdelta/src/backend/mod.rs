@@ -19,6 +19,8 @@
 //! injection for deterministic crash tests). Remotes add one over the
 //! `object_store` crate.
 
+pub mod object;
+
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::time::Duration;

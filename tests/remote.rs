@@ -1,0 +1,444 @@
+//! Remotes through the binary: push, clone, pull, fetch against a real
+//! S3-compatible server (moto, started by `scripts/test-remote`, which sets
+//! `TDELTA_TEST_S3`) and against a `file://` remote.
+//!
+//! Without `TDELTA_TEST_S3` the S3 tests print a skip line and pass, unless
+//! `TDELTA_REQUIRE_S3` is set (the test script and CI set it).
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Rng, bin, stderr};
+use tdelta::DType;
+use tdelta::backend::Backend;
+use tdelta::backend::object::{ObjectStoreBackend, RemoteOptions};
+use tdelta_dev::synth::SeriesSpec;
+
+const KEY_ID: &str = "AKIATDELTATESTKEY01";
+const SECRET: &str = "tdelta-test-secret-9f8e7d6c5b4a";
+
+/// The S3 endpoint, or `None` (after a skip line) when the tests run
+/// without a server.
+fn s3() -> Option<String> {
+    match std::env::var("TDELTA_TEST_S3") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("TDELTA_REQUIRE_S3").is_none(),
+                "TDELTA_REQUIRE_S3 is set but TDELTA_TEST_S3 is not: run scripts/test-remote"
+            );
+            eprintln!("skipped: TDELTA_TEST_S3 is not set (scripts/test-remote starts an S3 server)");
+            None
+        }
+    }
+}
+
+/// Creates a bucket on the test server (a plain S3 CreateBucket request).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {resp}");
+}
+
+/// A fresh bucket's URL, unique to the test.
+fn bucket(endpoint: &str, test: &str) -> String {
+    let name = format!("tdelta-{test}-{}", std::process::id());
+    create_bucket(endpoint, &name);
+    format!("s3://{name}/team/models")
+}
+
+/// The command with the test credentials and endpoint in its environment.
+fn cmd(endpoint: Option<&str>) -> Command {
+    let mut c = bin();
+    c.env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("TDELTA_LOCK_WAIT", "30");
+    match endpoint {
+        Some(e) => c.env("AWS_ENDPOINT_URL", e),
+        None => c.env_remove("AWS_ENDPOINT_URL"),
+    };
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run_in(endpoint: Option<&str>, store: &Path, args: &[&str]) -> Output {
+    let o = cmd(endpoint).arg("--store").arg(store).args(args).output().unwrap();
+    for stream in [&o.stdout, &o.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(!text.contains(SECRET) && !text.contains(KEY_ID), "credentials in output of {args:?}: {text}");
+    }
+    o
+}
+
+fn ok_in(endpoint: Option<&str>, store: &Path, args: &[&str]) -> String {
+    let o = run_in(endpoint, store, args);
+    assert!(o.status.success(), "tdelta {args:?} failed ({:?}): {}", o.status, stderr(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn json_in(endpoint: Option<&str>, store: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = ok_in(endpoint, store, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("tdelta {args:?} --json: {e}: {out}"))
+}
+
+/// A store at `dir/store` with `n` versions of a generated series (about
+/// `bytes` each); returns it, the checkpoint files and the version ids.
+fn setup(dir: &Path, n: usize, bytes: u64) -> (PathBuf, Vec<PathBuf>, Vec<String>) {
+    let store = dir.join("store");
+    let spec = SeriesSpec::new(15, DType::BF16, bytes, n);
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.join("src")).unwrap();
+    ok_in(None, &store, &["init", "--block-size", "64K", "-q"]);
+    let ids =
+        srcs.iter().map(|s| ok_in(None, &store, &["pack", s.to_str().unwrap(), "-q"]).trim().to_string()).collect();
+    (store, srcs, ids)
+}
+
+fn unpack_eq(endpoint: Option<&str>, store: &Path, r: &str, expect: &Path, scratch: &Path) {
+    let out = scratch.join(format!("out-{}", r.replace('/', "_")));
+    ok_in(endpoint, store, &["unpack", r, "-o", out.to_str().unwrap(), "--force", "-q"]);
+    assert_eq!(fs::read(&out).unwrap(), fs::read(expect).unwrap(), "unpack {r} from {}", store.display());
+    fs::remove_file(&out).unwrap();
+}
+
+fn backend(url: &str, endpoint: Option<&str>) -> ObjectStoreBackend {
+    // The library reads credentials from the environment, as the binary does.
+    // SAFETY: these tests set the same values in every thread.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+    ObjectStoreBackend::open(url, &RemoteOptions { endpoint: endpoint.map(str::to_string) }).unwrap()
+}
+
+/// Every remote ref's version is on the remote whole: its manifest and
+/// every pack with its index (checked by a clone and `verify --all`).
+fn assert_consistent(url: &str, endpoint: Option<&str>, scratch: &Path) {
+    let b = backend(url, endpoint);
+    let packs: Vec<String> = b.list("packs/").unwrap().into_iter().map(|m| m.name).collect();
+    for p in &packs {
+        if let Some(stem) = p.strip_suffix(".idx") {
+            assert!(packs.contains(&format!("{stem}.pack")), "{p} without its pack");
+        }
+    }
+    let mut refs: Vec<String> = b.list("refs/").unwrap().into_iter().map(|m| m.name).collect();
+    if b.head("HEAD").is_ok() {
+        refs.push("HEAD".into());
+    }
+    if refs.is_empty() {
+        return;
+    }
+    let clone = scratch.join("consistency-clone");
+    let _ = fs::remove_dir_all(&clone);
+    let mut args = vec!["clone", url, clone.to_str().unwrap(), "-q"];
+    if let Some(e) = endpoint {
+        args.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &clone, &args);
+    ok_in(endpoint, &clone, &["verify", "--all", "-q"]);
+    fs::remove_dir_all(&clone).unwrap();
+}
+
+/// Push, clone, fine-tune on the clone, push back, pull: every version
+/// restores bit-exact everywhere.
+fn round_trip(url: &str, endpoint: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, srcs, ids) = setup(dir.path(), 3, 2 << 20);
+    ok_in(endpoint, &store, &["tag", "stable", &ids[1]]);
+    let mut add = vec!["remote", "add", "origin", url, "--default"];
+    if let Some(e) = endpoint {
+        add.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &store, &add);
+    let list = json_in(endpoint, &store, &["remote", "list"]);
+    assert_eq!(list[0]["name"], "origin");
+    assert_eq!(list[0]["default"], true);
+
+    let p = json_in(endpoint, &store, &["push"]);
+    assert!(p["objects"].as_u64().unwrap() >= 3 * 3, "{p}");
+    let pushed: Vec<&str> = p["refs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(pushed, ["stable", "HEAD"]);
+    // A second push sends nothing.
+    let again = json_in(endpoint, &store, &["push"]);
+    assert_eq!(again["objects"], 0, "{again}");
+    assert_eq!(again["bytes"], 0, "{again}");
+
+    // Clone restores every version bit-exact.
+    let team = dir.path().join("team");
+    let mut c = vec!["clone", url, team.to_str().unwrap()];
+    if let Some(e) = endpoint {
+        c.extend(["--endpoint", e]);
+    }
+    let cl = json_in(endpoint, &team, &c);
+    assert!(cl["bytes"].as_u64().unwrap() > 0, "{cl}");
+    unpack_eq(endpoint, &team, "stable", &srcs[1], dir.path());
+    unpack_eq(endpoint, &team, "HEAD", &srcs[2], dir.path());
+    unpack_eq(endpoint, &team, &ids[0], &srcs[0], dir.path());
+    ok_in(endpoint, &team, &["verify", "--all", "-q"]);
+
+    // The team packs a new version and pushes; the first store pulls it.
+    let more = SeriesSpec::new(15, DType::BF16, 2 << 20, 4);
+    let more = tdelta_dev::synth::write_series(&more, &dir.path().join("src4")).unwrap();
+    let v3 = ok_in(endpoint, &team, &["pack", more[3].to_str().unwrap(), "-q"]).trim().to_string();
+    ok_in(endpoint, &team, &["tag", "stable", &v3, "--force"]);
+    ok_in(endpoint, &team, &["push", "--why", "release v3"]);
+    let pl = json_in(endpoint, &store, &["pull"]);
+    assert!(pl["objects"].as_u64().unwrap() >= 2, "{pl}");
+    unpack_eq(endpoint, &store, "stable", &more[3], dir.path());
+    unpack_eq(endpoint, &store, "HEAD", &more[3], dir.path());
+    ok_in(endpoint, &store, &["verify", "--all", "-q"]);
+    // Pull of an unknown ref names it.
+    let o = run_in(endpoint, &store, &["pull", "origin", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    // No secret anywhere in the stores.
+    for s in [&store, &team] {
+        for (name, bytes) in common::snapshot(s, &[]) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(SECRET) && !text.contains(KEY_ID), "credentials in {name}");
+        }
+    }
+    assert_consistent(url, endpoint, dir.path());
+}
+
+#[test]
+fn file_remote_push_clone_pull_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&format!("file://{}", dir.path().join("remote").display()), None);
+}
+
+#[test]
+fn s3_push_clone_pull_bit_exact_and_no_credentials_anywhere() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "roundtrip");
+    round_trip(&url, Some(&ep));
+    // Nothing the remote holds carries a credential either.
+    let b = backend(&url, Some(&ep));
+    for prefix in ["", "audit/", "refs/"] {
+        for m in b.list(prefix).unwrap() {
+            if m.size < 1 << 20 {
+                let (bytes, _) = b.get(&m.name, 1 << 20).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains(SECRET) && !text.contains(KEY_ID), "credentials in {}", m.name);
+            }
+        }
+    }
+    // The audit trail names who moved which ref and why.
+    let trail = b.list("audit/").unwrap();
+    assert!(trail.len() >= 3, "{trail:?}");
+    let texts: Vec<String> =
+        trail.iter().map(|m| String::from_utf8(b.get(&m.name, 1 << 16).unwrap().0).unwrap()).collect();
+    assert!(texts.iter().any(|t| t.contains("release v3") && t.contains("tester")), "{texts:?}");
+}
+
+#[test]
+fn s3_incremental_push_sends_what_stats_says_the_version_added() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "incremental");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, srcs, _) = setup(dir.path(), 1, 8 << 20);
+    ok_in(Some(&ep), &store, &["remote", "add", "origin", &url]);
+    ok_in(Some(&ep), &store, &["push", "-q"]);
+    let spec = SeriesSpec::new(15, DType::BF16, 8 << 20, 2);
+    let next = tdelta_dev::synth::write_series(&spec, &dir.path().join("src2")).unwrap();
+    assert_eq!(fs::read(&next[0]).unwrap(), fs::read(&srcs[0]).unwrap());
+    let v1 = ok_in(Some(&ep), &store, &["pack", next[1].to_str().unwrap(), "-q"]).trim().to_string();
+    let stats = json_in(Some(&ep), &store, &["stats", &v1]);
+    let added = stats["versions"][0]["stored_bytes"].as_u64().unwrap();
+    let p = json_in(Some(&ep), &store, &["push"]);
+    let sent = p["bytes"].as_u64().unwrap();
+    assert!(sent > 0);
+    assert!(sent as f64 <= 1.05 * added as f64, "sent {sent} bytes for a version that added {added}");
+}
+
+#[test]
+fn s3_concurrent_pushes_of_one_tag_one_wins_nothing_lost() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "race");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = setup(dir.path(), 1, 2 << 20);
+    ok_in(Some(&ep), &store, &["remote", "add", "origin", &url]);
+    ok_in(Some(&ep), &store, &["push", "-q"]);
+    // Two people clone, each packs a different fine-tune and tags it.
+    let spec = SeriesSpec::new(15, DType::BF16, 2 << 20, 3);
+    let srcs = tdelta_dev::synth::write_series(&spec, &dir.path().join("more")).unwrap();
+    let mut stores = Vec::new();
+    for (i, who) in ["alice", "bob"].iter().enumerate() {
+        let s = dir.path().join(who);
+        ok_in(Some(&ep), &s, &["clone", &url, s.to_str().unwrap(), "-q", "--endpoint", &ep]);
+        let id = ok_in(Some(&ep), &s, &["pack", srcs[i + 1].to_str().unwrap(), "-q", "--base", "none"]);
+        ok_in(Some(&ep), &s, &["tag", "stable", id.trim()]);
+        stores.push((s, id.trim().to_string(), srcs[i + 1].clone()));
+    }
+    let children: Vec<_> = stores
+        .iter()
+        .map(|(s, _, _)| {
+            cmd(Some(&ep))
+                .arg("--store")
+                .arg(s)
+                .args(["push", "origin", "stable"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let wins: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+    assert_eq!(wins.len(), 1, "exactly one push wins: {:?}", outs.iter().map(stderr).collect::<Vec<_>>());
+    let (w, l) = (wins[0], 1 - wins[0]);
+    assert_eq!(outs[l].status.code(), Some(1));
+    let msg = stderr(&outs[l]);
+    assert!(msg.contains("remote `stable`") && msg.contains("pull first"), "{msg}");
+    assert!(msg.contains(&stores[w].1[..8]), "the refusal names where the ref moved: {msg}");
+    // The winner's version is on the remote whole; the loser keeps theirs.
+    let check = dir.path().join("check");
+    ok_in(Some(&ep), &check, &["clone", &url, check.to_str().unwrap(), "-q", "--endpoint", &ep]);
+    unpack_eq(Some(&ep), &check, "stable", &stores[w].2, dir.path());
+    unpack_eq(Some(&ep), &stores[l].0, "stable", &stores[l].2, dir.path());
+    // With --force the loser replaces it, and the trail records that.
+    ok_in(Some(&ep), &stores[l].0, &["push", "origin", "stable", "--force", "--why", "ours is better"]);
+    let b = backend(&url, Some(&ep));
+    let trail: Vec<String> = b
+        .list("audit/")
+        .unwrap()
+        .iter()
+        .map(|m| String::from_utf8(b.get(&m.name, 1 << 16).unwrap().0).unwrap())
+        .collect();
+    assert!(trail.iter().any(|t| t.contains("\"forced\"") && t.contains("ours is better")), "{trail:?}");
+    assert_consistent(&url, Some(&ep), dir.path());
+}
+
+/// Kills `push` at seeded random moments; after each kill the remote is
+/// consistent, and a final push completes.
+fn killed_pushes(url: &str, endpoint: Option<&str>, kills: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, srcs, _) = setup(dir.path(), 3, 6 << 20);
+    let mut add = vec!["remote", "add", "origin", url];
+    if let Some(e) = endpoint {
+        add.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &store, &add);
+    // How long a whole push takes here, to pick moments within it (on a
+    // scratch copy of the remote's store so the real remote stays empty).
+    let scratch = dir.path().join("scratch-remote");
+    let t0 = Instant::now();
+    let scratch_url = format!("file://{}", scratch.display());
+    ok_in(endpoint, &store, &["remote", "add", "scratch", &scratch_url]);
+    ok_in(endpoint, &store, &["push", "scratch", "-q", "--jobs", "2"]);
+    let full = t0.elapsed().as_micros().max(1000) as u64;
+    let mut rng = Rng(common::seed("TDELTA_TEST_SEED", 0x5eed_0015));
+    for _ in 0..kills {
+        let mut child = cmd(endpoint)
+            .arg("--store")
+            .arg(&store)
+            .args(["push", "origin", "-q", "--jobs", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(full * 2)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_consistent(url, endpoint, dir.path());
+    }
+    let p = json_in(endpoint, &store, &["push", "origin"]);
+    assert_eq!(p["refs"].as_array().unwrap().len(), 1, "{p}");
+    assert_consistent(url, endpoint, dir.path());
+    let again = json_in(endpoint, &store, &["push", "origin"]);
+    assert_eq!(again["objects"], 0, "a completed push leaves nothing to send: {again}");
+    let team = dir.path().join("team");
+    let mut c = vec!["clone", url, team.to_str().unwrap(), "-q"];
+    if let Some(e) = endpoint {
+        c.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &team, &c);
+    unpack_eq(endpoint, &team, "HEAD", &srcs[2], dir.path());
+}
+
+#[test]
+fn file_remote_survives_killed_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    killed_pushes(&format!("file://{}", dir.path().join("remote").display()), None, 12);
+}
+
+#[test]
+fn s3_remote_survives_killed_pushes() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "killed");
+    killed_pushes(&url, Some(&ep), 15);
+}
+
+#[test]
+fn bad_remotes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok_in(None, &store, &["init", "-q"]);
+    let o = run_in(None, &store, &["remote", "add", "x", "ftp://host/path"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("valid values are: s3, file"), "{}", stderr(&o));
+    let o = run_in(None, &store, &["remote", "add", "x", "s3://b/p", "--endpoint", "http://example.com:9000"]);
+    assert!(stderr(&o).contains("loopback"), "{}", stderr(&o));
+    let o = run_in(None, &store, &["push"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no remote; add one"), "{}", stderr(&o));
+    let o = run_in(None, &store, &["push", "nope"]);
+    assert!(stderr(&o).contains("no remote"), "{}", stderr(&o));
+    // Cloning something that is not a store says so and creates nothing.
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let target = dir.path().join("c");
+    let o = run_in(None, &target, &["clone", &format!("file://{}", empty.display()), target.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("holds no tdelta store"), "{}", stderr(&o));
+    assert!(!target.exists());
+    // Removing a remote.
+    let r = format!("file://{}", dir.path().join("r").display());
+    ok_in(None, &store, &["remote", "add", "a", &r]);
+    ok_in(None, &store, &["remote", "remove", "a"]);
+    let o = run_in(None, &store, &["remote", "remove", "a"]);
+    assert_eq!(o.status.code(), Some(2), "unknown remote is a usage error: {}", stderr(&o));
+}
+
+#[test]
+fn s3_large_objects_go_up_in_parts_and_come_back_whole() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "multipart");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big");
+    let mut rng = Rng(common::seed("TDELTA_TEST_SEED", 7));
+    let data: Vec<u8> =
+        (0..(tdelta::backend::object::MULTIPART_THRESHOLD + 3_000_001)).map(|_| rng.next_u64() as u8).collect();
+    fs::write(&src, &data).unwrap();
+    let b = backend(&url, Some(&ep));
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    b.put_file("packs/big.pack", &src, &|n| {
+        sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(sent.into_inner(), data.len() as u64);
+    let e = b.put_file("packs/big.pack", &src, &|_| {}).unwrap_err();
+    assert!(matches!(e, tdelta::Error::AlreadyExists { .. }), "{e}");
+    let mut out = fs::File::create(dir.path().join("back")).unwrap();
+    assert_eq!(b.get_to_file("packs/big.pack", &mut out, &|_| {}).unwrap(), data.len() as u64);
+    drop(out);
+    assert_eq!(fs::read(dir.path().join("back")).unwrap(), data);
+    let mut mid = vec![0u8; 1000];
+    b.read_at("packs/big.pack", 19_000_000, &mut mid).unwrap();
+    assert_eq!(&mid[..], &data[19_000_000..19_001_000]);
+}
