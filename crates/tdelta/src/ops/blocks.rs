@@ -197,7 +197,7 @@ mod tests {
         let mut again = Vec::new();
         store.read_block(top, &mut again, &mut scratch, Some(&counters)).unwrap();
         assert_eq!(again, out);
-        assert_eq!(Hash::of(&again), top);
+        assert_eq!(top.algo().block(&again), top);
         assert_eq!(counters.decoded.load(Ordering::Relaxed), 2);
         assert_eq!(counters.max_levels.load(Ordering::Relaxed), 2);
     }

@@ -414,6 +414,9 @@ mod tests {
     fn pack_and_index_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::init(&dir.path().join("s"), &crate::InitOptions::default()).unwrap();
+        // A format-1 writer: version-2 packs, whose index older versions
+        // share the layout of.
+        store.config.hash = Algo::Xxh3;
         let (tmp, packs) = (dir.path().join("s/tmp"), dir.path().join("s/packs"));
         let mut w = PackWriter::create(&store).unwrap();
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
