@@ -341,6 +341,10 @@ impl Backend for ObjectStoreBackend {
         self.inner.url.clone()
     }
 
+    fn locate(&self, name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}/{name}", self.inner.url.trim_end_matches('/')))
+    }
+
     fn get(&self, name: &str, cap: u64) -> Result<(Vec<u8>, ETag)> {
         let path = self.path(name);
         self.block_on(async {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::PutMode;
 use crate::store::fsutil;
 use crate::{Error, Hash, Result, Store};
 
@@ -45,8 +46,11 @@ pub(crate) struct Remotes {
     pub remotes: Vec<Remote>,
 }
 
+/// The store object holding the remotes.
+const OBJECT: &str = "remotes";
+
 fn path(store: &Store) -> std::path::PathBuf {
-    store.root().join("remotes")
+    store.backend().locate(OBJECT)
 }
 
 /// Checks a remote name: letters, digits, `.`, `_`, `-`.
@@ -66,21 +70,21 @@ fn validate_name(name: &str) -> Result<()> {
 
 pub(crate) fn read(store: &Store) -> Result<Remotes> {
     let p = path(store);
-    let bytes = match fsutil::read_capped(&p, MAX_BYTES) {
-        Ok(b) => b,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Remotes::default());
-        }
+    let bytes = match store.backend().get(OBJECT, MAX_BYTES) {
+        Ok((b, _)) => b,
+        Err(Error::NotFound { .. }) => return Ok(Remotes::default()),
         Err(e) => return Err(e),
     };
     let framed = fsutil::unframe(&p, &bytes, MAGIC, VERSION, "remotes file")?;
     serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&p, format!("remotes file: {e}")))
 }
 
-/// Writes the file atomically; the caller holds the store's lock.
+/// Writes the object whole through the store's backend (locally: temp
+/// file, fsync, rename); the caller holds the store's lease.
 pub(crate) fn write(store: &Store, remotes: &Remotes) -> Result<()> {
     let body = serde_json::to_vec_pretty(remotes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    fsutil::write_atomic(&store.tmp_dir(), &path(store), &fsutil::frame(MAGIC, VERSION, 0, &body))
+    store.backend().put(OBJECT, &fsutil::frame(MAGIC, VERSION, 0, &body), PutMode::Overwrite)?;
+    Ok(())
 }
 
 /// Every remote of the store, in the order they were added.
@@ -130,7 +134,7 @@ pub fn add(store: &Store, name: &str, url: &str, endpoint: Option<&str>, default
             "remote url: credentials do not belong in the url; use AWS_* variables".into(),
         ));
     }
-    let _lock = store.lock()?;
+    let _txn = store.begin_write()?;
     let mut all = read(store)?;
     if all.remotes.iter().any(|r| r.name == name) {
         return Err(Error::AlreadyExists { what: format!("remote `{name}`") });
@@ -154,7 +158,7 @@ pub fn add(store: &Store, name: &str, url: &str, endpoint: Option<&str>, default
 
 /// Removes a remote (and what was tracked of it).
 pub fn remove(store: &Store, name: &str) -> Result<Remote> {
-    let _lock = store.lock()?;
+    let _txn = store.begin_write()?;
     let mut all = read(store)?;
     let Some(i) = all.remotes.iter().position(|r| r.name == name) else {
         return Err(Error::InvalidChoice {

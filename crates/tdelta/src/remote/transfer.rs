@@ -269,7 +269,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
         }
     }
     if !tracked.is_empty() {
-        let _lock = store.lock()?;
+        let _txn = store.begin_write()?;
         config::set_tracking(store, &remote.name, &tracked, false)?;
     }
     report.seconds = start.elapsed().as_secs_f64();
@@ -411,7 +411,7 @@ pub fn audit_trail(remote: &Remote) -> Result<Vec<serde_json::Value>> {
 pub fn fetch(store: &Store, remote: &Remote, jobs: usize, progress: &dyn Progress) -> Result<TransferReport> {
     let start = Instant::now();
     let b = open(remote)?;
-    let _lock = store.lock()?;
+    let _txn = store.begin_write()?;
     let mut report = fetch_locked(store, &b, jobs, progress)?;
     let refs = remote_refs(&b)?;
     config::set_tracking(store, &remote.name, &refs, true)?;
@@ -448,7 +448,7 @@ fn fetch_locked(store: &Store, b: &ObjectStoreBackend, jobs: usize, progress: &d
     }
     let got_objects = AtomicU64::new(0);
     let got_bytes = AtomicU64::new(0);
-    let tmp = store.tmp_dir();
+    let tmp = store.root().join("tmp");
     progress.begin("fetch", todo.iter().map(|t| t.1).sum());
     for phase in [".pack", ".idx", ".tdm"] {
         let items: Vec<_> = todo.iter().filter(|t| t.0.ends_with(phase)).collect();
@@ -492,7 +492,7 @@ pub fn pull(
     let fetched = std::mem::take(&mut report.refs);
     // Reopen: the fetched packs are now in the store.
     let store = Store::open(root)?;
-    let _lock = store.lock()?;
+    let txn = store.begin_write()?;
     let mut wanted: Vec<(String, Hash)> = Vec::new();
     for u in fetched {
         let id = u.new.parse::<Hash>().map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -528,7 +528,7 @@ pub fn pull(
             None => "created",
         };
         if matches!(status, "updated" | "created" | "forced") {
-            store.move_ref_locked(&name, Some(id), "pull", &format!("pull from {}", remote.name))?;
+            txn.move_ref(&store, &name, Some(id), "pull", &format!("pull from {}", remote.name))?;
         }
         report.refs.push(RefUpdate {
             name,
