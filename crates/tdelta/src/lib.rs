@@ -11,7 +11,7 @@ mod store;
 #[cfg(test)]
 mod testutil;
 
-pub use error::{Error, IoContext, Result};
+pub use error::{CorruptKind, Error, ErrorKind, IoContext, Result};
 pub use ops::{
     BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
     Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,

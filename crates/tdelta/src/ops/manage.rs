@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::Progress;
 use crate::Hash;
+use crate::error::CorruptKind;
 use crate::error::IoContext;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
@@ -25,10 +26,7 @@ pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Resul
     store.manifest(id)?;
     let old = store.read_ref(name)?;
     if let Some(old) = old.filter(|o| *o != id && !force) {
-        return Err(Error::InvalidArgument(format!(
-            "tag `{name}` already points to {}; pass --force to move it",
-            old.short()
-        )));
+        return Err(Error::AlreadyExists { what: format!("tag `{name}` (it points to {})", old.short()) });
     }
     store.move_ref_locked(name, Some(id), "tag", why)
 }
@@ -108,7 +106,7 @@ pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
 pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
     let rep = store.audit_log()?;
     if let Some(p) = rep.problems.first() {
-        return Err(Error::corrupt(store.root().join("audit.log"), p.clone()));
+        return Err(Error::corrupt_as(CorruptKind::Tampered, store.root().join("audit.log"), p.clone()));
     }
     Ok(rep.entries)
 }
@@ -404,7 +402,8 @@ impl VerifyReport {
 fn check_pack_id(p: &crate::store::PackFile) -> Result<()> {
     let actual = fsutil::hash_file(&p.path, &super::Silent)?;
     if actual != p.id {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::HashMismatch,
             &p.path,
             format!("the pack's content hashes to {actual}, not to its name (bytes were altered or appended)"),
         ));

@@ -44,4 +44,6 @@ impl Progress for Silent {}
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_errors;
+#[cfg(test)]
 mod tests_source;

@@ -186,10 +186,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         if !opts.force_tag
             && let Some(old) = store.read_ref(tag)?
         {
-            return Err(Error::InvalidArgument(format!(
-                "tag `{tag}` already points to {}; pass --force to move it",
-                old.short()
-            )));
+            return Err(Error::AlreadyExists { what: format!("tag `{tag}` (it points to {})", old.short()) });
         }
     }
     let head = store.read_ref("HEAD")?;
@@ -360,8 +357,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
             Ok(())
         })();
         drop(tx);
-        let written =
-            writer.join().unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
+        let written = writer.join().unwrap_or_else(|_| Err(Error::Internal("pack writer thread panicked".into())));
         match (produced, written) {
             (Err(e), Ok(packs)) => {
                 discard_packs(&store_ref.packs_dir(), &packs);
@@ -425,7 +421,7 @@ fn write_version(
     // Every run got all its blocks (the writer accepted every batch).
     for (r, h) in runs.iter().zip(run_hashes) {
         if h.len() as u64 != crate::block::count(r.len, block_size, r.dtype.align()) {
-            return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
+            return Err(Error::Internal("pack stopped before the end of the source".into()));
         }
     }
     let files = build_files(ckpt, runs, run_hashes);

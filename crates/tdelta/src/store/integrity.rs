@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::refs::{self, AuditEntry, entry_hash, parse_sealed};
 use super::{Store, fsutil, now, whoami};
 use crate::Hash;
+use crate::error::CorruptKind;
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -245,7 +246,8 @@ impl Store {
         let rep = audit.read()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", audit.path().display())).unwrap_or(p);
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Tampered,
                 audit.path(),
                 format!(
                     "audit log is damaged ({p}); writes are refused until `tdelta repair audit` keeps its valid \
@@ -268,7 +270,8 @@ impl Store {
             }
         }
         if let Some(d) = disagreements(&entries, &refs, None).first() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Tampered,
                 self.ref_file(&d.name),
                 format!(
                     "{}; writes are refused until this is settled: `tdelta verify` lists every difference, \

@@ -203,7 +203,7 @@ impl Store {
         let tmp = path.join("tmp");
         AuditLog::new(path.join("audit.log")).create(&tmp)?;
         let config = StoreConfig { block_size: opts.block_size, created: now() };
-        let body = serde_json::to_vec(&config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let body = serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
         // The config lands last: a store without it is not a store.
         fsutil::write_atomic(&tmp, &path.join("config"), &fsutil::frame(CONFIG_MAGIC, STORE_VERSION, 0, &body))?;
         Store::open(path)
@@ -633,17 +633,18 @@ impl Store {
         for n in 0..steps {
             let m = self.manifest(id)?;
             let Some(parent) = m.parent else {
-                return Err(Error::InvalidArgument(format!(
-                    "`{spec}`: version {} has no parent (`{name}` has {n} ancestors)",
-                    id.short()
-                )));
+                return Err(Error::NotInVersion {
+                    version: id.short(),
+                    what: "parent".into(),
+                    detail: Some(format!("`{spec}` goes back {steps} from `{name}`, which has {n} ancestors")),
+                });
             };
             if !self.manifest_path(parent).is_file() {
-                return Err(Error::InvalidArgument(format!(
-                    "`{spec}`: parent {} of version {} was dropped",
-                    parent.short(),
-                    id.short()
-                )));
+                return Err(Error::NotInVersion {
+                    version: id.short(),
+                    what: "parent in the store".into(),
+                    detail: Some(format!("its parent {} was dropped (`{spec}`)", parent.short())),
+                });
             }
             id = parent;
         }
@@ -688,7 +689,7 @@ impl Store {
         let lower = name.to_ascii_lowercase();
         let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
         match hits.len() {
-            0 => Err(Error::InvalidArgument(format!("unknown ref `{name}`, and no version id starts with it"))),
+            0 => Err(unknown()),
             1 => Ok(hits[0]),
             count => Err(Error::AmbiguousRef {
                 prefix: name.to_string(),

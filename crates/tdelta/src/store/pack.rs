@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::fsutil;
 use crate::Hash;
+use crate::error::CorruptKind;
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -244,10 +245,10 @@ fn le_hash(b: &[u8], at: usize) -> Hash {
 /// which every entry is bounds-checked.
 pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<Vec<Entry>> {
     if bytes.len() < 32 {
-        return Err(Error::corrupt(path, format!("truncated index: {} bytes", bytes.len())));
+        return Err(Error::corrupt_as(CorruptKind::Truncated, path, format!("truncated index: {} bytes", bytes.len())));
     }
     if &bytes[..8] != INDEX_MAGIC {
-        return Err(Error::corrupt(path, "not a tdelta index (bad magic)"));
+        return Err(Error::corrupt_as(CorruptKind::Magic, path, "not a tdelta index (bad magic)"));
     }
     let version = le_u32(bytes, 8);
     if version == 0 || version > PACK_VERSION {
@@ -256,13 +257,18 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
     let count = le_u64(bytes, 16);
     let expected = count.checked_mul(INDEX_ENTRY as u64).and_then(|n| n.checked_add(32));
     if expected != Some(bytes.len() as u64) {
-        return Err(Error::corrupt(path, format!("index claims {count} entries but is {} bytes long", bytes.len())));
+        return Err(Error::corrupt_as(
+            CorruptKind::Truncated,
+            path,
+            format!("index claims {count} entries but is {} bytes long", bytes.len()),
+        ));
     }
     let end = bytes.len() - 8;
     let stored = le_u64(bytes, end);
     let actual = xxhash_rust::xxh3::xxh3_64(&bytes[..end]);
     if stored != actual {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Checksum,
             path,
             format!("index checksum mismatch (stored {stored:016x}, computed {actual:016x})"),
         ));
@@ -284,7 +290,8 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         };
         let end = e.offset.checked_add(u64::from(e.stored_len)).and_then(|end| end.checked_add(16));
         if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + RECORD_HEADER) as u64 {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Truncated,
                 path,
                 format!(
                     "index entry {i} (block {}) lies past the end of its pack ({pack_len} bytes): the pack is truncated",
@@ -309,14 +316,19 @@ pub(crate) fn read_payload(file: &File, path: &Path, entry: &Entry, buf: &mut Ve
     buf.resize(entry.stored_len as usize, 0);
     file.read_exact_at(buf, entry.offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(path, format!("pack truncated: block {} lies past its end", entry.hash))
+            Error::corrupt_as(
+                CorruptKind::Truncated,
+                path,
+                format!("pack truncated: block {} lies past its end", entry.hash),
+            )
         } else {
             Error::io(path, e)
         }
     })?;
     let sum = xxhash_rust::xxh3::xxh3_64(buf);
     if sum != entry.checksum {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Checksum,
             path,
             format!("payload of block {} at offset {} fails its checksum", entry.hash, entry.offset),
         ));

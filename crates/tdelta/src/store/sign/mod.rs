@@ -162,8 +162,7 @@ fn list_sigs(dir: &Path) -> Result<Vec<(Hash, PathBuf)>> {
 fn write_sig(store: &Store, kind: &str, name: Hash, file: &SigFile) -> Result<()> {
     let dir = sig_dir(store, kind);
     fs::create_dir_all(&dir).at(&dir)?;
-    let bytes =
-        serde_json::to_vec(file).map_err(|e| Error::InvalidArgument(format!("cannot encode signature: {e}")))?;
+    let bytes = serde_json::to_vec(file).map_err(|e| Error::Internal(format!("cannot encode signature: {e}")))?;
     fsutil::write_atomic(&store.tmp_dir(), &dir.join(format!("{name}.sig")), &bytes)
 }
 
@@ -209,10 +208,9 @@ pub fn trust_key(store: &Store, path: &Path) -> Result<PublicKey> {
     match PublicKey::from_file(&dest) {
         Ok(k) if k.key == key.key => return Ok(k),
         Ok(_) => {
-            return Err(Error::InvalidArgument(format!(
-                "{}: another key with the same fingerprint is trusted; refusing to replace it",
-                dest.display()
-            )));
+            return Err(Error::AlreadyExists {
+                what: format!("{}: another key with the same fingerprint", dest.display()),
+            });
         }
         Err(_) if dest.symlink_metadata().is_ok() => {
             return Err(Error::corrupt(&dest, "unreadable trusted key file; move it out of the store first"));
