@@ -23,7 +23,9 @@ pub use ops::{
     tag, untag, verify,
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
+pub use store::audit_op::AuditOp;
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
+pub use store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor};
 pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
 };

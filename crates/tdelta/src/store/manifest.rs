@@ -51,7 +51,7 @@ pub struct Manifest {
     pub max_levels: Option<u16>,
     /// Present when some tensors were stored lossily.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lossy: Option<serde_json::Value>,
+    pub lossy: Option<crate::LossyRecord>,
     /// The files, sorted by path.
     pub files: Vec<FileEntry>,
     /// Directories of a directory version that hold nothing, sorted

@@ -23,9 +23,11 @@
 //! onto an object store. The store knows blocks and versions, not what
 //! tensors mean.
 
+pub(crate) mod audit_op;
 pub(crate) mod fsutil;
 pub(crate) mod integrity;
 pub(crate) mod lock;
+pub(crate) mod lossy_record;
 pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod read;
@@ -505,7 +507,7 @@ impl Store {
             seq: 0,
             time: now(),
             who: self.who(),
-            op: op.to_string(),
+            op: op.into(),
             r#ref: Some(name.to_string()),
             old,
             new: id,
@@ -597,7 +599,7 @@ impl Store {
             seq: 0,
             time: now(),
             who: self.who(),
-            op: op.to_string(),
+            op: op.into(),
             r#ref: r#ref.map(str::to_string),
             old: None,
             new,

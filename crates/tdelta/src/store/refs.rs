@@ -109,7 +109,7 @@ pub struct AuditEntry {
     pub who: String,
     /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`, `recover`,
     /// `repair`.
-    pub op: String,
+    pub op: crate::AuditOp,
     /// The ref moved, if any (`HEAD` included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<String>,

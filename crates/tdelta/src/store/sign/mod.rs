@@ -75,7 +75,7 @@ fn move_message(e: &AuditEntry) -> Vec<u8> {
         e.prev,
         e.time,
         s(&e.who),
-        s(&e.op),
+        s(e.op.as_str()),
         e.r#ref.as_deref().map_or_else(|| "none".to_string(), s),
         h(e.old),
         h(e.new),
