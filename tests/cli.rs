@@ -137,7 +137,7 @@ fn tag_is_set_and_not_moved_without_force() {
     ok(&store, &["init"]);
     let a = ok(&store, &["pack", srcs[0].to_str().unwrap(), "--tag", "best", "-q"]);
     let e = fails(&store, &["pack", srcs[1].to_str().unwrap(), "--tag", "best"]);
-    assert!(e.contains("already points") && e.contains("--force"), "{e}");
+    assert!(e.contains("tag `best`") && e.contains("already exists") && e.contains("pass --force to move it"), "{e}");
     let out = dir.path().join("best.safetensors");
     ok(&store, &["unpack", "best", "-o", out.to_str().unwrap(), "-q"]);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&srcs[0]).unwrap());
@@ -219,8 +219,14 @@ fn unknown_refs_missing_and_corrupt_stores_are_clear_errors() {
     let n = b.len();
     b[n / 2] ^= 1;
     fs::write(&m, b).unwrap();
-    let e = fails(&store, &["show", &id]);
+    // Damage found by any command exits 3, typed in its JSON error.
+    let o = run(&store, &["show", &id, "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("corrupt") && e.contains(".tdm"), "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["kind"].as_str(), v["type"].as_str()), (Some("damage"), Some("corrupt")), "{v}");
+    assert_eq!(v["check"], "checksum", "{v}");
     // A damaged config: the store opens for reading only (issue 12).
     fs::write(store.join("config"), b"garbage").unwrap();
     let e = fails(&store, &["pack", src.to_str().unwrap(), "-q"]);

@@ -196,7 +196,7 @@ fn corrupted_store_files_are_detected_and_named() {
         if let Some(r) = probe {
             let o = run(&work, &["unpack", r, "-o", fx.scratch.join("x").to_str().unwrap(), "--force", "-q"]);
             let e = stderr(&o);
-            assert_eq!(o.status.code(), Some(1), "{label}: unpack {r}: {e}");
+            assert_eq!(o.status.code(), Some(3), "{label}: unpack {r}: damage exits 3: {e}");
             assert!(!e.contains("panicked"), "{label}: {e}");
             let named = e.contains(name) || (file.contains("packs/") && (e.contains(&pack1) || e.contains("missing")));
             assert!(named, "{label}: unpack error does not say what is wrong where: {e}");

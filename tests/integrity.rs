@@ -60,7 +60,8 @@ fn all_restore(fx: &Fx) {
 /// A writer (a tag that moves nothing else) is refused, naming the cure.
 fn writes_refused(store: &Path, id: &str, want: &str) {
     let o = run(store, &["tag", "other", id, "-q"]);
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    // Damage found: exit 3, as for `verify`.
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
     let e = stderr(&o);
     assert!(e.contains(want) && e.contains("repair audit"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
@@ -126,7 +127,7 @@ fn head_deleted_by_hand_is_damage_and_log_does_not_say_empty() {
     assert!(out(&o).contains("HEAD: is missing"), "{}", out(&o));
     let o = run(s, &["log"]);
     let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(!e.contains("no versions yet") && e.contains("holds 3 versions"), "{e}");
     writes_refused(s, &fx.ids[0], "HEAD");
     ok(s, &["repair", "audit", "-q"]);

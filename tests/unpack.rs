@@ -441,7 +441,7 @@ fn ref_syntax_parents_and_id_prefixes() {
     let e = refused(run(&store, &["show", &ids[0][..3]]), "3-digit prefix");
     assert!(e.contains("at least 4 hex digits"), "{e}");
     let e = refused(run(&store, &["show", "ffff0000"]), "no such prefix");
-    assert!(e.contains("no version id starts with"), "{e}");
+    assert!(e.contains("unknown ref or version `ffff0000`"), "{e}");
     // Two versions sharing a prefix (made by copying a manifest under a
     // name sharing the first digits; resolving only reads names).
     let p = &ids[0][..4];

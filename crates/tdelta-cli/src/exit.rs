@@ -41,27 +41,61 @@ pub fn printed_json() {
     PRINTED_JSON.store(true, Ordering::Relaxed);
 }
 
-/// What kind of failure `e` is: `usage`, `damage` or `runtime`.
+/// What kind of failure `e` is: `usage`, `damage` (a usage error or
+/// damage found by any check of the store's bytes) or `runtime`.
 fn kind(e: &anyhow::Error) -> &'static str {
     for cause in e.chain() {
         if cause.is::<Usage>() || matches!(cause.downcast_ref(), Some(tdelta::Error::InvalidChoice { .. })) {
             return "usage";
         }
-        if cause.is::<Damaged>() {
+        if cause.is::<Damaged>() || engine(e).is_some_and(|t| t.kind() == tdelta::ErrorKind::Corrupt) {
             return "damage";
         }
     }
     "runtime"
 }
 
+/// The engine error in `e`'s chain, if any.
+fn engine(e: &anyhow::Error) -> Option<&tdelta::Error> {
+    e.chain().find_map(|c| c.downcast_ref::<tdelta::Error>())
+}
+
+/// What the user can do about an engine error, in terms of this command
+/// line (the library's messages are neutral).
+fn hint(e: &tdelta::Error) -> Option<&'static str> {
+    use tdelta::Error as E;
+    Some(match e {
+        E::NoStore { .. } => "create one with `tdelta init`",
+        E::NoVersions { .. } => "add one with `tdelta pack SOURCE`",
+        E::HeadMissing { .. } => "`tdelta verify` reports it; name a version or tag instead of HEAD",
+        E::UnsupportedFormat { .. } => "upgrade tdelta",
+        E::AmbiguousRef { .. } => "give more digits",
+        E::AlreadyExists { what } if what.starts_with("tag `") => "pass --force to move it",
+        _ => return None,
+    })
+}
+
 /// Prints `e` (on stderr, and as JSON on stdout with `--json`) and
 /// returns its exit status.
 pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
-    let msg = chain(e);
+    let mut msg = chain(e);
     let kind = kind(e);
+    let engine = engine(e);
+    if let Some(h) = engine.and_then(hint) {
+        msg = format!("{msg}; {h}");
+    }
     eprintln!("error: {}", crate::fmt::text(&msg));
     if json && !PRINTED_JSON.load(Ordering::Relaxed) {
-        println!("{}", json!({"error": msg, "kind": kind}));
+        let mut v = json!({"error": msg, "kind": kind});
+        // The engine's class of the error (`not_found`, `corrupt`, ...)
+        // and, for damage, which check failed.
+        if let Some(t) = engine {
+            v["type"] = json!(t.kind());
+            if let Some(c) = t.corrupt_kind() {
+                v["check"] = json!(c);
+            }
+        }
+        println!("{v}");
     }
     ExitCode::from(match kind {
         "usage" => 2,

@@ -563,14 +563,18 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
 }
 
 /// One line saying a version is LOSSY and how far from its source.
-pub(crate) fn lossy_line(l: &serde_json::Value) -> String {
-    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
+pub(crate) fn lossy_line(l: &tdelta::LossyRecord) -> String {
     format!(
         "LOSSY: {} codes, delta rel-L2 {} (worst tensor {}); restores are not bit-exact to the source",
-        l["bits"].as_str().unwrap_or("?"),
-        pct(&l["delta_rel_l2"]),
-        pct(&l["max_tensor_delta_rel_l2"]),
+        l.bits,
+        pct(l.delta_rel_l2),
+        pct(l.max_tensor_delta_rel_l2),
     )
+}
+
+/// A ratio as a percentage with 3 decimals, `-` when unknown.
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0))
 }
 
 fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
@@ -586,49 +590,50 @@ fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
 }
 
 /// The `LOSSY` lines of `show`: settings, totals, then the worst tensors.
-fn print_lossy(l: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{x:.3e}"));
-    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_string(), |x| format!("{:.3}%", x * 100.0));
-    let bound = l["max_error"].as_f64().map_or_else(|| "none".to_string(), |x| format!("{:.3}%", x * 100.0));
-    let keep: Vec<&str> =
-        l["keep_exact"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+fn print_lossy(l: &tdelta::LossyRecord) {
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3e}"));
+    let bound = l.max_error.map_or_else(|| "none".to_string(), |x| format!("{:.3}%", x * 100.0));
     println!(
         "LOSSY    {} codes, groups of {}, bound on delta rel-L2 {}{}; {} lossy blocks, {} exact",
-        l["bits"].as_str().unwrap_or("?"),
-        l["group"],
+        l.bits,
+        l.group,
         bound,
-        if keep.is_empty() { String::new() } else { format!(", kept exact: {}", fmt::text(&keep.join(" "))) },
-        l["lossy_blocks"],
-        l["exact_blocks"],
+        if l.keep_exact.is_empty() {
+            String::new()
+        } else {
+            format!(", kept exact: {}", fmt::text(&l.keep_exact.join(" ")))
+        },
+        l.lossy_blocks,
+        l.exact_blocks,
     );
     println!(
         "LOSSY    error: delta rel-L2 {} (worst tensor {}), weight rel-L2 {}, max abs {}",
-        pct(&l["delta_rel_l2"]),
-        pct(&l["max_tensor_delta_rel_l2"]),
-        pct(&l["weight_rel_l2"]),
-        f(&l["max_abs_err"]),
+        pct(l.delta_rel_l2),
+        pct(l.max_tensor_delta_rel_l2),
+        pct(l.weight_rel_l2),
+        f(l.max_abs_err),
     );
-    let mut tensors: Vec<&serde_json::Value> = l["tensors"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut tensors: Vec<&tdelta::LossyTensor> = l.tensors.iter().collect();
     let n = tensors.len();
     tensors.sort_by(|a, b| {
-        let k = |v: &serde_json::Value| v["delta_rel_l2"].as_f64().unwrap_or(f64::INFINITY);
+        let k = |t: &tdelta::LossyTensor| t.delta_rel_l2.unwrap_or(f64::INFINITY);
         k(b).total_cmp(&k(a))
     });
     println!(
         "LOSSY    {n} lossy tensors, worst first:  delta rel-L2  weight rel-L2  max abs  blocks int2/int4/int8/exact"
     );
     for t in tensors.iter().take(10) {
-        let b = &t["blocks"];
+        let b = &t.blocks;
         println!(
             "  {:<46} {:>12} {:>14} {:>9}  {}/{}/{}/{}",
-            fmt::text(t["name"].as_str().unwrap_or("?")),
-            pct(&t["delta_rel_l2"]),
-            pct(&t["weight_rel_l2"]),
-            f(&t["max_abs_err"]),
-            b["int2"],
-            b["int4"],
-            b["int8"],
-            b["exact"],
+            fmt::text(&t.name),
+            pct(t.delta_rel_l2),
+            pct(t.weight_rel_l2),
+            f(t.max_abs_err),
+            b.int2,
+            b.int4,
+            b.int8,
+            b.exact,
         );
     }
     if n > 10 {

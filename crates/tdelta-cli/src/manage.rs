@@ -101,7 +101,7 @@ pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
             "#{:<4} {}  {:<9} {r}{} -> {}  {}{signed}  {}",
             e.seq,
             fmt::time(e.time),
-            fmt::text(&e.op),
+            fmt::text(e.op.as_str()),
             opt(e.old),
             opt(e.new),
             fmt::text(&e.who),

@@ -40,12 +40,14 @@ pub enum Error {
     Corrupt {
         /// The damaged file.
         file: PathBuf,
-        /// What check failed.
+        /// Which check failed, for front-ends to branch on.
+        kind: CorruptKind,
+        /// What check failed, in words.
         reason: String,
     },
 
     /// A store file written by a newer (or unknown) format version.
-    #[error("{}: format version {found} is not supported (this build reads versions up to {supported}); upgrade tdelta", file.display())]
+    #[error("{}: format version {found} is not supported (this build reads versions up to {supported})", file.display())]
     UnsupportedFormat {
         /// The file.
         file: PathBuf,
@@ -86,7 +88,7 @@ pub enum Error {
     },
 
     /// No store at the given path.
-    #[error("no tdelta store at {}; create one with `tdelta init`", path.display())]
+    #[error("no tdelta store at {}", path.display())]
     NoStore {
         /// Where a store was expected.
         path: PathBuf,
@@ -107,7 +109,7 @@ pub enum Error {
     },
 
     /// `HEAD` asked for in a store that has no version yet.
-    #[error("the store at {} has no versions yet; add one with `tdelta pack SOURCE`", path.display())]
+    #[error("the store at {} has no versions yet", path.display())]
     NoVersions {
         /// The store path.
         path: PathBuf,
@@ -115,8 +117,7 @@ pub enum Error {
 
     /// `HEAD` asked for while its file is missing from a store that holds
     /// versions (deleted outside tdelta).
-    #[error("{} is missing, but the store holds {versions} versions (deleted outside tdelta?); `tdelta verify` \
-             reports it; name a version or tag instead of HEAD", path.display())]
+    #[error("{} is missing, but the store holds {versions} versions (deleted outside tdelta?)", path.display())]
     HeadMissing {
         /// The `HEAD` file.
         path: PathBuf,
@@ -125,7 +126,7 @@ pub enum Error {
     },
 
     /// A prefix that matches more than one version.
-    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions: {candidates}; give more digits")]
+    #[error("version prefix `{prefix}` is ambiguous: it matches {count} versions: {candidates}")]
     AmbiguousRef {
         /// The prefix.
         prefix: String,
@@ -183,6 +184,22 @@ pub enum Error {
         what: String,
     },
 
+    /// A file, tensor or parent that a version does not have.
+    #[error("version {version} has no {what}{}", detail.as_ref().map(|d| format!("; {d}")).unwrap_or_default())]
+    NotInVersion {
+        /// The version (short id).
+        version: String,
+        /// What it lacks, e.g. ``file `config.json` ``.
+        what: String,
+        /// What it has instead, or why, when that helps.
+        detail: Option<String>,
+    },
+
+    /// A failure of the engine itself (a thread that panicked, a value
+    /// that does not serialise), not of the input or the store.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// A compare-and-swap that lost: someone else changed the object since
     /// it was read.
     #[error("{what} changed since it was read: {reason}")]
@@ -210,9 +227,144 @@ impl Error {
         Error::InvalidCheckpoint { file: file.into(), tensor: Some(tensor.to_string()), reason: reason.into() }
     }
 
-    /// A corrupt-store error.
+    /// A corrupt-store error of kind [`CorruptKind::Invalid`] (a value
+    /// that does not parse or is out of range).
     pub fn corrupt(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { file: file.into(), reason: reason.into() }
+        Error::corrupt_as(CorruptKind::Invalid, file, reason)
+    }
+
+    /// A corrupt-store error naming which check failed.
+    pub fn corrupt_as(kind: CorruptKind, file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt { file: file.into(), kind, reason: reason.into() }
+    }
+
+    /// The class of this error, for front-ends that map errors to their
+    /// own types (exit codes, Python exceptions). A block error
+    /// ([`Error::InBlock`]) has the class of its cause.
+    pub fn kind(&self) -> ErrorKind {
+        use Error as E;
+        match self {
+            E::InBlock { source, .. } => source.kind(),
+            E::NotFound { .. }
+            | E::NotInVersion { .. }
+            | E::UnknownRef { .. }
+            | E::NoStore { .. }
+            | E::NoVersions { .. } => ErrorKind::NotFound,
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            E::Io { .. } => ErrorKind::Io,
+            E::AlreadyExists { .. } | E::StoreExists { .. } => ErrorKind::AlreadyExists,
+            E::Conflict { .. } => ErrorKind::Conflict,
+            E::Locked { .. } => ErrorKind::Locked,
+            E::Corrupt { .. }
+            | E::Codec(_)
+            | E::HashMismatch { .. }
+            | E::MissingBlock { .. }
+            | E::HeadMissing { .. } => ErrorKind::Corrupt,
+            E::UnsupportedFormat { .. } => ErrorKind::Unsupported,
+            E::Internal(_) => ErrorKind::Internal,
+            E::InvalidCheckpoint { .. }
+            | E::AmbiguousRef { .. }
+            | E::InvalidRefName { .. }
+            | E::InvalidChoice { .. }
+            | E::InvalidArgument(_) => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// Which check failed, when this error is damage found in the store
+    /// ([`ErrorKind::Corrupt`]).
+    pub fn corrupt_kind(&self) -> Option<CorruptKind> {
+        match self {
+            Error::InBlock { source, .. } => source.corrupt_kind(),
+            Error::Corrupt { kind, .. } => Some(*kind),
+            Error::Codec(_) => Some(CorruptKind::Undecodable),
+            Error::HashMismatch { .. } => Some(CorruptKind::HashMismatch),
+            Error::MissingBlock { .. } | Error::HeadMissing { .. } => Some(CorruptKind::Missing),
+            _ => None,
+        }
+    }
+}
+
+/// The class of an [`Error`]: what a front-end branches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No store, version, ref, file, tensor or object of that name.
+    NotFound,
+    /// A store, tag or write-once object that already exists.
+    AlreadyExists,
+    /// Someone else changed an object since it was read.
+    Conflict,
+    /// Another writer holds the store's lock.
+    Locked,
+    /// Damage found in the store: a check of its bytes failed.
+    Corrupt,
+    /// A store file of a format version this build does not read.
+    Unsupported,
+    /// An argument or an input file that is not valid.
+    InvalidInput,
+    /// An operating-system error.
+    Io,
+    /// A failure of the engine itself.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The lowercase name, as in JSON (`not_found`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Locked => "locked",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// Which check of a store file failed ([`Error::Corrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// The file does not start with the magic bytes of its kind.
+    Magic,
+    /// A format version that cannot be (zero, or not the one expected).
+    Version,
+    /// The file ends before its framing says it does.
+    Truncated,
+    /// A checksum over the file or an entry does not match.
+    Checksum,
+    /// Content that does not hash to its name (a manifest, a pack, a block).
+    HashMismatch,
+    /// An object the store needs is missing (a block, a version, HEAD).
+    Missing,
+    /// A block payload that does not decode.
+    Undecodable,
+    /// An audit entry that was edited, reordered or removed.
+    Tampered,
+    /// Any other value that does not parse or is out of range.
+    Invalid,
+}
+
+impl CorruptKind {
+    /// The lowercase name, as in JSON (`hash_mismatch`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CorruptKind::Magic => "magic",
+            CorruptKind::Version => "version",
+            CorruptKind::Truncated => "truncated",
+            CorruptKind::Checksum => "checksum",
+            CorruptKind::HashMismatch => "hash_mismatch",
+            CorruptKind::Missing => "missing",
+            CorruptKind::Undecodable => "undecodable",
+            CorruptKind::Tampered => "tampered",
+            CorruptKind::Invalid => "invalid",
+        }
     }
 }
 

@@ -13,7 +13,7 @@ mod store;
 #[cfg(test)]
 mod testutil;
 
-pub use error::{Error, IoContext, Result};
+pub use error::{CorruptKind, Error, ErrorKind, IoContext, Result};
 pub use ops::{
     BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
     Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,
@@ -27,7 +27,9 @@ pub use ops::{
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use ops::{TensorRead, find_tensor, read_header, read_tensors_into};
 pub use store::info::{StoreInfo, UpgradeReport};
+pub use store::audit_op::AuditOp;
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
+pub use store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor};
 pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
 };

@@ -434,11 +434,11 @@ impl Engine for Tdelta<'_> {
         self.ids.push(r.id);
         if opts.lossy.is_some() {
             let rec = r.manifest.lossy.as_ref();
-            let get = |k: &str| rec.and_then(|l| l.get(k)).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+            let get = |k: fn(&tdelta::LossyRecord) -> Option<f64>| rec.and_then(k).unwrap_or(0.0);
             let e = self.error.get_or_insert_with(LossyError::default);
-            e.max_abs = e.max_abs.max(get("max_abs_err"));
-            e.weight_rel_l2 = e.weight_rel_l2.max(get("weight_rel_l2"));
-            e.delta_rel_l2 = e.delta_rel_l2.max(get("delta_rel_l2"));
+            e.max_abs = e.max_abs.max(get(|l| l.max_abs_err));
+            e.weight_rel_l2 = e.weight_rel_l2.max(get(|l| l.weight_rel_l2));
+            e.delta_rel_l2 = e.delta_rel_l2.max(get(|l| l.delta_rel_l2));
         }
         Ok(())
     }

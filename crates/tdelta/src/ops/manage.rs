@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Progress;
 use crate::Hash;
 use crate::ops::blocks::Scratch;
+use crate::error::CorruptKind;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::{Store, WriteTxn};
@@ -23,10 +24,7 @@ pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Resul
     store.manifest(id)?;
     let old = store.read_ref(name)?;
     if let Some(old) = old.filter(|o| *o != id && !force) {
-        return Err(Error::InvalidArgument(format!(
-            "tag `{name}` already points to {}; pass --force to move it",
-            old.short()
-        )));
+        return Err(Error::AlreadyExists { what: format!("tag `{name}` (it points to {})", old.short()) });
     }
     txn.move_ref(store, name, Some(id), "tag", why)
 }
@@ -106,7 +104,7 @@ pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
 pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
     let rep = store.audit_log()?;
     if let Some(p) = rep.problems.first() {
-        return Err(Error::corrupt(store.audit().path(), p.clone()));
+        return Err(Error::corrupt_as(CorruptKind::Tampered, store.audit().path(), p.clone()));
     }
     Ok(rep.entries)
 }
@@ -395,7 +393,8 @@ impl VerifyReport {
 fn check_pack_id(store: &Store, p: &crate::store::PackFile) -> Result<()> {
     let actual = store.hash_pack(p)?;
     if actual != p.id {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::HashMismatch,
             &p.path,
             format!("the pack's content hashes to {actual}, not to its name (bytes were altered or appended)"),
         ));

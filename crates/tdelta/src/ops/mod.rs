@@ -29,5 +29,6 @@ pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 mod tests;
 #[cfg(test)]
 mod tests_golden;
+mod tests_errors;
 #[cfg(test)]
 mod tests_source;

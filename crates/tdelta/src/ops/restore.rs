@@ -24,6 +24,7 @@ use target::{Existing, Guard, Staging};
 
 use super::Progress;
 use crate::Hash;
+use crate::error::CorruptKind;
 use crate::error::IoContext;
 use crate::ops::blocks::{ReadCounters, Scratch};
 use crate::store::manifest::{BlockRef, FileEntry, LayoutKind, Manifest, TensorEntry};
@@ -370,7 +371,7 @@ fn write_files(
             store
                 .read_block_within(b.hash, levels_bound(m), buf, scratch, Some(counters))
                 .map_err(|e| block_error(id, f, b, e))?;
-            check_len(id, f, b, buf)?;
+            check_len(store, id, f, b, buf)?;
             outs[*fi].write_all_at(buf, *at).at(&targets[*fi])?;
             fsutil::start_writeback(&outs[*fi], *at, buf.len() as u64);
             progress.advance(b.len);
@@ -408,11 +409,15 @@ pub(crate) fn block_error(id: Hash, f: &FileEntry, b: &BlockRef, e: Error) -> Er
 
 /// A block whose bytes hash right but whose length differs from where the
 /// manifest places it (only a forged store gets here).
-fn check_len(id: Hash, f: &FileEntry, b: &BlockRef, buf: &[u8]) -> Result<()> {
+fn check_len(store: &Store, id: Hash, f: &FileEntry, b: &BlockRef, buf: &[u8]) -> Result<()> {
     if buf.len() as u64 == b.len {
         return Ok(());
     }
-    let e = Error::InvalidArgument(format!("block is {} bytes where the manifest expects {}", buf.len(), b.len));
+    let e = Error::corrupt_as(
+        CorruptKind::Invalid,
+        store.manifest_path(id),
+        format!("block is {} bytes where the manifest expects {}", buf.len(), b.len),
+    );
     Err(block_error(id, f, b, e))
 }
 

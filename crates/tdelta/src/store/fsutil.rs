@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::CorruptKind;
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -90,14 +91,18 @@ pub(crate) fn unframe<'a>(
     what: &str,
 ) -> Result<Framed<'a>> {
     if bytes.len() < FRAME_HEADER + 8 {
-        return Err(Error::corrupt(path, format!("truncated {what}: {} bytes", bytes.len())));
+        return Err(Error::corrupt_as(
+            CorruptKind::Truncated,
+            path,
+            format!("truncated {what}: {} bytes", bytes.len()),
+        ));
     }
     if &bytes[..8] != magic {
-        return Err(Error::corrupt(path, format!("not a tdelta {what} (bad magic)")));
+        return Err(Error::corrupt_as(CorruptKind::Magic, path, format!("not a tdelta {what} (bad magic)")));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     if version == 0 {
-        return Err(Error::corrupt(path, format!("{what} has format version 0")));
+        return Err(Error::corrupt_as(CorruptKind::Version, path, format!("{what} has format version 0")));
     }
     if version > max_version {
         return Err(Error::UnsupportedFormat { file: path.to_path_buf(), found: version, supported: max_version });
@@ -106,7 +111,8 @@ pub(crate) fn unframe<'a>(
     let len = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
     let expected = (FRAME_HEADER as u64).checked_add(len).and_then(|n| n.checked_add(8));
     if expected != Some(bytes.len() as u64) {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Truncated,
             path,
             format!("{what} length mismatch: header says {len} body bytes, file has {}", bytes.len()),
         ));
@@ -115,7 +121,8 @@ pub(crate) fn unframe<'a>(
     let stored = u64::from_le_bytes(bytes[end..end + 8].try_into().unwrap_or_default());
     let actual = xxhash_rust::xxh3::xxh3_64(&bytes[..end]);
     if stored != actual {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Checksum,
             path,
             format!("{what} checksum mismatch (stored {stored:016x}, computed {actual:016x})"),
         ));
@@ -126,7 +133,8 @@ pub(crate) fn unframe<'a>(
 /// Reads a whole small file, refusing anything larger than `cap` bytes.
 pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).at(path)?;
-    if meta.len() > cap {
+    // A directory is not a damaged file: reading it says what it is.
+    if meta.len() > cap && !meta.is_dir() {
         return Err(Error::corrupt(path, format!("file is {} bytes, more than the {cap} allowed", meta.len())));
     }
     fs::read(path).at(path)

@@ -17,6 +17,7 @@ use super::refs::{AuditEntry, entry_hash, parse_sealed};
 use super::{Store, exists, now, ref_name, whoami};
 use crate::Hash;
 use crate::backend::PutMode;
+use crate::error::CorruptKind;
 use crate::{Error, Result};
 
 /// The pending-move record at the store root.
@@ -239,7 +240,8 @@ impl Store {
         let rep = audit.read()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", audit.path().display())).unwrap_or(p);
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Tampered,
                 audit.path(),
                 format!(
                     "audit log is damaged ({p}); writes are refused until `tdelta repair audit` keeps its valid \
@@ -262,7 +264,8 @@ impl Store {
             }
         }
         if let Some(d) = disagreements(&entries, &refs, None).first() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Tampered,
                 self.ref_file(&d.name),
                 format!(
                     "{}; writes are refused until this is settled: `tdelta verify` lists every difference, \

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil;
 use crate::Hash;
+use crate::error::CorruptKind;
 use crate::{DType, Error, Result};
 
 pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"TDMANIF\0";
@@ -50,7 +51,7 @@ pub struct Manifest {
     pub max_levels: Option<u16>,
     /// Present when some tensors were stored lossily.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lossy: Option<serde_json::Value>,
+    pub lossy: Option<crate::LossyRecord>,
     /// The files, sorted by path.
     pub files: Vec<FileEntry>,
     /// Directories of a directory version that hold nothing, sorted
@@ -315,7 +316,7 @@ fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -
     }
     let (raw_len, reader): (u64, Box<dyn Read + '_>) = if framed.flags & FLAG_ZSTD != 0 {
         let Some((len, z)) = body.split_first_chunk::<8>() else {
-            return Err(Error::corrupt(path, "manifest body too short"));
+            return Err(Error::corrupt_as(CorruptKind::Truncated, path, "manifest body too short"));
         };
         let raw_len = u64::from_le_bytes(*len);
         if raw_len > MAX_MANIFEST as u64 {
@@ -335,11 +336,15 @@ fn stream<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8], id: Hash) -
     std::io::copy(&mut r, &mut std::io::sink())
         .map_err(|e| Error::corrupt(path, format!("manifest does not decompress: {e}")))?;
     if r.len != raw_len {
-        return Err(Error::corrupt(path, "manifest decompresses to the wrong length"));
+        return Err(Error::corrupt_as(CorruptKind::Truncated, path, "manifest decompresses to the wrong length"));
     }
     let actual = r.hasher.finish();
     if actual != id {
-        return Err(Error::corrupt(path, format!("manifest content hashes to {actual}, not to its name {id}")));
+        return Err(Error::corrupt_as(
+            CorruptKind::HashMismatch,
+            path,
+            format!("manifest content hashes to {actual}, not to its name {id}"),
+        ));
     }
     parsed.map_err(|e| Error::corrupt(path, format!("manifest is not valid: {e}")))
 }
@@ -349,12 +354,12 @@ impl Manifest {
     /// framed file bytes.
     pub(crate) fn encode(&self, algo: crate::Algo) -> Result<(Hash, Vec<u8>)> {
         let json =
-            serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(format!("cannot serialize manifest: {e}")))?;
+            serde_json::to_vec(self).map_err(|e| Error::Internal(format!("cannot serialize manifest: {e}")))?;
         let id = algo.hash(crate::Domain::Version, &json);
         let mut body = Vec::with_capacity(8 + json.len() / 2);
         body.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        let z = zstd::bulk::compress(&json, 3)
-            .map_err(|e| Error::InvalidArgument(format!("cannot compress manifest: {e}")))?;
+        let z =
+            zstd::bulk::compress(&json, 3).map_err(|e| Error::Internal(format!("cannot compress manifest: {e}")))?;
         body.extend_from_slice(&z);
         Ok((id, fsutil::frame(MANIFEST_MAGIC, MANIFEST_VERSION, FLAG_ZSTD, &body)))
     }

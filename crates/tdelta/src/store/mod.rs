@@ -25,10 +25,12 @@
 //! same layout lives on an object store. The store knows blocks and
 //! versions, not what tensors mean.
 
+pub(crate) mod audit_op;
 pub(crate) mod fsutil;
 pub(crate) mod info;
 pub(crate) mod integrity;
 pub(crate) mod lock;
+pub(crate) mod lossy_record;
 pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod read;
@@ -585,7 +587,7 @@ impl Store {
             seq: 0,
             time: now(),
             who: self.who(),
-            op: op.to_string(),
+            op: op.into(),
             r#ref: Some(name.to_string()),
             old,
             new: id,
@@ -672,7 +674,7 @@ impl Store {
             seq: 0,
             time: now(),
             who: self.who(),
-            op: op.to_string(),
+            op: op.into(),
             r#ref: r#ref.map(str::to_string),
             old: None,
             new,
@@ -708,17 +710,18 @@ impl Store {
         for n in 0..steps {
             let m = self.manifest(id)?;
             let Some(parent) = m.parent else {
-                return Err(Error::InvalidArgument(format!(
-                    "`{spec}`: version {} has no parent (`{name}` has {n} ancestors)",
-                    id.short()
-                )));
+                return Err(Error::NotInVersion {
+                    version: id.short(),
+                    what: "parent".into(),
+                    detail: Some(format!("`{spec}` goes back {steps} from `{name}`, which has {n} ancestors")),
+                });
             };
             if !self.has_version(parent) {
-                return Err(Error::InvalidArgument(format!(
-                    "`{spec}`: parent {} of version {} was dropped",
-                    parent.short(),
-                    id.short()
-                )));
+                return Err(Error::NotInVersion {
+                    version: id.short(),
+                    what: "parent in the store".into(),
+                    detail: Some(format!("its parent {} was dropped (`{spec}`)", parent.short())),
+                });
             }
             id = parent;
         }
@@ -763,7 +766,7 @@ impl Store {
         let lower = name.to_ascii_lowercase();
         let hits: Vec<Hash> = self.versions()?.into_iter().filter(|v| v.to_hex().starts_with(&lower)).collect();
         match hits.len() {
-            0 => Err(Error::InvalidArgument(format!("unknown ref `{name}`, and no version id starts with it"))),
+            0 => Err(unknown()),
             1 => Ok(hits[0]),
             count => Err(Error::AmbiguousRef {
                 prefix: name.to_string(),

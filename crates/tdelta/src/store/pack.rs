@@ -10,6 +10,7 @@ use std::path::Path;
 use super::{PackFile, Store, index_name, pack_name};
 use crate::backend::{ObjectWriter, PutMode};
 use crate::{Algo, Domain, Hash, Hasher};
+use crate::error::CorruptKind;
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
@@ -276,10 +277,10 @@ fn field_hash(b: &[u8], at: usize, width: u8) -> Option<Hash> {
 /// which every entry is bounds-checked.
 pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<Vec<Entry>> {
     if bytes.len() < 32 {
-        return Err(Error::corrupt(path, format!("truncated index: {} bytes", bytes.len())));
+        return Err(Error::corrupt_as(CorruptKind::Truncated, path, format!("truncated index: {} bytes", bytes.len())));
     }
     if &bytes[..8] != INDEX_MAGIC {
-        return Err(Error::corrupt(path, "not a tdelta index (bad magic)"));
+        return Err(Error::corrupt_as(CorruptKind::Magic, path, "not a tdelta index (bad magic)"));
     }
     let version = le_u32(bytes, 8);
     if version == 0 || version > PACK_VERSION {
@@ -290,13 +291,18 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
     let record_header = if version >= 3 { RECORD_HEADER_V3 } else { RECORD_HEADER };
     let expected = count.checked_mul(entry_len as u64).and_then(|n| n.checked_add(32));
     if expected != Some(bytes.len() as u64) {
-        return Err(Error::corrupt(path, format!("index claims {count} entries but is {} bytes long", bytes.len())));
+        return Err(Error::corrupt_as(
+            CorruptKind::Truncated,
+            path,
+            format!("index claims {count} entries but is {} bytes long", bytes.len()),
+        ));
     }
     let end = bytes.len() - 8;
     let stored = le_u64(bytes, end);
     let actual = xxhash_rust::xxh3::xxh3_64(&bytes[..end]);
     if stored != actual {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Checksum,
             path,
             format!("index checksum mismatch (stored {stored:016x}, computed {actual:016x})"),
         ));
@@ -327,7 +333,8 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
         };
         let end = e.offset.checked_add(u64::from(e.stored_len)).and_then(|end| end.checked_add(16));
         if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + record_header) as u64 {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Truncated,
                 path,
                 format!(
                     "index entry {i} (block {}) lies past the end of its pack ({pack_len} bytes): the pack is truncated",
@@ -353,14 +360,15 @@ pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &
     buf.resize(entry.stored_len as usize, 0);
     store.backend.read_at(&pack.name, entry.offset, buf).map_err(|e| match e {
         Error::Corrupt { .. } => {
-            Error::corrupt(path, format!("pack truncated: block {} lies past its end", entry.hash))
+            Error::corrupt_as(CorruptKind::Truncated, path, format!("pack truncated: block {} lies past its end", entry.hash))
         }
         Error::NotFound { .. } => Error::corrupt(path, format!("pack is missing: block {} cannot be read", entry.hash)),
         e => e,
     })?;
     let sum = xxhash_rust::xxh3::xxh3_64(buf);
     if sum != entry.checksum {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Checksum,
             path,
             format!("payload of block {} at offset {} fails its checksum", entry.hash, entry.offset),
         ));

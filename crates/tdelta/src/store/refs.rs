@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Hash;
 use crate::backend::{Backend, ETag, PutMode};
+use crate::error::CorruptKind;
 use crate::{Error, Result};
 
 const REF_PREFIX: &str = "tdelta-ref 1 ";
@@ -71,16 +72,16 @@ pub(crate) fn encode_ref(id: Hash) -> String {
 pub(crate) fn parse_ref(path: &Path, bytes: &[u8]) -> Result<Hash> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::corrupt(path, "ref is not UTF-8"))?;
     let Some(rest) = text.strip_suffix('\n') else {
-        return Err(Error::corrupt(path, "ref is truncated (no final newline)"));
+        return Err(Error::corrupt_as(CorruptKind::Truncated, path, "ref is truncated (no final newline)"));
     };
     let Some((line, sum)) = rest.rsplit_once(' ') else {
-        return Err(Error::corrupt(path, "ref has no checksum"));
+        return Err(Error::corrupt_as(CorruptKind::Truncated, path, "ref has no checksum"));
     };
     let Some(id) = line.strip_prefix(REF_PREFIX) else {
-        return Err(Error::corrupt(path, "not a tdelta ref (bad prefix)"));
+        return Err(Error::corrupt_as(CorruptKind::Magic, path, "not a tdelta ref (bad prefix)"));
     };
     if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(line.as_bytes())) != sum {
-        return Err(Error::corrupt(path, "ref checksum mismatch"));
+        return Err(Error::corrupt_as(CorruptKind::Checksum, path, "ref checksum mismatch"));
     }
     id.parse().map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
 }
@@ -96,7 +97,7 @@ pub struct AuditEntry {
     pub who: String,
     /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`, `recover`,
     /// `repair`.
-    pub op: String,
+    pub op: crate::AuditOp,
     /// The ref moved, if any (`HEAD` included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<String>,
@@ -121,8 +122,7 @@ struct Sealed {
 }
 
 fn seal(entry: &AuditEntry) -> Result<Hash> {
-    let bytes =
-        serde_json::to_vec(entry).map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+    let bytes = serde_json::to_vec(entry).map_err(|e| Error::Internal(format!("cannot serialize audit entry: {e}")))?;
     Ok(Hash::of(&bytes))
 }
 
@@ -179,7 +179,8 @@ impl AuditLog {
     /// [`AuditLog::read`], with the bytes and tag read.
     fn read_tagged(&self) -> Result<(AuditReport, Vec<u8>, ETag)> {
         let Some((text, tag)) = self.raw()? else {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Missing,
                 &self.path,
                 "audit log is missing (deleted outside tdelta?); `tdelta repair audit` starts a new one \
                  recording the current refs",
@@ -255,7 +256,8 @@ impl AuditLog {
         let (rep, text, tag) = self.read_tagged()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", self.path.display())).unwrap_or(p);
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Tampered,
                 &self.path,
                 format!(
                     "audit log is damaged, refusing to append: {p}; `tdelta repair audit` keeps the valid \
@@ -313,7 +315,7 @@ pub(crate) fn entry_hash(entry: &AuditEntry) -> Result<Hash> {
 fn sealed_line(entry: &AuditEntry) -> Result<Vec<u8>> {
     let hash = seal(entry)?;
     let mut line = serde_json::to_vec(&Sealed { entry: entry.clone(), hash })
-        .map_err(|e| Error::InvalidArgument(format!("cannot serialize audit entry: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialize audit entry: {e}")))?;
     line.push(b'\n');
     Ok(line)
 }

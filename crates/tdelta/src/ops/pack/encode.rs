@@ -127,8 +127,8 @@ impl Tally {
         ckpt: &Checkpoint,
         runs: &[Run],
         algo: crate::Algo,
-    ) -> Option<serde_json::Value> {
-        let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+    ) -> Option<crate::LossyRecord> {
+        use crate::store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor, finite as num};
         let mut tensors = Vec::new();
         let mut total = ErrorSums::default();
         let mut blocks = [0u64; 4];
@@ -143,36 +143,36 @@ impl Tally {
                 *a += b;
             }
             worst = worst.max(rl.sums.delta_rel_l2());
-            tensors.push(serde_json::json!({
-                "file": ckpt.files[r.file].rel_path,
-                "name": r.name.unwrap_or_default(),
-                "dtype": r.dtype.name(),
-                "original_hash": algo.list(&rl.orig).to_string(),
-                "elements": rl.sums.elements,
-                "blocks": {"int2": rl.blocks[0], "int4": rl.blocks[1], "int8": rl.blocks[2], "exact": rl.blocks[3]},
-                "max_abs_err": num(rl.sums.max_abs),
-                "delta_rel_l2": num(rl.sums.delta_rel_l2()),
-                "weight_rel_l2": num(rl.sums.weight_rel_l2()),
-            }));
+            tensors.push(LossyTensor {
+                file: ckpt.files[r.file].rel_path.clone(),
+                name: r.name.unwrap_or_default().to_string(),
+                dtype: r.dtype.name().to_string(),
+                original_hash: algo.list(&rl.orig).to_string(),
+                elements: rl.sums.elements,
+                blocks: LossyBlocks { int2: rl.blocks[0], int4: rl.blocks[1], int8: rl.blocks[2], exact: rl.blocks[3] },
+                max_abs_err: num(rl.sums.max_abs),
+                delta_rel_l2: num(rl.sums.delta_rel_l2()),
+                weight_rel_l2: num(rl.sums.weight_rel_l2()),
+            });
         }
         if tensors.is_empty() {
             return None;
         }
-        Some(serde_json::json!({
-            "format": 1,
-            "bits": l.bits.to_string(),
-            "group": l.group,
-            "metric": "delta_rel_l2",
-            "max_error": l.max_error,
-            "keep_exact": l.keep_exact,
-            "lossy_blocks": blocks[0] + blocks[1] + blocks[2],
-            "exact_blocks": blocks[3],
-            "max_abs_err": num(total.max_abs),
-            "delta_rel_l2": num(total.delta_rel_l2()),
-            "weight_rel_l2": num(total.weight_rel_l2()),
-            "max_tensor_delta_rel_l2": num(worst),
-            "tensors": tensors,
-        }))
+        Some(LossyRecord {
+            format: 1,
+            bits: l.bits.to_string(),
+            group: u64::from(l.group),
+            metric: "delta_rel_l2".into(),
+            max_error: l.max_error,
+            keep_exact: l.keep_exact.clone(),
+            lossy_blocks: blocks[0] + blocks[1] + blocks[2],
+            exact_blocks: blocks[3],
+            max_abs_err: num(total.max_abs),
+            delta_rel_l2: num(total.delta_rel_l2()),
+            weight_rel_l2: num(total.weight_rel_l2()),
+            max_tensor_delta_rel_l2: num(worst),
+            tensors,
+        })
     }
 }
 

@@ -137,10 +137,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         if !opts.force_tag
             && let Some(old) = store.read_ref(tag)?
         {
-            return Err(Error::InvalidArgument(format!(
-                "tag `{tag}` already points to {}; pass --force to move it",
-                old.short()
-            )));
+            return Err(Error::AlreadyExists { what: format!("tag `{tag}` (it points to {})", old.short()) });
         }
     }
     let head = store.read_ref("HEAD")?;
@@ -237,7 +234,7 @@ fn run(
         })();
         drop(tx);
         let written =
-            writer.join().unwrap_or_else(|_| Err(Error::InvalidArgument("pack writer thread panicked".into())));
+            writer.join().unwrap_or_else(|_| Err(Error::Internal("pack writer thread panicked".into())));
         match (produced, written) {
             (Err(e), Ok(packs)) => {
                 txn.discard_packs(store, &packs);
@@ -263,7 +260,7 @@ fn build_manifest(
     // Every run got all its blocks (the writer accepted every batch).
     for (ri, h) in tally.run_hashes.iter().enumerate() {
         if h.len() as u64 != plan.blocks(ri) {
-            return Err(Error::InvalidArgument("pack stopped before the end of the source".into()));
+            return Err(Error::Internal("pack stopped before the end of the source".into()));
         }
     }
     let lossy = opts.lossy.as_ref().and_then(|l| tally.lossy_record(l, ckpt, &plan.runs, store.hasher()));

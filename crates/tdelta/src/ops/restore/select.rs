@@ -79,12 +79,11 @@ pub(super) fn plan(
     let chosen: Vec<usize> =
         (0..m.files.len()).filter(|&i| file_set.as_ref().is_none_or(|g| g.is_match(&m.files[i].path))).collect();
     if chosen.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "no file of version {} matches {}; its files are: {}",
-            id.short(),
-            sel.files.join(" "),
-            some(m.files.iter().map(|f| f.path.clone()))
-        )));
+        return Err(Error::NotInVersion {
+            version: id.short(),
+            what: format!("file matching {}", sel.files.join(" ")),
+            detail: Some(format!("its files are: {}", some(m.files.iter().map(|f| f.path.clone())))),
+        });
     }
     let whole = |i: usize| {
         let f = &m.files[i];
@@ -124,12 +123,11 @@ pub(super) fn plan(
     }
     if kept.is_empty() {
         let names = m.files.iter().flat_map(|f| f.tensors().iter().map(|t| t.name.clone()));
-        return Err(Error::InvalidArgument(format!(
-            "no tensor of version {} matches {}; its tensors are: {}",
-            id.short(),
-            sel.tensors.join(" "),
-            some(names)
-        )));
+        return Err(Error::NotInVersion {
+            version: id.short(),
+            what: format!("tensor matching {}", sel.tensors.join(" ")),
+            detail: Some(format!("its tensors are: {}", some(names))),
+        });
     }
     for k in indexes {
         let f = &m.files[out[k].file];
@@ -153,7 +151,7 @@ fn read_bytes(store: &Store, id: Hash, f: &FileEntry, blocks: &[BlockRef], count
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
     for b in blocks {
         store.read_block(b.hash, &mut buf, &mut scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
-        check_len(id, f, b, &buf)?;
+        check_len(store, id, f, b, &buf)?;
         out.extend_from_slice(&buf);
     }
     Ok(out)

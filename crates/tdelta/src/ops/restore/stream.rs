@@ -22,11 +22,11 @@ pub fn write_file(store: &Store, id: Hash, path: &str, w: &mut dyn Write) -> Res
     let m = store.manifest(id)?;
     let Some(f) = m.file(path) else {
         let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-        return Err(Error::InvalidArgument(format!(
-            "version {} has no file `{path}`; its files are: {}",
-            id.short(),
-            names.join(", ")
-        )));
+        return Err(Error::NotInVersion {
+            version: id.short(),
+            what: format!("file `{path}`"),
+            detail: Some(format!("its files are: {}", names.join(", "))),
+        });
     };
     stream(store, id, &m, f, &f.blocks(m.block_size), w)?;
     Ok(f.size)
@@ -36,11 +36,10 @@ pub fn write_file(store: &Store, id: Hash, path: &str, w: &mut dyn Write) -> Res
 /// tensor's blocks are read); returns the file it is in and its entry.
 pub fn write_tensor(store: &Store, id: Hash, name: &str, w: &mut dyn Write) -> Result<(String, TensorEntry)> {
     let m = store.manifest(id)?;
-    let (f, ti) = m
-        .files
-        .iter()
-        .find_map(|f| f.tensors().iter().position(|t| t.name == name).map(|i| (f, i)))
-        .ok_or_else(|| Error::InvalidArgument(format!("version {} has no tensor `{name}`", id.short())))?;
+    let (f, ti) =
+        m.files.iter().find_map(|f| f.tensors().iter().position(|t| t.name == name).map(|i| (f, i))).ok_or_else(
+            || Error::NotInVersion { version: id.short(), what: format!("tensor `{name}`"), detail: None },
+        )?;
     let blocks: Vec<BlockRef> = f.blocks(m.block_size).into_iter().filter(|b| b.tensor == Some(ti)).collect();
     stream(store, id, &m, f, &blocks, w)?;
     Ok((f.path.clone(), f.tensors()[ti].clone()))
@@ -57,7 +56,7 @@ fn stream(store: &Store, id: Hash, m: &Manifest, f: &FileEntry, blocks: &[BlockR
                 store
                     .read_block_within(b.hash, bound, &mut buf, scratch, None)
                     .map_err(|e| block_error(id, f, b, e))?;
-                check_len(id, f, b, &buf)?;
+                check_len(store, id, f, b, &buf)?;
                 Ok(buf)
             })
             .collect::<Result<_>>()?;

@@ -104,8 +104,7 @@ impl Signer {
     /// A new key from the operating system's random source.
     pub fn generate() -> Result<Signer> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
-            .map_err(|e| Error::InvalidArgument(format!("cannot get random bytes for a key: {e}")))?;
+        getrandom::fill(&mut seed).map_err(|e| Error::Internal(format!("cannot get random bytes for a key: {e}")))?;
         Ok(Signer { key: SigningKey::from_bytes(&seed) })
     }
 

@@ -74,7 +74,7 @@ fn move_message(e: &AuditEntry) -> Vec<u8> {
         e.prev,
         e.time,
         s(&e.who),
-        s(&e.op),
+        s(e.op.as_str()),
         e.r#ref.as_deref().map_or_else(|| "none".to_string(), s),
         h(e.old),
         h(e.new),
@@ -155,7 +155,7 @@ fn list_sigs(store: &Store, kind: &str) -> Result<Vec<(Hash, String)>> {
 
 fn write_sig(store: &Store, kind: &str, name: Hash, file: &SigFile) -> Result<()> {
     let bytes =
-        serde_json::to_vec(file).map_err(|e| Error::InvalidArgument(format!("cannot encode signature: {e}")))?;
+        serde_json::to_vec(file).map_err(|e| Error::Internal(format!("cannot encode signature: {e}")))?;
     store.backend.put(&sig_name(kind, name), &bytes, PutMode::Overwrite).map(|_| ())
 }
 
@@ -201,10 +201,9 @@ pub fn trust_key(store: &Store, path: &Path) -> Result<PublicKey> {
         None => {}
         Some(Ok(k)) if k.key == key.key => return Ok(k),
         Some(Ok(_)) => {
-            return Err(Error::InvalidArgument(format!(
-                "{}: another key with the same fingerprint is trusted; refusing to replace it",
-                dest.display()
-            )));
+            return Err(Error::AlreadyExists {
+                what: format!("{}: another key with the same fingerprint", dest.display()),
+            });
         }
         Some(Err(_)) => {
             return Err(Error::corrupt(&dest, "unreadable trusted key file; move it out of the store first"));

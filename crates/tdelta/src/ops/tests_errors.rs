@@ -1,0 +1,136 @@
+//! Each typed error is raised by the operation that should raise it, with
+//! its class ([`crate::ErrorKind`]) and, for damage, the check that failed
+//! ([`crate::CorruptKind`]).
+
+use std::fs;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use super::*;
+use crate::{CorruptKind, Error, ErrorKind, InitOptions, Store};
+
+fn one_file(path: &Path, fill: u8) {
+    let bytes = vec![fill; 64];
+    let view = TensorView::new(Dtype::U8, vec![64], &bytes).unwrap();
+    fs::write(path, safetensors::serialize([("w".to_string(), view)], None).unwrap()).unwrap();
+}
+
+/// A store with one version of one file; returns it and the version.
+fn packed(dir: &Path) -> (Store, crate::Hash) {
+    let mut s = Store::init(&dir.join("store"), &InitOptions::default()).unwrap();
+    let src = dir.join("a.safetensors");
+    one_file(&src, 1);
+    let id = pack(&mut s, &src, &PackOptions::default(), &Silent).unwrap().id;
+    (s, id)
+}
+
+#[test]
+fn missing_things_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Store::open(&dir.path().join("none")).unwrap_err();
+    assert!(matches!(e, Error::NoStore { .. }) && e.kind() == ErrorKind::NotFound, "{e}");
+    assert!(!e.to_string().contains("tdelta init"), "library messages carry no CLI hints: {e}");
+    let (s, id) = packed(dir.path());
+    for spec in ["nope", "ffff0000"] {
+        let e = s.resolve(spec).unwrap_err();
+        assert!(matches!(e, Error::UnknownRef { .. }) && e.kind() == ErrorKind::NotFound, "{spec}: {e}");
+    }
+    let e = s.resolve("HEAD~1").unwrap_err();
+    assert!(matches!(e, Error::NotInVersion { .. }) && e.kind() == ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("has no parent"), "{e}");
+    let e = write_file(&s, id, "nope.bin", &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, Error::NotInVersion { .. }) && e.to_string().contains("a.safetensors"), "{e}");
+    let e = write_tensor(&s, id, "nope", &mut Vec::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let sel = Selection { files: vec![], tensors: vec!["nope*".into()] };
+    let e = restore_parts(&s, id, &dir.path().join("out"), &RestoreOptions::default(), &sel, &Silent).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = untag(&s, "nope", "").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn existing_stores_and_tags_already_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, id) = packed(dir.path());
+    let e = Store::init(s.root(), &InitOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    tag(&s, "stable", id, false, "").unwrap();
+    let src = dir.path().join("b.safetensors");
+    one_file(&src, 2);
+    let other = pack(&mut s, &src, &PackOptions::default(), &Silent).unwrap().id;
+    let e = tag(&s, "stable", other, false, "").unwrap_err();
+    assert!(matches!(&e, Error::AlreadyExists { what } if what.starts_with("tag `stable`")), "{e}");
+    assert!(!e.to_string().contains("--force"), "library messages carry no CLI hints: {e}");
+    let opts = PackOptions { tag: Some("stable".into()), ..Default::default() };
+    let e = pack(&mut s, &src, &opts, &Silent).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+}
+
+#[test]
+fn a_held_lock_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let _held = s.lock().unwrap();
+    // A second handle waits a little, then gives up.
+    let mut other = Store::open(s.root()).unwrap();
+    other.lock_wait = std::time::Duration::from_millis(50);
+    let e = tag(&other, "t", id, false, "").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+}
+
+/// Flips one byte in the middle of `path`.
+fn flip(path: &Path) {
+    let mut b = fs::read(path).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 1;
+    fs::write(path, b).unwrap();
+}
+
+#[test]
+fn damage_is_corrupt_and_names_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let manifest = s.manifest_path(id);
+    let good = fs::read(&manifest).unwrap();
+    flip(&manifest);
+    let e = s.manifest(id).unwrap_err();
+    assert_eq!((e.kind(), e.corrupt_kind()), (ErrorKind::Corrupt, Some(CorruptKind::Checksum)), "{e}");
+    fs::write(&manifest, b"not a manifest at all, but long enough to hold a frame").unwrap();
+    let e = s.manifest(id).unwrap_err();
+    assert_eq!(e.corrupt_kind(), Some(CorruptKind::Magic), "{e}");
+    fs::write(&manifest, &good[..good.len() - 3]).unwrap();
+    let e = s.manifest(id).unwrap_err();
+    assert_eq!(e.corrupt_kind(), Some(CorruptKind::Truncated), "{e}");
+    fs::write(&manifest, &good).unwrap();
+    // A ref file edited by hand fails its checksum.
+    let head = s.root().join("HEAD");
+    let text = fs::read_to_string(&head).unwrap();
+    fs::write(&head, format!("{}0\n", text.trim_end())).unwrap();
+    let e = s.resolve("HEAD").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    fs::write(&head, text).unwrap();
+    // A pack whose payload was altered: the block error has the class of
+    // its cause.
+    let pack = fs::read_dir(s.root().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .unwrap();
+    flip(&pack);
+    let s = Store::open(s.root()).unwrap();
+    let e = restore(&s, id, &dir.path().join("out.safetensors"), &RestoreOptions::default(), &Silent).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.corrupt_kind().is_some(), "{e}");
+}
+
+#[test]
+fn kinds_and_checks_serialise_as_their_names() {
+    for k in [ErrorKind::NotFound, ErrorKind::AlreadyExists, ErrorKind::Corrupt, ErrorKind::InvalidInput] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+    }
+    for c in [CorruptKind::HashMismatch, CorruptKind::Checksum, CorruptKind::Missing] {
+        assert_eq!(serde_json::to_value(c).unwrap(), c.name());
+    }
+}
