@@ -26,8 +26,8 @@ pub use ops::{
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use ops::{TensorRead, find_tensor, read_header, read_tensors_into};
-pub use store::info::{StoreInfo, UpgradeReport};
 pub use store::audit_op::AuditOp;
+pub use store::info::{StoreInfo, UpgradeReport};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
 pub use store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor};
 pub use store::manifest::{

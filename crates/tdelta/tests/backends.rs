@@ -139,7 +139,7 @@ fn store_round_trip(backend: Arc<dyn Backend>, dir: &Path) {
     }
     let rep = tdelta::verify(&store, &store.versions().unwrap(), &Silent).unwrap();
     assert!(rep.ok(), "{rep:?}");
-    let ops: Vec<String> = tdelta::audit_entries(&store).unwrap().into_iter().map(|e| e.op).collect();
+    let ops: Vec<String> = tdelta::audit_entries(&store).unwrap().into_iter().map(|e| e.op.to_string()).collect();
     assert_eq!(ops, ["pack", "pack", "pack", "tag", "drop", "gc"]);
 }
 

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::Progress;
 use crate::Hash;
-use crate::ops::blocks::Scratch;
 use crate::error::CorruptKind;
+use crate::ops::blocks::Scratch;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
 use crate::store::{Store, WriteTxn};

@@ -28,7 +28,8 @@ pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_golden;
 mod tests_errors;
+#[cfg(test)]
+mod tests_golden;
 #[cfg(test)]
 mod tests_source;

@@ -72,7 +72,7 @@ fn existing_stores_and_tags_already_exist() {
 fn a_held_lock_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let (s, id) = packed(dir.path());
-    let _held = s.lock().unwrap();
+    let _held = s.begin_write().unwrap();
     // A second handle waits a little, then gives up.
     let mut other = Store::open(s.root()).unwrap();
     other.lock_wait = std::time::Duration::from_millis(50);

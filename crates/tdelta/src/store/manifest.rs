@@ -353,8 +353,7 @@ impl Manifest {
     /// Serializes; returns the version id (named with `algo`) and the
     /// framed file bytes.
     pub(crate) fn encode(&self, algo: crate::Algo) -> Result<(Hash, Vec<u8>)> {
-        let json =
-            serde_json::to_vec(self).map_err(|e| Error::Internal(format!("cannot serialize manifest: {e}")))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("cannot serialize manifest: {e}")))?;
         let id = algo.hash(crate::Domain::Version, &json);
         let mut body = Vec::with_capacity(8 + json.len() / 2);
         body.extend_from_slice(&(json.len() as u64).to_le_bytes());

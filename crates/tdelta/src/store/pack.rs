@@ -9,8 +9,8 @@ use std::path::Path;
 
 use super::{PackFile, Store, index_name, pack_name};
 use crate::backend::{ObjectWriter, PutMode};
-use crate::{Algo, Domain, Hash, Hasher};
 use crate::error::CorruptKind;
+use crate::{Algo, Domain, Hash, Hasher};
 use crate::{Error, Result};
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
@@ -359,9 +359,11 @@ pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &
     buf.clear();
     buf.resize(entry.stored_len as usize, 0);
     store.backend.read_at(&pack.name, entry.offset, buf).map_err(|e| match e {
-        Error::Corrupt { .. } => {
-            Error::corrupt_as(CorruptKind::Truncated, path, format!("pack truncated: block {} lies past its end", entry.hash))
-        }
+        Error::Corrupt { .. } => Error::corrupt_as(
+            CorruptKind::Truncated,
+            path,
+            format!("pack truncated: block {} lies past its end", entry.hash),
+        ),
         Error::NotFound { .. } => Error::corrupt(path, format!("pack is missing: block {} cannot be read", entry.hash)),
         e => e,
     })?;

@@ -233,8 +233,7 @@ fn run(
             Ok(())
         })();
         drop(tx);
-        let written =
-            writer.join().unwrap_or_else(|_| Err(Error::Internal("pack writer thread panicked".into())));
+        let written = writer.join().unwrap_or_else(|_| Err(Error::Internal("pack writer thread panicked".into())));
         match (produced, written) {
             (Err(e), Ok(packs)) => {
                 txn.discard_packs(store, &packs);

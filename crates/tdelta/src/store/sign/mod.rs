@@ -154,8 +154,7 @@ fn list_sigs(store: &Store, kind: &str) -> Result<Vec<(Hash, String)>> {
 }
 
 fn write_sig(store: &Store, kind: &str, name: Hash, file: &SigFile) -> Result<()> {
-    let bytes =
-        serde_json::to_vec(file).map_err(|e| Error::Internal(format!("cannot encode signature: {e}")))?;
+    let bytes = serde_json::to_vec(file).map_err(|e| Error::Internal(format!("cannot encode signature: {e}")))?;
     store.backend.put(&sig_name(kind, name), &bytes, PutMode::Overwrite).map(|_| ())
 }
 
