@@ -33,6 +33,20 @@ def test_not_found(tmp_path, store):
 def test_conflict(tmp_path, store):
     with pytest.raises(tdelta.Conflict, match="already exists"):
         tdelta.Store.init(store.path)
+    # A tag that points elsewhere is not moved without force.
+    for i in range(2):
+        save_file({"w": np.full(4, i, np.float32)}, tmp_path / "m.safetensors")
+        store.pack(tmp_path / "m.safetensors")
+    store.tag("stable", "HEAD~1")
+    with pytest.raises(tdelta.Conflict, match="tag `stable`"):
+        store.tag("stable", "HEAD")
+
+
+def test_what_a_version_lacks_is_not_found(tmp_path, store):
+    save_file({"w": np.zeros(4, np.float32)}, tmp_path / "m.safetensors")
+    store.pack(tmp_path / "m.safetensors")
+    with pytest.raises(tdelta.NotFound, match="nope"):
+        store.restore("HEAD", tmp_path / "out", files=["nope"])
 
 
 def test_invalid_input(tmp_path, store):
