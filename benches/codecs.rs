@@ -10,30 +10,19 @@ use tdelta_format::DType;
 
 const MIB: usize = 1 << 20;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
-    }
-    /// A fine-tune step in ULPs.
-    fn ulps(&mut self) -> i64 {
-        let u = self.unit();
-        if u < 0.6 {
-            0
-        } else if u < 0.9 {
-            [1, -1][(self.next() & 1) as usize]
-        } else {
-            (self.next() % 7) as i64 - 3
-        }
+#[path = "../crates/tdelta-codec/src/testutil.rs"]
+mod testutil;
+use testutil::Rng;
+
+/// A fine-tune step in ULPs.
+fn ulps(r: &mut Rng) -> i64 {
+    let u = r.unit();
+    if u < 0.6 {
+        0
+    } else if u < 0.9 {
+        [1, -1][(r.next() & 1) as usize]
+    } else {
+        (r.next() % 7) as i64 - 3
     }
 }
 
@@ -44,7 +33,7 @@ fn pair(dtype: DType, bytes: usize) -> (Vec<u8>, Vec<u8>) {
     let mut new = Vec::with_capacity(bytes);
     while base.len() < bytes {
         let x = r.normal() * 0.02;
-        let d = r.ulps();
+        let d = ulps(&mut r);
         match dtype {
             DType::BF16 => {
                 let b = half::bf16::from_f64(x).to_bits();

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -26,6 +26,18 @@ fn patterns(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let a: Vec<u8> = (0..len).map(|i| if i % 4096 < 2048 { rng.next_u64() as u8 } else { (i / 7) as u8 }).collect();
     let b: Vec<u8> = a.iter().map(|x| x ^ 0x5a).collect();
     (a, b)
+}
+
+/// A fresh store and a source file `src.bin` holding `bytes`, with a
+/// snapshot of the store as it was before anything was packed.
+fn fresh_source(bytes: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf, BTreeMap<String, Vec<u8>>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    init(&store);
+    let src = tmp.path().join("src.bin");
+    fs::write(&src, bytes).unwrap();
+    let before = store_snapshot(&store);
+    (tmp, store, src, before)
 }
 
 /// Runs `pack src` while `disturb` works on the source, until pack exits.
@@ -114,12 +126,7 @@ fn a_source_rewritten_during_pack_never_gives_a_broken_version() {
     let len = 24 << 20;
     let (a, b) = patterns(len, 12);
     for trial in 0..3u64 {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = tmp.path().join("store");
-        init(&store);
-        let src = tmp.path().join("src.bin");
-        fs::write(&src, &a).unwrap();
-        let before = store_snapshot(&store);
+        let (tmp, store, src, before) = fresh_source(&a);
         let out = pack_while(&store, &src, |done, _| {
             thread::sleep(Duration::from_millis(20 * trial));
             let f = fs::OpenOptions::new().write(true).open(&src).unwrap();
@@ -160,12 +167,7 @@ fn a_source_truncated_during_pack_is_a_clear_error() {
     let (a, _) = patterns(len, 13);
     let mut refused = 0;
     for _trial in 0..8 {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = tmp.path().join("store");
-        init(&store);
-        let src = tmp.path().join("src.bin");
-        fs::write(&src, &a).unwrap();
-        let before = store_snapshot(&store);
+        let (tmp, store, src, before) = fresh_source(&a);
         let out = pack_while(&store, &src, |done, pid| {
             if !wait_until_open(pid, &src, done) {
                 return;

@@ -38,22 +38,9 @@ fn blocks<'a>(new: &'a safetensors::SafeTensors<'a>, base: &'a safetensors::Safe
     out
 }
 
-/// xorshift64*, then Box-Muller.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
-    }
-}
+#[path = "../../tdelta-codec/src/testutil.rs"]
+mod testutil;
+use testutil::Rng;
 
 /// BF16 ~ N(0, 0.02) and a fine-tune: ~60% of elements unchanged, most
 /// others ±1..3 ULPs, a few further.

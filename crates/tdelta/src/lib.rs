@@ -11,6 +11,7 @@ mod progress;
 pub mod remote;
 mod store;
 #[cfg(test)]
+#[path = "../../tdelta-codec/src/testutil.rs"]
 mod testutil;
 
 pub use error::{CorruptKind, Error, ErrorKind, IoContext, Result};
