@@ -278,8 +278,8 @@ mod tests {
             assert_eq!(out, want);
         }
         let e = store.read_block_into(blocks[0], 2, &mut [0u8; 3], &mut scratch).unwrap_err();
-        assert_eq!(e.to_string(), "block is 16384 bytes where the manifest expects 3");
-        let e = store.read_block_into(blocks[0], 1, &mut [0u8; 16384], &mut scratch).unwrap_err();
+        assert_eq!(e.to_string(), "block is 4096 bytes where the manifest expects 3");
+        let e = store.read_block_into(blocks[0], 1, &mut [0u8; 4096], &mut scratch).unwrap_err();
         assert!(e.to_string().contains("claims a chain of 2 levels"), "{e}");
     }
 }
