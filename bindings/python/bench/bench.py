@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--tdelta", default="target/release/tdelta", help="the CLI binary (release build)")
     ap.add_argument("--dir", default="/tmp/tdelta-pybench")
     ap.add_argument("--size", default="1G")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
 
     store_path = os.path.join(a.dir, "store")

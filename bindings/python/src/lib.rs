@@ -73,6 +73,9 @@ impl tdelta::Progress for Watch {
     fn advance(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
 impl Watch {

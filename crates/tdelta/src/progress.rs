@@ -13,6 +13,19 @@ pub trait Progress: Sync {
     }
     /// The phase ended.
     fn end(&self) {}
+    /// Whether the caller asks the operation to stop (Ctrl-C in a
+    /// binding, say). Long operations poll it between atomic steps and
+    /// then fail with an error saying they were interrupted, leaving the
+    /// store as before: a pack writes no manifest and moves no ref, a
+    /// restore leaves nothing at its target.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// The error of an operation stopped by [`Progress::cancelled`].
+pub(crate) fn interrupted() -> crate::Error {
+    crate::Error::InvalidArgument("interrupted".into())
 }
 
 /// A [`Progress`] that ignores everything.

@@ -19,6 +19,8 @@ use crate::{DType, Error, Result};
 pub(crate) struct Scratch {
     payload: Vec<u8>,
     other: Vec<u8>,
+    /// The base of the block read by [`Store::read_block_into`].
+    base: Vec<u8>,
 }
 
 /// Counters of what block reads did; shared between threads.
@@ -67,7 +69,44 @@ impl Store {
         counters: Option<&ReadCounters>,
     ) -> Result<()> {
         let chain = self.chain_within(hash, max_levels)?;
-        self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
+        self.decode_chain(&chain, out, scratch, counters, true, |_, _| Ok(()))
+    }
+
+    /// Reads block `hash` (at most `max_levels` decodes) into `out`, which
+    /// must be exactly the block's length: the block itself is decoded
+    /// straight into `out`, with no copy. Only the block's own hash is
+    /// checked, not those of the bases it is decoded from: a damaged base
+    /// can only give a block that fails that check, and one hash over the
+    /// output instead of one per level is what makes a read of a few
+    /// tensors cheap. (Restores and `verify` check every level.)
+    pub(crate) fn read_block_into(
+        &self,
+        hash: Hash,
+        max_levels: u16,
+        out: &mut [u8],
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let chain = self.chain_within(hash, max_levels)?;
+        let top = chain[0];
+        if top.raw_len as usize != out.len() {
+            return Err(Error::InvalidArgument(format!(
+                "block is {} bytes where the manifest expects {}",
+                top.raw_len,
+                out.len()
+            )));
+        }
+        let mut base = std::mem::take(&mut scratch.base);
+        let res = (|| {
+            let below = &chain[1..];
+            if !below.is_empty() {
+                self.decode_chain(below, &mut base, scratch, None, false, |_, _| Ok(()))?;
+                base.resize(top.raw_len as usize, 0);
+            }
+            let base = (!below.is_empty()).then_some(base.as_slice());
+            self.decode_entry_into(top, base, out, &mut scratch.payload, true)
+        })();
+        scratch.base = base;
+        res
     }
 
     /// Decodes block `hash` and its chain from the full block up, calling
@@ -81,7 +120,7 @@ impl Store {
         visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let chain = self.chain(hash)?;
-        self.decode_chain(&chain, out, scratch, None, visit)
+        self.decode_chain(&chain, out, scratch, None, true, visit)
     }
 
     fn decode_chain(
@@ -90,6 +129,7 @@ impl Store {
         out: &mut Vec<u8>,
         scratch: &mut Scratch,
         counters: Option<&ReadCounters>,
+        check: bool,
         mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let levels = chain.len();
@@ -108,7 +148,8 @@ impl Store {
                 base_buf.resize(e.raw_len as usize, 0);
                 Some(base_buf.as_slice())
             };
-            self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            cur.resize(e.raw_len as usize, 0);
+            self.decode_entry_into(e, base, cur, &mut scratch.payload, check)?;
             visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
@@ -120,8 +161,16 @@ impl Store {
     }
 
     /// Reads, checks and decodes one entry given its (already restored)
-    /// base, and checks the result against the entry's hash.
-    fn decode_entry(&self, e: &Entry, base: Option<&[u8]>, out: &mut Vec<u8>, payload: &mut Vec<u8>) -> Result<()> {
+    /// base into `out` (of the entry's length) and, when `check`, checks
+    /// the result against the entry's hash.
+    fn decode_entry_into(
+        &self,
+        e: &Entry,
+        base: Option<&[u8]>,
+        out: &mut [u8],
+        payload: &mut Vec<u8>,
+        check: bool,
+    ) -> Result<()> {
         self.read_payload(e, payload)?;
         let path = self.pack_path(e);
         let codec = CodecId::from_u8(e.codec)?;
@@ -135,9 +184,11 @@ impl Store {
         }
         // Every codec writes each byte of `out` (or fails, and the buffer
         // is discarded): only a length change needs new zeroed bytes, so a
-        // reused buffer is not cleared per block.
-        out.resize(e.raw_len as usize, 0);
+        // reused buffer is not cleared per block (callers resize it).
         codec::decode(dtype, codec, payload, base, out)?;
+        if !check {
+            return Ok(());
+        }
         let actual = e.hash.algo().block(out);
         if actual != e.hash {
             return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
@@ -212,5 +263,23 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("claims a chain of 2 levels"), "{err}");
         assert_eq!(counters.decoded.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_block_decodes_in_place_into_a_slice_of_its_length() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let mut scratch = Scratch::default();
+        for &b in &blocks {
+            let mut want = Vec::new();
+            store.read_block(b, &mut want, &mut scratch, None).unwrap();
+            let mut out = vec![0u8; want.len()];
+            store.read_block_into(b, 2, &mut out, &mut scratch).unwrap();
+            assert_eq!(out, want);
+        }
+        let e = store.read_block_into(blocks[0], 2, &mut [0u8; 3], &mut scratch).unwrap_err();
+        assert_eq!(e.to_string(), "block is 4096 bytes where the manifest expects 3");
+        let e = store.read_block_into(blocks[0], 1, &mut [0u8; 4096], &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("claims a chain of 2 levels"), "{e}");
     }
 }

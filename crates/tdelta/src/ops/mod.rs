@@ -28,6 +28,8 @@ pub use slice::{TensorRead, find_tensor, read_header, read_tensors_into};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cancel;
+#[cfg(test)]
 mod tests_errors;
 #[cfg(test)]
 mod tests_golden;

@@ -367,6 +367,9 @@ fn write_files(
     jobs.par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (fi, b, at)| {
+            if progress.cancelled() {
+                return Err(crate::progress::interrupted());
+            }
             let f = &m.files[files[*fi].file];
             store
                 .read_block_within(b.hash, levels_bound(m), buf, scratch, Some(counters))

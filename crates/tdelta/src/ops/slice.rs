@@ -115,21 +115,20 @@ pub fn read_tensors_into(
     let res = jobs.into_par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (fi, b, skip, dst)| {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::InvalidArgument("interrupted".into()));
+            if cancel.load(Ordering::Relaxed) || progress.cancelled() {
+                return Err(crate::progress::interrupted());
             }
             let f = &m.files[fi];
-            store.read_block_within(b.hash, bound, buf, scratch, None).map_err(|e| block_error(id, f, &b, e))?;
-            if buf.len() as u64 != b.len {
-                let e = Error::InvalidArgument(format!(
-                    "block is {} bytes where the manifest expects {}",
-                    buf.len(),
-                    b.len
-                ));
-                return Err(block_error(id, f, &b, e));
-            }
             let skip = skip as usize;
-            dst.copy_from_slice(&buf[skip..skip + dst.len()]);
+            if skip == 0 && dst.len() as u64 == b.len {
+                // The whole block is wanted: decode it in place.
+                store.read_block_into(b.hash, bound, dst, scratch).map_err(|e| block_error(id, f, &b, e))?;
+            } else {
+                // Blocks are cut at most `block_size` long: a bounded buffer.
+                buf.resize(b.len as usize, 0);
+                store.read_block_into(b.hash, bound, buf, scratch).map_err(|e| block_error(id, f, &b, e))?;
+                dst.copy_from_slice(&buf[skip..skip + dst.len()]);
+            }
             progress.advance(dst.len() as u64);
             Ok(())
         },

@@ -158,6 +158,12 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     let packs = run(store, &txn, &ckpt, &plan, &mut tally, opts, progress);
     progress.end();
     let packs = packs?;
+    // The last point to stop at: past it, the manifest and ref land.
+    if progress.cancelled() {
+        txn.discard_packs(store, &packs);
+        let _ = store.load_packs();
+        return Err(crate::progress::interrupted());
+    }
     // A source that changed since it was opened may have given blocks of
     // two different states: refuse the version.
     if let Err(e) = ckpt.files.iter().try_for_each(|f| f.check_unchanged()) {
@@ -199,6 +205,9 @@ fn run(
                 advise_sequential(&file);
                 let jobs = plan.jobs(fi);
                 for window in windows(&jobs, opts.window) {
+                    if progress.cancelled() {
+                        return Err(crate::progress::interrupted());
+                    }
                     let start = window[0].offset;
                     let last = window[window.len() - 1];
                     let span = last.offset + last.len - start;
