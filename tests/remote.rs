@@ -442,3 +442,118 @@ fn s3_large_objects_go_up_in_parts_and_come_back_whole() {
     b.read_at("packs/big.pack", 19_000_000, &mut mid).unwrap();
     assert_eq!(&mid[..], &data[19_000_000..19_001_000]);
 }
+
+/// The versions (manifest ids) and packs a remote holds.
+fn remote_objects(url: &str, endpoint: Option<&str>) -> (Vec<String>, usize) {
+    let b = backend(url, endpoint);
+    let versions = b
+        .list("versions/")
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| Some(m.name.strip_prefix("versions/")?.strip_suffix(".tdm")?.to_string()))
+        .collect();
+    let packs = b.list("packs/").unwrap().iter().filter(|m| m.name.ends_with(".pack")).count();
+    (versions, packs)
+}
+
+/// Issue 15: push sends what the named refs need (their versions, their
+/// lines, the packs holding their blocks and bases), not every local
+/// object, and a version's signature goes with it both ways.
+fn push_sends_what_the_refs_need(url: &str, endpoint: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, srcs, ids) = setup(dir.path(), 4, 1 << 20);
+    let key = dir.path().join("release.key");
+    let signing = |args: &[&str]| {
+        let o = cmd(endpoint).arg("--store").arg(&store).args(args).env("TDELTA_SIGNING_KEY", &key).output().unwrap();
+        assert!(o.status.success(), "tdelta {args:?}: {}", stderr(&o));
+    };
+    signing(&["key", "generate", "-o", key.to_str().unwrap()]);
+    signing(&["tag", "mid", &ids[1], "--sign", "-q"]);
+    let mut add = vec!["remote", "add", "origin", url];
+    if let Some(e) = endpoint {
+        add.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &store, &add);
+
+    // One tag: its version and its line, nothing newer.
+    let p = json_in(endpoint, &store, &["push", "origin", "mid"]);
+    let (mut versions, packs) = remote_objects(url, endpoint);
+    versions.sort();
+    let mut want = vec![ids[0].clone(), ids[1].clone()];
+    want.sort();
+    assert_eq!(versions, want, "{p}");
+    assert_eq!(packs, 2, "the packs of the two versions only: {p}");
+    let b = backend(url, endpoint);
+    let sig = format!("signatures/versions/{}.sig", ids[1]);
+    let local_sig = fs::read(store.join(&sig)).unwrap();
+    assert_eq!(b.get(&sig, 1 << 16).unwrap().0, local_sig, "the signature went with its version");
+    assert_eq!(b.list("refs/").unwrap().len(), 1);
+    assert!(b.head("HEAD").is_err(), "HEAD was not named");
+
+    // Default: every tag and HEAD's line; a version on no line stays home.
+    ok_in(endpoint, &store, &["rollback", "HEAD", "--to", &ids[2], "-q"]);
+    let p = json_in(endpoint, &store, &["push", "origin"]);
+    let (versions, packs) = remote_objects(url, endpoint);
+    assert_eq!(versions.len(), 3, "{versions:?} {p}");
+    assert!(!versions.contains(&ids[3]), "version {} is on no line: {p}", ids[3]);
+    assert_eq!(packs, 3, "{p}");
+    assert_eq!(p["objects"], 3, "the third version's pack, index and manifest: {p}");
+
+    // A clone gets the signature with its version, and restores.
+    let team = dir.path().join("team");
+    let mut c = vec!["clone", url, team.to_str().unwrap(), "-q"];
+    if let Some(e) = endpoint {
+        c.extend(["--endpoint", e]);
+    }
+    ok_in(endpoint, &team, &c);
+    assert_eq!(fs::read(team.join(&sig)).unwrap(), local_sig);
+    unpack_eq(endpoint, &team, "mid", &srcs[1], dir.path());
+    unpack_eq(endpoint, &team, "HEAD", &srcs[2], dir.path());
+    ok_in(endpoint, &team, &["verify", "--all", "-q"]);
+    assert_consistent(url, endpoint, dir.path());
+}
+
+#[test]
+fn file_remote_push_sends_what_the_refs_need() {
+    let dir = tempfile::tempdir().unwrap();
+    push_sends_what_the_refs_need(&format!("file://{}", dir.path().join("remote").display()), None);
+}
+
+#[test]
+fn s3_push_sends_what_the_refs_need() {
+    let Some(ep) = s3() else { return };
+    let url = bucket(&ep, "scope");
+    push_sends_what_the_refs_need(&url, Some(&ep));
+}
+
+/// Issue 15: fetch lands objects through the store's backend, checked: a
+/// remote pack whose bytes do not hash to its name never reaches the local
+/// store, and the local store stays as it was.
+#[test]
+fn fetch_refuses_a_damaged_remote_pack_and_lands_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = setup(dir.path(), 1, 1 << 20);
+    let remote = dir.path().join("remote");
+    let url = format!("file://{}", remote.display());
+    ok_in(None, &store, &["remote", "add", "origin", &url]);
+    ok_in(None, &store, &["push", "-q"]);
+    let team = dir.path().join("team");
+    ok_in(None, &team, &["init", "--block-size", "64K", "-q"]);
+    ok_in(None, &team, &["remote", "add", "origin", &url]);
+    let pack = fs::read_dir(remote.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+    let before = common::snapshot(&team, &["lock"]);
+    let o = run_in(None, &team, &["fetch"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(stderr(&o).contains(name) && stderr(&o).contains("does not hash"), "{}", stderr(&o));
+    assert_eq!(common::snapshot(&team, &["lock"]), before, "nothing landed");
+    assert!(fs::read_dir(team.join("tmp")).unwrap().next().is_none(), "no scratch left behind");
+}

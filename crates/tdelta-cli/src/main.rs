@@ -68,7 +68,7 @@ pub(crate) struct Global {
 }
 
 #[derive(Subcommand)]
-enum Cmd {
+pub(crate) enum Cmd {
     /// Create an empty store.
     Init {
         /// Raw block size (e.g. 1M, 256K; 4K..=64M); fixed for the store's life.
@@ -175,6 +175,10 @@ enum Cmd {
         /// ref move in the audit log not signed by a trusted key.
         #[arg(long)]
         require_signed: bool,
+        /// Check this remote instead: every object hashes to its name and
+        /// every remote ref's version is whole there.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["REF", "all", "require_signed"])]
+        remote: Option<String>,
     },
     /// Delete a version no ref points to; `tdelta gc` then frees its blocks.
     Drop {
@@ -209,6 +213,14 @@ enum Cmd {
         /// bytes that would be freed.
         #[arg(long)]
         dry_run: bool,
+        /// Clean this remote instead: remove the objects no remote ref
+        /// needs that are older than --grace.
+        #[arg(long, value_name = "NAME", conflicts_with = "prune")]
+        remote: Option<String>,
+        /// With --remote: keep unreferenced objects younger than this (a
+        /// push may be under way): a number and s, m, h or d.
+        #[arg(long, default_value = "24h", requires = "remote")]
+        grace: String,
     },
     /// The store's path, format, hash algorithm, block size, backend and
     /// counts (versions, packs, blocks, bytes, refs).
@@ -361,6 +373,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return exit::clap_error(&e),
     };
+    #[cfg(unix)]
+    if remote::talks_to_remote(&cli.cmd) {
+        // SAFETY: as above, still before any other thread exists. A server
+        // that goes away mid-request must be an error, not a death by
+        // SIGPIPE (HTTP clients write to sockets with writev, which raises
+        // it).
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     let json = cli.global.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -384,9 +406,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Tags => manage::tags(g),
         Cmd::History { name, all } => manage::history(g, name.as_deref().filter(|_| !all)),
         Cmd::Rollback { name, to, steps, why, sign } => manage::rollback(g, &name, to.as_deref(), steps, &why, &sign),
-        Cmd::Verify { reference, all, require_signed } => manage::verify(g, reference.as_deref(), all, require_signed),
+        Cmd::Verify { remote: Some(r), .. } => remote::verify(g, &r),
+        Cmd::Verify { reference, all, require_signed, remote: None } => {
+            manage::verify(g, reference.as_deref(), all, require_signed)
+        }
         Cmd::Drop { reference, why, dry_run } => manage::drop(g, &reference, &why, dry_run),
-        Cmd::Gc { prune, keep_last, why, dry_run } => manage::gc(g, prune.then_some(keep_last), &why, dry_run),
+        Cmd::Gc { remote: Some(r), grace, dry_run, .. } => remote::gc(g, &r, &grace, dry_run),
+        Cmd::Gc { prune, keep_last, why, dry_run, remote: None, .. } => {
+            manage::gc(g, prune.then_some(keep_last), &why, dry_run)
+        }
         Cmd::Stats { reference } => manage::stats(g, reference.as_deref()),
         Cmd::Info => info::info(g),
         Cmd::Upgrade => info::upgrade(g),

@@ -225,3 +225,82 @@ pub fn clone(g: &Global, a: &CloneArgs) -> Result<()> {
     }
     summary(g, "cloned from", "origin", &report)
 }
+
+/// `tdelta verify --remote NAME`: exit status 3 when anything is damaged.
+pub fn verify(g: &Global, name: &str) -> Result<()> {
+    let store = open_store(g)?;
+    let r = remote::find(&store, Some(name))?;
+    let bar = Bar::new(g.quiet || g.json);
+    let rep = remote::verify(&r, 8, &bar)?;
+    if g.json {
+        print_json(&serde_json::to_value(&rep)?)?;
+    } else {
+        for p in &rep.problems {
+            println!("DAMAGED  {}", crate::fmt::text(p));
+        }
+        for c in &rep.refs {
+            let v = c.version.as_deref().map_or("-", |v| &v[..v.len().min(12)]);
+            if c.problems.is_empty() {
+                println!("ok       {}\t{v}", c.name);
+            } else {
+                println!("DAMAGED  {}\t{v}", c.name);
+                for p in &c.problems {
+                    println!("         {}", crate::fmt::text(p));
+                }
+            }
+        }
+        if !g.quiet {
+            eprintln!(
+                "checked {} objects ({}) and {} refs of remote `{}`",
+                rep.objects_checked,
+                crate::fmt::bytes(rep.bytes_checked),
+                rep.refs.len(),
+                r.name
+            );
+        }
+    }
+    if !rep.ok() {
+        let n = rep.problems.len() + rep.refs.iter().filter(|c| !c.problems.is_empty()).count();
+        return Err(
+            crate::exit::Damaged(format!("verify found {n} damaged objects or refs on remote `{}`", r.name)).into()
+        );
+    }
+    Ok(())
+}
+
+/// `tdelta gc --remote NAME [--grace D] [--dry-run]`.
+pub fn gc(g: &Global, name: &str, grace: &str, dry_run: bool) -> Result<()> {
+    let store = open_store(g)?;
+    let r = remote::find(&store, Some(name))?;
+    let grace = remote::parse_grace(grace).map_err(|e| crate::exit::Usage(e.to_string()))?;
+    let rep = remote::gc(&r, grace, dry_run)?;
+    if g.json {
+        return print_json(&serde_json::to_value(&rep)?);
+    }
+    for o in &rep.removed {
+        println!("{}\t{o}", if dry_run { "would remove" } else { "removed" });
+    }
+    if !g.quiet {
+        eprintln!(
+            "remote `{}`: kept {} versions; {} {} objects ({}); kept {} unreferenced objects younger than the grace period",
+            r.name,
+            rep.versions_kept,
+            if dry_run { "would remove" } else { "removed" },
+            rep.removed.len(),
+            crate::fmt::bytes(rep.bytes_removed),
+            rep.young_kept
+        );
+    }
+    Ok(())
+}
+
+/// True for the commands that talk to a remote over the network.
+pub(crate) fn talks_to_remote(cmd: &crate::Cmd) -> bool {
+    use crate::Cmd;
+    match cmd {
+        Cmd::Push(_) | Cmd::Fetch { .. } | Cmd::Pull(_) | Cmd::Clone(_) => true,
+        Cmd::Unpack(a) => a.remote.is_some(),
+        Cmd::Verify { remote, .. } | Cmd::Gc { remote, .. } => remote.is_some(),
+        _ => false,
+    }
+}

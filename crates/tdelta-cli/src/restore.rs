@@ -42,15 +42,52 @@ pub(crate) struct UnpackArgs {
     /// (repeatable), e.g. config.json or 'model-00001-*'.
     #[arg(long, value_name = "GLOB", num_args = 1..)]
     files: Vec<String>,
+    /// Read REF from this remote without a clone: only the blocks the
+    /// requested parts need are fetched (ranged reads), and kept in the
+    /// local store for later reads.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) remote: Option<String>,
 }
 
 pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     let store = open_store(g)?;
-    let id = store.resolve(&a.reference)?;
     let t0 = Instant::now();
     let bar = Bar::new(g.quiet || g.json);
     let sel = tdelta::Selection { files: a.files.clone(), tensors: a.tensors.clone() };
     let opts = tdelta::RestoreOptions { force: a.force };
+    if let Some(name) = &a.remote {
+        let r = tdelta::remote::find(&store, Some(name))?;
+        let (rep, read) = tdelta::remote::unpack(&store, &r, &a.reference, &a.out, &opts, &sel, &bar)
+            .with_context(|| format!("cannot restore {} from remote `{name}` to {}", a.reference, a.out.display()))?;
+        let secs = t0.elapsed().as_secs_f64();
+        if g.json {
+            print_json(&json!({
+                "id": rep.id,
+                "out": rep.out,
+                "bytes": rep.bytes,
+                "files": rep.files,
+                "blocks": rep.blocks,
+                "remote": read,
+                "seconds": secs,
+            }))?;
+        } else if !g.quiet {
+            eprintln!(
+                "restored {} ({}, {} files) from remote `{name}` to {} in {:.2}s: {} blocks fetched ({}, {} requests), {} \
+                 read locally, every block verified",
+                rep.id.short(),
+                fmt::bytes(rep.bytes),
+                rep.files,
+                rep.out.display(),
+                secs,
+                read.blocks_fetched,
+                fmt::bytes(read.bytes_fetched),
+                read.requests,
+                read.blocks_local
+            );
+        }
+        return Ok(());
+    }
+    let id = store.resolve(&a.reference)?;
     let rep = tdelta::restore_parts(&store, id, &a.out, &opts, &sel, &bar)
         .with_context(|| format!("cannot restore {} to {}", a.reference, a.out.display()))?;
     let secs = t0.elapsed().as_secs_f64();

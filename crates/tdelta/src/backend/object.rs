@@ -48,6 +48,8 @@ pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Retries of a failed request (with exponential backoff from 100 ms).
+const RETRIES: usize = 5;
 /// How long a lock object (`file://` compare-and-swap) lives.
 const LOCK_EXPIRY: Duration = Duration::from_secs(30);
 /// How long a lease lives before others may break it.
@@ -149,6 +151,13 @@ impl ObjectStoreBackend {
                 if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
                     b = b.with_region("us-east-1");
                 }
+                // A few quick retries: a transient error heals, a server
+                // that is gone is an error within seconds, not minutes.
+                b = b.with_retry(object_store::RetryConfig {
+                    max_retries: RETRIES,
+                    retry_timeout: Duration::from_secs(60),
+                    ..object_store::RetryConfig::default()
+                });
                 let s = b.build().map_err(|e| bad(e.to_string()))?;
                 (Arc::new(s), prefix.trim_matches('/').to_string(), Cas::Native)
             }
@@ -255,6 +264,71 @@ impl ObjectStoreBackend {
                 out.write_all(&chunk).map_err(|e| Error::io(format!("download of {name}"), e))?;
                 got += chunk.len() as u64;
                 advance(chunk.len() as u64);
+            }
+            if got != size {
+                return Err(Error::corrupt(
+                    format!("{}/{name}", self.inner.url),
+                    format!("download ended at {got} of {size} bytes"),
+                ));
+            }
+            Ok(size)
+        })
+    }
+
+    /// Uploads the object `name` of another backend (the local store's) as
+    /// the write-once object `name`, `size` bytes long, as a multipart
+    /// upload when it is large (read in parts: bounded memory); `advance`
+    /// is told of each piece sent. An object already there is
+    /// [`Error::AlreadyExists`].
+    pub fn put_from(&self, src: &dyn Backend, name: &str, size: u64, advance: &dyn Fn(u64)) -> Result<()> {
+        if size < MULTIPART_THRESHOLD {
+            let (buf, _) = src.get(name, size)?;
+            self.put(name, &buf, PutMode::Create)?;
+            advance(buf.len() as u64);
+            return Ok(());
+        }
+        match self.head(name) {
+            Ok(_) => return Err(Error::AlreadyExists { what: self.what(name) }),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let path = self.path(name);
+        self.block_on(async {
+            let upload = self.inner.store.put_multipart(&path).await.map_err(|e| self.map_err(name, e))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut buf = vec![0u8; PART_SIZE];
+            let mut at = 0u64;
+            while at < size {
+                let n = (size - at).min(PART_SIZE as u64) as usize;
+                if let Err(e) = src.read_at(name, at, &mut buf[..n]) {
+                    w.abort().await.ok();
+                    return Err(e);
+                }
+                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    w.abort().await.ok();
+                    return Err(self.map_err(name, e));
+                }
+                w.write(&buf[..n]);
+                at += n as u64;
+                advance(n as u64);
+            }
+            w.finish().await.map(|_| ()).map_err(|e| self.map_err(name, e))
+        })
+    }
+
+    /// Streams the object `name` to `sink` piece by piece (bounded
+    /// memory); returns its size. A download that ends short is corrupt.
+    pub fn get_with(&self, name: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        let path = self.path(name);
+        self.block_on(async {
+            let res = self.inner.store.get(&path).await.map_err(|e| self.map_err(name, e))?;
+            let size = res.meta.size;
+            let mut stream = res.into_stream();
+            let mut got = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.map_err(name, e))?;
+                sink(&chunk)?;
+                got += chunk.len() as u64;
             }
             if got != size {
                 return Err(Error::corrupt(

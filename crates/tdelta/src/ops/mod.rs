@@ -6,7 +6,7 @@ pub(crate) mod log;
 mod manage;
 mod pack;
 mod policy;
-mod restore;
+pub(crate) mod restore;
 mod slice;
 
 pub use crate::progress::{Progress, Silent};

@@ -204,6 +204,16 @@ pub fn restore_parts(
     })
 }
 
+/// The blocks a restore of the parts of version `id` that `sel` selects
+/// reads (each once, delta bases not included): what a remote read
+/// (`remote::unpack`) fetches ahead of the restore.
+pub(crate) fn needed_blocks(store: &Store, id: Hash, sel: &Selection) -> Result<Vec<Hash>> {
+    let m = store.manifest(id)?;
+    let files = select::plan(store, id, &m, sel, &ReadCounters::default())?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(files.iter().flat_map(|f| f.blocks.iter().map(|(b, _)| b.hash)).filter(|h| seen.insert(*h)).collect())
+}
+
 /// Moves the staged `from` to `to`, which was free when the restore
 /// began, without replacing anything that appeared there since: a file is
 /// hard-linked (which fails on an existing name) where the file system

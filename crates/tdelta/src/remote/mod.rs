@@ -11,7 +11,11 @@
 
 mod config;
 mod local_side;
+mod maintain;
+mod read;
 mod transfer;
 
 pub use config::{Remote, add, find, list, remove};
+pub use maintain::{RemoteGcReport, RemoteRefCheck, RemoteVerifyReport, gc, parse_grace, verify};
+pub use read::{RemoteReadReport, unpack};
 pub use transfer::{PushOptions, RefUpdate, TransferReport, audit_trail, clone, fetch, open, pull, push};

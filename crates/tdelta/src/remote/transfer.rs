@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::config::{self, Remote};
-use super::local_side::{self, LocalObject};
+use super::local_side::{self, Kind, LocalObject};
 use crate::backend::object::{ObjectStoreBackend, RemoteOptions};
 use crate::backend::{Backend, PutMode};
 use crate::store::{fsutil, refs};
@@ -83,7 +83,7 @@ fn ref_object(name: &str) -> String {
 }
 
 /// Reads a remote ref: its version and tag, `None` when absent.
-fn read_remote_ref(b: &ObjectStoreBackend, name: &str) -> Result<Option<(Hash, crate::backend::ETag)>> {
+pub(super) fn read_remote_ref(b: &ObjectStoreBackend, name: &str) -> Result<Option<(Hash, crate::backend::ETag)>> {
     let obj = ref_object(name);
     let (bytes, tag) = match b.get(&obj, MAX_REF) {
         Ok(v) => v,
@@ -109,7 +109,7 @@ fn decode_ref(where_: &str, bytes: &[u8]) -> Result<Hash> {
 }
 
 /// Every ref of the remote and `HEAD`.
-fn remote_refs(b: &ObjectStoreBackend) -> Result<Vec<(String, Hash)>> {
+pub(super) fn remote_refs(b: &ObjectStoreBackend) -> Result<Vec<(String, Hash)>> {
     let mut out = Vec::new();
     for m in b.list("refs/")? {
         let name = m.name["refs/".len()..].to_string();
@@ -145,7 +145,7 @@ fn descends(store: &Store, new: Hash, old: Hash) -> bool {
 
 /// Runs `f` over `items` on up to `jobs` threads; the first error stops
 /// the rest and is returned.
-fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+pub(super) fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first: Mutex<Option<Error>> = Mutex::new(None);
@@ -195,25 +195,28 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     match b.head("config") {
         Ok(_) => {}
         Err(Error::NotFound { .. }) => {
-            let p = store.root().join("config");
-            match b.put_file("config", &p, &|_| {}) {
-                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            let (cfg, _) = store.backend().get("config", MAX_CONFIG)?;
+            match b.put("config", &cfg, PutMode::Create) {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         Err(e) => return Err(e),
     }
 
-    // Immutable objects the remote lacks.
+    // What the refs need (their versions and their lines), less what the
+    // remote holds.
+    let tips: Vec<Hash> = moves.iter().map(|(_, id)| *id).collect();
+    let versions = local_side::lines(store, &tips)?;
+    let needed = local_side::needed_objects(store, &versions)?;
     let mut there: HashMap<String, u64> = HashMap::new();
-    for prefix in ["packs/", "versions/"] {
+    for prefix in ["packs/", "versions/", "signatures/versions/"] {
         for m in b.list(prefix)? {
             there.insert(m.name, m.size);
         }
     }
-    let local = local_side::immutable_objects(store)?;
     let mut todo: Vec<LocalObject> = Vec::new();
-    for o in local {
+    for o in needed.iter().cloned() {
         match there.get(&o.name) {
             Some(&size) if size == o.size => {
                 report.objects_skipped += 1;
@@ -231,24 +234,42 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     let sent_objects = AtomicU64::new(0);
     let sent_bytes = AtomicU64::new(0);
     let raced = AtomicU64::new(0);
+    let src = store.backend().as_ref();
     progress.begin("push", todo.iter().map(|o| o.size).sum());
-    // Packs, then indexes, then manifests: each phase whole before the next.
-    for phase in [".pack", ".idx", ".tdm"] {
-        let items: Vec<&LocalObject> = todo.iter().filter(|o| o.name.ends_with(phase)).collect();
-        parallel(opts.jobs, &items, |o| {
-            match b.put_file(&o.name, &o.path, &|n| progress.advance(n)) {
-                Ok(()) => {
-                    sent_objects.fetch_add(1, Ordering::Relaxed);
-                    sent_bytes.fetch_add(o.size, Ordering::Relaxed);
+    // Packs, then indexes, then manifests, then signatures: each phase
+    // whole before the next.
+    let send = |todo: &[LocalObject]| -> Result<()> {
+        for phase in 0..4 {
+            let items: Vec<&LocalObject> =
+                todo.iter().filter(|o| Kind::of(&o.name).is_some_and(|k| k.phase() == phase)).collect();
+            parallel(opts.jobs, &items, |o| {
+                match b.put_from(src, &o.name, o.size, &|n| progress.advance(n)) {
+                    Ok(()) => {
+                        sent_objects.fetch_add(1, Ordering::Relaxed);
+                        sent_bytes.fetch_add(o.size, Ordering::Relaxed);
+                    }
+                    // Someone pushed the same content-addressed object.
+                    Err(Error::AlreadyExists { .. }) => {
+                        raced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
                 }
-                // Someone pushed the same content-addressed object.
-                Err(Error::AlreadyExists { .. }) => {
-                    raced.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    };
+    send(&todo)?;
+    // Before any ref moves, everything the refs need is there: a remote gc
+    // may have removed an old unreachable object this push found and
+    // skipped (FORMAT.md, "Remote layout"); such objects go up again.
+    let mut now_there: HashSet<String> = HashSet::new();
+    for prefix in ["packs/", "versions/", "signatures/versions/"] {
+        now_there.extend(b.list(prefix)?.into_iter().map(|m| m.name));
+    }
+    let lost: Vec<LocalObject> = needed.into_iter().filter(|o| !now_there.contains(&o.name)).collect();
+    if !lost.is_empty() {
+        send(&lost)?;
     }
     progress.end();
     report.objects_sent = sent_objects.into_inner();
@@ -425,48 +446,54 @@ pub fn fetch(store: &Store, remote: &Remote, jobs: usize, progress: &dyn Progres
 fn fetch_locked(store: &Store, b: &ObjectStoreBackend, jobs: usize, progress: &dyn Progress) -> Result<TransferReport> {
     let mut report = TransferReport::default();
     let mut remote_objects = BTreeMap::new();
-    for prefix in ["packs/", "versions/"] {
+    for prefix in ["packs/", "versions/", "signatures/versions/"] {
         for m in b.list(prefix)? {
             remote_objects.insert(m.name.clone(), m.size);
         }
     }
+    let local = store.backend();
     let mut todo = Vec::new();
     for (name, &size) in &remote_objects {
-        // A pack whose index is not there yet is a push under way.
-        if let Some(stem) = name.strip_suffix(".pack")
-            && !remote_objects.contains_key(&format!("{stem}.idx"))
-        {
+        let Some(kind) = Kind::of(name) else { continue };
+        // A pack whose index is not there yet is a push under way; a
+        // signature goes with its version.
+        let partner = match kind {
+            Kind::Pack(id) => Some(crate::store::index_name(id)),
+            Kind::Index(id) => Some(crate::store::pack_name(id)),
+            Kind::Signature(id) => Some(crate::store::version_name(id)),
+            Kind::Version(_) => None,
+        };
+        if partner.is_some_and(|p| !remote_objects.contains_key(&p)) {
             continue;
         }
-        let Some(dest) = local_side::local_path(store, name) else { continue };
-        if dest.exists() {
-            report.objects_skipped += 1;
-            report.bytes_skipped += size;
-        } else {
-            todo.push((name.clone(), size, dest));
+        match local.head(name) {
+            Ok(_) => {
+                report.objects_skipped += 1;
+                report.bytes_skipped += size;
+            }
+            Err(Error::NotFound { .. }) => todo.push((name.clone(), size, kind)),
+            Err(e) => return Err(e),
         }
     }
     let got_objects = AtomicU64::new(0);
     let got_bytes = AtomicU64::new(0);
-    let tmp = store.root().join("tmp");
     progress.begin("fetch", todo.iter().map(|t| t.1).sum());
-    for phase in [".pack", ".idx", ".tdm"] {
-        let items: Vec<_> = todo.iter().filter(|t| t.0.ends_with(phase)).collect();
-        parallel(jobs, &items, |(name, _, dest)| {
-            let (tmp_path, mut file) = fsutil::temp_file(&tmp, "fetch")?;
-            let r = b.get_to_file(name, &mut file, &|n| progress.advance(n));
-            match r {
-                Ok(n) => {
-                    fsutil::commit_file(file, &tmp_path, dest)?;
+    for phase in 0..4 {
+        let items: Vec<_> = todo.iter().filter(|t| t.2.phase() == phase).collect();
+        parallel(jobs, &items, |(name, size, kind)| {
+            let pack_len = match kind {
+                Kind::Index(id) => remote_objects.get(&crate::store::pack_name(*id)).copied().unwrap_or(0),
+                _ => 0,
+            };
+            match download(store, b, name, *size, *kind, pack_len, progress) {
+                Ok(()) => {
                     got_objects.fetch_add(1, Ordering::Relaxed);
-                    got_bytes.fetch_add(n, Ordering::Relaxed);
+                    got_bytes.fetch_add(*size, Ordering::Relaxed);
                     Ok(())
                 }
-                Err(e) => {
-                    drop(file);
-                    let _ = std::fs::remove_file(&tmp_path);
-                    Err(e)
-                }
+                // Landed meanwhile (a clone of the same object): the same bytes.
+                Err(Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
             }
         })?;
     }
@@ -474,6 +501,69 @@ fn fetch_locked(store: &Store, b: &ObjectStoreBackend, jobs: usize, progress: &d
     report.objects_sent = got_objects.into_inner();
     report.bytes_sent = got_bytes.into_inner();
     Ok(report)
+}
+
+/// Largest index, manifest or signature a fetch holds in memory to check.
+const MAX_SMALL_OBJECT: u64 = 1 << 30;
+
+/// Downloads one remote object into the local store through its backend's
+/// atomic streamed put, checked before it lands: a pack must hash to its
+/// name, an index must parse against its pack, a manifest must hash to its
+/// id, a signature must verify. Nothing lands otherwise.
+fn download(
+    store: &Store,
+    b: &ObjectStoreBackend,
+    name: &str,
+    size: u64,
+    kind: Kind,
+    pack_len: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let where_ = std::path::PathBuf::from(format!("{}/{name}", b.describe()));
+    if !matches!(kind, Kind::Pack(_)) && size > MAX_SMALL_OBJECT {
+        return Err(Error::corrupt(&where_, format!("{size} bytes, more than such an object may have")));
+    }
+    let mut w = store.backend().writer()?;
+    let mut hasher = match kind {
+        Kind::Pack(id) => Some(id.algo().hasher(crate::Domain::Pack)),
+        _ => None,
+    };
+    let mut small = Vec::new();
+    let got = b.get_with(name, &mut |chunk| {
+        if let Some(h) = hasher.as_mut() {
+            h.update(chunk);
+        } else {
+            if small.len() as u64 + chunk.len() as u64 > size.min(MAX_SMALL_OBJECT) {
+                return Err(Error::corrupt(&where_, "object grew while it was read"));
+            }
+            small.extend_from_slice(chunk);
+        }
+        progress.advance(chunk.len() as u64);
+        w.write_all(chunk)
+    });
+    let checked = got.and_then(|_| match kind {
+        Kind::Pack(id) => {
+            let actual = hasher.take().map(|h| h.finish());
+            if actual != Some(id) {
+                return Err(Error::corrupt_as(
+                    crate::error::CorruptKind::HashMismatch,
+                    &where_,
+                    "the remote pack does not hash to its name; run `tdelta verify --remote`",
+                ));
+            }
+            Ok(())
+        }
+        Kind::Index(_) => crate::store::pack::decode_index(&where_, &small, 0, pack_len).map(|_| ()),
+        Kind::Version(id) => crate::store::manifest::Manifest::decode_summary(&where_, &small, id).map(|_| ()),
+        Kind::Signature(id) => crate::store::sign::check_bytes(&where_, &small, id).map(|_| ()),
+    });
+    match checked {
+        Ok(()) => w.finish(name),
+        Err(e) => {
+            w.abort();
+            Err(e)
+        }
+    }
 }
 
 /// Fetches, then moves local refs to the remote's: `only` (a ref or
