@@ -3,11 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde_json::json;
 use tdelta::{DType, LayoutKind, TensorEntry};
 
 use crate::progress::Bar;
@@ -47,28 +45,14 @@ pub(crate) struct UnpackArgs {
 pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     let store = open_store(g)?;
     let id = store.resolve(&a.reference)?;
-    let t0 = Instant::now();
     let bar = Bar::new(g.quiet || g.json);
     let sel = tdelta::Selection { files: a.files.clone(), tensors: a.tensors.clone() };
     let opts = tdelta::RestoreOptions { force: a.force };
     let rep = tdelta::restore_parts(&store, id, &a.out, &opts, &sel, &bar)
         .with_context(|| format!("cannot restore {} to {}", a.reference, a.out.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    // Only a lossy version pays for reading its record again.
-    let lossy = if rep.lossy { store.manifest(id)?.lossy } else { None };
+    let secs = rep.seconds;
     if g.json {
-        print_json(&json!({
-            "id": rep.id,
-            "lossy": lossy.is_some(),
-            "out": rep.out,
-            "bytes": rep.bytes,
-            "files": rep.files,
-            "blocks": rep.blocks,
-            "decoded_blocks": rep.decoded,
-            "payload_bytes": rep.payload_bytes,
-            "max_chain": rep.max_levels,
-            "seconds": secs,
-        }))?;
+        print_json(&rep)?;
     } else if !g.quiet {
         eprintln!(
             "restored {} ({}, {} files) to {} in {:.2}s ({}), every block verified",
@@ -79,8 +63,9 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
             secs,
             fmt::mbps(rep.bytes, secs)
         );
-        if let Some(l) = &lossy {
-            eprintln!("{}", crate::lossy_line(l));
+        // Only a lossy version pays for reading its record again.
+        if let Some(l) = rep.lossy.then(|| store.manifest(id)).transpose()?.and_then(|m| m.lossy) {
+            eprintln!("{}", crate::lossy_line(&l));
         }
     }
     Ok(())

@@ -116,16 +116,15 @@ pub fn read_tensors_into(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (fi, b, skip, dst)| {
             if cancel.load(Ordering::Relaxed) {
-                return Err(Error::InvalidArgument("interrupted".into()));
+                return Err(Error::Interrupted);
             }
             let f = &m.files[fi];
             store.read_block_within(b.hash, bound, buf, scratch, None).map_err(|e| block_error(id, f, &b, e))?;
             if buf.len() as u64 != b.len {
-                let e = Error::InvalidArgument(format!(
-                    "block is {} bytes where the manifest expects {}",
-                    buf.len(),
-                    b.len
-                ));
+                let e = Error::corrupt(
+                    store.manifest_path(id),
+                    format!("block is {} bytes where the manifest expects {}", buf.len(), b.len),
+                );
                 return Err(block_error(id, f, &b, e));
             }
             let skip = skip as usize;
