@@ -1,7 +1,8 @@
 //! `tdelta._tdelta`: the thin PyO3 layer of the `tdelta` Python package
 //! over the engine's root API.
 //!
-//! Reports cross as JSON text with the fields of the CLI's `--json` (the
+//! Reports cross as JSON text, the engine's own serialisation of each report
+//! (the same JSON as the CLI's `--json`; the
 //! Python side turns them into records); tensor bytes are decoded straight
 //! into numpy buffers the Python side allocated. Every call that touches
 //! the store runs on a worker thread with the GIL released, while the
@@ -288,7 +289,7 @@ impl Store {
         let mut opts = tdelta::PackOptions {
             message: message.unwrap_or_default(),
             meta: meta.unwrap_or_default(),
-            tag: tag.clone(),
+            tag,
             force_tag,
             include: include.unwrap_or_default(),
             exclude: exclude.unwrap_or_default(),
@@ -316,8 +317,7 @@ impl Store {
             }
             (None, None, None) => {}
         }
-        let t0 = std::time::Instant::now();
-        let (rep, waited) = run(py, progress, |w| {
+        let rep = run(py, progress, |w| {
             let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
             let store = &mut *store;
             opts.base = match base.as_deref() {
@@ -325,23 +325,9 @@ impl Store {
                 Some("none") => tdelta::BaseChoice::None,
                 Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
             };
-            Ok((tdelta::pack(store, &source, &opts, w)?, store.lock_waited()))
+            tdelta::pack(store, &source, &opts, w)
         })?;
-        let s = &rep.manifest.stats;
-        to_json(&json!({
-            "id": rep.id,
-            "raw_bytes": s.raw_bytes,
-            "stored_bytes": s.stored_bytes,
-            "new_blocks": s.new_blocks,
-            "reused_blocks": s.reused_blocks,
-            "delta_blocks": s.delta_blocks,
-            "max_depth": s.max_depth,
-            "seconds": t0.elapsed().saturating_sub(waited).as_secs_f64(),
-            "lock_wait_seconds": waited.as_secs_f64(),
-            "tag": tag,
-            "skipped_files": rep.skipped,
-            "lossy": rep.manifest.lossy.is_some(),
-        }))
+        to_json(&rep)
     }
 
     #[pyo3(signature = (reference, out, force=false, tensors=None, files=None, progress=None))]
@@ -356,7 +342,6 @@ impl Store {
         files: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
-        let t0 = std::time::Instant::now();
         let rep = self.with_read(py, progress, |store, w| {
             let id = store.resolve(reference)?;
             let sel = tdelta::Selection {
@@ -365,18 +350,7 @@ impl Store {
             };
             tdelta::restore_parts(store, id, &out, &tdelta::RestoreOptions { force }, &sel, w)
         })?;
-        to_json(&json!({
-            "id": rep.id,
-            "lossy": rep.lossy,
-            "out": rep.out,
-            "bytes": rep.bytes,
-            "files": rep.files,
-            "blocks": rep.blocks,
-            "decoded_blocks": rep.decoded,
-            "payload_bytes": rep.payload_bytes,
-            "max_chain": rep.max_levels,
-            "seconds": t0.elapsed().as_secs_f64(),
-        }))
+        to_json(&rep)
     }
 
     #[pyo3(signature = (reference="HEAD", all=false, filters=None, sort=None, max=None))]
@@ -390,52 +364,28 @@ impl Store {
         max: Option<usize>,
     ) -> PyResult<String> {
         let q = tdelta::LogQuery { start: reference.to_string(), all, filters: filters.unwrap_or_default(), sort, max };
-        let (rep, refs) =
-            self.with_read(py, None, |store, _| Ok((tdelta::log(store, &q)?, tdelta::refs_by_version(store)?)))?;
-        let names = |id: &tdelta::Hash| refs.get(id).cloned().unwrap_or_default();
-        let v: Vec<Value> = rep
-            .entries
-            .iter()
-            .map(|e| match &e.state {
-                tdelta::LogState::Ok(m) => json!({
-                    "id": e.id, "parent": m.parent, "created": m.created, "author": m.author,
-                    "message": m.message, "refs": names(&e.id),
-                    "raw_bytes": m.stats.raw_bytes, "stored_bytes": m.stats.stored_bytes,
-                    "meta": m.meta, "metrics": m.metrics, "lossy": m.is_lossy,
-                }),
-                tdelta::LogState::Dropped => json!({"id": e.id, "refs": names(&e.id), "dropped": true}),
-                tdelta::LogState::Damaged(why) => json!({"id": e.id, "refs": names(&e.id), "damaged": why}),
-            })
-            .collect();
-        to_json(&v)
+        let rep = self.with_read(py, None, |store, _| tdelta::log(store, &q))?;
+        to_json(&rep.entries)
     }
 
     fn show(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
-        let (id, m, refs) = self.with_read(py, None, |store, _| {
-            let id = store.resolve(reference)?;
-            Ok((id, store.manifest(id)?, tdelta::refs_by_version(store)?))
-        })?;
-        to_json(&json!({"id": id, "refs": refs.get(&id).cloned().unwrap_or_default(), "manifest": m}))
+        to_json(&self.with_read(py, None, |store, _| tdelta::show(store, store.resolve(reference)?))?)
     }
 
     #[pyo3(signature = (name, reference="HEAD", force=false, reason=""))]
     fn tag(&self, py: Python<'_>, name: &str, reference: &str, force: bool, reason: &str) -> PyResult<String> {
-        let (id, old) = self.with_read(py, None, |store, _| {
-            let id = store.resolve(reference)?;
-            Ok((id, tdelta::tag(store, name, id, force, reason)?))
-        })?;
-        to_json(&json!({"tag": name, "id": id, "old": old}))
+        to_json(
+            &self.with_read(py, None, |store, _| tdelta::tag(store, name, store.resolve(reference)?, force, reason))?,
+        )
     }
 
     #[pyo3(signature = (name, reason=""))]
     fn untag(&self, py: Python<'_>, name: &str, reason: &str) -> PyResult<String> {
-        let old = self.with_read(py, None, |store, _| tdelta::untag(store, name, reason))?;
-        to_json(&json!({"tag": name, "deleted": true, "old": old}))
+        to_json(&self.with_read(py, None, |store, _| tdelta::untag(store, name, reason))?)
     }
 
     fn tags(&self, py: Python<'_>) -> PyResult<String> {
-        let refs = self.with_read(py, None, |store, _| store.refs())?;
-        to_json(&refs.iter().map(|(n, id)| json!({"name": n, "id": id})).collect::<Vec<_>>())
+        to_json(&self.with_read(py, None, |store, _| tdelta::tags(store))?)
     }
 
     #[pyo3(signature = (name, to=None, steps=None, reason=""))]
@@ -447,7 +397,7 @@ impl Store {
         steps: Option<usize>,
         reason: &str,
     ) -> PyResult<String> {
-        let (old, new) = self.with_read(py, None, |store, _| {
+        let rep = self.with_read(py, None, |store, _| {
             let target = match (to.as_deref(), steps) {
                 (Some(_), Some(_)) => {
                     return Err(tdelta::Error::InvalidArgument("give either `to` or `steps`, not both".into()));
@@ -457,7 +407,7 @@ impl Store {
             };
             tdelta::rollback(store, name, target, reason)
         })?;
-        to_json(&json!({"ref": name, "old": old, "new": new}))
+        to_json(&rep)
     }
 
     fn diff(&self, py: Python<'_>, a: &str, b: &str) -> PyResult<String> {

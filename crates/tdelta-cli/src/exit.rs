@@ -61,18 +61,29 @@ fn engine(e: &anyhow::Error) -> Option<&tdelta::Error> {
 }
 
 /// What the user can do about an engine error, in terms of this command
-/// line (the library's messages are neutral).
-fn hint(e: &tdelta::Error) -> Option<&'static str> {
+/// line (the library's messages are neutral): the text appended to the
+/// message, with its separator.
+fn hint(e: &tdelta::Error) -> Option<String> {
     use tdelta::Error as E;
-    Some(match e {
-        E::NoStore { .. } => "create one with `tdelta init`",
-        E::NoVersions { .. } => "add one with `tdelta pack SOURCE`",
-        E::HeadMissing { .. } => "`tdelta verify` reports it; name a version or tag instead of HEAD",
-        E::UnsupportedFormat { .. } => "upgrade tdelta",
-        E::AmbiguousRef { .. } => "give more digits",
-        E::AlreadyExists { what } if what.starts_with("tag `") => "pass --force to move it",
+    use tdelta::OutputRefusal as R;
+    let (sep, text) = match e {
+        E::InBlock { source, .. } => return hint(source),
+        E::NoStore { .. } => ("; ", "create one with `tdelta init`"),
+        E::NoVersions { .. } => ("; ", "add one with `tdelta pack SOURCE`"),
+        E::HeadMissing { .. } => ("; ", "`tdelta verify` reports it; name a version or tag instead of HEAD"),
+        E::UnsupportedFormat { .. } => ("; ", "upgrade tdelta"),
+        E::NeedsUpgrade { .. } => ("; ", "run `tdelta upgrade` to write to it"),
+        E::AmbiguousRef { .. } => ("; ", "give more digits"),
+        E::AlreadyExists { what } if what.starts_with("tag `") => ("; ", "pass --force to move it"),
+        E::OutputRefused { refusal: R::Exists { directory: false } | R::Appeared, .. } => {
+            (" or ", "pass --force to replace it")
+        }
+        E::OutputRefused { refusal: R::Exists { directory: true }, .. } => {
+            (" or ", "pass --force to write the version's files into it (other files are left alone)")
+        }
         _ => return None,
-    })
+    };
+    Some(format!("{sep}{text}"))
 }
 
 /// Prints `e` (on stderr, and as JSON on stdout with `--json`) and
@@ -82,7 +93,7 @@ pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
     let kind = kind(e);
     let engine = engine(e);
     if let Some(h) = engine.and_then(hint) {
-        msg = format!("{msg}; {h}");
+        msg.push_str(&h);
     }
     eprintln!("error: {}", crate::fmt::text(&msg));
     if json && !PRINTED_JSON.load(Ordering::Relaxed) {

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 use tdelta::{LogEntry, LogQuery, LogState};
 
 use crate::exit::Damaged;
@@ -36,7 +35,6 @@ pub struct LogArgs {
 
 pub fn run(g: &Global, a: &LogArgs) -> Result<()> {
     let store = open_store(g)?;
-    let refs = tdelta::refs_by_version(&store)?;
     let q = LogQuery {
         start: a.reference.clone(),
         all: a.all,
@@ -45,23 +43,8 @@ pub fn run(g: &Global, a: &LogArgs) -> Result<()> {
         max: a.max,
     };
     let rep = tdelta::log(&store, &q)?;
-    let names = |e: &LogEntry| refs.get(&e.id).cloned().unwrap_or_default();
     if g.json {
-        let v: Vec<_> = rep
-            .entries
-            .iter()
-            .map(|e| match &e.state {
-                LogState::Ok(m) => json!({
-                    "id": e.id, "parent": m.parent, "created": m.created, "author": m.author,
-                    "message": m.message, "refs": names(e),
-                    "raw_bytes": m.stats.raw_bytes, "stored_bytes": m.stats.stored_bytes,
-                    "meta": m.meta, "metrics": m.metrics, "lossy": m.is_lossy,
-                }),
-                LogState::Dropped => json!({"id": e.id, "refs": names(e), "dropped": true}),
-                LogState::Damaged(why) => json!({"id": e.id, "refs": names(e), "damaged": why}),
-            })
-            .collect();
-        print_json(&json!(v))?;
+        print_json(&rep.entries)?;
     } else {
         if rep.entries.is_empty() && !g.quiet {
             if rep.empty_store {
@@ -71,7 +54,7 @@ pub fn run(g: &Global, a: &LogArgs) -> Result<()> {
             }
         }
         for e in &rep.entries {
-            print_entry(e, &names(e), a.oneline);
+            print_entry(e, a.oneline);
         }
     }
     if rep.damaged > 0 {
@@ -85,8 +68,8 @@ pub fn run(g: &Global, a: &LogArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_entry(e: &LogEntry, refs: &[String], oneline: bool) {
-    let names = if refs.is_empty() { String::new() } else { format!(" ({})", refs.join(", ")) };
+fn print_entry(e: &LogEntry, oneline: bool) {
+    let names = if e.refs.is_empty() { String::new() } else { format!(" ({})", e.refs.join(", ")) };
     let id = e.id.short();
     let m = match &e.state {
         LogState::Ok(m) => m,

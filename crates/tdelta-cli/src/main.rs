@@ -20,12 +20,11 @@ mod series;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tdelta::{Hash, Manifest, Store};
+use tdelta::{Hash, Store};
 
 use crate::progress::Bar;
 
@@ -457,7 +456,9 @@ pub(crate) fn open_store(g: &Global) -> Result<Store> {
     Ok(store)
 }
 
-pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
+/// Prints a result (a report of the engine, serialised as every front-end
+/// serialises it) as pretty JSON on stdout.
+pub(crate) fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<()> {
     exit::printed_json();
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -543,28 +544,12 @@ fn cmd_pack(g: &Global, a: &PackArgs) -> Result<()> {
         Some("none") => tdelta::BaseChoice::None,
         Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
     };
-    let t0 = Instant::now();
     let bar = Bar::new(g.quiet || g.json);
     let rep = tdelta::pack(&mut store, &a.source, &opts, &bar)
         .with_context(|| format!("cannot pack {}", a.source.display()))?;
-    // Time spent waiting for another writer is not packing.
-    let secs = t0.elapsed().saturating_sub(store.lock_waited()).as_secs_f64();
-    let s = &rep.manifest.stats;
+    let (s, secs) = (&rep.stats, rep.seconds);
     if g.json {
-        print_json(&json!({
-            "id": rep.id,
-            "raw_bytes": s.raw_bytes,
-            "stored_bytes": s.stored_bytes,
-            "new_blocks": s.new_blocks,
-            "reused_blocks": s.reused_blocks,
-            "delta_blocks": s.delta_blocks,
-            "max_depth": s.max_depth,
-            "seconds": secs,
-            "lock_wait_seconds": store.lock_waited().as_secs_f64(),
-            "tag": a.tag,
-            "skipped_files": rep.skipped,
-            "lossy": rep.manifest.lossy.is_some(),
-        }))?;
+        print_json(&rep)?;
     } else {
         println!("{}", rep.id);
         if !g.quiet {
@@ -607,14 +592,12 @@ fn pct(x: Option<f64>) -> String {
 
 fn cmd_show(g: &Global, reference: &str, tensors: bool) -> Result<()> {
     let store = open_store(g)?;
-    let id = store.resolve(reference)?;
-    let m = store.manifest(id)?;
+    let rep = tdelta::show(&store, store.resolve(reference)?)?;
     if g.json {
-        let signed_by =
-            tdelta::version_signer(&store, id).map_or_else(|e| json!({"problem": e.to_string()}), |s| json!(s));
-        return print_json(&json!({"id": id, "manifest": m, "signed_by": signed_by}));
+        return print_json(&rep);
     }
-    print_manifest(&store, id, &m, tensors)
+    print_manifest(&rep, tensors);
+    Ok(())
 }
 
 /// The `LOSSY` lines of `show`: settings, totals, then the worst tensors.
@@ -669,21 +652,21 @@ fn print_lossy(l: &tdelta::LossyRecord) {
     }
 }
 
-fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Result<()> {
-    let refs = tdelta::refs_by_version(store)?;
+fn print_manifest(rep: &tdelta::ShowReport, tensors: bool) {
+    let (id, m) = (rep.id, &rep.manifest);
     println!("version  {id}");
-    if let Some(r) = refs.get(&id) {
-        println!("refs     {}", r.join(", "));
+    if !rep.refs.is_empty() {
+        println!("refs     {}", rep.refs.join(", "));
     }
     let opt = |h: Option<Hash>| h.map_or_else(|| "-".to_string(), |h| h.short());
     println!("parent   {}", opt(m.parent));
     println!("base     {}", opt(m.base));
     println!("date     {}", fmt::time(m.created));
     println!("author   {}", fmt::text(&m.author));
-    match tdelta::version_signer(store, id) {
-        Ok(Some(s)) => println!("signed   {}", key::signer_text(&s)),
-        Ok(None) => println!("signed   no"),
-        Err(e) => println!("signed   DAMAGED: {e}"),
+    match &rep.signed_by {
+        tdelta::Signature::Signed(Some(s)) => println!("signed   {}", key::signer_text(s)),
+        tdelta::Signature::Signed(None) => println!("signed   no"),
+        tdelta::Signature::Problem { problem } => println!("signed   DAMAGED: {problem}"),
     }
     println!("message  {}", fmt::text(&m.message));
     for (k, v) in &m.meta {
@@ -729,5 +712,4 @@ fn print_manifest(store: &Store, id: Hash, m: &Manifest, tensors: bool) -> Resul
             }
         }
     }
-    Ok(())
 }

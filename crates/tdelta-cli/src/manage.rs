@@ -24,22 +24,22 @@ pub fn tag(
         if reference.is_some() {
             return Err(Usage("`tag -d NAME` takes no version".into()).into());
         }
-        let old = tdelta::untag(&store, name, why)?;
+        let rep = tdelta::untag(&store, name, why)?;
         if g.json {
-            return print_json(&json!({"tag": name, "deleted": true, "old": old}));
+            return print_json(&rep);
         }
         if !g.quiet {
-            eprintln!("deleted tag {name} (was {})", old.short());
+            eprintln!("deleted tag {name} (was {})", rep.old.map_or_else(String::new, |o| o.short()));
         }
         return Ok(());
     }
     let id = store.resolve(reference.unwrap_or("HEAD"))?;
-    let old = tdelta::tag(&store, name, id, force, why)?;
+    let rep = tdelta::tag(&store, name, id, force, why)?;
     if g.json {
-        return print_json(&json!({"tag": name, "id": id, "old": old}));
+        return print_json(&rep);
     }
     if !g.quiet {
-        match old {
+        match rep.old {
             Some(o) if o != id => eprintln!("moved {name}: {} -> {}", o.short(), id.short()),
             Some(_) => eprintln!("{name} already points to {}", id.short()),
             None => eprintln!("created {name} -> {}", id.short()),
@@ -50,12 +50,11 @@ pub fn tag(
 
 pub fn tags(g: &Global) -> Result<()> {
     let store = open_store(g)?;
-    let refs = store.refs()?;
+    let refs = tdelta::tags(&store)?;
     if g.json {
-        let v: Vec<_> = refs.iter().map(|(n, id)| json!({"name": n, "id": id})).collect();
-        return print_json(&json!(v));
+        return print_json(&refs);
     }
-    for (name, id) in &refs {
+    for tdelta::TagEntry { name, id } in &refs {
         let m = store.manifest(*id);
         let msg = m.map(|m| m.message).unwrap_or_else(|e| format!("({e})"));
         println!("{name:<24} {}  {}", id.short(), fmt::text(&msg));
@@ -126,10 +125,11 @@ pub fn rollback(
         (None, n) => RollbackTarget::Steps(n.unwrap_or(1)),
         (Some(_), Some(_)) => return Err(Usage("give --to or --steps, not both".into()).into()),
     };
-    let (old, new) = tdelta::rollback(&store, name, target, why)?;
+    let rep = tdelta::rollback(&store, name, target, why)?;
     if g.json {
-        return print_json(&json!({"ref": name, "old": old, "new": new}));
+        return print_json(&rep);
     }
+    let (old, new) = (rep.old, rep.new);
     if !g.quiet {
         if old == new {
             eprintln!("{name} already points to {}; nothing changed", new.short());
@@ -165,7 +165,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bo
     } else {
         damaged += crate::key::verify(g, &store, require_signed)?.damage;
         for p in &rep.store_problems {
-            println!("STORE    {}", fmt::text(p));
+            println!("STORE    {}", fmt::text(&p.to_string()));
         }
         for v in &rep.versions {
             if v.problems.is_empty() {
@@ -173,7 +173,7 @@ pub fn verify(g: &Global, reference: Option<&str>, all: bool, require_signed: bo
             } else {
                 println!("DAMAGED  {}", v.id.short());
                 for p in &v.problems {
-                    println!("         {}", fmt::text(p));
+                    println!("         {}", fmt::text(&p.to_string()));
                 }
             }
         }
@@ -330,7 +330,6 @@ pub fn diff(g: &Global, a: &str, b: &str, all: bool) -> Result<()> {
         if t.status == TensorStatus::Unchanged && !all {
             continue;
         }
-        let status = serde_json::to_value(t.status)?.as_str().unwrap_or("?").to_string();
         let detail = match t.status {
             TensorStatus::Reshaped => {
                 format!("{:?} -> {:?}", t.shape.0.clone().unwrap_or_default(), t.shape.1.clone().unwrap_or_default())
@@ -340,7 +339,7 @@ pub fn diff(g: &Global, a: &str, b: &str, all: bool) -> Result<()> {
         };
         println!(
             "{:<14} {:<48} {:>10} {:>10} {:>12}  {detail}",
-            status,
+            t.status.name(),
             fmt::text(&t.name),
             t.changed_fraction.map_or("-".into(), |f| format!("{:.2}%", f * 100.0)),
             t.rel_l2.map_or("-".into(), |v| format!("{v:.3e}")),
@@ -348,7 +347,7 @@ pub fn diff(g: &Global, a: &str, b: &str, all: bool) -> Result<()> {
         );
     }
     for f in &rep.files {
-        println!("{:<14} {}", f.status, fmt::text(&f.path));
+        println!("{:<14} {}", f.status.name(), fmt::text(&f.path));
     }
     if !g.quiet {
         eprintln!(

@@ -3,11 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde_json::json;
 use tdelta::{DType, LayoutKind, TensorEntry};
 
 use crate::progress::Bar;
@@ -61,15 +59,11 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
             .with_context(|| format!("cannot restore {} from remote `{name}` to {}", a.reference, a.out.display()))?;
         let secs = t0.elapsed().as_secs_f64();
         if g.json {
-            print_json(&json!({
-                "id": rep.id,
-                "out": rep.out,
-                "bytes": rep.bytes,
-                "files": rep.files,
-                "blocks": rep.blocks,
-                "remote": read,
-                "seconds": secs,
-            }))?;
+            // The local restore's report, with what the remote read moved.
+            let mut v = serde_json::to_value(&rep)?;
+            v["remote"] = serde_json::to_value(&read)?;
+            v["seconds"] = json!(secs);
+            print_json(&v)?;
         } else if !g.quiet {
             eprintln!(
                 "restored {} ({}, {} files) from remote `{name}` to {} in {:.2}s: {} blocks fetched ({}, {} requests), {} \
@@ -90,22 +84,9 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     let id = store.resolve(&a.reference)?;
     let rep = tdelta::restore_parts(&store, id, &a.out, &opts, &sel, &bar)
         .with_context(|| format!("cannot restore {} to {}", a.reference, a.out.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    // Only a lossy version pays for reading its record again.
-    let lossy = if rep.lossy { store.manifest(id)?.lossy } else { None };
+    let secs = rep.seconds;
     if g.json {
-        print_json(&json!({
-            "id": rep.id,
-            "lossy": lossy.is_some(),
-            "out": rep.out,
-            "bytes": rep.bytes,
-            "files": rep.files,
-            "blocks": rep.blocks,
-            "decoded_blocks": rep.decoded,
-            "payload_bytes": rep.payload_bytes,
-            "max_chain": rep.max_levels,
-            "seconds": secs,
-        }))?;
+        print_json(&rep)?;
     } else if !g.quiet {
         eprintln!(
             "restored {} ({}, {} files) to {} in {:.2}s ({}), every block verified",
@@ -116,8 +97,9 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
             secs,
             fmt::mbps(rep.bytes, secs)
         );
-        if let Some(l) = &lossy {
-            eprintln!("{}", crate::lossy_line(l));
+        // Only a lossy version pays for reading its record again.
+        if let Some(l) = rep.lossy.then(|| store.manifest(id)).transpose()?.and_then(|m| m.lossy) {
+            eprintln!("{}", crate::lossy_line(&l));
         }
     }
     Ok(())

@@ -200,6 +200,41 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// A restore that refuses its output: nothing was written there.
+    #[error("{}", refusal.describe(path))]
+    OutputRefused {
+        /// The output path (or the entry below it that is in the way).
+        path: PathBuf,
+        /// Why it is refused.
+        refusal: OutputRefusal,
+    },
+
+    /// A version that refs still point to, where the operation needs none
+    /// to (dropping it).
+    #[error("version {version} is still referenced by {}; move or delete those refs first", refs.join(", "))]
+    Referenced {
+        /// The version (short id).
+        version: String,
+        /// The refs pointing to it.
+        refs: Vec<String>,
+    },
+
+    /// A store of an older format that this build reads but does not
+    /// write until it is upgraded.
+    #[error(
+        "refusing to write: this store is format {format} ({ids} ids); it must be upgraded to be written to (existing versions keep their ids)"
+    )]
+    NeedsUpgrade {
+        /// The store's format.
+        format: u32,
+        /// The hash its ids use.
+        ids: String,
+    },
+
+    /// A read stopped because the caller asked it to.
+    #[error("interrupted")]
+    Interrupted,
+
     /// A compare-and-swap that lost: someone else changed the object since
     /// it was read.
     #[error("{what} changed since it was read: {reason}")]
@@ -253,7 +288,10 @@ impl Error {
             E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             E::Io { .. } => ErrorKind::Io,
             E::AlreadyExists { .. } | E::StoreExists { .. } => ErrorKind::AlreadyExists,
-            E::Conflict { .. } => ErrorKind::Conflict,
+            E::OutputRefused { refusal, .. } if refusal.is_existing() => ErrorKind::AlreadyExists,
+            E::Conflict { .. } | E::Referenced { .. } => ErrorKind::Conflict,
+            E::NeedsUpgrade { .. } => ErrorKind::Unsupported,
+            E::Interrupted => ErrorKind::Interrupted,
             E::Locked { .. } => ErrorKind::Locked,
             E::Corrupt { .. }
             | E::Codec(_)
@@ -266,6 +304,7 @@ impl Error {
             | E::AmbiguousRef { .. }
             | E::InvalidRefName { .. }
             | E::InvalidChoice { .. }
+            | E::OutputRefused { .. }
             | E::InvalidArgument(_) => ErrorKind::InvalidInput,
         }
     }
@@ -307,6 +346,8 @@ pub enum ErrorKind {
     Io,
     /// A failure of the engine itself.
     Internal,
+    /// The caller asked the operation to stop.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -322,6 +363,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }
@@ -364,6 +406,79 @@ impl CorruptKind {
             CorruptKind::Undecodable => "undecodable",
             CorruptKind::Tampered => "tampered",
             CorruptKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// Why a restore refuses its output ([`Error::OutputRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputRefusal {
+    /// The output exists: a file (file version) or a directory that is not
+    /// empty (directory version), and replacing was not asked for.
+    Exists {
+        /// Whether the output is a directory the version's files would be
+        /// written into.
+        directory: bool,
+    },
+    /// A file appeared at the output while restoring (it is left alone).
+    Appeared,
+    /// A directory where a file version's file goes.
+    IsDirectory,
+    /// Something other than a directory where a directory version goes.
+    NotDirectory,
+    /// A directory where the version has a file.
+    DirectoryInTheWay,
+    /// Something other than a directory where the version has one.
+    FileInTheWay,
+    /// A symlink where the version has a directory (never written through).
+    Symlink,
+    /// Neither a file nor a directory (a socket, a device).
+    Special,
+    /// The output is the store or inside it.
+    InStore {
+        /// The store's directory.
+        store: PathBuf,
+    },
+    /// The output is the root of a file system.
+    Root,
+}
+
+impl OutputRefusal {
+    /// Whether the refusal protects something that exists and that the
+    /// caller could ask to replace.
+    pub fn is_existing(&self) -> bool {
+        matches!(self, OutputRefusal::Exists { .. } | OutputRefusal::Appeared)
+    }
+
+    /// The message about output `path`.
+    fn describe(&self, path: &std::path::Path) -> String {
+        let p = path.display();
+        match self {
+            OutputRefusal::Exists { .. } => format!("{p} already exists; choose another output"),
+            OutputRefusal::Appeared => format!("{p} appeared while restoring; choose another output"),
+            OutputRefusal::IsDirectory => format!("{p} is a directory; choose another output"),
+            OutputRefusal::NotDirectory => format!(
+                "{p} exists and is not a directory; a directory version restores to a directory: remove it or \
+                 choose another output"
+            ),
+            OutputRefusal::DirectoryInTheWay => {
+                format!("{p} is a directory where the version has a file; remove it or choose another output")
+            }
+            OutputRefusal::FileInTheWay => {
+                format!("{p} is not a directory where the version has one; remove it or choose another output")
+            }
+            OutputRefusal::Symlink => {
+                format!("{p} is a symlink where the version has a directory; tdelta does not write through links")
+            }
+            OutputRefusal::Special => {
+                format!("{p} is not a regular file or directory; remove it or choose another output")
+            }
+            OutputRefusal::InStore { store } => {
+                let what = if path == store { "is the store" } else { "is inside the store" };
+                format!("refusing to restore to {p}: it {what} ({}); choose an output outside it", store.display())
+            }
+            OutputRefusal::Root => format!("refusing to restore to {p}; choose a directory below it"),
         }
     }
 }

@@ -25,7 +25,7 @@ pub trait Progress: Sync {
 
 /// The error of an operation stopped by [`Progress::cancelled`].
 pub(crate) fn interrupted() -> crate::Error {
-    crate::Error::InvalidArgument("interrupted".into())
+    crate::Error::Interrupted
 }
 
 /// A [`Progress`] that ignores everything.

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -256,7 +255,7 @@ impl<'a> Planes<'a> {
         let unit = &self.cats[v][f].units[u];
         let rec = &unit.chunks[c];
         let mut payload = vec![0u8; rec.size as usize];
-        data[v].read_exact_at(&mut payload, rec.at).at(self.data_path(v))?;
+        super::sys::read_at(&data[v], &mut payload, rec.at).at(self.data_path(v))?;
         let mut out = vec![0u8; rec.len as usize];
         match (unit.base, self.base_version(v)) {
             (Some((bf, bu)), Some(bv)) => {
@@ -367,7 +366,7 @@ impl Engine for Planes<'_> {
         file.sync_all().at(&path)?;
         // The catalog: what a reader needs to find each block.
         let cat_path = self.root.join(format!("v{v:05}.json"));
-        let text = serde_json::to_vec(&files).map_err(|e| tdelta::Error::InvalidArgument(e.to_string()))?;
+        let text = serde_json::to_vec(&files).map_err(|e| tdelta::Error::Internal(e.to_string()))?;
         let mut cat = File::create(&cat_path).at(&cat_path)?;
         cat.write_all(&text).at(&cat_path)?;
         cat.sync_all().at(&cat_path)?;
@@ -401,7 +400,7 @@ impl Engine for Planes<'_> {
                 .map(|&(u, c)| -> Result<u64> {
                     let (bytes, l) = self.decode(&data, v, fi, u, c)?;
                     let rec = &f.units[u].chunks[c];
-                    file.write_all_at(&bytes, rec.off).at(&dst)?;
+                    super::sys::write_at(&file, &bytes, rec.off).at(&dst)?;
                     progress.advance(rec.len);
                     Ok(l)
                 })

@@ -86,3 +86,36 @@ pub fn remove_any(path: &Path) -> Result<()> {
         Ok(_) => fs::remove_file(path).at(path),
     }
 }
+
+/// Fills `buf` from `offset` of `file`: `pread` on Unix; elsewhere a seek
+/// and a read under one lock (the bench's threads share its files).
+pub(crate) fn read_at(file: &fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_exact_at(file, buf, offset);
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom};
+        let _one = SEEK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
+}
+
+/// Writes `buf` at `offset` of `file`, as [`read_at`] reads.
+pub(crate) fn write_at(file: &fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::write_all_at(file, buf, offset);
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let _one = SEEK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.write_all(buf)
+    }
+}
+
+/// Keeps a seek and the read or write after it together.
+#[cfg(not(unix))]
+static SEEK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

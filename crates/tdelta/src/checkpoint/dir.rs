@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -257,7 +256,7 @@ pub(super) fn open_regular(path: &Path) -> Result<File> {
 /// Parses a `.safetensors` file's header; anything else is a blob.
 fn describe(found: Found) -> Result<SourceFile> {
     let Found { rel: rel_path, path, meta } = found;
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = crate::portable::mode(&meta);
     if !rel_path.ends_with(SAFETENSORS_SUFFIX) {
         let stamp = Stamp::of(&meta);
         return Ok(SourceFile { rel_path, path, len: stamp.len, kind: FileKind::Blob, stamp, mode });

@@ -85,8 +85,9 @@ pub struct SourceFile {
     pub kind: FileKind,
     /// Size, times and inode when the file was opened.
     pub stamp: Stamp,
-    /// Unix permission bits (`0o777` at most).
-    pub mode: u32,
+    /// Unix permission bits (`0o777` at most); `None` on systems without
+    /// them.
+    pub mode: Option<u32>,
 }
 
 /// Whether a checkpoint is one file or a directory.

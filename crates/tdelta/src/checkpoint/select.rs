@@ -3,12 +3,11 @@
 //! `/`-separated paths relative to the checkpoint root.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::{Error, Result};
+use crate::{Error, Result, portable};
 
 /// Always left out of a directory checkpoint: version-control data and the
 /// Hugging Face download cache that `--local-dir` downloads leave behind.
@@ -59,7 +58,8 @@ impl Matcher {
         };
         let exclude =
             glob_set("exclude", DEFAULT_EXCLUDES.iter().copied().chain(sel.exclude.iter().map(String::as_str)))?;
-        let skip = sel.skip_dirs.iter().filter_map(|d| fs::metadata(d).ok()).map(|m| (m.dev(), m.ino())).collect();
+        let skip =
+            sel.skip_dirs.iter().filter_map(|d| fs::metadata(d).ok()).filter_map(|m| portable::file_id(&m)).collect();
         Ok(Matcher { include, exclude, skip })
     }
 
@@ -75,7 +75,7 @@ impl Matcher {
 
     /// One of the directories never stored.
     pub(super) fn skipped_dir(&self, meta: &fs::Metadata) -> bool {
-        self.skip.contains(&(meta.dev(), meta.ino()))
+        portable::file_id(meta).is_some_and(|id| self.skip.contains(&id))
     }
 }
 

@@ -9,10 +9,10 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use super::dir::open_regular;
+use crate::portable;
 use crate::{Error, Result};
 
 /// What identifies one state of a file.
@@ -25,7 +25,8 @@ pub struct Stamp {
     /// Status change time, nanoseconds since the epoch (moves on writes
     /// even when a tool puts the modification time back).
     pub ctime_ns: i128,
-    /// Device and inode: which file it is.
+    /// Device and inode: which file it is (0 where the system does not
+    /// say).
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
@@ -34,14 +35,8 @@ pub struct Stamp {
 impl Stamp {
     /// The stamp of a file's metadata.
     pub fn of(meta: &fs::Metadata) -> Stamp {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        Stamp {
-            len: meta.len(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
+        let (dev, ino) = portable::file_id(meta).unwrap_or_default();
+        Stamp { len: meta.len(), mtime_ns: portable::mtime_ns(meta), ctime_ns: portable::ctime_ns(meta), dev, ino }
     }
 
     /// How `now` differs from `self`, if it does.
@@ -90,7 +85,7 @@ pub fn open_unchanged(path: &Path, stamp: &Stamp) -> Result<File> {
 /// was truncated since it was opened: that is reported as a change, never
 /// a crash (reading a mapped file past its new end would raise SIGBUS).
 pub fn read_at(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
-    file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+    portable::read_exact_at(file, buf, offset).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => changed(path, "it became shorter"),
         _ => Error::io(path, e),
     })
@@ -136,7 +131,7 @@ mod tests {
         let (_d, path, stamp) = stamped(b"0123456789");
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        f.write_all_at(b"ab", 2).unwrap();
+        crate::portable::write_all_at(&f, b"ab", 2).unwrap();
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(stamp.mtime_ns as u64);
         f.set_modified(mtime).unwrap();
         let e = check_unchanged(&path, &stamp).expect_err("rewritten").to_string();

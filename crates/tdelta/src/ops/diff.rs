@@ -10,7 +10,7 @@ use crate::Hash;
 use crate::ops::blocks::Scratch;
 use crate::store::Store;
 use crate::store::manifest::{FileContent, FileEntry, TensorEntry};
-use crate::{DType, Error, Result};
+use crate::{DType, Result};
 
 /// How a tensor differs between two versions.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +28,48 @@ pub enum TensorStatus {
     Removed,
     /// Bit-identical.
     Unchanged,
+}
+
+impl TensorStatus {
+    /// The lowercase name, as in JSON (`dtype_changed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorStatus::Changed => "changed",
+            TensorStatus::Reshaped => "reshaped",
+            TensorStatus::DtypeChanged => "dtype_changed",
+            TensorStatus::Added => "added",
+            TensorStatus::Removed => "removed",
+            TensorStatus::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// How a file differs between two versions, other than through its
+/// tensors.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Only in the second version.
+    Added,
+    /// Only in the first version.
+    Removed,
+    /// Other bytes (a file that is not safetensors in one of them).
+    Changed,
+    /// A safetensors file whose header (metadata, names, layout) changed.
+    #[serde(rename = "header changed")]
+    HeaderChanged,
+}
+
+impl FileStatus {
+    /// The name, as in JSON (`header changed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FileStatus::Added => "added",
+            FileStatus::Removed => "removed",
+            FileStatus::Changed => "changed",
+            FileStatus::HeaderChanged => "header changed",
+        }
+    }
 }
 
 /// One tensor of a [`DiffReport`].
@@ -58,8 +100,8 @@ pub struct TensorDiff {
 pub struct FileDiff {
     /// Path inside the version.
     pub path: String,
-    /// `added`, `removed`, `changed` or `header changed`.
-    pub status: String,
+    /// What changed.
+    pub status: FileStatus,
 }
 
 /// What [`diff`] found.
@@ -128,8 +170,7 @@ pub fn diff(store: &Store, a: Hash, b: Hash) -> Result<DiffReport> {
                 Ok((*i, Partial::of(*dtype, ba, bb)))
             },
         )
-        .collect::<Result<_>>()
-        .map_err(|e| Error::InvalidArgument(format!("diff {} {}: {e}", a.short(), b.short())))?;
+        .collect::<Result<_>>()?;
     let mut sums: BTreeMap<usize, Partial> = BTreeMap::new();
     for (i, p) in parts {
         sums.entry(i).or_default().add(&p);
@@ -181,18 +222,18 @@ fn file_diffs(fa: &[FileEntry], fb: &[FileEntry]) -> Vec<FileDiff> {
     };
     for (p, x) in &a {
         let status = match b.get(p) {
-            None => "removed",
+            None => FileStatus::Removed,
             Some(y) if x.hash == y.hash => continue,
             Some(y) => match (header(x), header(y)) {
-                (Some(hx), Some(hy)) if hx != hy => "header changed",
+                (Some(hx), Some(hy)) if hx != hy => FileStatus::HeaderChanged,
                 (Some(_), Some(_)) => continue,
-                _ => "changed",
+                _ => FileStatus::Changed,
             },
         };
-        out.push(FileDiff { path: p.to_string(), status: status.into() });
+        out.push(FileDiff { path: p.to_string(), status });
     }
     for p in b.keys().filter(|p| !a.contains_key(*p)) {
-        out.push(FileDiff { path: p.to_string(), status: "added".into() });
+        out.push(FileDiff { path: p.to_string(), status: FileStatus::Added });
     }
     out
 }

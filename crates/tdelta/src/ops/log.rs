@@ -11,6 +11,8 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::Hash;
@@ -42,13 +44,49 @@ impl Default for LogQuery {
     }
 }
 
-/// One version in a listing.
+/// One version in a listing. Serialises to the JSON every front-end
+/// prints: `id` and `refs`, then the summary's fields (`parent`, `created`,
+/// `author`, `message`, `raw_bytes`, `stored_bytes`, `meta`, `metrics`,
+/// `lossy`), or `"dropped": true`, or `"damaged": "why"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
     /// The version.
     pub id: Hash,
+    /// The refs (`HEAD`, tags) pointing to it.
+    pub refs: Vec<String>,
     /// What could be read of it.
     pub state: LogState,
+}
+
+impl LogEntry {
+    /// An entry no ref is known to point to.
+    pub(crate) fn new(id: Hash, state: LogState) -> LogEntry {
+        LogEntry { id, refs: Vec::new(), state }
+    }
+}
+
+impl Serialize for LogEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("refs", &self.refs)?;
+        match &self.state {
+            LogState::Ok(m) => {
+                map.serialize_entry("parent", &m.parent)?;
+                map.serialize_entry("created", &m.created)?;
+                map.serialize_entry("author", &m.author)?;
+                map.serialize_entry("message", &m.message)?;
+                map.serialize_entry("raw_bytes", &m.stats.raw_bytes)?;
+                map.serialize_entry("stored_bytes", &m.stats.stored_bytes)?;
+                map.serialize_entry("meta", &m.meta)?;
+                map.serialize_entry("metrics", &m.metrics)?;
+                map.serialize_entry("lossy", &m.is_lossy)?;
+            }
+            LogState::Dropped => map.serialize_entry("dropped", &true)?,
+            LogState::Damaged(why) => map.serialize_entry("damaged", why)?,
+        }
+        map.end()
+    }
 }
 
 /// Whether a listed version could be read.
@@ -64,7 +102,7 @@ pub enum LogState {
 }
 
 /// What [`log`] found.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LogReport {
     /// The versions listed, in the order asked for.
     pub entries: Vec<LogEntry>,
@@ -85,7 +123,7 @@ pub fn log(store: &Store, q: &LogQuery) -> Result<LogReport> {
         let mut dropped = None;
         let mut rows: Vec<LogEntry> = ids
             .into_iter()
-            .map(|id| LogEntry { id, state: read_noting_drops(store, id, &mut dropped) })
+            .map(|id| LogEntry::new(id, read_noting_drops(store, id, &mut dropped)))
             // Dropped since the listing was taken.
             .filter(|e| e.state != LogState::Dropped)
             .collect();
@@ -116,6 +154,10 @@ pub fn log(store: &Store, q: &LogQuery) -> Result<LogReport> {
     }
     if let Some(n) = q.max {
         rows.truncate(n);
+    }
+    let refs = super::refs_by_version(store)?;
+    for e in &mut rows {
+        e.refs = refs.get(&e.id).cloned().unwrap_or_default();
     }
     rep.entries = rows;
     Ok(rep)
@@ -155,14 +197,14 @@ fn walk(store: &Store, id: Hash, limit: Option<usize>) -> Result<Vec<LogEntry>> 
             break;
         }
         if !seen.insert(id) {
-            out.push(LogEntry { id, state: LogState::Damaged(format!("version {} is its own ancestor", id.short())) });
+            out.push(LogEntry::new(id, LogState::Damaged(format!("version {} is its own ancestor", id.short()))));
             break;
         }
         let state = read_noting_drops(store, id, &mut dropped);
         if let LogState::Ok(m) = &state {
             next = m.parent;
         }
-        out.push(LogEntry { id, state });
+        out.push(LogEntry::new(id, state));
     }
     Ok(out)
 }

@@ -8,6 +8,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
+use super::problem::{BlockPart, Problem};
+use super::report::{RollbackReport, TagReport};
 use crate::Hash;
 use crate::error::CorruptKind;
 use crate::ops::blocks::Scratch;
@@ -17,8 +19,8 @@ use crate::store::{Store, WriteTxn};
 use crate::{AuditEntry, AuditReport, Error, Result};
 
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
-/// another version unless `force`. Returns the previous target.
-pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<Option<Hash>> {
+/// another version unless `force`. The report holds the previous target.
+pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Result<TagReport> {
     crate::store::refs::validate_new_ref_name(name)?;
     let txn = store.begin_write()?;
     store.manifest(id)?;
@@ -26,16 +28,17 @@ pub fn tag(store: &Store, name: &str, id: Hash, force: bool, why: &str) -> Resul
     if let Some(old) = old.filter(|o| *o != id && !force) {
         return Err(Error::AlreadyExists { what: format!("tag `{name}` (it points to {})", old.short()) });
     }
-    txn.move_ref(store, name, Some(id), "tag", why)
+    let old = txn.move_ref(store, name, Some(id), "tag", why)?;
+    Ok(TagReport { tag: name.to_string(), id: Some(id), old, deleted: false })
 }
 
-/// Deletes tag `name`. Returns the version it pointed to.
-pub fn untag(store: &Store, name: &str, why: &str) -> Result<Hash> {
+/// Deletes tag `name`. The report holds the version it pointed to.
+pub fn untag(store: &Store, name: &str, why: &str) -> Result<TagReport> {
     crate::validate_ref_name(name)?;
     let txn = store.begin_write()?;
     let old = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
     txn.move_ref(store, name, None, "untag", why)?;
-    Ok(old)
+    Ok(TagReport { tag: name.to_string(), id: None, old: Some(old), deleted: true })
 }
 
 /// Where [`rollback`] moves a ref.
@@ -49,10 +52,11 @@ pub enum RollbackTarget {
 }
 
 /// Moves ref `name` (a tag or `HEAD`) back to an earlier version in one
-/// atomic step, recording why. Returns `(old, new)`; when the ref
-/// already points to the target, nothing changes and nothing is recorded
-/// (`old == new`).
-pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Result<(Hash, Hash)> {
+/// atomic step, recording why. When the ref already points to the
+/// target, nothing changes and nothing is recorded (the report's
+/// `old == new`).
+pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Result<RollbackReport> {
+    let report = |old, new| RollbackReport { name: name.to_string(), old, new };
     let txn = store.begin_write()?;
     let cur = store.read_ref(name)?.ok_or_else(|| Error::UnknownRef { name: name.to_string() })?;
     let target = match to {
@@ -71,10 +75,10 @@ pub fn rollback(store: &Store, name: &str, to: RollbackTarget, why: &str) -> Res
     store.manifest_summary(target)?;
     if target == cur {
         // Already there: nothing moves, nothing is recorded.
-        return Ok((cur, target));
+        return Ok(report(cur, target));
     }
     txn.move_ref(store, name, Some(target), "rollback", why)?;
-    Ok((cur, target))
+    Ok(report(cur, target))
 }
 
 /// The versions a ref pointed to before, newest first, each once, without
@@ -132,11 +136,7 @@ fn check_droppable(store: &Store, id: Hash) -> Result<()> {
         holders.insert(0, "HEAD".into());
     }
     if !holders.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "version {} is still referenced by {}; move or delete those refs first",
-            id.short(),
-            holders.join(", ")
-        )));
+        return Err(Error::Referenced { version: id.short(), refs: holders });
     }
     Ok(())
 }
@@ -185,7 +185,7 @@ pub fn prune_candidates(store: &Store, keep_last: usize) -> Result<Vec<Hash>> {
     let mut rows = Vec::new();
     for id in store.versions()? {
         if !keep.contains(&id) {
-            rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(store.manifest_summary(id)?)) });
+            rows.push(super::LogEntry::new(id, super::LogState::Ok(Box::new(store.manifest_summary(id)?))));
         }
     }
     super::log::sort_by_time(store, &mut rows);
@@ -365,7 +365,7 @@ pub struct VersionCheck {
     /// The version.
     pub id: Hash,
     /// What is wrong (empty when the version restores bit-exactly).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// What [`verify`] found.
@@ -377,8 +377,8 @@ pub struct VerifyReport {
     pub blocks_checked: u64,
     /// Raw bytes those blocks restore to.
     pub bytes_checked: u64,
-    /// Problems of the store itself: refs, audit log, stray files.
-    pub store_problems: Vec<String>,
+    /// Problems of the store itself: config, packs, refs, audit log.
+    pub store_problems: Vec<Problem>,
 }
 
 impl VerifyReport {
@@ -411,40 +411,48 @@ const MAX_PROBLEMS: usize = 20;
 /// `HEAD` is where the log's last move of it put it.
 pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<VerifyReport> {
     let mut rep = VerifyReport::default();
-    rep.store_problems.extend(store.config_problem().map(str::to_string));
-    rep.store_problems.extend(store.damaged_packs().iter().cloned());
+    let sp = &mut rep.store_problems;
+    sp.extend(store.config_problem().map(|m| Problem::Config { message: m.to_string() }));
+    sp.extend(store.damaged_packs().iter().map(|m| Problem::Pack { pack: None, message: m.clone() }));
     // A missing or unreadable log is damage to report, not a reason to
     // stop checking the rest.
     let audit =
         store.audit_log().unwrap_or_else(|e| AuditReport { problems: vec![e.to_string()], ..Default::default() });
-    rep.store_problems.extend(audit.problems);
+    sp.extend(audit.problems.into_iter().map(|message| Problem::AuditLog { message }));
     if audit.torn_tail {
         // A cut-short append and a truncated log look the same: report it
         // as damage; the next writer drops the partial line.
-        rep.store_problems.push(
-            "audit.log: the last entry is incomplete (a write cut short or the file truncated); \
-             the next writer drops the partial line"
+        sp.push(Problem::AuditLog {
+            message: "audit.log: the last entry is incomplete (a write cut short or the file truncated); \
+                      the next writer drops the partial line"
                 .into(),
-        );
+        });
     }
-    let bad_packs: Vec<String> =
-        store.packs.par_iter().filter_map(|p| check_pack_id(store, p).err().map(|e| e.to_string())).collect();
-    rep.store_problems.extend(bad_packs);
+    let bad_packs: Vec<Problem> = store
+        .packs
+        .par_iter()
+        .filter_map(|p| {
+            check_pack_id(store, p).err().map(|e| Problem::Pack { pack: Some(p.id), message: e.to_string() })
+        })
+        .collect();
+    sp.extend(bad_packs);
 
+    let ref_problem = |message: String| Problem::Ref { message };
     match store.refs_checked() {
-        Ok(bad) => rep.store_problems.extend(bad),
-        Err(e) => rep.store_problems.push(e.to_string()),
+        Ok(bad) => sp.extend(bad.into_iter().map(ref_problem)),
+        Err(e) => sp.push(ref_problem(e.to_string())),
     }
     if let Err(e) = store.read_ref("HEAD") {
-        rep.store_problems.push(e.to_string());
+        sp.push(ref_problem(e.to_string()));
     }
-    rep.store_problems.extend(store.ref_log_problems());
+    sp.extend(store.ref_log_problems().into_iter().map(ref_problem));
     let mut manifests: Vec<(Hash, Option<Manifest>)> = Vec::new();
     for id in ids {
         match store.manifest(*id) {
             Ok(m) => manifests.push((*id, Some(m))),
             Err(e) => {
-                rep.versions.push(VersionCheck { id: *id, problems: vec![e.to_string()] });
+                rep.versions
+                    .push(VersionCheck { id: *id, problems: vec![Problem::Manifest { message: e.to_string() }] });
                 manifests.push((*id, None));
             }
         }
@@ -459,12 +467,12 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     }
     let blocks: Vec<(Hash, u64)> = unique.into_iter().collect();
     progress.begin("verifying", blocks.iter().map(|b| b.1).sum());
-    let broken: Mutex<HashMap<Hash, String>> = Mutex::new(HashMap::new());
+    let broken: Mutex<HashMap<Hash, Error>> = Mutex::new(HashMap::new());
     blocks.par_iter().for_each_init(
         || (Scratch::default(), Vec::new()),
         |(scratch, buf), (h, len)| {
             if let Err(e) = store.read_block(*h, buf, scratch, None) {
-                broken.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, e.to_string());
+                broken.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, e);
             }
             progress.advance(*len);
         },
@@ -477,13 +485,13 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
         let Some(m) = m else { continue };
         let mut problems = Vec::new();
         // What restore would refuse to write is damage too.
-        problems.extend(m.check_paths().err());
+        problems.extend(m.check_paths().err().map(|message| Problem::Path { message }));
         let mut more = 0;
         for f in &m.files {
             for b in f.blocks(m.block_size) {
                 if let Some(e) = broken.get(&b.hash) {
                     if problems.len() < MAX_PROBLEMS {
-                        problems.push(format!("{}: {}: {e}", f.path, block_name(f, &b)));
+                        problems.push(block_problem(f, &b, e));
                     } else {
                         more += 1;
                     }
@@ -491,12 +499,29 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
             }
         }
         if more > 0 {
-            problems.push(format!("... and {more} more damaged blocks"));
+            problems.push(Problem::MoreBlocks { count: more });
         }
         rep.versions.push(VersionCheck { id: *id, problems });
     }
     rep.versions.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
     Ok(rep)
+}
+
+/// The problem of block `b` of file `f` that failed with `e`.
+fn block_problem(f: &FileEntry, b: &BlockRef, e: &Error) -> Problem {
+    let (part, tensor) = match b.tensor {
+        Some(t) => (BlockPart::Tensor, Some(f.tensors()[t].name.clone())),
+        None if matches!(f.content, crate::FileContent::Safetensors { .. }) => (BlockPart::Header, None),
+        None => (BlockPart::Blob, None),
+    };
+    Problem::Block {
+        file: f.path.clone(),
+        part,
+        tensor,
+        index: b.index,
+        check: e.corrupt_kind(),
+        message: e.to_string(),
+    }
 }
 
 /// "tensor `x` block 3", "header block 0" or "block 2".
@@ -564,7 +589,7 @@ pub fn stats(store: &Store) -> Result<StoreFigures> {
     for id in store.versions()? {
         let m = store.manifest_summary(id)?;
         manifest_bytes += store.manifest_size(id);
-        rows.push(super::LogEntry { id, state: super::LogState::Ok(Box::new(m)) });
+        rows.push(super::LogEntry::new(id, super::LogState::Ok(Box::new(m))));
     }
     super::log::sort_by_time(store, &mut rows);
     let versions: Vec<VersionFigures> = rows

@@ -6,11 +6,13 @@ pub(crate) mod log;
 mod manage;
 mod pack;
 mod policy;
+mod problem;
+mod report;
 pub(crate) mod restore;
 mod slice;
 
 pub use crate::progress::{Progress, Silent};
-pub use diff::{DiffReport, FileDiff, TensorDiff, TensorStatus, diff};
+pub use diff::{DiffReport, FileDiff, FileStatus, TensorDiff, TensorStatus, diff};
 pub use log::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use manage::{
     GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
@@ -19,6 +21,8 @@ pub use manage::{
 };
 pub use pack::{BaseChoice, PackOptions, PackReport, pack};
 pub use policy::Policy;
+pub use problem::{BlockPart, Problem};
+pub use report::{RollbackReport, ShowReport, Signature, TagEntry, TagReport, show, tags};
 pub use restore::{
     PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
     write_tensor,
@@ -33,5 +37,7 @@ mod tests_cancel;
 mod tests_errors;
 #[cfg(test)]
 mod tests_golden;
+#[cfg(test)]
+mod tests_reports;
 #[cfg(test)]
 mod tests_source;

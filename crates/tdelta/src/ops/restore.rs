@@ -11,11 +11,11 @@ mod stream;
 mod target;
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use select::OutFile;
 pub use select::Selection;
@@ -29,7 +29,7 @@ use crate::error::IoContext;
 use crate::ops::blocks::{ReadCounters, Scratch};
 use crate::store::manifest::{BlockRef, FileEntry, LayoutKind, Manifest, TensorEntry};
 use crate::store::{Store, fsutil};
-use crate::{Error, Result};
+use crate::{Error, OutputRefusal, Result};
 
 /// What the names of restore staging directories contain
 /// (`.<name>.tdelta-partial-<pid>-<random>`).
@@ -45,8 +45,8 @@ pub struct RestoreOptions {
     pub force: bool,
 }
 
-/// What [`restore`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`restore`] did. Serialises to the JSON every front-end prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RestoreReport {
     /// The version restored.
     pub id: Hash,
@@ -57,10 +57,12 @@ pub struct RestoreReport {
     /// Blocks written.
     pub blocks: u64,
     /// Blocks decoded, counting every level of every delta chain.
+    #[serde(rename = "decoded_blocks")]
     pub decoded: u64,
     /// Payload bytes read from packs.
     pub payload_bytes: u64,
     /// The deepest chain one block needed (1 = no delta).
+    #[serde(rename = "max_chain")]
     pub max_levels: u64,
     /// Where the output went (a file version restored into an existing
     /// directory lands at `OUT/<its file name>`).
@@ -68,6 +70,8 @@ pub struct RestoreReport {
     /// Whether the version was stored lossily (its bytes are then the
     /// recorded reconstruction, not the original source).
     pub lossy: bool,
+    /// Seconds the restore took.
+    pub seconds: f64,
 }
 
 /// Restores version `id` to `out`: a file for a file version (inside `out`
@@ -91,6 +95,7 @@ pub fn restore_parts(
     sel: &Selection,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let t0 = std::time::Instant::now();
     let m = store.manifest(id)?;
     m.check_paths().map_err(|e| Error::corrupt(store.manifest_path(id), e))?;
     if m.layout == LayoutKind::File && m.files.len() != 1 {
@@ -115,33 +120,23 @@ pub fn restore_parts(
         other => other,
     };
     let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let shown = dest.display();
     // Each arm gives the staging directory, the fresh paths the files are
     // written to, and the renames that then put them in place.
     let (stage, targets, renames): (Staging, Vec<PathBuf>, Vec<(PathBuf, PathBuf)>) = match layout {
         (_, Existing::Other) => {
-            return Err(Error::InvalidArgument(format!(
-                "{shown} exists and is not a file or directory; choose another output"
-            )));
+            return Err(refused(&dest, OutputRefusal::Special));
         }
         (LayoutKind::File, Existing::Dir) => {
-            return Err(Error::InvalidArgument(format!("{shown} is a directory; choose another output")));
+            return Err(refused(&dest, OutputRefusal::IsDirectory));
         }
         (LayoutKind::File, Existing::File | Existing::Symlink) | (LayoutKind::Directory, Existing::Dir)
             if !opts.force && !is_empty_dir(&dest) =>
         {
-            let what = if layout.0 == LayoutKind::File {
-                "pass --force to replace it"
-            } else {
-                "pass --force to write the version's files into it (other files are left alone)"
-            };
-            return Err(Error::InvalidArgument(format!("{shown} already exists; choose another output or {what}")));
+            let directory = layout.0 == LayoutKind::Directory;
+            return Err(refused(&dest, OutputRefusal::Exists { directory }));
         }
         (LayoutKind::Directory, Existing::File | Existing::Symlink) => {
-            return Err(Error::InvalidArgument(format!(
-                "{shown} exists and is not a directory; a directory version restores to a directory: remove it or \
-                 choose another output"
-            )));
+            return Err(refused(&dest, OutputRefusal::NotDirectory));
         }
         (LayoutKind::File, _) => {
             fs::create_dir_all(&parent).at(&parent)?;
@@ -201,6 +196,7 @@ pub fn restore_parts(
         max_levels: counters.max_levels.load(Ordering::Relaxed),
         out: dest,
         lossy: m.lossy.is_some(),
+        seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
@@ -223,18 +219,20 @@ fn place_new(from: &Path, to: &Path) -> Result<()> {
         match fs::hard_link(from, to) {
             Ok(()) => return fs::remove_file(from).at(from),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} appeared while restoring; choose another output or pass --force to replace it",
-                    to.display()
-                )));
+                return Err(refused(to, OutputRefusal::Appeared));
             }
             Err(_) if target::existing(to)? != Existing::Nothing => {
-                return Err(Error::InvalidArgument(format!("{} appeared while restoring", to.display())));
+                return Err(refused(to, OutputRefusal::Appeared));
             }
             Err(_) => {}
         }
     }
     fs::rename(from, to).at(to)
+}
+
+/// The refusal of output `path`.
+pub(super) fn refused(path: &Path, refusal: OutputRefusal) -> Error {
+    Error::OutputRefused { path: path.to_path_buf(), refusal }
 }
 
 fn file_name(p: &Path) -> String {
@@ -260,28 +258,16 @@ fn check_merge_target(guard: &Guard, root: &Path, path: &Path, is_dir: bool) -> 
             (Existing::Nothing, _) => return Ok(()),
             (Existing::Dir, false) | (Existing::File | Existing::Symlink, true) => {}
             (Existing::Dir, true) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is a directory where the version has a file; remove it or choose another output",
-                    cur.display()
-                )));
+                return Err(refused(&cur, OutputRefusal::DirectoryInTheWay));
             }
             (Existing::Symlink, false) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is a symlink where the version has a directory; tdelta does not write through links",
-                    cur.display()
-                )));
+                return Err(refused(&cur, OutputRefusal::Symlink));
             }
             (_, false) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is not a directory where the version has one; remove it or choose another output",
-                    cur.display()
-                )));
+                return Err(refused(&cur, OutputRefusal::FileInTheWay));
             }
             (Existing::Other, true) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is not a regular file; remove it or choose another output",
-                    cur.display()
-                )));
+                return Err(refused(&cur, OutputRefusal::Special));
             }
         }
     }
@@ -335,19 +321,13 @@ fn make_empty_dirs(m: &Manifest, sel: &Selection, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Gives a restored file the permission bits its entry records, if any.
-#[cfg(unix)]
+/// Gives a restored file the permission bits its entry records, if any
+/// (on systems that have them).
 fn set_mode(file: &File, f: &FileEntry, path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     match f.mode {
-        Some(mode) => file.set_permissions(fs::Permissions::from_mode(mode & 0o777)).at(path),
+        Some(mode) => crate::portable::set_mode(file, mode).at(path),
         None => Ok(()),
     }
-}
-
-#[cfg(not(unix))]
-fn set_mode(_: &File, _: &FileEntry, _: &Path) -> Result<()> {
-    Ok(())
 }
 
 fn write_files(
@@ -367,7 +347,7 @@ fn write_files(
         let file: File = OpenOptions::new().write(true).create_new(true).open(path).at(path)?;
         file.set_len(f.size).at(path)?;
         for (off, bytes) in &f.literal {
-            file.write_all_at(bytes, *off).at(path)?;
+            crate::portable::write_all_at(&file, bytes, *off).at(path)?;
             progress.advance(bytes.len() as u64);
         }
         outs.push(file);
@@ -385,7 +365,7 @@ fn write_files(
                 .read_block_within(b.hash, levels_bound(m), buf, scratch, Some(counters))
                 .map_err(|e| block_error(id, f, b, e))?;
             check_len(store, id, f, b, buf)?;
-            outs[*fi].write_all_at(buf, *at).at(&targets[*fi])?;
+            crate::portable::write_all_at(&outs[*fi], buf, *at).at(&targets[*fi])?;
             fsutil::start_writeback(&outs[*fi], *at, buf.len() as u64);
             progress.advance(b.len);
             Ok::<(), Error>(())

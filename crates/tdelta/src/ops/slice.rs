@@ -105,7 +105,7 @@ pub fn read_tensors_into(
         }
         if !rest.is_empty() {
             return Err(Error::corrupt(
-                store.root().join("versions").join(id.to_hex()),
+                store.manifest_path(id),
                 format!("the blocks of tensor `{}` do not cover its {} bytes", t.name, t.len),
             ));
         }
@@ -152,7 +152,7 @@ pub fn read_header(store: &Store, id: Hash, m: &Manifest, path: &str) -> Result<
     }
     if out.len() as u64 != *header_len {
         let e = format!("header of `{path}` restores to {} bytes where {header_len} were recorded", out.len());
-        return Err(Error::corrupt(store.root().join("versions").join(id.to_hex()), e));
+        return Err(Error::corrupt(store.manifest_path(id), e));
     }
     Ok(out)
 }

@@ -134,3 +134,74 @@ fn kinds_and_checks_serialise_as_their_names() {
         assert_eq!(serde_json::to_value(c).unwrap(), c.name());
     }
 }
+
+#[test]
+fn restore_output_refusals_are_typed() {
+    use crate::OutputRefusal as R;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let out = dir.path().join("out.safetensors");
+    fs::write(&out, b"not ours").unwrap();
+    let e = restore(&s, id, &out, &RestoreOptions::default(), &Silent).unwrap_err();
+    assert!(
+        matches!(&e, Error::OutputRefused { refusal: R::Exists { directory: false }, path } if *path == out),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(!e.to_string().contains("--force"), "library messages carry no CLI hints: {e}");
+    assert_eq!(fs::read(&out).unwrap(), b"not ours");
+    let e = restore(&s, id, &s.root().join("sub"), &RestoreOptions { force: true }, &Silent).unwrap_err();
+    assert!(matches!(&e, Error::OutputRefused { refusal: R::InStore { .. }, .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("is inside the store"), "{e}");
+}
+
+#[test]
+fn dropping_a_referenced_version_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    tag(&s, "stable", id, false, "").unwrap();
+    let e = drop_version(&s, id, "").unwrap_err();
+    assert!(matches!(&e, Error::Referenced { refs, .. } if *refs == ["HEAD", "stable"]), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+}
+
+#[test]
+fn writing_to_a_format_1_store_needs_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/store-v1");
+    let dst = dir.path().join("store");
+    copy_dir(&src, &dst);
+    let s = Store::open(&dst).unwrap();
+    let id = s.resolve("HEAD").unwrap();
+    let e = tag(&s, "t", id, false, "").unwrap_err();
+    assert!(matches!(e, Error::NeedsUpgrade { format: 1, .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(!e.to_string().contains("tdelta upgrade"), "library messages carry no CLI hints: {e}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dst = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_read_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let m = s.manifest(id).unwrap();
+    let mut out = vec![0u8; 16];
+    let mut reads = [TensorRead { name: "w", start: 0, out: &mut out }];
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let e = read_tensors_into(&s, id, &m, &mut reads, &Silent, &cancel).unwrap_err();
+    assert!(matches!(e, Error::Interrupted), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Interrupted);
+}

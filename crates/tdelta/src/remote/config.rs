@@ -82,7 +82,7 @@ pub(crate) fn read(store: &Store) -> Result<Remotes> {
 /// Writes the object whole through the store's backend (locally: temp
 /// file, fsync, rename); the caller holds the store's lease.
 pub(crate) fn write(store: &Store, remotes: &Remotes) -> Result<()> {
-    let body = serde_json::to_vec_pretty(remotes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let body = serde_json::to_vec_pretty(remotes).map_err(|e| Error::Internal(e.to_string()))?;
     store.backend().put(OBJECT, &fsutil::frame(MAGIC, VERSION, 0, &body), PutMode::Overwrite)?;
     Ok(())
 }

@@ -401,7 +401,7 @@ fn record(
         "status": status,
         "why": why,
     });
-    let body = serde_json::to_vec(&entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
     let mut n = 0u32;
     loop {
         let obj = format!("audit/{:020}-{:09}-{}-{n}.json", now.as_secs(), now.subsec_nanos(), std::process::id());

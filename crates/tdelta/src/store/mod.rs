@@ -416,11 +416,7 @@ impl Store {
             return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
         }
         if self.config.format < STORE_VERSION {
-            return Err(Error::InvalidArgument(format!(
-                "refusing to write: this store is format {} (xxh3-128 ids); run `tdelta upgrade` to write to it \
-                 (existing versions keep their ids)",
-                self.config.format
-            )));
+            return Err(Error::NeedsUpgrade { format: self.config.format, ids: self.config.hash.to_string() });
         }
         let txn = self.begin_write_unsettled()?;
         self.settle_refs()?;
@@ -838,7 +834,7 @@ pub(crate) fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
 /// Writes `config` whole through the backend (locally: temp file, fsync,
 /// rename), framed with its format as the frame version.
 pub(crate) fn write_config(backend: &dyn Backend, config: &StoreConfig, mode: PutMode) -> Result<()> {
-    let body = serde_json::to_vec(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let body = serde_json::to_vec(config).map_err(|e| Error::Internal(e.to_string()))?;
     backend.put("config", &fsutil::frame(CONFIG_MAGIC, config.format, 0, &body), mode)?;
     Ok(())
 }

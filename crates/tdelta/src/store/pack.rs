@@ -139,10 +139,7 @@ impl PackWriter {
             RECORD_HEADER_V3
         } else {
             if meta.hash.width() != 16 || base.width() != 16 {
-                return Err(Error::InvalidArgument(format!(
-                    "block {}: a version-2 pack holds 16-byte ids only",
-                    meta.hash
-                )));
+                return Err(Error::Internal(format!("block {}: a version-2 pack holds 16-byte ids only", meta.hash)));
             }
             head[16..32].copy_from_slice(&meta.hash.to_le_bytes());
             head[32..48].copy_from_slice(&base.to_le_bytes());

@@ -33,8 +33,8 @@ impl WriteTxn {
         if Arc::ptr_eq(&self.backend, &store.backend) {
             Ok(store)
         } else {
-            Err(Error::InvalidArgument(format!(
-                "internal: a write to {} under the lease of {}",
+            Err(Error::Internal(format!(
+                "a write to {} under the lease of {}",
                 store.backend.describe(),
                 self.backend.describe()
             )))

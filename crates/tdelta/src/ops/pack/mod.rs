@@ -21,8 +21,10 @@ mod sink;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::thread;
+use std::time::Instant;
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use self::encode::{Tally, encode_block};
 use self::plan::{Job, Plan, Run, windows};
@@ -33,7 +35,7 @@ use crate::checkpoint::{self, FileKind, Layout};
 use crate::codec::EncodeParams;
 use crate::lossy::LossyOptions;
 use crate::ops::blocks::Scratch;
-use crate::store::manifest::{LayoutKind, Manifest};
+use crate::store::manifest::{LayoutKind, Manifest, VersionStats};
 use crate::store::{Store, WriteTxn};
 use crate::{Error, Result};
 
@@ -104,23 +106,41 @@ impl Default for PackOptions {
     }
 }
 
-/// What [`pack`] did.
-#[derive(Debug, Clone)]
+/// What [`pack`] did. Serialises to the JSON every front-end prints: the
+/// id, the version's storage figures, the times, the tag, the files left
+/// out and whether it is lossy (not the manifest or the packs).
+#[derive(Debug, Clone, Serialize)]
 pub struct PackReport {
     /// The new version.
     pub id: Hash,
     /// Its manifest.
+    #[serde(skip)]
     pub manifest: Manifest,
+    /// Its storage figures (a copy of the manifest's).
+    #[serde(flatten)]
+    pub stats: VersionStats,
     /// Packs written.
+    #[serde(skip)]
     pub packs: Vec<Hash>,
+    /// Seconds spent packing, not counting the wait for the store's lock.
+    pub seconds: f64,
+    /// Seconds spent waiting for another writer's lock.
+    pub lock_wait_seconds: f64,
+    /// The tag pointed at the new version, if one was asked for.
+    pub tag: Option<String>,
     /// Files of the source directory left out (default skips, the store's
     /// directory, include/exclude).
+    #[serde(rename = "skipped_files")]
     pub skipped: u64,
+    /// Whether some tensors were stored lossily.
+    pub lossy: bool,
 }
 
 /// Packs the checkpoint at `source` as a new version and moves `HEAD` (and
 /// the tag, if asked) to it.
 pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport> {
+    let t0 = Instant::now();
+    let waited_before = store.lock_waited();
     let selection = checkpoint::Selection {
         include: opts.include.clone(),
         exclude: opts.exclude.clone(),
@@ -181,7 +201,18 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
         }
     };
     let id = commit(store, &txn, &manifest, head, &packs, opts)?;
-    Ok(PackReport { id, manifest, packs, skipped: ckpt.skipped })
+    let waited = store.lock_waited().saturating_sub(waited_before);
+    Ok(PackReport {
+        id,
+        stats: manifest.stats.clone(),
+        lossy: manifest.lossy.is_some(),
+        manifest,
+        packs,
+        seconds: t0.elapsed().saturating_sub(waited).as_secs_f64(),
+        lock_wait_seconds: waited.as_secs_f64(),
+        tag: opts.tag.clone(),
+        skipped: ckpt.skipped,
+    })
 }
 
 /// Reads the source window by window, encodes each window's blocks in
@@ -343,10 +374,15 @@ fn commit(
 /// Tells the kernel the file will be read front to back (larger
 /// read-ahead). Only a hint: failures are ignored.
 fn advise_sequential(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; the call only sets read-ahead
-    // advice and touches no memory.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; the call only sets read-ahead
+        // advice and touches no memory.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Puts a block-level error in context: which source file, tensor, block.

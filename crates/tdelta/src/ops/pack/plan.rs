@@ -171,13 +171,8 @@ impl<'a> Plan<'a> {
                     },
                     FileKind::Blob => FileContent::Blob { blocks: run_hashes[rs[0]].clone() },
                 };
-                let mut fe = FileEntry {
-                    path: f.rel_path.clone(),
-                    size: f.len,
-                    hash: Hash::default(),
-                    mode: Some(f.mode),
-                    content,
-                };
+                let mut fe =
+                    FileEntry { path: f.rel_path.clone(), size: f.len, hash: Hash::default(), mode: f.mode, content };
                 fe.hash = algo.list(&fe.block_hashes());
                 fe
             })

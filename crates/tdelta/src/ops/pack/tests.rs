@@ -20,7 +20,7 @@ fn st(path: &str, data_start: u64, tensors: Vec<TensorInfo>) -> SourceFile {
 
 fn file(path: &str, len: u64, kind: FileKind) -> SourceFile {
     let stamp = Stamp { len, mtime_ns: 0, ctime_ns: 0, dev: 0, ino: 0 };
-    SourceFile { rel_path: path.into(), path: PathBuf::from(path), len, kind, stamp, mode: 0o644 }
+    SourceFile { rel_path: path.into(), path: PathBuf::from(path), len, kind, stamp, mode: Some(0o644) }
 }
 
 /// Two files: a safetensors file (header of 80 bytes, a BF16 tensor of

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::IoContext;
 use crate::store::fsutil;
-use crate::{Error, Result};
+use crate::{Error, OutputRefusal, Result};
 
 /// What a staging directory's name contains between the target's name and
 /// the pid.
@@ -73,18 +73,10 @@ impl Guard {
     /// Refuses `path` (normalized) if writing it could touch the store.
     pub(super) fn check(&self, path: &Path) -> Result<()> {
         if path.parent().is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "refusing to restore to {}; choose a directory below it",
-                path.display()
-            )));
+            return Err(super::refused(path, OutputRefusal::Root));
         }
         if let Some(s) = self.store.iter().find(|s| path.starts_with(s)) {
-            let what = if path == s { "is the store" } else { "is inside the store" };
-            return Err(Error::InvalidArgument(format!(
-                "refusing to restore to {}: it {what} ({}); choose an output outside it",
-                path.display(),
-                s.display()
-            )));
+            return Err(super::refused(path, OutputRefusal::InStore { store: s.clone() }));
         }
         Ok(())
     }
