@@ -1,37 +1,15 @@
 //! The storage seam: the same suites on the local directory and in memory,
 //! and deterministic crash tests with the in-memory backend's faults.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tdelta::backend::{Backend, Fault, LocalDir, Memory, PutMode};
-use tdelta::{Error, Hash, InitOptions, PackOptions, RestoreOptions, Silent, Store};
-
-/// A small safetensors file with one f32 tensor of `n` values from `seed`.
-fn checkpoint(path: &Path, n: usize, seed: u32) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let data: Vec<u8> = (0..n)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            ((x % 1000) as f32 / 1000.0).to_le_bytes()
-        })
-        .collect();
-    let mut header = format!(r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#, data.len());
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn small_blocks() -> InitOptions {
-    InitOptions { block_size: tdelta::block::MIN_BLOCK_SIZE }
-}
+use common::{checkpoint, small_blocks};
+use tdelta::backend::{Backend, Fault, Memory, PutMode};
+use tdelta::{Error, Hash, PackOptions, RestoreOptions, Silent, Store};
 
 /// The trait's promises, whatever the backend.
 fn object_semantics(b: &dyn Backend) {
@@ -166,8 +144,8 @@ macro_rules! suites {
 }
 
 suites! {
-    local: |p| Arc::new(LocalDir::new(p));
-    memory: |_| Arc::new(Memory::new());
+    local: common::local;
+    memory: common::memory;
 }
 
 #[test]
