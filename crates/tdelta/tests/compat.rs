@@ -7,12 +7,13 @@
 //! it until [`Store::upgrade`], and writes to it after (old versions
 //! keeping their xxh3-128 ids).
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{local, memory, objects, restored};
+use common::{local, objects, restored};
 use tdelta::backend::{Backend, Fault, Memory};
 use tdelta::{Algo, Hash, PackOptions, RollbackTarget, Silent, Store};
 
@@ -116,31 +117,11 @@ fn upgraded_store_accepts_new_versions(make: fn(&Path) -> Arc<dyn Backend>) {
     }
 }
 
-macro_rules! suites {
-    ($($name:ident: $make:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn verifies_and_restores_bit_exactly() {
-                super::verifies_and_restores_bit_exactly($make);
-            }
-
-            #[test]
-            fn refuses_writes_until_upgraded() {
-                super::refuses_writes_until_upgraded($make);
-            }
-
-            #[test]
-            fn upgraded_store_accepts_new_versions() {
-                super::upgraded_store_accepts_new_versions($make);
-            }
-        }
-    )*};
-}
-
-suites! {
-    local: super::local;
-    memory: super::memory;
-}
+on_both_backends!(
+    verifies_and_restores_bit_exactly,
+    refuses_writes_until_upgraded,
+    upgraded_store_accepts_new_versions
+);
 
 /// An upgrade killed before its one write (the config's rename) leaves
 /// its temporary file behind and the store at format 1, whole; the next

@@ -5,6 +5,7 @@
 //! directory also: a lease held by another process makes a writer wait or
 //! refuse, and goes with that process when it is killed.
 
+#[macro_use]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{local, memory, restored, series, small_blocks};
+use common::{restored, series, small_blocks};
 use tdelta::backend::Backend;
 use tdelta::{ErrorKind, Hash, Policy, Silent, Store};
 
@@ -137,31 +138,11 @@ fn refs_move_by_compare_and_swap(make: fn(&Path) -> Arc<dyn Backend>) {
     assert!(rep.ok(), "{rep:?}");
 }
 
-macro_rules! suites {
-    ($($name:ident: $make:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn two_packs_at_once_both_land_in_turn() {
-                super::two_packs_at_once_both_land_in_turn($make);
-            }
-
-            #[test]
-            fn readers_never_see_a_partial_version() {
-                super::readers_never_see_a_partial_version($make);
-            }
-
-            #[test]
-            fn refs_move_by_compare_and_swap() {
-                super::refs_move_by_compare_and_swap($make);
-            }
-        }
-    )*};
-}
-
-suites! {
-    local: super::local;
-    memory: super::memory;
-}
+on_both_backends!(
+    two_packs_at_once_both_land_in_turn,
+    readers_never_see_a_partial_version,
+    refs_move_by_compare_and_swap
+);
 
 /// Run as a child (`TDELTA_TEST_HOLD_LEASE=<store>`): takes the store's
 /// lease, says so on stdout, and holds it until killed. Without the

@@ -5,6 +5,7 @@
 //! the object; undamaged versions still restore bit-exactly; malformed
 //! objects get an error, never a panic, a hang or a huge allocation.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -234,24 +235,4 @@ fn malformed_objects_get_clear_errors(make: fn(&Path) -> Arc<dyn Backend>) {
     }
 }
 
-macro_rules! suites {
-    ($($name:ident: $make:expr;)*) => {$(
-        mod $name {
-            #[test]
-            fn every_damage_is_found_and_named() {
-                super::every_damage_is_found_and_named($make);
-            }
-
-            #[test]
-            fn malformed_objects_get_clear_errors() {
-                let me = concat!(stringify!($name), "::malformed_objects_get_clear_errors");
-                crate::common::with_memory_cap(me, || super::malformed_objects_get_clear_errors($make));
-            }
-        }
-    )*};
-}
-
-suites! {
-    local: crate::common::local;
-    memory: crate::common::memory;
-}
+on_both_backends!(every_damage_is_found_and_named; capped: malformed_objects_get_clear_errors);

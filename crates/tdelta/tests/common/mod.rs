@@ -194,3 +194,32 @@ pub fn with_memory_cap(test: &str, body: impl FnOnce()) {
     assert!(out.status.success(), "{test} under a 2 GiB memory cap: {:?}\n{text}", out.status);
     assert!(text.contains("1 passed"), "{test} did not run in the child: {text}");
 }
+
+/// Runs each named suite (a `fn(fn(&Path) -> Arc<dyn Backend>)` of the
+/// including file) as a test on the local directory (`local::NAME`) and in
+/// memory (`memory::NAME`); those after `capped:` under
+/// [`with_memory_cap`].
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(; capped: $($capped:ident),*)?) => {
+        on_both_backends!(@ local, $($test),* $(; $($capped),*)?);
+        on_both_backends!(@ memory, $($test),* $(; $($capped),*)?);
+    };
+    (@ $b:ident, $($test:ident),* $(; $($capped:ident),*)?) => {
+        mod $b {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(crate::common::$b);
+                }
+            )*
+            $($(
+                #[test]
+                fn $capped() {
+                    let me = concat!(stringify!($b), "::", stringify!($capped));
+                    crate::common::with_memory_cap(me, || super::$capped(crate::common::$b));
+                }
+            )*)?
+        }
+    };
+}
