@@ -386,7 +386,7 @@ fn kill_anywhere_leaves_a_consistent_store() {
     let mut recovered = 0;
     for (name, id) in &current {
         let h = tdelta::history(&st, name).unwrap();
-        for e in h.iter().filter(|e| e.op.to_string() == "recover") {
+        for e in h.iter().filter(|e| e.op == tdelta::AuditOp::Recover) {
             // Only a move its killed writer recorded as pending (issue 12).
             assert!(e.why.starts_with("completes the "), "[seed {seed}] {e:?}");
             recovered += 1;
