@@ -28,7 +28,7 @@ struct Fixture {
 /// and v2 deltas against v0's blocks (`chain:1`); `stable` names v1.
 fn fixture(make: fn(&Path) -> Arc<dyn Backend>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let srcs = series(&dir.path().join("src"), 3, 16 << 10, 7);
+    let srcs = series(&dir.path().join("src"), 3, 8 << 10, 7);
     let pristine = make(&dir.path().join("pristine"));
     let mut store = Store::init_with(Arc::clone(&pristine), &small_blocks()).unwrap();
     let (mut ids, mut packs) = (Vec::new(), Vec::new());
