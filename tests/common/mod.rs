@@ -9,6 +9,11 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+#[path = "../../crates/tdelta/tests/common/rng.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::{Rng, seed};
+
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tdelta"));
     c.env("TDELTA_AUTHOR", "tester").env_remove("TDELTA_STORE");
@@ -103,37 +108,6 @@ pub fn list(dir: &Path) -> Vec<String> {
     };
     v.sort();
     v
-}
-
-/// `packs/*.pack` without their `.idx`.
-pub fn orphan_packs(store: &Path) -> Vec<String> {
-    let names = list(&store.join("packs"));
-    names.iter().filter(|n| n.ends_with(".pack") && !names.contains(&n.replace(".pack", ".idx"))).cloned().collect()
-}
-
-/// splitmix64: a tiny seeded generator (no dev-dependency needed).
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
-
-/// Seed from `env` if set (to replay a failure), else `default`.
-pub fn seed(env: &str, default: u64) -> u64 {
-    std::env::var(env).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 pub fn path_str(p: &Path) -> &str {

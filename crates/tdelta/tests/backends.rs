@@ -1,40 +1,22 @@
 //! The storage seam: the same suites on the local directory and in memory,
 //! and deterministic crash tests with the in-memory backend's faults.
 
+#[macro_use]
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tdelta::backend::{Backend, Fault, LocalDir, Memory, PutMode};
-use tdelta::{Error, Hash, InitOptions, PackOptions, RestoreOptions, Silent, Store};
-
-/// A small safetensors file with one f32 tensor of `n` values from `seed`.
-fn checkpoint(path: &Path, n: usize, seed: u32) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let data: Vec<u8> = (0..n)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            ((x % 1000) as f32 / 1000.0).to_le_bytes()
-        })
-        .collect();
-    let mut header = format!(r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#, data.len());
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn small_blocks() -> InitOptions {
-    InitOptions { block_size: tdelta::block::MIN_BLOCK_SIZE }
-}
+use common::{checkpoint, small_blocks};
+use tdelta::backend::{Backend, Fault, Memory, PutMode};
+use tdelta::{Error, Hash, PackOptions, RestoreOptions, Silent, Store};
 
 /// The trait's promises, whatever the backend.
-fn object_semantics(b: &dyn Backend) {
+fn object_semantics(make: fn(&Path) -> Arc<dyn Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = make(&dir.path().join("s"));
+    let b = b.as_ref();
     let t1 = b.put("refs/a/b", b"one", PutMode::Create).unwrap();
     assert!(matches!(b.put("refs/a/b", b"two", PutMode::Create), Err(Error::AlreadyExists { .. })));
     let (bytes, tag) = b.get("refs/a/b", 16).unwrap();
@@ -102,7 +84,10 @@ fn object_semantics(b: &dyn Backend) {
 }
 
 /// Pack, tag, restore, verify, drop and gc through the library API.
-fn store_round_trip(backend: Arc<dyn Backend>, dir: &Path) {
+fn store_round_trip(make: fn(&Path) -> Arc<dyn Backend>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let backend = make(&dir.join("s"));
     let mut store = Store::init_with(Arc::clone(&backend), &small_blocks()).unwrap();
     assert!(matches!(Store::init_with(Arc::clone(&backend), &small_blocks()), Err(Error::StoreExists { .. })));
     let mut ids = Vec::new();
@@ -143,32 +128,7 @@ fn store_round_trip(backend: Arc<dyn Backend>, dir: &Path) {
     assert_eq!(ops, ["pack", "pack", "pack", "tag", "drop", "gc"]);
 }
 
-macro_rules! suites {
-    ($($name:ident: $make:expr;)*) => {$(
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn object_semantics() {
-                let dir = tempfile::tempdir().unwrap();
-                let make: fn(&Path) -> Arc<dyn Backend> = $make;
-                super::object_semantics(make(&dir.path().join("s")).as_ref());
-            }
-
-            #[test]
-            fn store_round_trip() {
-                let dir = tempfile::tempdir().unwrap();
-                let make: fn(&Path) -> Arc<dyn Backend> = $make;
-                super::store_round_trip(make(&dir.path().join("s")), dir.path());
-            }
-        }
-    )*};
-}
-
-suites! {
-    local: |p| Arc::new(LocalDir::new(p));
-    memory: |_| Arc::new(Memory::new());
-}
+on_both_backends!(object_semantics, store_round_trip);
 
 #[test]
 fn a_local_store_made_through_the_seam_is_the_same_store() {
