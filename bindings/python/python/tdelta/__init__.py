@@ -207,8 +207,9 @@ class Store:
 
     Raises :class:`NotFound` when there is no store there. Every method that
     reads or writes the store releases the GIL while it runs and answers
-    Ctrl-C: reads stop at once; a pack or restore finishes its atomic step
-    first (nothing is ever left half-written).
+    Ctrl-C between atomic steps: a read or restore stops at its next block
+    (a restore leaves nothing at its target), a pack at its next window and
+    writes nothing (nothing is ever left half-written).
     """
 
     def __init__(
