@@ -1,7 +1,8 @@
 //! Reading blocks back: a stored block's chain decoded from its full
 //! block up, the payload of every level read through the store
 //! ([`Store::read_payload`]), its codec and dtype checked, and the hash of
-//! every level checked.
+//! the block checked (which proves every level below it; on a mismatch
+//! every level is checked to name the damaged one).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,8 +45,8 @@ impl ReadCounters {
 // returns payload bytes; these methods live here, next to the codecs' use.
 impl Store {
     /// Restores the raw bytes of block `hash` into `out` (resized to the
-    /// block length), decoding its base chain first and checking the hash of
-    /// every level.
+    /// block length), decoding its base chain first and checking its hash
+    /// (every level's when that fails, to name the damaged block).
     pub(crate) fn read_block(
         &self,
         hash: Hash,
@@ -72,7 +73,9 @@ impl Store {
 
     /// Decodes block `hash` and its chain from the full block up, calling
     /// `visit` with each level's entry and bytes (the block itself last,
-    /// also left in `out`).
+    /// also left in `out`). Only the block's hash is checked (before it is
+    /// visited, the levels below are not): a caller that keeps the bytes
+    /// of a lower level checks that level's hash itself.
     pub(crate) fn read_chain(
         &self,
         hash: Hash,
@@ -84,6 +87,12 @@ impl Store {
         self.decode_chain(&chain, out, scratch, None, visit)
     }
 
+    /// Decodes `chain` (the block first, its full block last) into `out`.
+    /// Only the block's own hash is checked on the way: a wrong level
+    /// below it (the codecs are bijections in the base) cannot give the
+    /// right bytes on top, so one hash check proves every level. When the
+    /// check or a decode fails, the chain is decoded again with every
+    /// level checked, so that the error names the damaged block.
     fn decode_chain(
         &self,
         chain: &[&Entry],
@@ -92,6 +101,32 @@ impl Store {
         counters: Option<&ReadCounters>,
         mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
+        match self.decode_levels(chain, out, scratch, false, &mut visit) {
+            Ok(bytes) => {
+                if let Some(c) = counters {
+                    c.record(chain.len() as u64, bytes);
+                }
+                Ok(())
+            }
+            Err(e) if chain.len() > 1 => match self.decode_levels(chain, out, scratch, true, &mut |_, _| Ok(())) {
+                Err(named) => Err(named),
+                // Not reproduced (a transient read error): the first error.
+                Ok(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decodes `chain` from the root up, checking the top level's hash and,
+    /// with `every`, each level's; returns the payload bytes read.
+    fn decode_levels(
+        &self,
+        chain: &[&Entry],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        every: bool,
+        visit: &mut dyn FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let levels = chain.len();
         let mut bytes = 0u64;
         // Decode from the root up, two buffers in turn: each level is
@@ -108,20 +143,24 @@ impl Store {
                 base_buf.resize(e.raw_len as usize, 0);
                 Some(base_buf.as_slice())
             };
-            self.decode_entry(e, base, cur, &mut scratch.payload)?;
+            self.decode_entry(e, base, cur, &mut scratch.payload, every || i + 1 == levels)?;
             visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
         }
-        if let Some(c) = counters {
-            c.record(levels as u64, bytes);
-        }
-        Ok(())
+        Ok(bytes)
     }
 
     /// Reads, checks and decodes one entry given its (already restored)
-    /// base, and checks the result against the entry's hash.
-    fn decode_entry(&self, e: &Entry, base: Option<&[u8]>, out: &mut Vec<u8>, payload: &mut Vec<u8>) -> Result<()> {
+    /// base, and, with `check`, checks the result against the entry's hash.
+    fn decode_entry(
+        &self,
+        e: &Entry,
+        base: Option<&[u8]>,
+        out: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+        check: bool,
+    ) -> Result<()> {
         self.read_payload(e, payload)?;
         let path = self.pack_path(e);
         let codec = CodecId::from_u8(e.codec)?;
@@ -138,9 +177,11 @@ impl Store {
         // reused buffer is not cleared per block.
         out.resize(e.raw_len as usize, 0);
         codec::decode(dtype, codec, payload, base, out)?;
-        let actual = e.hash.algo().block(out);
-        if actual != e.hash {
-            return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+        if check {
+            let actual = e.hash.algo().block(out);
+            if actual != e.hash {
+                return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+            }
         }
         Ok(())
     }
@@ -200,6 +241,31 @@ mod tests {
         assert_eq!(top.algo().block(&again), top);
         assert_eq!(counters.decoded.load(Ordering::Relaxed), 2);
         assert_eq!(counters.max_levels.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn only_the_top_hash_is_checked_unless_it_fails_then_the_lowest_bad_level_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let chain: Vec<Entry> = store.chain(blocks[0]).unwrap().into_iter().copied().collect();
+        assert_eq!(chain.len(), 2);
+        let bogus = Hash::of(b"not this block");
+        let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+        // The root's recorded id is wrong, the bytes right: the top's check
+        // proves them, the root's own check would not pass.
+        let root_off = [chain[0], Entry { hash: bogus, ..chain[1] }];
+        let refs: Vec<&Entry> = root_off.iter().collect();
+        store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap();
+        assert_eq!(blocks[0].algo().block(&out), blocks[0]);
+        let e = store.decode_levels(&refs, &mut out, &mut scratch, true, &mut |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains(&bogus.to_hex()), "{e}");
+        // Both wrong: the failing top check leads to a checked pass, which
+        // names the lowest level.
+        let top = Hash::of(b"nor this one");
+        let both = [Entry { hash: top, ..chain[0] }, Entry { hash: bogus, ..chain[1] }];
+        let refs: Vec<&Entry> = both.iter().collect();
+        let e = store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains(&bogus.to_hex()) && !e.to_string().contains(&top.to_hex()), "{e}");
     }
 
     #[test]
