@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use tdelta_format::DType;
 
 use crate::id::{CodecError, CodecId, Decoder};
+use crate::rans;
 use crate::streams::{self, encode_streams, malformed, parse_streams};
 use crate::transform::{self, Kind, Word};
 
@@ -90,8 +91,13 @@ pub(crate) fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], par
             streams[p] = &planes[p * n..(p + 1) * n];
             ctxs[p] = if kind == Kind::Plain && p == s - 1 { None } else { ctx };
         }
+        // Two planes in the same contexts: both models from one pass.
+        let mut models = match (s, ctxs[0], ctxs[1]) {
+            (2, Some(c), Some(_)) => rans::model_pair(streams[0], streams[1], c).map(Some).to_vec(),
+            _ => Vec::new(),
+        };
         let mut out = Vec::with_capacity(new.len() / 2 + 64);
-        encode_streams(&streams[..s], &ctxs[..s], entropy, &params.policy(), &mut out);
+        encode_streams(&streams[..s], &ctxs[..s], &mut models, entropy, &params.policy(), &mut out);
         out
     })
 }

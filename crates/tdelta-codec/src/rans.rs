@@ -155,7 +155,6 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
         s.counts.resize(512, [0; 256]);
         let (ca, cb) = s.counts.split_at_mut(256);
         let mut ch = [0u32; 256];
-        let mut totals = [0u32; 256];
         let mut used = [false; 256];
         match ctx {
             Some(c) => {
@@ -208,57 +207,114 @@ pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
             rb.fill(0);
             ch[c] = sum;
         }
-        // The contexts that get their own table.
-        let mut order: Vec<usize> = (0..256).filter(|&c| ch[c] >= MIN_CTX_SYMBOLS).collect();
-        order.sort_by_key(|&c| std::cmp::Reverse(ch[c]));
-        let own_max = order.len().min(MAX_CTX);
-        let shared_needed = (0..256).any(|c| ch[c] > 0 && !order[..own_max].contains(&c));
-        let own = order.len().min(if shared_needed { MAX_CTX - 1 } else { MAX_CTX });
-        let nctx = (own + usize::from(shared_needed)).max(1);
-        let mut map = [(nctx - 1) as u8; 256];
-        for (k, &c) in order[..own].iter().enumerate() {
-            map[c] = k as u8;
-        }
-        let mut counts = vec![[0u32; 256]; nctx];
-        for c in 0..rows {
-            if used[c] {
-                let t = &mut counts[usize::from(map[c])];
-                for k in 0..256 {
-                    t[k] += ca[c][k];
-                }
-                ca[c].fill(0);
-            }
-        }
-        let mut freqs = vec![[0u32; 256]; nctx];
-        let mut header = Vec::with_capacity(300 + nctx * 64);
-        header.push(nctx as u8);
-        if nctx > 1 {
-            header.extend_from_slice(&map);
-        }
-        let mut bits = 0f64;
-        for (cnt, fr) in counts.iter().zip(freqs.iter_mut()) {
-            normalize(cnt, fr);
-            let k = fr.iter().rposition(|&f| f > 0).map_or(0, |p| p + 1);
-            header.extend_from_slice(&(k as u16).to_le_bytes());
-            for &f in &fr[..k] {
-                if f < 0x80 {
-                    header.push(f as u8);
-                } else {
-                    header.extend_from_slice(&[(f & 0x7F) as u8 | 0x80, (f >> 7) as u8]);
-                }
-            }
-            for sym in 0..256 {
-                if cnt[sym] > 0 {
-                    bits += f64::from(cnt[sym]) * (f64::from(SCALE) / f64::from(fr[sym])).log2();
-                }
-            }
+        fit(ca, &used, &ch, rows, data.len())
+    })
+}
+
+/// Fits a model to the merged counts `ca` of the contexts `used` (rows
+/// `0..rows`, row sums `ch`) of a stream of `len` symbols; clears the rows.
+fn fit(ca: &mut [[u32; 256]], used: &[bool; 256], ch: &[u32; 256], rows: usize, len: usize) -> Model {
+    let mut totals = [0u32; 256];
+    // The contexts that get their own table.
+    let mut order: Vec<usize> = (0..256).filter(|&c| ch[c] >= MIN_CTX_SYMBOLS).collect();
+    order.sort_by_key(|&c| std::cmp::Reverse(ch[c]));
+    let own_max = order.len().min(MAX_CTX);
+    let shared_needed = (0..256).any(|c| ch[c] > 0 && !order[..own_max].contains(&c));
+    let own = order.len().min(if shared_needed { MAX_CTX - 1 } else { MAX_CTX });
+    let nctx = (own + usize::from(shared_needed)).max(1);
+    let mut map = [(nctx - 1) as u8; 256];
+    for (k, &c) in order[..own].iter().enumerate() {
+        map[c] = k as u8;
+    }
+    let mut counts = vec![[0u32; 256]; nctx];
+    for c in 0..rows {
+        if used[c] {
+            let t = &mut counts[usize::from(map[c])];
             for k in 0..256 {
-                totals[k] += cnt[k];
+                t[k] += ca[c][k];
+            }
+            ca[c].fill(0);
+        }
+    }
+    let mut freqs = vec![[0u32; 256]; nctx];
+    let mut header = Vec::with_capacity(300 + nctx * 64);
+    header.push(nctx as u8);
+    if nctx > 1 {
+        header.extend_from_slice(&map);
+    }
+    let mut bits = 0f64;
+    for (cnt, fr) in counts.iter().zip(freqs.iter_mut()) {
+        normalize(cnt, fr);
+        let k = fr.iter().rposition(|&f| f > 0).map_or(0, |p| p + 1);
+        header.extend_from_slice(&(k as u16).to_le_bytes());
+        for &f in &fr[..k] {
+            if f < 0x80 {
+                header.push(f as u8);
+            } else {
+                header.extend_from_slice(&[(f & 0x7F) as u8 | 0x80, (f >> 7) as u8]);
             }
         }
-        let (top, &tc) = totals.iter().enumerate().max_by_key(|&(_, c)| *c).expect("256 symbols");
-        let est = header.len() + 4 * LANES + (bits / 8.0) as usize + 2;
-        Model { nctx, map, freqs, header, est, top_share: f64::from(tc) / (data.len().max(1) as f64), top: top as u8 }
+        for sym in 0..256 {
+            if cnt[sym] > 0 {
+                bits += f64::from(cnt[sym]) * (f64::from(SCALE) / f64::from(fr[sym])).log2();
+            }
+        }
+        for k in 0..256 {
+            totals[k] += cnt[k];
+        }
+    }
+    let (top, &tc) = totals.iter().enumerate().max_by_key(|&(_, c)| *c).expect("256 symbols");
+    let est = header.len() + 4 * LANES + (bits / 8.0) as usize + 2;
+    Model { nctx, map, freqs, header, est, top_share: f64::from(tc) / (len.max(1) as f64), top: top as u8 }
+}
+
+/// The models of two streams of the same length coded in the same
+/// contexts (the two byte planes of 16-bit words), counted in one pass:
+/// the same models as [`model`] of each.
+pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
+    debug_assert!(a.len() == b.len() && ctx.len() >= a.len());
+    with_scratch(|s| {
+        s.counts.resize(1024, [0; 256]);
+        let (a0, rest) = s.counts.split_at_mut(256);
+        let (a1, rest) = rest.split_at_mut(256);
+        let (b0, b1) = rest.split_at_mut(256);
+        let mut used = [false; 256];
+        let c = &ctx[..a.len()];
+        // Two copies per plane (even/odd symbols): no read-modify-write
+        // chain on a frequent symbol.
+        let mut it = a.chunks_exact(2).zip(b.chunks_exact(2)).zip(c.chunks_exact(2));
+        for ((x, y), c) in &mut it {
+            let (c0, c1) = (usize::from(c[0]), usize::from(c[1]));
+            a0[c0][usize::from(x[0])] += 1;
+            b0[c0][usize::from(y[0])] += 1;
+            a1[c1][usize::from(x[1])] += 1;
+            b1[c1][usize::from(y[1])] += 1;
+            used[c0] = true;
+            used[c1] = true;
+        }
+        if a.len() % 2 == 1 {
+            let i = a.len() - 1;
+            let ci = usize::from(c[i]);
+            a0[ci][usize::from(a[i])] += 1;
+            b0[ci][usize::from(b[i])] += 1;
+            used[ci] = true;
+        }
+        let mut ch = [0u32; 256];
+        for k in 0..256 {
+            if !used[k] {
+                continue;
+            }
+            let mut sum = 0u32;
+            for v in 0..256 {
+                a0[k][v] += a1[k][v];
+                b0[k][v] += b1[k][v];
+                sum += a0[k][v];
+            }
+            a1[k].fill(0);
+            b1[k].fill(0);
+            ch[k] = sum;
+        }
+        [fit(a0, &used, &ch, 256, a.len()), fit(b0, &used, &ch, 256, b.len())]
     })
 }
 

@@ -133,10 +133,12 @@ pub(crate) struct Policy {
 
 /// Builds a payload holding `streams`, each stored the smallest way found
 /// under `policy`: with rANS (stream `i` coded in the contexts `ctxs[i]`,
-/// when given) when `entropy` is set, else with zstd.
+/// when given) when `entropy` is set, else with zstd. `models[i]`, when
+/// given, is stream `i`'s model already fitted (`rans::model` of it).
 pub(crate) fn encode_streams(
     streams: &[&[u8]],
     ctxs: &[Option<&[u8]>],
+    models: &mut [Option<super::rans::Model>],
     entropy: bool,
     policy: &Policy,
     out: &mut Vec<u8>,
@@ -152,7 +154,7 @@ pub(crate) fn encode_streams(
             Method::Raw
         } else if entropy {
             let ctx = ctxs.get(i).copied().flatten();
-            let m = super::rans::model(s, ctx);
+            let m = models.get_mut(i).and_then(Option::take).unwrap_or_else(|| super::rans::model(s, ctx));
             let limit = ((s.len() as f64) * (1.0 - policy.min_gain)) as usize;
             if m.top_share >= 1.0 {
                 out.push(m.top);

@@ -410,3 +410,30 @@ proptest! {
         rans_check(&data, ctx.as_deref(), &data);
     }
 }
+
+proptest! {
+    /// The one-pass models of two planes are the models of each plane.
+    #[test]
+    fn a_model_pair_is_the_two_models(
+        a in proptest::collection::vec(any::<u8>(), 0..3000),
+        seed in any::<u8>(),
+        skew in 0u8..4,
+    ) {
+        // The second plane: mostly one symbol (a delta's high plane) or not.
+        let b: Vec<u8> = a.iter().map(|&x| if x % 4 < skew { 0 } else { x ^ seed }).collect();
+        // Few contexts, some with more than a table's minimum.
+        let big: Vec<u8> = a.iter().cycle().take(a.len() * 9).copied().collect();
+        let bb: Vec<u8> = b.iter().cycle().take(b.len() * 9).copied().collect();
+        for (a, b) in [(&a, &b), (&big, &bb)] {
+            let ctx: Vec<u8> = a.iter().zip(b.iter()).map(|(&x, &y)| (x ^ y) % 5 + 120).collect();
+            let [ma, mb] = rans::model_pair(a, b, &ctx);
+            for (m, d) in [(ma, a), (mb, b)] {
+                let one = rans::model(d, Some(&ctx));
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                prop_assert_eq!(m.encode(d, Some(&ctx), usize::MAX, &mut x), one.encode(d, Some(&ctx), usize::MAX, &mut y));
+                prop_assert_eq!(x, y);
+                prop_assert_eq!((m.est, m.top, m.top_share), (one.est, one.top, one.top_share));
+            }
+        }
+    }
+}

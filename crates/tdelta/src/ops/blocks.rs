@@ -1,7 +1,8 @@
 //! Reading blocks back: a stored block's chain decoded from its full
 //! block up, the payload of every level read through the store
 //! ([`Store::read_payload`]), its codec and dtype checked, and the hash of
-//! every level checked.
+//! the block checked (which proves every level below it; on a mismatch
+//! every level is checked to name the damaged one).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,10 +45,32 @@ impl ReadCounters {
 
 // Decoding is the engine's, not the store's: the store locates entries and
 // returns payload bytes; these methods live here, next to the codecs' use.
+/// Which levels of a chain a decode checks against their hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// None: the caller checks what it builds on top.
+    Nothing,
+    /// The top level, the block returned (it proves the levels below).
+    Top,
+    /// Every level, to name the damaged one.
+    Every,
+}
+
+impl Check {
+    /// Whether a level is checked; `top` says it is the chain's last.
+    fn level(self, top: bool) -> bool {
+        match self {
+            Check::Nothing => false,
+            Check::Top => top,
+            Check::Every => true,
+        }
+    }
+}
+
 impl Store {
     /// Restores the raw bytes of block `hash` into `out` (resized to the
-    /// block length), decoding its base chain first and checking the hash of
-    /// every level.
+    /// block length), decoding its base chain first and checking its hash
+    /// (every level's when that fails, to name the damaged block).
     pub(crate) fn read_block(
         &self,
         hash: Hash,
@@ -69,7 +92,7 @@ impl Store {
         counters: Option<&ReadCounters>,
     ) -> Result<()> {
         let chain = self.chain_within(hash, max_levels)?;
-        self.decode_chain(&chain, out, scratch, counters, true, |_, _| Ok(()))
+        self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
     }
 
     /// Reads block `hash` (at most `max_levels` decodes) into `out`, which
@@ -78,7 +101,7 @@ impl Store {
     /// checked, not those of the bases it is decoded from: a damaged base
     /// can only give a block that fails that check, and one hash over the
     /// output instead of one per level is what makes a read of a few
-    /// tensors cheap. (Restores and `verify` check every level.)
+    /// tensors cheap.
     pub(crate) fn read_block_into(
         &self,
         hash: Hash,
@@ -99,19 +122,32 @@ impl Store {
         let res = (|| {
             let below = &chain[1..];
             if !below.is_empty() {
-                self.decode_chain(below, &mut base, scratch, None, false, |_, _| Ok(()))?;
+                self.decode_levels(below, &mut base, scratch, Check::Nothing, &mut |_, _| Ok(()))?;
                 base.resize(top.raw_len as usize, 0);
             }
             let base = (!below.is_empty()).then_some(base.as_slice());
             self.decode_entry_into(top, base, out, &mut scratch.payload, true)
         })();
         scratch.base = base;
-        res
+        match res {
+            // Decode again checking every level, so that the error names
+            // the damaged block.
+            Err(e) if chain.len() > 1 => {
+                let mut again = Vec::new();
+                match self.decode_levels(&chain, &mut again, scratch, Check::Every, &mut |_, _| Ok(())) {
+                    Err(named) => Err(named),
+                    Ok(_) => Err(e),
+                }
+            }
+            res => res,
+        }
     }
 
     /// Decodes block `hash` and its chain from the full block up, calling
     /// `visit` with each level's entry and bytes (the block itself last,
-    /// also left in `out`).
+    /// also left in `out`). Only the block's hash is checked (before it is
+    /// visited, the levels below are not): a caller that keeps the bytes
+    /// of a lower level checks that level's hash itself.
     pub(crate) fn read_chain(
         &self,
         hash: Hash,
@@ -120,18 +156,51 @@ impl Store {
         visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let chain = self.chain(hash)?;
-        self.decode_chain(&chain, out, scratch, None, true, visit)
+        self.decode_chain(&chain, out, scratch, None, visit)
     }
 
+    /// Decodes `chain` (the block first, its full block last) into `out`.
+    /// Only the block's own hash is checked on the way: a wrong level
+    /// below it (the codecs are bijections in the base) cannot give the
+    /// right bytes on top, so one hash check proves every level. When the
+    /// check or a decode fails, the chain is decoded again with every
+    /// level checked, so that the error names the damaged block.
     fn decode_chain(
         &self,
         chain: &[&Entry],
         out: &mut Vec<u8>,
         scratch: &mut Scratch,
         counters: Option<&ReadCounters>,
-        check: bool,
         mut visit: impl FnMut(&Entry, &[u8]) -> Result<()>,
     ) -> Result<()> {
+        match self.decode_levels(chain, out, scratch, Check::Top, &mut visit) {
+            Ok(bytes) => {
+                if let Some(c) = counters {
+                    c.record(chain.len() as u64, bytes);
+                }
+                Ok(())
+            }
+            Err(e) if chain.len() > 1 => {
+                match self.decode_levels(chain, out, scratch, Check::Every, &mut |_, _| Ok(())) {
+                    Err(named) => Err(named),
+                    // Not reproduced (a transient read error): the first error.
+                    Ok(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decodes `chain` from the root up, checking the hashes `check` asks
+    /// for; returns the payload bytes read.
+    fn decode_levels(
+        &self,
+        chain: &[&Entry],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        check: Check,
+        visit: &mut dyn FnMut(&Entry, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let levels = chain.len();
         let mut bytes = 0u64;
         // Decode from the root up, two buffers in turn: each level is
@@ -149,15 +218,12 @@ impl Store {
                 Some(base_buf.as_slice())
             };
             cur.resize(e.raw_len as usize, 0);
-            self.decode_entry_into(e, base, cur, &mut scratch.payload, check)?;
+            self.decode_entry_into(e, base, cur, &mut scratch.payload, check.level(i + 1 == levels))?;
             visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
         }
-        if let Some(c) = counters {
-            c.record(levels as u64, bytes);
-        }
-        Ok(())
+        Ok(bytes)
     }
 
     /// Reads, checks and decodes one entry given its (already restored)
@@ -186,12 +252,11 @@ impl Store {
         // is discarded): only a length change needs new zeroed bytes, so a
         // reused buffer is not cleared per block (callers resize it).
         codec::decode(dtype, codec, payload, base, out)?;
-        if !check {
-            return Ok(());
-        }
-        let actual = e.hash.algo().block(out);
-        if actual != e.hash {
-            return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+        if check {
+            let actual = e.hash.algo().block(out);
+            if actual != e.hash {
+                return Err(Error::HashMismatch { block: e.hash.to_hex(), actual: actual.to_hex() });
+            }
         }
         Ok(())
     }
@@ -251,6 +316,31 @@ mod tests {
         assert_eq!(top.algo().block(&again), top);
         assert_eq!(counters.decoded.load(Ordering::Relaxed), 2);
         assert_eq!(counters.max_levels.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn only_the_top_hash_is_checked_unless_it_fails_then_the_lowest_bad_level_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let chain: Vec<Entry> = store.chain(blocks[0]).unwrap().into_iter().copied().collect();
+        assert_eq!(chain.len(), 2);
+        let bogus = Hash::of(b"not this block");
+        let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+        // The root's recorded id is wrong, the bytes right: the top's check
+        // proves them, the root's own check would not pass.
+        let root_off = [chain[0], Entry { hash: bogus, ..chain[1] }];
+        let refs: Vec<&Entry> = root_off.iter().collect();
+        store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap();
+        assert_eq!(blocks[0].algo().block(&out), blocks[0]);
+        let e = store.decode_levels(&refs, &mut out, &mut scratch, Check::Every, &mut |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains(&bogus.to_hex()), "{e}");
+        // Both wrong: the failing top check leads to a checked pass, which
+        // names the lowest level.
+        let top = Hash::of(b"nor this one");
+        let both = [Entry { hash: top, ..chain[0] }, Entry { hash: bogus, ..chain[1] }];
+        let refs: Vec<&Entry> = both.iter().collect();
+        let e = store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains(&bogus.to_hex()) && !e.to_string().contains(&top.to_hex()), "{e}");
     }
 
     #[test]

@@ -157,16 +157,18 @@ pub fn diff(store: &Store, a: Hash, b: Hash) -> Result<DiffReport> {
         .iter()
         .flat_map(|(i, x, y)| x.blocks.iter().zip(&y.blocks).map(move |(p, q)| (*i, *p, *q, y.dtype)))
         .collect();
+    // Each version's blocks within the decodes its manifest allows.
+    let (bound_a, bound_b) = (super::restore::levels_bound(&ma), super::restore::levels_bound(&mb));
     let parts: Vec<(usize, Partial)> = jobs
         .par_iter()
         .map_init(
             || (Scratch::default(), Vec::new(), Vec::new()),
             |(scratch, ba, bb), (i, p, q, dtype)| -> Result<(usize, Partial)> {
-                store.read_block(*p, ba, scratch, None)?;
+                store.read_block_within(*p, bound_a, ba, scratch, None)?;
                 if p == q {
                     return Ok((*i, Partial::unchanged(*dtype, ba)));
                 }
-                store.read_block(*q, bb, scratch, None)?;
+                store.read_block_within(*q, bound_b, bb, scratch, None)?;
                 Ok((*i, Partial::of(*dtype, ba, bb)))
             },
         )

@@ -457,21 +457,25 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
             }
         }
     }
-    let mut unique: HashMap<Hash, u64> = HashMap::new();
-    for (_, m) in &manifests {
-        for f in m.iter().flat_map(|m| &m.files) {
+    // Each block once, with the fewest decodes any version holding it
+    // allows (its manifest's `max_levels`): a deeper chain is damage.
+    let mut unique: HashMap<Hash, (u64, u16)> = HashMap::new();
+    for m in manifests.iter().filter_map(|(_, m)| m.as_ref()) {
+        let bound = super::restore::levels_bound(m);
+        for f in &m.files {
             for b in f.blocks(store.config().block_size) {
-                unique.insert(b.hash, b.len);
+                let e = unique.entry(b.hash).or_insert((b.len, bound));
+                e.1 = e.1.min(bound);
             }
         }
     }
-    let blocks: Vec<(Hash, u64)> = unique.into_iter().collect();
+    let blocks: Vec<(Hash, u64, u16)> = unique.into_iter().map(|(h, (len, bound))| (h, len, bound)).collect();
     progress.begin("verifying", blocks.iter().map(|b| b.1).sum());
     let broken: Mutex<HashMap<Hash, Error>> = Mutex::new(HashMap::new());
     blocks.par_iter().for_each_init(
         || (Scratch::default(), Vec::new()),
-        |(scratch, buf), (h, len)| {
-            if let Err(e) = store.read_block(*h, buf, scratch, None) {
+        |(scratch, buf), (h, len, bound)| {
+            if let Err(e) = store.read_block_within(*h, *bound, buf, scratch, None) {
                 broken.lock().unwrap_or_else(|p| p.into_inner()).insert(*h, e);
             }
             progress.advance(*len);

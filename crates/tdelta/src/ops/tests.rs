@@ -408,3 +408,44 @@ fn a_version_whose_blocks_claim_a_deeper_chain_than_recorded_is_refused_as_damag
     // The true manifest restores.
     restore(&s, ids[4], &out, &RestoreOptions { force: true }, &Silent).unwrap();
 }
+
+#[test]
+fn readers_apply_each_versions_recorded_depth_not_only_the_global_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = store(dir.path(), 64 << 10);
+    let mut w: Vec<f32> = noise(11, 1 << 18).chunks(4).map(|c| f32::from(c[0]) / 255.0 - 0.5).collect();
+    let mut ids = Vec::new();
+    for v in 0..4 {
+        for x in w.iter_mut().step_by(89) {
+            *x = f32::from_bits(x.to_bits() + 1);
+        }
+        let p = dir.path().join(format!("v{v}.safetensors"));
+        write_st(&p, &[("w".into(), crate::DType::F32, vec![w.len()], bytemuck::cast_slice(&w).to_vec())], None);
+        ids.push(pack_file(&mut s, &p, Policy::Chain(8)));
+    }
+    let mut m = s.manifest(ids[3]).unwrap();
+    assert_eq!(m.max_levels, Some(4));
+    // The same blocks, in a manifest that allows fewer decodes.
+    m.max_levels = Some(2);
+    m.message = "forged".into();
+    let (forged, _) = s.begin_write().unwrap().write_manifest(&s, &m).unwrap();
+    let claims = |e: &crate::Error| e.to_string().contains("levels where at most 2 are allowed");
+    // verify: damage in the forged version only.
+    let rep = verify(&s, &[forged], &Silent).unwrap();
+    let problems = &rep.versions.iter().find(|v| v.id == forged).unwrap().problems;
+    assert!(problems.iter().any(|p| p.to_string().contains("levels where at most 2 are allowed")), "{problems:?}");
+    let rep = verify(&s, &[ids[3]], &Silent).unwrap();
+    assert!(rep.versions.iter().all(|v| v.problems.is_empty()), "{:?}", rep.versions);
+    // diff, cat of a tensor and of a file, and a tensor read.
+    let e = diff(&s, ids[0], forged).unwrap_err();
+    assert!(claims(&e), "{e}");
+    diff(&s, ids[0], ids[3]).unwrap();
+    let e = write_tensor(&s, forged, "w", &mut Vec::new()).unwrap_err();
+    assert!(format!("{e} {:?}", e).contains("at most 2"), "{e}");
+    let path = m.files[0].path.clone();
+    let e = write_file(&s, forged, &path, &mut Vec::new()).unwrap_err();
+    assert!(format!("{e} {:?}", e).contains("at most 2"), "{e}");
+    let e = read_tensor(&s, forged, "w").unwrap_err();
+    assert!(format!("{e} {:?}", e).contains("at most 2"), "{e}");
+    assert_eq!(read_tensor(&s, ids[3], "w").unwrap().2, bytemuck::cast_slice::<f32, u8>(&w));
+}

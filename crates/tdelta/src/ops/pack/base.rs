@@ -139,6 +139,13 @@ fn near_base(
     cands.reverse();
     let estimates: Vec<usize> = cands.iter().map(|c| c.3).collect();
     let (hash, depth, b, _) = cands.swap_remove(pick_near(near, &estimates));
+    // The chain check proved `prev`; the base kept is checked on its own
+    // (a level's bytes past the length of the one above it do not show in
+    // that one).
+    let actual = hash.algo().block(&b);
+    if actual != hash {
+        return Err(crate::Error::HashMismatch { block: hash.to_hex(), actual: actual.to_hex() });
+    }
     *basebuf = b;
     Ok((hash, depth))
 }

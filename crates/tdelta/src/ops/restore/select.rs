@@ -131,7 +131,7 @@ pub(super) fn plan(
     }
     for k in indexes {
         let f = &m.files[out[k].file];
-        let bytes = read_bytes(store, id, f, &f.blocks(m.block_size), counters)?;
+        let bytes = read_bytes(store, id, (f, super::levels_bound(m)), &f.blocks(m.block_size), counters)?;
         if let Some(cut) = cut_index(&bytes, &kept, kept_bytes) {
             out[k] = OutFile {
                 file: out[k].file,
@@ -145,12 +145,21 @@ pub(super) fn plan(
     Ok(out)
 }
 
-/// Reads the given blocks of file `f` and concatenates them.
-fn read_bytes(store: &Store, id: Hash, f: &FileEntry, blocks: &[BlockRef], counters: &ReadCounters) -> Result<Vec<u8>> {
+/// Reads the given blocks of file `f` of version `id` (each within
+/// `bound` decodes, the version's `max_levels`) and concatenates them.
+fn read_bytes(
+    store: &Store,
+    id: Hash,
+    (f, bound): (&FileEntry, u16),
+    blocks: &[BlockRef],
+    counters: &ReadCounters,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
     for b in blocks {
-        store.read_block(b.hash, &mut buf, &mut scratch, Some(counters)).map_err(|e| block_error(id, f, b, e))?;
+        store
+            .read_block_within(b.hash, bound, &mut buf, &mut scratch, Some(counters))
+            .map_err(|e| block_error(id, f, b, e))?;
         check_len(store, id, f, b, &buf)?;
         out.extend_from_slice(&buf);
     }
@@ -169,7 +178,7 @@ fn cut_safetensors(
     let f = &m.files[i];
     let blocks = f.blocks(m.block_size);
     let header_blocks: Vec<BlockRef> = blocks.iter().filter(|b| b.tensor.is_none()).copied().collect();
-    let header = read_bytes(store, id, f, &header_blocks, counters)?;
+    let header = read_bytes(store, id, (f, super::levels_bound(m)), &header_blocks, counters)?;
     let bad = |why: &str| Error::corrupt(store.manifest_path(id), format!("version {}: {}: {why}", id.short(), f.path));
     let json = header.get(8..).ok_or_else(|| bad("header shorter than 8 bytes"))?;
     let old: Map<String, Value> =
