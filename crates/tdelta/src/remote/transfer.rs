@@ -559,7 +559,8 @@ pub fn clone(
         Err(e) => return Err(e),
     };
     let where_ = std::path::PathBuf::from(format!("{}/config", b.describe()));
-    let framed = fsutil::unframe(&where_, &bytes, b"TDSTORE\0", crate::store::STORE_VERSION, "store config")?;
+    let framed =
+        fsutil::unframe(&where_, &bytes, b"TDSTORE\0", crate::store::STORE_VERSION, tdelta_format::FileKind::Config)?;
     let cfg: StoreConfig = serde_json::from_slice(framed.body)
         .map_err(|e| Error::corrupt(&where_, format!("config is not valid: {e}")))?;
     let store = Store::init(dir, &InitOptions { block_size: cfg.block_size })?;
