@@ -78,6 +78,15 @@ pub fn ref_target(store: &Path, name: &str) -> Option<String> {
     Some(text.split(' ').nth(2)?.to_string())
 }
 
+/// `packs/*.pack` files without their `.idx`.
+pub fn orphan_packs(store: &Path) -> Vec<String> {
+    let names: Vec<String> = fs::read_dir(store.join("packs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+        .collect();
+    names.iter().filter(|n| n.ends_with(".pack") && !names.contains(&n.replace(".pack", ".idx"))).cloned().collect()
+}
+
 /// Every file under `dir` (relative path → bytes), skipping `skip`.
 pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, d: &Path, skip: &[&str], out: &mut BTreeMap<String, Vec<u8>>) {

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -62,7 +63,7 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
             // The local restore's report, with what the remote read moved.
             let mut v = serde_json::to_value(&rep)?;
             v["remote"] = serde_json::to_value(&read)?;
-            v["seconds"] = json!(secs);
+            v["seconds"] = serde_json::json!(secs);
             print_json(&v)?;
         } else if !g.quiet {
             eprintln!(

@@ -273,6 +273,31 @@ impl Error {
         Error::Corrupt { file: file.into(), kind, reason: reason.into() }
     }
 
+    /// An error of the format crate about the bytes of `file`, with its
+    /// name: damage as [`Error::Corrupt`], a newer version as
+    /// [`Error::UnsupportedFormat`].
+    pub(crate) fn format(file: impl Into<PathBuf>, e: tdelta_format::FormatError) -> Self {
+        use tdelta_format::{Check, FormatError as F};
+        match e {
+            F::Corrupt { check, reason, .. } => {
+                let kind = match check {
+                    Check::Magic => CorruptKind::Magic,
+                    Check::Version => CorruptKind::Version,
+                    Check::Truncated => CorruptKind::Truncated,
+                    Check::Checksum => CorruptKind::Checksum,
+                    Check::HashMismatch => CorruptKind::HashMismatch,
+                    Check::Tampered => CorruptKind::Tampered,
+                    _ => CorruptKind::Invalid,
+                };
+                Error::Corrupt { file: file.into(), kind, reason }
+            }
+            F::UnsupportedVersion { found, supported, .. } => {
+                Error::UnsupportedFormat { file: file.into(), found, supported }
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
     /// The class of this error, for front-ends that map errors to their
     /// own types (exit codes, Python exceptions). A block error
     /// ([`Error::InBlock`]) has the class of its cause.

@@ -4,8 +4,6 @@
 pub mod backend;
 pub mod checkpoint;
 mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 mod ops;
 mod portable;
 mod progress;
@@ -29,10 +27,8 @@ pub use ops::{
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
 pub use ops::{TensorRead, find_tensor, read_header, read_tensors_into};
-pub use store::audit_op::AuditOp;
 pub use store::info::{StoreInfo, UpgradeReport};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
-pub use store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor};
 pub use store::manifest::{
     BlockRef, FileContent, FileEntry, LayoutKind, Manifest, ManifestSummary, TensorEntry, VersionStats,
 };
@@ -44,6 +40,8 @@ pub use store::sign::{
 pub use store::{InitOptions, Store, StoreConfig, StoreStats};
 pub use tdelta_codec as codec;
 pub use tdelta_codec::lossy;
+pub use tdelta_format::audit::AuditOp;
 pub use tdelta_format::block;
+pub use tdelta_format::lossy_record::{LossyBlocks, LossyRecord, LossyTensor};
 use tdelta_format::relpath;
 pub use tdelta_format::{Algo, DType, Domain, Hash, Hasher, UnknownDType};

@@ -105,7 +105,7 @@ fn cases(fx: &Fixture) -> Vec<Case> {
 }
 
 fn problems_text(rep: &tdelta::VerifyReport) -> String {
-    let mut t = rep.store_problems.join("\n");
+    let mut t = rep.store_problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
     for v in &rep.versions {
         for p in &v.problems {
             t.push_str(&format!("\n{}: {p}", v.id));

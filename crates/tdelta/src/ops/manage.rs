@@ -285,14 +285,10 @@ pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
             rep.bytes_freed += p.len + store.index_size(p.id);
         } else {
             rep.packs_rewritten += 1;
-            // Record header and index entry of a block, at the pack
-            // version this store writes (3 holds 32-byte id fields).
-            use crate::store::pack::{INDEX_ENTRY, INDEX_ENTRY_V3, RECORD_HEADER, RECORD_HEADER_V3};
-            let per = if store.hasher() == crate::Algo::Xxh3 {
-                RECORD_HEADER + INDEX_ENTRY
-            } else {
-                RECORD_HEADER_V3 + INDEX_ENTRY_V3
-            } as u64;
+            // Record header and index entry of a block, at the version
+            // of its pack (3 holds 32-byte id fields).
+            use tdelta_format::pack::{index_entry_len, record_header_len};
+            let per = (record_header_len(p.version) + index_entry_len(p.version)) as u64;
             rep.bytes_freed +=
                 entries.iter().zip(keep).filter(|(_, k)| !**k).map(|(e, _)| per + u64::from(e.stored_len)).sum::<u64>();
         }

@@ -75,7 +75,7 @@ pub(crate) fn read(store: &Store) -> Result<Remotes> {
         Err(Error::NotFound { .. }) => return Ok(Remotes::default()),
         Err(e) => return Err(e),
     };
-    let framed = fsutil::unframe(&p, &bytes, MAGIC, VERSION, "remotes file")?;
+    let framed = fsutil::unframe(&p, &bytes, MAGIC, VERSION, tdelta_format::FileKind::Remotes)?;
     serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&p, format!("remotes file: {e}")))
 }
 

@@ -178,7 +178,9 @@ fn check_object(
                     let pack_len = sizes.get(&crate::store::pack_name(id)).copied().unwrap_or(0);
                     crate::store::pack::decode_index(&where_, &bytes, 0, pack_len).map(|_| ())
                 }
-                Kind::Version(id) => crate::store::manifest::Manifest::decode_summary(&where_, &bytes, id).map(|_| ()),
+                Kind::Version(id) => crate::store::manifest::Manifest::decode_summary(&bytes, id)
+                    .map(|_| ())
+                    .map_err(|e| crate::Error::format(&where_, e)),
                 Kind::Signature(id) => crate::store::sign::check_bytes(&where_, &bytes, id).map(|_| ()),
                 Kind::Pack(_) => Ok(()),
             }

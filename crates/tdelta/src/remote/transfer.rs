@@ -554,7 +554,9 @@ fn download(
             Ok(())
         }
         Kind::Index(_) => crate::store::pack::decode_index(&where_, &small, 0, pack_len).map(|_| ()),
-        Kind::Version(id) => crate::store::manifest::Manifest::decode_summary(&where_, &small, id).map(|_| ()),
+        Kind::Version(id) => crate::store::manifest::Manifest::decode_summary(&small, id)
+            .map(|_| ())
+            .map_err(|e| crate::Error::format(&where_, e)),
         Kind::Signature(id) => crate::store::sign::check_bytes(&where_, &small, id).map(|_| ()),
     });
     match checked {
@@ -649,7 +651,8 @@ pub fn clone(
         Err(e) => return Err(e),
     };
     let where_ = std::path::PathBuf::from(format!("{}/config", b.describe()));
-    let framed = fsutil::unframe(&where_, &bytes, b"TDSTORE\0", crate::store::STORE_VERSION, "store config")?;
+    let framed =
+        fsutil::unframe(&where_, &bytes, b"TDSTORE\0", crate::store::STORE_VERSION, tdelta_format::FileKind::Config)?;
     let cfg: StoreConfig = serde_json::from_slice(framed.body)
         .map_err(|e| Error::corrupt(&where_, format!("config is not valid: {e}")))?;
     let store = Store::init(dir, &InitOptions { block_size: cfg.block_size })?;

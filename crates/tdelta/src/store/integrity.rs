@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::refs::{AuditEntry, entry_hash, parse_sealed};
+use super::refs::{AuditEntry, parse_sealed};
 use super::{Store, exists, now, ref_name, whoami};
 use crate::Hash;
 use crate::backend::PutMode;
@@ -123,14 +123,13 @@ fn disagreements(entries: &[AuditEntry], refs: &RefValues, moved: Option<&Pendin
     out
 }
 
-fn pending_state(entries: &[AuditEntry], p: &Pending, refs: &RefValues) -> Result<PendingState> {
+/// `hashes` are the stored seals of `entries`.
+fn pending_state(entries: &[AuditEntry], hashes: &[Hash], p: &Pending, refs: &RefValues) -> Result<PendingState> {
     let seq = p.entry.seq;
-    if let Some(e) = seq.checked_sub(1).and_then(|i| entries.get(usize::try_from(i).ok()?))
-        && entry_hash(e)? == p.hash
-    {
+    if seq.checked_sub(1).and_then(|i| hashes.get(usize::try_from(i).ok()?)) == Some(&p.hash) {
         return Ok(PendingState::Logged);
     }
-    let tail = entries.last().map_or(Ok(Hash::default()), entry_hash)?;
+    let tail = hashes.last().copied().unwrap_or_default();
     if entries.len() as u64 + 1 != seq || tail != p.entry.prev {
         return Ok(PendingState::Stale);
     }
@@ -252,7 +251,7 @@ impl Store {
         let refs = self.ref_values()?;
         let mut entries = rep.entries;
         if let Some(p) = self.read_pending()? {
-            let state = pending_state(&entries, &p, &refs)?;
+            let state = pending_state(&entries, &rep.hashes, &p, &refs)?;
             if state == PendingState::Moved {
                 entries.push(audit.append(recover_entry(&p))?);
             }
@@ -301,7 +300,7 @@ impl Store {
                 continue;
             }
             let moved = match &pending {
-                Some(p) => match pending_state(&rep.entries, p, &refs) {
+                Some(p) => match pending_state(&rep.entries, &rep.hashes, p, &refs) {
                     Ok(PendingState::Moved) => Some(p),
                     Ok(_) => None,
                     Err(e) => return vec![e.to_string()],
@@ -395,12 +394,16 @@ pub fn repair_audit(store: &Store, why: &str) -> Result<AuditRepair> {
         }
         audit.rewrite(&entries)?;
     }
-    let mut entries = audit.read()?.entries;
+    let rep = audit.read()?;
+    let (mut entries, hashes) = (rep.entries, rep.hashes);
     let refs = store.ref_values()?;
     match store.read_pending() {
         Ok(Some(p)) => {
-            let state =
-                if out.log_problem.is_none() { pending_state(&entries, &p, &refs)? } else { PendingState::Stale };
+            let state = if out.log_problem.is_none() {
+                pending_state(&entries, &hashes, &p, &refs)?
+            } else {
+                PendingState::Stale
+            };
             let what = format!(
                 "the {} of {} begun by {} at {}",
                 p.entry.op,

@@ -25,12 +25,10 @@
 //! same layout lives on an object store. The store knows blocks and
 //! versions, not what tensors mean.
 
-pub(crate) mod audit_op;
 pub(crate) mod fsutil;
 pub(crate) mod info;
 pub(crate) mod integrity;
 pub(crate) mod lock;
-pub(crate) mod lossy_record;
 pub(crate) mod manifest;
 pub(crate) mod pack;
 pub(crate) mod read;
@@ -45,7 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::backend::{Backend, LocalDir, PutMode};
 use crate::error::IoContext;
@@ -56,11 +54,11 @@ use pack::Entry;
 use refs::{AuditEntry, AuditLog};
 pub use txn::WriteTxn;
 
-const CONFIG_MAGIC: &[u8; 8] = b"TDSTORE\0";
 /// Store format version written by this build: 2 names blocks and
 /// versions with BLAKE3; format-1 stores (xxh3-128) are read, and written
 /// once upgraded ([`Store::upgrade`]).
-pub const STORE_VERSION: u32 = 2;
+pub use tdelta_format::config::STORE_VERSION;
+pub use tdelta_format::config::StoreConfig;
 /// Fewest hex digits of a version id prefix.
 const MIN_PREFIX: usize = 4;
 
@@ -113,25 +111,6 @@ pub(crate) fn whoami() -> String {
     if host.is_empty() { user } else { format!("{user}@{host}") }
 }
 
-/// Settings fixed when a store is created.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Raw block size in bytes.
-    pub block_size: u32,
-    /// Creation time.
-    pub created: u64,
-    /// The algorithm of new ids (absent in format 1: xxh3-128).
-    #[serde(default, skip_serializing_if = "is_xxh3")]
-    pub hash: Algo,
-    /// The store format: the config's frame version (1 or 2).
-    #[serde(skip)]
-    pub format: u32,
-}
-
-fn is_xxh3(a: &Algo) -> bool {
-    *a == Algo::Xxh3
-}
-
 /// Figures about a whole store ([`Store::stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -162,10 +141,12 @@ impl Default for InitOptions {
     }
 }
 
-/// A loaded pack: its object name, its file (for messages) and length.
+/// A loaded pack: its object name, its file (for messages), length and
+/// format version (that of its index).
 #[derive(Debug)]
 pub(crate) struct PackFile {
     pub id: Hash,
+    pub version: u32,
     pub name: String,
     pub path: PathBuf,
     pub len: u64,
@@ -346,10 +327,10 @@ impl Store {
             // stops the open.
             let loaded = self.backend.head(&pack_name).and_then(|meta| {
                 let (bytes, _) = self.backend.get(&idx_name, 1 << 34)?;
-                let entries = pack::decode_index(&idx_path, &bytes, self.packs.len() as u32, meta.size)?;
-                Ok((meta.size, entries))
+                let (version, entries) = pack::decode_index(&idx_path, &bytes, self.packs.len() as u32, meta.size)?;
+                Ok((meta.size, version, entries))
             });
-            let (len, entries) = match loaded {
+            let (len, version, entries) = match loaded {
                 Ok(v) => v,
                 Err(e @ Error::Corrupt { .. }) => {
                     self.damaged.push(e.to_string());
@@ -368,7 +349,7 @@ impl Store {
             for e in entries {
                 self.index.entry(e.hash).or_insert(e);
             }
-            self.packs.push(PackFile { id, name: pack_name, path: pack_path, len });
+            self.packs.push(PackFile { id, version, name: pack_name, path: pack_path, len });
         }
         Ok(())
     }
@@ -491,7 +472,7 @@ impl Store {
     fn read_manifest<T>(
         &self,
         id: Hash,
-        decode: impl FnOnce(&Path, &[u8], Hash) -> Result<T>,
+        decode: impl FnOnce(&[u8], Hash) -> std::result::Result<T, tdelta_format::FormatError>,
         block_size: impl FnOnce(&T) -> u32,
     ) -> Result<T> {
         let path = self.manifest_path(id);
@@ -500,7 +481,7 @@ impl Store {
             Err(Error::NotFound { .. }) => return Err(Error::UnknownRef { name: id.to_hex() }),
             Err(e) => return Err(e),
         };
-        let m = decode(&path, &bytes, id)?;
+        let m = decode(&bytes, id).map_err(|e| Error::format(&path, e))?;
         let size = block_size(&m);
         if size != self.config.block_size {
             return Err(Error::corrupt(
@@ -811,31 +792,15 @@ pub(crate) fn ref_name(name: &str) -> String {
 }
 
 pub(crate) fn read_config(backend: &dyn Backend) -> Result<StoreConfig> {
-    let path = backend.locate("config");
-    let (bytes, _) = backend.get("config", 1 << 16)?;
-    let framed = fsutil::unframe(&path, &bytes, CONFIG_MAGIC, STORE_VERSION, "store config")?;
-    let mut config: StoreConfig =
-        serde_json::from_slice(framed.body).map_err(|e| Error::corrupt(&path, format!("config is not valid: {e}")))?;
-    if !(crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&config.block_size) {
-        return Err(Error::corrupt(&path, format!("block size {} out of range", config.block_size)));
-    }
-    // `unframe` checked the header: bytes 8..12 are the version.
-    config.format = bytes.get(8..12).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
-    let expected = if config.format >= 2 { Algo::Blake3 } else { Algo::Xxh3 };
-    if config.hash != expected {
-        return Err(Error::corrupt(
-            &path,
-            format!("format {} store names hash `{}`; it must be `{expected}`", config.format, config.hash),
-        ));
-    }
-    Ok(config)
+    let (bytes, _) = backend.get("config", tdelta_format::config::MAX_CONFIG)?;
+    StoreConfig::decode(&bytes).map_err(|e| Error::format(backend.locate("config"), e))
 }
 
 /// Writes `config` whole through the backend (locally: temp file, fsync,
 /// rename), framed with its format as the frame version.
 pub(crate) fn write_config(backend: &dyn Backend, config: &StoreConfig, mode: PutMode) -> Result<()> {
-    let body = serde_json::to_vec(config).map_err(|e| Error::Internal(e.to_string()))?;
-    backend.put("config", &fsutil::frame(CONFIG_MAGIC, config.format, 0, &body), mode)?;
+    let bytes = config.encode().map_err(|e| Error::Internal(e.to_string()))?;
+    backend.put("config", &bytes, mode)?;
     Ok(())
 }
 
@@ -845,7 +810,7 @@ fn block_size_from_manifests(backend: &dyn Backend) -> Option<u32> {
     backend.list("versions/").ok()?.into_iter().find_map(|obj| {
         let id: Hash = obj.name.strip_prefix("versions/")?.strip_suffix(".tdm")?.parse().ok()?;
         let (bytes, _) = backend.get(&obj.name, 1 << 30).ok()?;
-        let m = Manifest::decode(&backend.locate(&obj.name), &bytes, id).ok()?;
+        let m = Manifest::decode(&bytes, id).ok()?;
         (crate::block::MIN_BLOCK_SIZE..=crate::block::MAX_BLOCK_SIZE).contains(&m.block_size).then_some(m.block_size)
     })
 }

@@ -10,27 +10,9 @@ use std::path::Path;
 use super::{PackFile, Store, index_name, pack_name};
 use crate::backend::{ObjectWriter, PutMode};
 use crate::error::CorruptKind;
-use crate::{Algo, Domain, Hash, Hasher};
+use crate::{Domain, Hash, Hasher};
 use crate::{Error, Result};
-
-pub(crate) const PACK_MAGIC: &[u8; 8] = b"TDPACK\0\0";
-pub(crate) const PACK_FOOTER_MAGIC: &[u8; 8] = b"TDPKEND\0";
-pub(crate) const INDEX_MAGIC: &[u8; 8] = b"TDINDEX\0";
-/// Version 2 added the dtype codes 21 and 22 (F8_E4M3FNUZ, F8_E5M2FNUZ)
-/// and codec codes above 16; version 3 (format-2 stores) holds ids of
-/// either width in 32-byte fields. Older versions are still read.
-pub(crate) const PACK_VERSION: u32 = 3;
-/// The version written by format-1 (xxh3-128) writers.
-const PACK_VERSION_XXH3: u32 = 2;
-pub(crate) const RECORD_MAGIC: &[u8; 4] = b"TDBK";
-pub(crate) const RECORD_HEADER: usize = 64;
-pub(crate) const INDEX_ENTRY: usize = 64;
-/// Record header and index entry of version 3.
-pub(crate) const RECORD_HEADER_V3: usize = 104;
-pub(crate) const INDEX_ENTRY_V3: usize = 96;
-const FILE_HEADER: usize = 16;
-/// Largest raw block any reader accepts (a cap against lying headers).
-pub(crate) const MAX_BLOCK: u32 = 64 << 20;
+use tdelta_format::pack::{self as format, IndexEntry};
 
 /// Where and how one block is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +50,20 @@ pub(crate) struct BlockMeta {
     pub base: Option<Hash>,
 }
 
+impl Entry {
+    /// The entry of pack number `pack` that an index entry describes.
+    fn of(e: IndexEntry, pack: u32) -> Entry {
+        let IndexEntry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum } = e;
+        Entry { hash, pack, offset, stored_len, raw_len, codec, dtype, depth, base, checksum }
+    }
+
+    /// The index entry (the pack number is not stored).
+    fn to_index(self) -> IndexEntry {
+        let Entry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum, .. } = self;
+        IndexEntry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum }
+    }
+}
+
 /// Appends blocks to a new pack (a streamed object of the backend).
 pub(crate) struct PackWriter {
     out: Box<dyn ObjectWriter>,
@@ -90,7 +86,7 @@ impl PackWriter {
     /// xxh3-128.
     pub fn create(store: &Store) -> Result<PackWriter> {
         let algo = store.hasher();
-        let version = if algo == Algo::Xxh3 { PACK_VERSION_XXH3 } else { PACK_VERSION };
+        let version = format::version_for(algo);
         let mut w = PackWriter {
             out: store.backend.writer()?,
             digest: algo.hasher(Domain::Pack),
@@ -98,10 +94,7 @@ impl PackWriter {
             pos: 0,
             entries: Vec::new(),
         };
-        let mut head = [0u8; FILE_HEADER];
-        head[..8].copy_from_slice(PACK_MAGIC);
-        head[8..12].copy_from_slice(&version.to_le_bytes());
-        w.put(&head)?;
+        w.put(&format::pack_header(version))?;
         Ok(w)
     }
 
@@ -122,39 +115,10 @@ impl PackWriter {
         let checksum = xxhash_rust::xxh3::xxh3_64(payload);
         let stored_len =
             u32::try_from(payload.len()).map_err(|_| Error::InvalidArgument("block payload over 4 GiB".into()))?;
-        let base = meta.base.unwrap_or_default();
-        let mut head = [0u8; RECORD_HEADER_V3];
-        head[..4].copy_from_slice(RECORD_MAGIC);
-        head[4] = meta.codec;
-        head[5] = meta.dtype;
-        head[6..8].copy_from_slice(&meta.depth.to_le_bytes());
-        head[8..12].copy_from_slice(&meta.raw_len.to_le_bytes());
-        head[12..16].copy_from_slice(&stored_len.to_le_bytes());
-        let len = if self.version >= 3 {
-            head[16..48].copy_from_slice(&meta.hash.to_field());
-            head[48..80].copy_from_slice(&base.to_field());
-            head[80..88].copy_from_slice(&checksum.to_le_bytes());
-            head[88] = meta.hash.width() as u8;
-            head[89] = base.width() as u8;
-            RECORD_HEADER_V3
-        } else {
-            if meta.hash.width() != 16 || base.width() != 16 {
-                return Err(Error::Internal(format!("block {}: a version-2 pack holds 16-byte ids only", meta.hash)));
-            }
-            head[16..32].copy_from_slice(&meta.hash.to_le_bytes());
-            head[32..48].copy_from_slice(&base.to_le_bytes());
-            head[48..56].copy_from_slice(&checksum.to_le_bytes());
-            RECORD_HEADER
-        };
-        let hsum = xxhash_rust::xxh3::xxh3_64(&head[..len - 8]);
-        head[len - 8..len].copy_from_slice(&hsum.to_le_bytes());
-        self.put(&head[..len])?;
-        let offset = self.pos;
-        self.put(payload)?;
-        self.entries.push(Entry {
+        let header_len = format::record_header_len(self.version) as u64;
+        let entry = IndexEntry {
             hash: meta.hash,
-            pack: 0,
-            offset,
+            offset: self.pos + header_len,
             stored_len,
             raw_len: meta.raw_len,
             codec: meta.codec,
@@ -162,7 +126,12 @@ impl PackWriter {
             depth: meta.depth,
             base: meta.base,
             checksum,
-        });
+        };
+        let head =
+            format::encode_record_header(self.version, &entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.put(&head)?;
+        self.put(payload)?;
+        self.entries.push(Entry::of(entry, 0));
         Ok(())
     }
 
@@ -172,10 +141,7 @@ impl PackWriter {
     /// whose index could not be written (a full disk must leave the store
     /// as it was).
     pub fn finish(mut self, store: &Store) -> Result<(Hash, Vec<Entry>)> {
-        let mut foot = [0u8; 16];
-        foot[..8].copy_from_slice(PACK_FOOTER_MAGIC);
-        foot[8..].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        if let Err(e) = self.put(&foot) {
+        if let Err(e) = self.put(&format::pack_footer(self.entries.len() as u64)) {
             self.out.abort();
             return Err(e);
         }
@@ -187,7 +153,15 @@ impl PackWriter {
         }
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.hash);
-        let index = encode_index(&entries, self.version);
+        let index = format::encode_index(self.version, &entries.iter().map(|e| e.to_index()).collect::<Vec<_>>())
+            .map_err(|e| Error::Internal(e.to_string()));
+        let index = match index {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = store.backend.delete(&pack_name(id));
+                return Err(e);
+            }
+        };
         match store.backend.put(&index_name(id), &index, PutMode::Create) {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}
             Err(e) => {
@@ -207,146 +181,12 @@ impl PackWriter {
     }
 }
 
-/// Bytes of one index entry in a pack of `version`.
-fn index_entry_len(version: u32) -> usize {
-    if version >= 3 { INDEX_ENTRY_V3 } else { INDEX_ENTRY }
-}
-
-fn encode_index(entries: &[Entry], version: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + entries.len() * index_entry_len(version) + 8);
-    out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for e in entries {
-        let base = e.base.unwrap_or_default();
-        if version >= 3 {
-            out.extend_from_slice(&e.hash.to_field());
-        } else {
-            out.extend_from_slice(&e.hash.to_le_bytes());
-        }
-        out.extend_from_slice(&e.offset.to_le_bytes());
-        out.extend_from_slice(&e.stored_len.to_le_bytes());
-        out.extend_from_slice(&e.raw_len.to_le_bytes());
-        out.push(e.codec);
-        out.push(e.dtype);
-        out.extend_from_slice(&e.depth.to_le_bytes());
-        if version >= 3 {
-            out.extend_from_slice(&[e.hash.width() as u8, base.width() as u8, 0, 0]);
-            out.extend_from_slice(&base.to_field());
-        } else {
-            out.extend_from_slice(&0u32.to_le_bytes());
-            out.extend_from_slice(&base.to_le_bytes());
-        }
-        out.extend_from_slice(&e.checksum.to_le_bytes());
-    }
-    let sum = xxhash_rust::xxh3::xxh3_64(&out);
-    out.extend_from_slice(&sum.to_le_bytes());
-    out
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn le_hash(b: &[u8], at: usize) -> Hash {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    Hash::from_le_bytes(a)
-}
-
-/// An id in a version-3 32-byte field, of the width stored beside it.
-fn field_hash(b: &[u8], at: usize, width: u8) -> Option<Hash> {
-    let mut a = [0u8; 32];
-    a.copy_from_slice(&b[at..at + 32]);
-    Hash::from_field(&a, width)
-}
-
-/// Parses an index file. `pack_len` is the length of its pack, against
-/// which every entry is bounds-checked.
-pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<Vec<Entry>> {
-    if bytes.len() < 32 {
-        return Err(Error::corrupt_as(CorruptKind::Truncated, path, format!("truncated index: {} bytes", bytes.len())));
-    }
-    if &bytes[..8] != INDEX_MAGIC {
-        return Err(Error::corrupt_as(CorruptKind::Magic, path, "not a tdelta index (bad magic)"));
-    }
-    let version = le_u32(bytes, 8);
-    if version == 0 || version > PACK_VERSION {
-        return Err(Error::UnsupportedFormat { file: path.to_path_buf(), found: version, supported: PACK_VERSION });
-    }
-    let count = le_u64(bytes, 16);
-    let entry_len = index_entry_len(version);
-    let record_header = if version >= 3 { RECORD_HEADER_V3 } else { RECORD_HEADER };
-    let expected = count.checked_mul(entry_len as u64).and_then(|n| n.checked_add(32));
-    if expected != Some(bytes.len() as u64) {
-        return Err(Error::corrupt_as(
-            CorruptKind::Truncated,
-            path,
-            format!("index claims {count} entries but is {} bytes long", bytes.len()),
-        ));
-    }
-    let end = bytes.len() - 8;
-    let stored = le_u64(bytes, end);
-    let actual = xxhash_rust::xxh3::xxh3_64(&bytes[..end]);
-    if stored != actual {
-        return Err(Error::corrupt_as(
-            CorruptKind::Checksum,
-            path,
-            format!("index checksum mismatch (stored {stored:016x}, computed {actual:016x})"),
-        ));
-    }
-    let mut entries = Vec::with_capacity(count as usize);
-    for (i, rec) in bytes[24..end].chunks_exact(entry_len).enumerate() {
-        // Version 3 widens the id fields to 32 bytes: offsets past the
-        // hash move by 16, past the base by 32.
-        let (hash, base, at) = if version >= 3 {
-            let (Some(hash), Some(base)) = (field_hash(rec, 0, rec[52]), field_hash(rec, 56, rec[53])) else {
-                return Err(Error::corrupt(path, format!("index entry {i} has an id width other than 16 or 32")));
-            };
-            (hash, base, 16)
-        } else {
-            (le_hash(rec, 0), le_hash(rec, 40), 0)
-        };
-        let e = Entry {
-            hash,
-            pack,
-            offset: le_u64(rec, 16 + at),
-            stored_len: le_u32(rec, 24 + at),
-            raw_len: le_u32(rec, 28 + at),
-            codec: rec[32 + at],
-            dtype: rec[33 + at],
-            depth: u16::from_le_bytes([rec[34 + at], rec[35 + at]]),
-            base: (!base.is_zero()).then_some(base),
-            checksum: le_u64(rec, 56 + 2 * at),
-        };
-        let end = e.offset.checked_add(u64::from(e.stored_len)).and_then(|end| end.checked_add(16));
-        if end.is_some_and(|end| end > pack_len) && e.offset >= (FILE_HEADER + record_header) as u64 {
-            return Err(Error::corrupt_as(
-                CorruptKind::Truncated,
-                path,
-                format!(
-                    "index entry {i} (block {}) lies past the end of its pack ({pack_len} bytes): the pack is truncated",
-                    e.hash
-                ),
-            ));
-        }
-        let in_range = end.is_some_and(|end| end <= pack_len && e.offset >= (FILE_HEADER + record_header) as u64);
-        let sorted = entries.last().is_none_or(|p: &Entry| p.hash < e.hash);
-        if !in_range || !sorted || e.raw_len > MAX_BLOCK || (e.depth > 0) != e.base.is_some() {
-            return Err(Error::corrupt(path, format!("index entry {i} (block {}) is inconsistent", e.hash)));
-        }
-        entries.push(e);
-    }
-    Ok(entries)
+/// Parses the index of pack number `pack` (`path` names it in errors);
+/// `pack_len` is the length of its pack, against which every entry is
+/// bounds-checked. Returns the index's version with its entries.
+pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<(u32, Vec<Entry>)> {
+    let index = format::decode_index(bytes, pack_len).map_err(|e| Error::format(path, e))?;
+    Ok((index.version, index.entries.into_iter().map(|e| Entry::of(e, pack)).collect()))
 }
 
 /// Reads the payload of `entry` from pack `pack` of `store` and checks its
@@ -382,7 +222,7 @@ impl Store {
         let p = &self.packs[i];
         let name = index_name(p.id);
         let (bytes, _) = self.backend.get(&name, 1 << 34)?;
-        decode_index(&self.locate(&name), &bytes, i as u32, p.len)
+        Ok(decode_index(&self.locate(&name), &bytes, i as u32, p.len)?.1)
     }
 
     /// Bytes of the index of pack `id` (0 when it cannot be read).
@@ -416,6 +256,7 @@ mod tests {
     use std::fs;
 
     use super::*;
+    use crate::Algo;
 
     #[test]
     fn pack_and_index_round_trip() {
@@ -443,7 +284,8 @@ mod tests {
         let idx_path = packs.join(format!("{id}.idx"));
         let pack_len = fs::metadata(&pack_path).unwrap().len();
         let idx = fs::read(&idx_path).unwrap();
-        let decoded = decode_index(&idx_path, &idx, 0, pack_len).unwrap();
+        let (version, decoded) = decode_index(&idx_path, &idx, 0, pack_len).unwrap();
+        assert_eq!(version, 2);
         assert_eq!(decoded, entries);
         store.load_packs().unwrap();
         let mut buf = Vec::new();
@@ -470,10 +312,14 @@ mod tests {
             b.extend_from_slice(&sum.to_le_bytes());
             b
         };
-        for v in 1..=PACK_VERSION_XXH3 {
-            assert_eq!(decode_index(&idx_path, &with_version(v), 0, pack_len).unwrap(), entries, "version {v}");
+        for v in 1..=format::PACK_VERSION_XXH3 {
+            assert_eq!(
+                decode_index(&idx_path, &with_version(v), 0, pack_len).unwrap(),
+                (v, entries.clone()),
+                "version {v}"
+            );
         }
-        let e = decode_index(&idx_path, &with_version(PACK_VERSION + 1), 0, pack_len).unwrap_err();
+        let e = decode_index(&idx_path, &with_version(format::PACK_VERSION + 1), 0, pack_len).unwrap_err();
         assert!(matches!(e, Error::UnsupportedFormat { .. }), "{e}");
         assert!(e.to_string().contains("format version 4 is not supported"), "{e}");
         assert!(e.to_string().contains(&idx_path.display().to_string()), "{e}");
@@ -506,8 +352,9 @@ mod tests {
         assert_eq!(store.hash_pack(&store.packs[0]).unwrap(), id);
         let idx_path = packs.join(format!("{id}.idx"));
         let idx = fs::read(&idx_path).unwrap();
-        assert_eq!(idx.len(), 32 + entries.len() * INDEX_ENTRY_V3);
-        let decoded = decode_index(&idx_path, &idx, 0, pack.len() as u64).unwrap();
+        assert_eq!(idx.len(), 32 + entries.len() * format::INDEX_ENTRY_V3);
+        let (version, decoded) = decode_index(&idx_path, &idx, 0, pack.len() as u64).unwrap();
+        assert_eq!(version, 3);
         assert_eq!(decoded, entries);
         assert_eq!(decoded.iter().filter(|e| e.hash.width() == 16).count(), 3);
         assert!(decoded.iter().filter_map(|e| e.base).all(|b| b == Hash::of(b"old base")));

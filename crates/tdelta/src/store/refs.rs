@@ -4,17 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::Hash;
 use crate::backend::{Backend, ETag, PutMode};
 use crate::error::CorruptKind;
 use crate::{Error, Result};
-
-const REF_PREFIX: &str = "tdelta-ref 1 ";
-const LOG_HEADER: &str = "tdelta-audit 1";
-/// Refs larger than this are corrupt by definition.
-pub(crate) const MAX_REF_FILE: u64 = 256;
+pub use tdelta_format::audit::AuditEntry;
+use tdelta_format::audit::{self, LOG_HEADER};
+pub(crate) use tdelta_format::refs::{MAX_REF_FILE, encode_ref};
 
 /// Checks that `name` is a valid ref name: `/`-separated components of
 /// ASCII letters, digits, `.`, `_`, `-`, none empty or starting with `.`,
@@ -61,69 +57,9 @@ pub(crate) fn validate_new_ref_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Serializes a ref file.
-pub(crate) fn encode_ref(id: Hash) -> String {
-    let line = format!("{REF_PREFIX}{id}");
-    let sum = xxhash_rust::xxh3::xxh3_64(line.as_bytes());
-    format!("{line} {sum:016x}\n")
-}
-
 /// Parses the bytes of a ref object (`path` names it in errors).
 pub(crate) fn parse_ref(path: &Path, bytes: &[u8]) -> Result<Hash> {
-    let text = std::str::from_utf8(bytes).map_err(|_| Error::corrupt(path, "ref is not UTF-8"))?;
-    let Some(rest) = text.strip_suffix('\n') else {
-        return Err(Error::corrupt_as(CorruptKind::Truncated, path, "ref is truncated (no final newline)"));
-    };
-    let Some((line, sum)) = rest.rsplit_once(' ') else {
-        return Err(Error::corrupt_as(CorruptKind::Truncated, path, "ref has no checksum"));
-    };
-    let Some(id) = line.strip_prefix(REF_PREFIX) else {
-        return Err(Error::corrupt_as(CorruptKind::Magic, path, "not a tdelta ref (bad prefix)"));
-    };
-    if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(line.as_bytes())) != sum {
-        return Err(Error::corrupt_as(CorruptKind::Checksum, path, "ref checksum mismatch"));
-    }
-    id.parse().map_err(|e| Error::corrupt(path, format!("ref holds no version id: {e}")))
-}
-
-/// One entry of the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditEntry {
-    /// Position in the log, from 1.
-    pub seq: u64,
-    /// Seconds since the Unix epoch.
-    pub time: u64,
-    /// Who did it (user@host).
-    pub who: String,
-    /// What happened: `pack`, `tag`, `untag`, `rollback`, `drop`, `gc`, `recover`,
-    /// `repair`.
-    pub op: crate::AuditOp,
-    /// The ref moved, if any (`HEAD` included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub r#ref: Option<String>,
-    /// The version it pointed to before, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old: Option<Hash>,
-    /// The version it points to now (or the version created or dropped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new: Option<Hash>,
-    /// Why, in the user's words.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub why: String,
-    /// Hash of the previous entry (zero for the first).
-    pub prev: Hash,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Sealed {
-    #[serde(flatten)]
-    entry: AuditEntry,
-    hash: Hash,
-}
-
-fn seal(entry: &AuditEntry) -> Result<Hash> {
-    let bytes = serde_json::to_vec(entry).map_err(|e| Error::Internal(format!("cannot serialize audit entry: {e}")))?;
-    Ok(Hash::of(&bytes))
+    tdelta_format::refs::decode_ref(bytes).map_err(|e| Error::format(path, e))
 }
 
 /// The audit log: one JSON object per line, each sealed by the hash of its
@@ -149,6 +85,10 @@ pub struct AuditReport {
     pub problems: Vec<String>,
     /// True when the last line is incomplete (a torn append).
     pub torn_tail: bool,
+    /// The seal of each entry as stored (what the next entry chains to).
+    pub(crate) hashes: Vec<Hash>,
+    /// Bytes of the log up to the end of its last complete line.
+    pub(crate) complete_len: usize,
 }
 
 impl AuditLog {
@@ -191,46 +131,16 @@ impl AuditLog {
     }
 
     fn check(&self, text: &[u8]) -> AuditReport {
-        let mut rep = AuditReport::default();
-        let body = match text.strip_prefix(format!("{LOG_HEADER}\n").as_bytes()) {
-            Some(b) => b,
-            None => {
-                rep.problems.push(format!("{}: missing or bad header line", self.path.display()));
-                return rep;
-            }
+        let checked = audit::check_log(text);
+        let mut rep = AuditReport {
+            torn_tail: checked.torn_tail,
+            complete_len: checked.complete_len,
+            problems: checked.problem.iter().map(|p| format!("{}: {p}", self.path.display())).collect(),
+            ..AuditReport::default()
         };
-        let complete = match body.iter().rposition(|&b| b == b'\n') {
-            Some(p) => p + 1,
-            None => 0,
-        };
-        if complete < body.len() {
-            rep.torn_tail = true;
-        }
-        let mut prev = Hash::default();
-        for (i, line) in body[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            let n = i as u64 + 1;
-            let sealed: Sealed = match serde_json::from_slice(line) {
-                Ok(s) => s,
-                Err(e) => {
-                    rep.problems.push(format!("{}: entry {n} is not valid: {e}", self.path.display()));
-                    return rep;
-                }
-            };
-            let problem = if sealed.entry.seq != n {
-                Some(format!("entry {n} has sequence number {}", sealed.entry.seq))
-            } else if sealed.entry.prev != prev {
-                Some(format!("entry {n} does not chain to entry {}", n - 1))
-            } else if seal(&sealed.entry).ok() != Some(sealed.hash) {
-                Some(format!("entry {n} was edited (its hash does not match its content)"))
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                rep.problems.push(format!("{}: {p}", self.path.display()));
-                return rep;
-            }
-            prev = sealed.hash;
-            rep.entries.push(sealed.entry);
+        for (entry, hash) in checked.entries {
+            rep.entries.push(entry);
+            rep.hashes.push(hash);
         }
         rep
     }
@@ -266,11 +176,12 @@ impl AuditLog {
             ));
         }
         if rep.torn_tail {
-            let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            self.swap(&text[..keep], tag)?;
+            self.swap(&text[..rep.complete_len], tag)?;
         }
         entry.seq = rep.entries.len() as u64 + 1;
-        entry.prev = rep.entries.last().map_or(Ok(Hash::default()), seal)?;
+        // The stored seal: an entry a newer build wrote, with members this
+        // build does not know, is chained to as it is.
+        entry.prev = rep.hashes.last().copied().unwrap_or_default();
         let line = sealed_line(&entry)?;
         Ok((entry, line))
     }
@@ -288,15 +199,7 @@ impl AuditLog {
     /// Replaces the log (atomically) with the header and `entries`, sealed
     /// and chained anew from the first (`repair audit`).
     pub fn rewrite(&self, entries: &[AuditEntry]) -> Result<()> {
-        let mut text = format!("{LOG_HEADER}\n").into_bytes();
-        let mut prev = Hash::default();
-        for (i, e) in entries.iter().enumerate() {
-            let mut e = e.clone();
-            e.seq = i as u64 + 1;
-            e.prev = prev;
-            prev = seal(&e)?;
-            text.extend(sealed_line(&e)?);
-        }
+        let text = audit::encode_log(entries).map_err(|e| Error::Internal(e.to_string()))?;
         self.backend.put(AUDIT_LOG, &text, PutMode::Overwrite).map(|_| ())
     }
 
@@ -306,28 +209,25 @@ impl AuditLog {
     }
 }
 
-/// The hash that seals `entry` (its `hash` field in the log).
+/// The hash that seals `entry` as this build writes it (its `hash`
+/// field in the log).
 pub(crate) fn entry_hash(entry: &AuditEntry) -> Result<Hash> {
-    seal(entry)
+    audit::entry_hash(entry).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The log line of `entry`: its JSON with `hash`, and `\n`.
 fn sealed_line(entry: &AuditEntry) -> Result<Vec<u8>> {
-    let hash = seal(entry)?;
-    let mut line = serde_json::to_vec(&Sealed { entry: entry.clone(), hash })
-        .map_err(|e| Error::Internal(format!("cannot serialize audit entry: {e}")))?;
-    line.push(b'\n');
-    Ok(line)
+    Ok(audit::encode_entry(entry).map_err(|e| Error::Internal(e.to_string()))?.1)
 }
 
-/// Parses one sealed line (without its `\n`) and checks its seal.
+/// Parses one sealed line (without its `\n`) and checks its seal over
+/// the stored bytes.
 pub(crate) fn parse_sealed(line: &[u8]) -> std::result::Result<(AuditEntry, Hash), String> {
-    let sealed: Sealed = serde_json::from_slice(line).map_err(|e| format!("not a valid audit entry: {e}"))?;
-    match seal(&sealed.entry) {
-        Ok(h) if h == sealed.hash => Ok((sealed.entry, sealed.hash)),
-        Ok(_) => Err("its hash does not match its content".into()),
-        Err(e) => Err(e.to_string()),
+    let sealed = audit::parse_entry(line).map_err(|e| e.to_string())?;
+    if !sealed.is_intact() {
+        return Err("its hash does not match its content".into());
     }
+    Ok((sealed.entry, sealed.hash))
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ impl WriteTxn {
     /// Writes a manifest (write-once) and returns its id, and whether it
     /// is new (false when the same version already existed).
     pub(crate) fn write_manifest(&self, store: &Store, m: &Manifest) -> Result<(Hash, bool)> {
-        let (id, bytes) = m.encode(store.hasher())?;
+        let (id, bytes) = m.encode(store.hasher()).map_err(|e| Error::Internal(e.to_string()))?;
         let name = version_name(id);
         let store = self.on(store)?;
         if exists(store.backend.as_ref(), &name)? {

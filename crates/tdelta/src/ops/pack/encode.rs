@@ -128,7 +128,7 @@ impl Tally {
         runs: &[Run],
         algo: crate::Algo,
     ) -> Option<crate::LossyRecord> {
-        use crate::store::lossy_record::{LossyBlocks, LossyRecord, LossyTensor, finite as num};
+        use tdelta_format::lossy_record::{LossyBlocks, LossyRecord, LossyTensor, finite as num};
         let mut tensors = Vec::new();
         let mut total = ErrorSums::default();
         let mut blocks = [0u64; 4];

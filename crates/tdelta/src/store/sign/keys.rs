@@ -13,28 +13,8 @@ use crate::error::IoContext;
 use crate::store::fsutil;
 use crate::{Error, Result};
 
-const SECRET_HEADER: &str = "tdelta-secret-key 1";
-const PUBLIC_PREFIX: &str = "tdelta-public-key 1 ";
-/// Key files are small; anything larger is not one.
-pub(crate) const MAX_KEY_FILE: u64 = 4 << 10;
-
-/// Decodes lowercase or uppercase hex into exactly `N` bytes.
-pub(super) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use tdelta_format::signature::MAX_KEY_FILE;
+use tdelta_format::signature::{decode_public_key, decode_secret_key, encode_public_key, encode_secret_key, hex};
 
 /// A public key and the comment of its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,30 +38,16 @@ impl PublicKey {
 
     /// Parses the bytes of a public key file read from `path`.
     pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<PublicKey> {
-        let bad =
-            |why: &str| Error::InvalidArgument(format!("{}: not a tdelta public key file: {why}", path.display()));
-        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
-        let mut lines = text.lines();
-        let first = lines.next().unwrap_or_default();
-        if first.starts_with(SECRET_HEADER) {
-            return Err(bad("this is a secret key; trust its `.pub` file instead"));
-        }
-        let Some(key_hex) = first.strip_prefix(PUBLIC_PREFIX) else {
-            return Err(bad(&format!("the first line must start with `{PUBLIC_PREFIX}`")));
-        };
-        let raw = unhex::<32>(key_hex.trim()).ok_or_else(|| bad("the key is not 64 hex digits"))?;
-        let key = VerifyingKey::from_bytes(&raw).map_err(|_| bad("not a valid ed25519 public key"))?;
-        let comment: Vec<&str> = lines.filter_map(|l| l.strip_prefix('#')).map(str::trim).collect();
-        Ok(PublicKey { key, comment: comment.join(" ") })
+        let bad = |why: String| Error::InvalidArgument(format!("{}: {why}", path.display()));
+        let (raw, comment) = decode_public_key(bytes).map_err(|e| bad(e.to_string()))?;
+        let key = VerifyingKey::from_bytes(&raw)
+            .map_err(|_| bad("not a tdelta public key file: not a valid ed25519 public key".into()))?;
+        Ok(PublicKey { key, comment })
     }
 
     /// The text of its public key file.
     pub(super) fn encode(&self) -> String {
-        let mut s = format!("{PUBLIC_PREFIX}{}\n", hex(self.key.as_bytes()));
-        if !self.comment.is_empty() {
-            s.push_str(&format!("# {}\n", self.comment.replace('\n', " ")));
-        }
-        s
+        encode_public_key(self.key.as_bytes(), &self.comment)
     }
 }
 
@@ -116,14 +82,7 @@ impl Signer {
 
     /// Parses the bytes of a secret key file read from `path`.
     pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Signer> {
-        let bad =
-            |why: &str| Error::InvalidArgument(format!("{}: not a tdelta secret key file: {why}", path.display()));
-        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
-        let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-        if lines.next() != Some(SECRET_HEADER) {
-            return Err(bad(&format!("the first line must be `{SECRET_HEADER}`")));
-        }
-        let seed = lines.next().and_then(|l| unhex::<32>(l.trim())).ok_or_else(|| bad("no 64-hex-digit key line"))?;
+        let seed = decode_secret_key(bytes).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
         Ok(Signer { key: SigningKey::from_bytes(&seed) })
     }
 
@@ -147,9 +106,9 @@ impl Signer {
             }
         }
         let fp = fingerprint(&self.key.verifying_key());
-        let secret = format!(
-            "{SECRET_HEADER}\n# ed25519 secret key {fp}: keep private; its public key is in the .pub file\n{}\n",
-            hex(self.key.as_bytes())
+        let secret = encode_secret_key(
+            self.key.as_bytes(),
+            &format!("ed25519 secret key {fp}: keep private; its public key is in the .pub file"),
         );
         create_new_file(path, secret.as_bytes(), 0o600)?;
         create_new_file(&pub_path, self.public_key(comment).encode().as_bytes(), 0o644)?;

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::refs::{AuditEntry, entry_hash, parse_sealed};
 use super::{Store, exists, integrity::PENDING_FILE};
@@ -24,63 +24,18 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use keys::fingerprint;
 pub use keys::{PublicKey, Signer};
-use keys::{fingerprint, unhex};
 
-const SIG_FORMAT: &str = "tdelta-signature 1";
-/// Signature files are small; anything larger is not one.
-const MAX_SIG_FILE: u64 = 64 << 10;
+use tdelta_format::signature::{MAX_SIG_FILE, SIG_FORMAT, SignatureFile as SigFile, move_message, version_message};
 /// Reads of the log around the signatures before giving up on a quiet
 /// moment (writers append while `verify` reads).
 const READ_ATTEMPTS: usize = 20;
 
-/// A signature file as stored (FORMAT.md §16).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SigFile {
-    format: String,
-    /// The signer's public key, 64 hex digits.
-    key: String,
-    /// The ed25519 signature, 128 hex digits.
-    sig: String,
-    /// The version signed (version signatures).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<Hash>,
-    /// The audit entry signed (move signatures), without its hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    r#move: Option<AuditEntry>,
-}
-
-impl SigFile {
-    /// A signature of `message` by `signer`, signing nothing yet.
-    fn new(signer: &Signer, message: &[u8]) -> SigFile {
-        let (key, sig) = signer.sign(message);
-        SigFile { format: SIG_FORMAT.into(), key, sig, version: None, r#move: None }
-    }
-}
-
-/// The signed message of a version: domain, then its id.
-fn version_message(id: Hash) -> Vec<u8> {
-    format!("tdelta-signed-version 1\n{id}\n").into_bytes()
-}
-
-/// The signed message of a ref move: domain, then every field of its
-/// audit entry, one per line; strings as JSON strings.
-fn move_message(e: &AuditEntry) -> Vec<u8> {
-    let s = |x: &str| serde_json::to_string(x).unwrap_or_default();
-    let h = |x: Option<Hash>| x.map_or_else(|| "none".to_string(), Hash::to_hex);
-    format!(
-        "tdelta-signed-move 1\nseq {}\nprev {}\ntime {}\nwho {}\nop {}\nref {}\nold {}\nnew {}\nwhy {}\n",
-        e.seq,
-        e.prev,
-        e.time,
-        s(&e.who),
-        s(e.op.as_str()),
-        e.r#ref.as_deref().map_or_else(|| "none".to_string(), s),
-        h(e.old),
-        h(e.new),
-        s(&e.why)
-    )
-    .into_bytes()
+/// A signature of `message` by `signer`, signing nothing yet.
+fn new_sig(signer: &Signer, message: &[u8]) -> SigFile {
+    let (key, sig) = signer.sign(message);
+    SigFile { format: SIG_FORMAT.into(), key, sig, version: None, r#move: None }
 }
 
 /// Who signed a version or a move, as `show` and `history` say it.
@@ -116,21 +71,17 @@ fn check_object(store: &Store, obj: &str, name: Hash) -> Result<Checked> {
 
 /// [`check_object`] of the bytes read from `path`.
 pub(crate) fn check_bytes(path: &Path, bytes: &[u8], name: Hash) -> Result<Checked> {
+    let file = SigFile::decode(bytes).map_err(|e| Error::format(path, e))?;
     let bad = |why: &str| Error::corrupt(path, format!("bad signature file: {why}"));
-    let file: SigFile = serde_json::from_slice(bytes).map_err(|e| bad(&format!("not valid: {e}")))?;
-    if file.format != SIG_FORMAT {
-        return Err(bad(&format!("format `{}`, expected `{SIG_FORMAT}`", file.format)));
-    }
-    let key = unhex::<32>(&file.key)
+    let key = file
+        .key_bytes()
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| bad("the key is not an ed25519 public key"))?;
-    let sig = unhex::<64>(&file.sig).map(|s| Signature::from_bytes(&s)).ok_or_else(|| bad("malformed signature"))?;
-    let message = match (&file.version, &file.r#move) {
-        (Some(id), None) if *id == name => version_message(*id),
-        (None, Some(e)) if entry_hash(e)? == name => move_message(e),
-        (Some(_), None) | (None, Some(_)) => return Err(bad("it signs something else than its file name says")),
-        _ => return Err(bad("it must sign exactly one version or one move")),
-    };
+    let sig = file.sig_bytes().map(|s| Signature::from_bytes(&s)).ok_or_else(|| bad("malformed signature"))?;
+    if file.name().map_err(|e| Error::format(path, e))? != name {
+        return Err(bad("it signs something else than its file name says"));
+    }
+    let message = file.message().map_err(|e| Error::format(path, e))?;
     key.verify_strict(&message, &sig).map_err(|_| bad("the signature does not verify (the file was altered)"))?;
     Ok(Checked { path: path.to_path_buf(), key, file })
 }
@@ -154,7 +105,7 @@ fn list_sigs(store: &Store, kind: &str) -> Result<Vec<(Hash, String)>> {
 }
 
 fn write_sig(store: &Store, kind: &str, name: Hash, file: &SigFile) -> Result<()> {
-    let bytes = serde_json::to_vec(file).map_err(|e| Error::Internal(format!("cannot encode signature: {e}")))?;
+    let bytes = file.encode().map_err(|e| Error::Internal(e.to_string()))?;
     store.backend.put(&sig_name(kind, name), &bytes, PutMode::Overwrite).map(|_| ())
 }
 
@@ -164,7 +115,7 @@ pub(crate) fn sign_version(store: &Store, signer: &Signer, id: Hash) -> Result<(
     if exists(store.backend.as_ref(), &sig_name("versions", id))? {
         return Ok(());
     }
-    let mut file = SigFile::new(signer, &version_message(id));
+    let mut file = new_sig(signer, &version_message(id));
     file.version = Some(id);
     write_sig(store, "versions", id, &file)
 }
@@ -172,7 +123,7 @@ pub(crate) fn sign_version(store: &Store, signer: &Signer, id: Hash) -> Result<(
 /// Signs the move that `entry` (sealed: `seq` and `prev` filled) will
 /// record. Caller holds the lock; the ref has not moved yet.
 pub(crate) fn sign_move(store: &Store, signer: &Signer, entry: &AuditEntry) -> Result<()> {
-    let mut file = SigFile::new(signer, &move_message(entry));
+    let mut file = new_sig(signer, &move_message(entry));
     file.r#move = Some(entry.clone());
     write_sig(store, "moves", entry_hash(entry)?, &file)
 }

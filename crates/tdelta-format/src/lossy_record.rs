@@ -1,4 +1,4 @@
-//! The lossy record of a version ([`crate::Manifest::lossy`]): the
+//! The lossy record of a version ([`crate::manifest::Manifest::lossy`]): the
 //! settings a version was packed with and how far its restored weights
 //! are from the source (FORMAT.md, the manifest's `lossy` field).
 //!
@@ -80,7 +80,7 @@ pub struct LossyBlocks {
 }
 
 /// `x` when finite, else `None` (JSON `null`).
-pub(crate) fn finite(x: f64) -> Option<f64> {
+pub fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 

@@ -1,0 +1,1 @@
+{"format":"tdelta-signature 1","key":"ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c","sig":"61c3c1cb1f71782b3c56215db497ceb297d5e448e59a51ce482eb2a555ccedb11f1ca2fdf10efd03221b59b48df30d7a9cf52de30c0bfede435a18a394bac90d","version":"579ea9a0947526fc5f204c88a51ab851"}
