@@ -56,7 +56,7 @@ pub use txn::WriteTxn;
 
 /// Store format version written by this build: 2 names blocks and
 /// versions with BLAKE3; format-1 stores (xxh3-128) are read, and written
-/// once upgraded ([`Store::upgrade`]).
+/// once upgraded (`Store::upgrade`).
 pub use tdelta_format::config::STORE_VERSION;
 pub use tdelta_format::config::StoreConfig;
 /// Fewest hex digits of a version id prefix.
