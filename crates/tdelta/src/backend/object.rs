@@ -45,11 +45,11 @@ use crate::{Error, Result};
 /// Objects at least this large go up as multipart uploads.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// Part size of multipart uploads (and so the memory one upload holds).
-const PART_SIZE: usize = 8 << 20;
+pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
+pub const PARTS_IN_FLIGHT: usize = 4;
 /// Retries of a failed request (with exponential backoff from 100 ms).
-const RETRIES: usize = 5;
+pub const RETRIES: usize = 5;
 /// How long a lock object (`file://` compare-and-swap) lives.
 const LOCK_EXPIRY: Duration = Duration::from_secs(30);
 /// How long a lease lives before others may break it.
