@@ -5,66 +5,14 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rng, bin, stderr};
+use common::s3::{cmd, create_bucket, ok_in, run_in, s3};
+use common::{Rng, stderr};
 use tdelta::DType;
 use tdelta_dev::synth::SeriesSpec;
-
-fn s3() -> Option<String> {
-    match std::env::var("TDELTA_TEST_S3") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("TDELTA_REQUIRE_S3").is_none(),
-                "TDELTA_REQUIRE_S3 is set but TDELTA_TEST_S3 is not: run scripts/test-remote"
-            );
-            eprintln!("skipped: TDELTA_TEST_S3 is not set (scripts/test-remote starts an S3 server)");
-            None
-        }
-    }
-}
-
-fn create_bucket(endpoint: &str, name: &str) -> String {
-    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "PUT /{name} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket {name}: {resp}");
-    format!("s3://{name}/models")
-}
-
-fn cmd(endpoint: Option<&str>) -> Command {
-    let mut c = bin();
-    c.env("AWS_ACCESS_KEY_ID", "AKIATDELTATESTKEY03")
-        .env("AWS_SECRET_ACCESS_KEY", "tdelta-test-secret-faults")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("TDELTA_LOCK_WAIT", "30")
-        .stdin(Stdio::null());
-    match endpoint {
-        Some(e) => c.env("AWS_ENDPOINT_URL", e),
-        None => c.env_remove("AWS_ENDPOINT_URL"),
-    };
-    c
-}
-
-fn run_in(endpoint: Option<&str>, store: &Path, args: &[&str]) -> Output {
-    cmd(endpoint).arg("--store").arg(store).args(args).output().unwrap()
-}
-
-fn ok_in(endpoint: Option<&str>, store: &Path, args: &[&str]) -> String {
-    let o = run_in(endpoint, store, args);
-    assert!(o.status.success(), "tdelta {args:?} failed ({:?}): {}", o.status, stderr(&o));
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// A store with `n` versions of a generated series.
 fn setup(dir: &Path, n: usize, bytes: u64) -> (PathBuf, Vec<PathBuf>) {

@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+pub mod s3;
+
 #[path = "../../crates/tdelta/tests/common/rng.rs"]
 mod rng;
 #[allow(unused_imports)]
