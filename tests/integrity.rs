@@ -329,8 +329,34 @@ fn damaged_config_is_reported_and_versions_still_restore() {
     all_restore(&fx);
     // Writes are refused clearly (the block size is not known for sure).
     let o = run(s, &["pack", path_str(&fx.srcs[0]), "-q"]);
-    assert_eq!(o.status.code(), Some(1));
+    // Damage found: exit 3.
+    assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("refusing to write") && stderr(&o).contains("config"), "{}", stderr(&o));
+}
+
+/// The `.idx` files under `packs/`.
+fn indexes(store: &Path) -> Vec<String> {
+    let names = fs::read_dir(store.join("packs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+    names.filter(|n| n.ends_with(".idx")).collect()
+}
+
+#[test]
+fn deleted_pack_index_is_named_with_the_version_it_damages() {
+    let fx = fixture();
+    let s = &fx.store;
+    // One more version, in a pack of its own.
+    let before = indexes(s);
+    let spec = SeriesSpec::new(1, DType::BF16, 256 << 10, 99);
+    let src = tdelta_dev::synth::write_series(&spec, &fx.scratch.join("other")).unwrap();
+    let id = pack(s, &src[0], "other");
+    let new: Vec<String> = indexes(s).into_iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    fs::remove_file(s.join("packs").join(&new[0])).unwrap();
+    let (code, text) = verify_all(s);
+    assert_eq!(code, Some(3), "{text}");
+    let line = text.lines().find(|l| l.contains(&format!("packs/{}", new[0]))).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("index is missing") && line.contains(&id[..12]), "{line}");
+    all_restore(&fx);
 }
 
 #[test]

@@ -268,7 +268,7 @@ fn sign_without_a_key_and_key_overwrite_are_refused() {
     let before = fs::read(&fx.key).unwrap();
     let o = fx.run_key(&fx.key.clone(), &["key", "generate", "-o", path_str(&fx.key)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("refusing to replace"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key file") && stderr(&o).contains("already exists"), "{}", stderr(&o));
     assert_eq!(fs::read(&fx.key).unwrap(), before);
     // A secret key is not a public key to trust.
     let o = fx.run_key(&fx.key.clone(), &["key", "trust", path_str(&fx.key)]);

@@ -64,9 +64,20 @@ fn engine(e: &anyhow::Error) -> Option<&tdelta::Error> {
 /// line (the library's messages are neutral): the text appended to the
 /// message, with its separator.
 fn hint(e: &tdelta::Error) -> Option<String> {
+    use tdelta::AuditDamage as A;
     use tdelta::Error as E;
     use tdelta::OutputRefusal as R;
     let (sep, text) = match e {
+        E::Corrupt { audit: Some(A::LogMissing), .. } => {
+            ("; ", "`tdelta repair audit` starts a new one recording the current refs")
+        }
+        E::Corrupt { audit: Some(A::LogDamaged), .. } => {
+            ("; ", "`tdelta repair audit` keeps its valid entries and sets the damaged file aside")
+        }
+        E::Corrupt { audit: Some(A::PendingMove), .. } => ("; ", "`tdelta repair audit` removes it"),
+        E::Corrupt { audit: Some(A::RefDiffers), .. } => {
+            (": ", "`tdelta verify` lists every difference, `tdelta repair audit` records the refs as they are")
+        }
         E::InBlock { source, .. } => return hint(source),
         E::NoStore { .. } => ("; ", "create one with `tdelta init`"),
         E::NoVersions { .. } => ("; ", "add one with `tdelta pack SOURCE`"),

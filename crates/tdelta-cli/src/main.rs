@@ -23,7 +23,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 use tdelta::{Hash, Store};
 
 use crate::progress::Bar;
@@ -471,7 +470,7 @@ fn cmd_init(g: &Global, block_size: Option<u32>) -> Result<()> {
     }
     let store = Store::init(&g.store(), &opts)?;
     if g.json {
-        print_json(&json!({"store": store.root(), "block_size": store.config().block_size}))?;
+        print_json(&tdelta::InitReport::of(&store))?;
     } else if !g.quiet {
         eprintln!(
             "initialized an empty store at {} (block size {})",

@@ -2,7 +2,6 @@
 //! drop, gc, stats, diff.
 
 use anyhow::{Result, bail};
-use serde_json::json;
 use tdelta::{RollbackTarget, Store, TensorStatus};
 
 use crate::exit::{Damaged, Usage};
@@ -69,22 +68,11 @@ pub fn tags(g: &Global) -> Result<()> {
 /// every audit entry). A damaged audit log is damage (exit 3).
 pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
     let store = open_store(g)?;
-    let h = match name {
-        Some(n) => tdelta::history(&store, n),
-        None => tdelta::audit_entries(&store),
-    };
-    let h = match h {
-        Ok(h) => h,
-        Err(e @ tdelta::Error::Corrupt { .. }) => return Err(Damaged(e.to_string()).into()),
-        Err(e) => return Err(e.into()),
-    };
-    let signers = tdelta::move_signers(&store, &h)?;
+    // A damaged log is an engine error of kind `corrupt`: exit 3, with
+    // the repair named.
+    let h = tdelta::signed_history(&store, name)?;
     if g.json {
-        let mut v = serde_json::to_value(&h)?;
-        for (e, s) in v.as_array_mut().into_iter().flatten().zip(&signers) {
-            e["signed_by"] = json!(s);
-        }
-        return print_json(&v);
+        return print_json(&h);
     }
     if h.is_empty() {
         match name {
@@ -93,7 +81,7 @@ pub fn history(g: &Global, name: Option<&str>) -> Result<()> {
         }
     }
     let opt = |x: Option<tdelta::Hash>| x.map_or_else(|| "-".repeat(12), |h| h.short());
-    for (e, s) in h.iter().zip(&signers) {
+    for tdelta::HistoryEntry { entry: e, signed_by: s } in &h {
         let r = if name.is_none() { format!("{:<16} ", e.r#ref.as_deref().unwrap_or("-")) } else { String::new() };
         let signed = s.as_ref().map(|s| format!("  signed {}", crate::key::signer_text(s))).unwrap_or_default();
         println!(
@@ -199,9 +187,9 @@ pub fn drop(g: &Global, reference: &str, why: &str, dry_run: bool) -> Result<()>
         let p = tdelta::drop_dry_run(&store, id)?;
         return preview(g, &p);
     }
-    tdelta::drop_version(&store, id, why)?;
+    let rep = tdelta::drop_version(&store, id, why)?;
     if g.json {
-        return print_json(&json!({"dropped": id}));
+        return print_json(&rep);
     }
     if !g.quiet {
         eprintln!("dropped {}; run `tdelta gc` to free its blocks", id.short());
@@ -212,9 +200,7 @@ pub fn drop(g: &Global, reference: &str, why: &str, dry_run: bool) -> Result<()>
 /// The result of `drop --dry-run` and `gc [--prune] --dry-run`.
 fn preview(g: &Global, p: &tdelta::GcPreview) -> Result<()> {
     if g.json {
-        let mut v = serde_json::to_value(p)?;
-        v["dry_run"] = json!(true);
-        return print_json(&v);
+        return print_json(p);
     }
     for id in &p.dropped {
         println!("would drop {}", id.short());
@@ -247,14 +233,13 @@ pub fn gc(g: &Global, prune: Option<usize>, why: &str, dry_run: bool) -> Result<
         Some(keep_last) => tdelta::prune(&store, keep_last, if why.is_empty() { "gc --prune" } else { why })?,
         None => Vec::new(),
     };
-    let rep = tdelta::gc(&mut store, why)?;
+    let mut rep = tdelta::gc(&mut store, why)?;
+    rep.dropped = dropped;
     if g.json {
-        let mut v = serde_json::to_value(&rep)?;
-        v["dropped"] = json!(dropped);
-        return print_json(&v);
+        return print_json(&rep);
     }
     if !g.quiet {
-        for id in &dropped {
+        for id in &rep.dropped {
             eprintln!("dropped {}", id.short());
         }
         eprintln!(

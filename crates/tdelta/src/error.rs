@@ -44,6 +44,9 @@ pub enum Error {
         kind: CorruptKind,
         /// What check failed, in words.
         reason: String,
+        /// The part of the record of ref moves that is damaged, when the
+        /// damage is there (front-ends name the repair by it).
+        audit: Option<AuditDamage>,
     },
 
     /// A store file written by a newer (or unknown) format version.
@@ -143,6 +146,26 @@ pub enum Error {
         name: String,
         /// Why it is refused.
         reason: String,
+    },
+
+    /// A new ref whose name clashes with existing refs: a name cannot be
+    /// both a ref and a folder of refs (`a/b` while ref `a` exists, or
+    /// `a` while refs `a/...` exist).
+    #[error(
+        "cannot create ref `{name}`: {} `{other}` exist{}, and a name cannot be both a ref and a folder of refs; \
+         choose another name{}",
+        if *folder { "refs named" } else { "ref" },
+        if *folder { "" } else { "s" },
+        if *folder { String::new() } else { format!(" or delete `{other}`") }
+    )]
+    RefClash {
+        /// The name asked for.
+        name: String,
+        /// The ref in the way (`a`), or the folder's refs (`a/...`).
+        other: String,
+        /// Whether refs below the name are in the way (else a ref named
+        /// like one of its folders).
+        folder: bool,
     },
 
     /// Another process holds the store's write lock.
@@ -270,7 +293,28 @@ impl Error {
 
     /// A corrupt-store error naming which check failed.
     pub fn corrupt_as(kind: CorruptKind, file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { file: file.into(), kind, reason: reason.into() }
+        Error::Corrupt { file: file.into(), kind, reason: reason.into(), audit: None }
+    }
+
+    /// Damage to the record of ref moves (the audit log, a pending move,
+    /// a ref that differs from the log), naming which part.
+    pub(crate) fn corrupt_audit(
+        damage: AuditDamage,
+        kind: CorruptKind,
+        file: impl Into<PathBuf>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt { file: file.into(), kind, reason: reason.into(), audit: Some(damage) }
+    }
+
+    /// Which part of the record of ref moves is damaged, for an error
+    /// about it.
+    pub fn audit_damage(&self) -> Option<AuditDamage> {
+        match self {
+            Error::InBlock { source, .. } => source.audit_damage(),
+            Error::Corrupt { audit, .. } => *audit,
+            _ => None,
+        }
     }
 
     /// An error of the format crate about the bytes of `file`, with its
@@ -289,7 +333,7 @@ impl Error {
                     Check::Tampered => CorruptKind::Tampered,
                     _ => CorruptKind::Invalid,
                 };
-                Error::Corrupt { file: file.into(), kind, reason }
+                Error::Corrupt { file: file.into(), kind, reason, audit: None }
             }
             F::UnsupportedVersion { found, supported, .. } => {
                 Error::UnsupportedFormat { file: file.into(), found, supported }
@@ -312,7 +356,7 @@ impl Error {
             | E::NoVersions { .. } => ErrorKind::NotFound,
             E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             E::Io { .. } => ErrorKind::Io,
-            E::AlreadyExists { .. } | E::StoreExists { .. } => ErrorKind::AlreadyExists,
+            E::AlreadyExists { .. } | E::StoreExists { .. } | E::RefClash { .. } => ErrorKind::AlreadyExists,
             E::OutputRefused { refusal, .. } if refusal.is_existing() => ErrorKind::AlreadyExists,
             E::Conflict { .. } | E::Referenced { .. } => ErrorKind::Conflict,
             E::NeedsUpgrade { .. } => ErrorKind::Unsupported,
@@ -433,6 +477,24 @@ impl CorruptKind {
             CorruptKind::Invalid => "invalid",
         }
     }
+}
+
+/// Which part of the record of ref moves is damaged ([`Error::Corrupt`]):
+/// each is settled by repairing the audit log, which writers need intact
+/// (they refuse to write until then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditDamage {
+    /// The audit log is missing.
+    LogMissing,
+    /// The audit log does not parse, or an entry was edited, reordered or
+    /// removed.
+    LogDamaged,
+    /// The record of a ref move in progress (`audit.pending`) is damaged.
+    PendingMove,
+    /// A ref or `HEAD` is not where the log's last move of it says.
+    RefDiffers,
 }
 
 /// Why a restore refuses its output ([`Error::OutputRefused`]).

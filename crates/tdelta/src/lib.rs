@@ -13,13 +13,14 @@ mod store;
 #[path = "../../tdelta-codec/src/testutil.rs"]
 mod testutil;
 
-pub use error::{CorruptKind, Error, ErrorKind, IoContext, OutputRefusal, Result};
+pub use error::{AuditDamage, CorruptKind, Error, ErrorKind, IoContext, OutputRefusal, Result};
 pub use ops::{
     BaseChoice, PARTIAL_TAG, PackOptions, PackReport, Policy, Progress, RestoreOptions, RestoreReport, Selection,
     Silent, pack, read_tensor, restore, restore_parts, write_file, write_tensor,
 };
 pub use ops::{BlockPart, Problem, RollbackReport, ShowReport, Signature, TagEntry, TagReport, show, tags};
 pub use ops::{DiffReport, FileDiff, FileStatus, TensorDiff, TensorStatus, diff};
+pub use ops::{DropReport, HistoryEntry, InitReport, signed_history};
 pub use ops::{
     GcPreview, GcReport, RollbackTarget, StoreFigures, VerifyReport, VersionCheck, VersionFigures, audit_entries,
     drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,

@@ -215,11 +215,46 @@ impl ObjectStoreBackend {
     pub fn put_file(&self, name: &str, file: &FsPath, advance: &dyn Fn(u64)) -> Result<()> {
         let mut f = File::open(file).map_err(|e| Error::io(file, e))?;
         let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
-        if len < MULTIPART_THRESHOLD {
-            let mut buf = Vec::with_capacity(len as usize);
-            f.read_to_end(&mut buf).map_err(|e| Error::io(file, e))?;
+        // Read front to back, as `upload` asks for its pieces.
+        self.upload(name, len, &mut |_, buf| f.read_exact(buf).map_err(|e| Error::io(file, e)), advance)
+    }
+
+    /// Downloads the object `name` into `out` (streamed: bounded memory),
+    /// telling `advance` of each piece; returns its size.
+    pub fn get_to_file(&self, name: &str, out: &mut File, advance: &dyn Fn(u64)) -> Result<u64> {
+        self.get_with(name, &mut |chunk| {
+            out.write_all(chunk).map_err(|e| Error::io(format!("download of {name}"), e))?;
+            advance(chunk.len() as u64);
+            Ok(())
+        })
+    }
+
+    /// Uploads the object `name` of another backend (the local store's) as
+    /// the write-once object `name`, `size` bytes long, as a multipart
+    /// upload when it is large (read in parts: bounded memory); `advance`
+    /// is told of each piece sent. An object already there is
+    /// [`Error::AlreadyExists`].
+    pub fn put_from(&self, src: &dyn Backend, name: &str, size: u64, advance: &dyn Fn(u64)) -> Result<()> {
+        self.upload(name, size, &mut |at, buf| src.read_at(name, at, buf), advance)
+    }
+
+    /// Uploads `size` bytes as the write-once object `name`: one put when
+    /// small, else a multipart upload (bounded memory). `read(at, buf)`
+    /// fills `buf` with the bytes at `at`, asked for front to back;
+    /// `advance` is told of each piece sent. An object already there is
+    /// [`Error::AlreadyExists`].
+    fn upload(
+        &self,
+        name: &str,
+        size: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>,
+        advance: &dyn Fn(u64),
+    ) -> Result<()> {
+        if size < MULTIPART_THRESHOLD {
+            let mut buf = vec![0u8; size as usize];
+            read(0, &mut buf)?;
             self.put(name, &buf, PutMode::Create)?;
-            advance(buf.len() as u64);
+            advance(size);
             return Ok(());
         }
         // A multipart upload cannot be create-only: look first. The name is
@@ -234,73 +269,10 @@ impl ObjectStoreBackend {
             let upload = self.inner.store.put_multipart(&path).await.map_err(|e| self.map_err(name, e))?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let mut buf = vec![0u8; PART_SIZE];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| Error::io(file, e))?;
-                if n == 0 {
-                    break;
-                }
-                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    w.abort().await.ok();
-                    return Err(self.map_err(name, e));
-                }
-                w.write(&buf[..n]);
-                advance(n as u64);
-            }
-            w.finish().await.map(|_| ()).map_err(|e| self.map_err(name, e))
-        })
-    }
-
-    /// Downloads the object `name` into `out` (streamed: bounded memory),
-    /// telling `advance` of each piece; returns its size.
-    pub fn get_to_file(&self, name: &str, out: &mut File, advance: &dyn Fn(u64)) -> Result<u64> {
-        let path = self.path(name);
-        self.block_on(async {
-            let res = self.inner.store.get(&path).await.map_err(|e| self.map_err(name, e))?;
-            let size = res.meta.size;
-            let mut stream = res.into_stream();
-            let mut got = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.map_err(name, e))?;
-                out.write_all(&chunk).map_err(|e| Error::io(format!("download of {name}"), e))?;
-                got += chunk.len() as u64;
-                advance(chunk.len() as u64);
-            }
-            if got != size {
-                return Err(Error::corrupt(
-                    format!("{}/{name}", self.inner.url),
-                    format!("download ended at {got} of {size} bytes"),
-                ));
-            }
-            Ok(size)
-        })
-    }
-
-    /// Uploads the object `name` of another backend (the local store's) as
-    /// the write-once object `name`, `size` bytes long, as a multipart
-    /// upload when it is large (read in parts: bounded memory); `advance`
-    /// is told of each piece sent. An object already there is
-    /// [`Error::AlreadyExists`].
-    pub fn put_from(&self, src: &dyn Backend, name: &str, size: u64, advance: &dyn Fn(u64)) -> Result<()> {
-        if size < MULTIPART_THRESHOLD {
-            let (buf, _) = src.get(name, size)?;
-            self.put(name, &buf, PutMode::Create)?;
-            advance(buf.len() as u64);
-            return Ok(());
-        }
-        match self.head(name) {
-            Ok(_) => return Err(Error::AlreadyExists { what: self.what(name) }),
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let path = self.path(name);
-        self.block_on(async {
-            let upload = self.inner.store.put_multipart(&path).await.map_err(|e| self.map_err(name, e))?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            let mut buf = vec![0u8; PART_SIZE];
             let mut at = 0u64;
             while at < size {
                 let n = (size - at).min(PART_SIZE as u64) as usize;
-                if let Err(e) = src.read_at(name, at, &mut buf[..n]) {
+                if let Err(e) = read(at, &mut buf[..n]) {
                     w.abort().await.ok();
                     return Err(e);
                 }
@@ -440,9 +412,9 @@ impl Backend for ObjectStoreBackend {
             return Ok(());
         }
         let path = self.path(name);
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .ok_or_else(|| Error::InvalidArgument(format!("read of {name}: offset {offset} too large")))?;
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(|| {
+            Error::corrupt(self.locate(name), format!("{} bytes at offset {offset} lie past its end", buf.len()))
+        })?;
         let opts = GetOptions { range: Some((offset..end).into()), ..GetOptions::default() };
         let bytes = self.block_on(async {
             let res = self.inner.store.get_opts(&path, opts).await?;
@@ -680,6 +652,10 @@ mod tests {
         let mut big = [0u8; 4];
         let e = b.read_at("packs/p.pack", 8, &mut big).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        // An offset whose end overflows lies past the end too: damage
+        // (of the index that gave it), not a bad argument.
+        let e = b.read_at("packs/p.pack", u64::MAX - 1, &mut big).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{e}");
         let e = b.get("packs/p.pack", 4).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         let e = b.head("packs/none").unwrap_err();

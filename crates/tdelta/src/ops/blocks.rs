@@ -112,11 +112,10 @@ impl Store {
         let chain = self.chain_within(hash, max_levels)?;
         let top = chain[0];
         if top.raw_len as usize != out.len() {
-            return Err(Error::InvalidArgument(format!(
-                "block is {} bytes where the manifest expects {}",
-                top.raw_len,
-                out.len()
-            )));
+            return Err(Error::corrupt(
+                self.pack_path(top),
+                format!("block {} is {} bytes where the manifest expects {}", top.hash, top.raw_len, out.len()),
+            ));
         }
         let mut base = std::mem::take(&mut scratch.base);
         let res = (|| {
@@ -328,7 +327,8 @@ mod tests {
         let (mut out, mut scratch) = (Vec::new(), Scratch::default());
         // The root's recorded id is wrong, the bytes right: the top's check
         // proves them, the root's own check would not pass.
-        let root_off = [chain[0], Entry { hash: bogus, ..chain[1] }];
+        let with_hash = |e: Entry, hash| Entry { index: tdelta_format::pack::IndexEntry { hash, ..e.index }, ..e };
+        let root_off = [chain[0], with_hash(chain[1], bogus)];
         let refs: Vec<&Entry> = root_off.iter().collect();
         store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap();
         assert_eq!(blocks[0].algo().block(&out), blocks[0]);
@@ -337,7 +337,7 @@ mod tests {
         // Both wrong: the failing top check leads to a checked pass, which
         // names the lowest level.
         let top = Hash::of(b"nor this one");
-        let both = [Entry { hash: top, ..chain[0] }, Entry { hash: bogus, ..chain[1] }];
+        let both = [with_hash(chain[0], top), with_hash(chain[1], bogus)];
         let refs: Vec<&Entry> = both.iter().collect();
         let e = store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap_err();
         assert!(e.to_string().contains(&bogus.to_hex()) && !e.to_string().contains(&top.to_hex()), "{e}");
@@ -368,7 +368,11 @@ mod tests {
             assert_eq!(out, want);
         }
         let e = store.read_block_into(blocks[0], 2, &mut [0u8; 3], &mut scratch).unwrap_err();
-        assert_eq!(e.to_string(), "block is 4096 bytes where the manifest expects 3");
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{e}");
+        assert!(
+            e.to_string().ends_with(&format!("block {} is 4096 bytes where the manifest expects 3", blocks[0])),
+            "{e}"
+        );
         let e = store.read_block_into(blocks[0], 1, &mut [0u8; 4096], &mut scratch).unwrap_err();
         assert!(e.to_string().contains("claims a chain of 2 levels"), "{e}");
     }

@@ -9,13 +9,13 @@ use serde::Serialize;
 
 use super::Progress;
 use super::problem::{BlockPart, Problem};
-use super::report::{RollbackReport, TagReport};
+use super::report::{DropReport, RollbackReport, TagReport};
 use crate::Hash;
-use crate::error::CorruptKind;
+use crate::error::{AuditDamage, CorruptKind};
 use crate::ops::blocks::Scratch;
 use crate::store::manifest::{BlockRef, FileEntry, Manifest};
 use crate::store::pack::{BlockMeta, PackWriter};
-use crate::store::{Store, WriteTxn};
+use crate::store::{Store, WriteTxn, index_name, pack_name};
 use crate::{AuditEntry, AuditReport, Error, Result};
 
 /// Points tag `name` at version `id`. Refuses to move an existing tag to
@@ -108,17 +108,23 @@ pub fn history(store: &Store, name: &str) -> Result<Vec<AuditEntry>> {
 pub fn audit_entries(store: &Store) -> Result<Vec<AuditEntry>> {
     let rep = store.audit_log()?;
     if let Some(p) = rep.problems.first() {
-        return Err(Error::corrupt_as(CorruptKind::Tampered, store.audit().path(), p.clone()));
+        return Err(Error::corrupt_audit(
+            AuditDamage::LogDamaged,
+            CorruptKind::Tampered,
+            store.audit().path(),
+            p.clone(),
+        ));
     }
     Ok(rep.entries)
 }
 
 /// Deletes version `id` (its manifest). Refused while a ref points to it.
 /// Its blocks stay until [`gc`] finds them unreferenced.
-pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<()> {
+pub fn drop_version(store: &Store, id: Hash, why: &str) -> Result<DropReport> {
     let txn = store.begin_write()?;
     check_droppable(store, id)?;
-    remove_version(store, &txn, id, why)
+    remove_version(store, &txn, id, why)?;
+    Ok(DropReport { dropped: id })
 }
 
 /// What dropping `id` and then running [`gc`] would free; refused as
@@ -192,9 +198,12 @@ pub fn prune_candidates(store: &Store, keep_last: usize) -> Result<Vec<Hash>> {
     Ok(rows.into_iter().map(|e| e.id).collect())
 }
 
-/// What [`gc`] did.
+/// What [`gc`] did (after [`prune`], when the caller pruned first).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct GcReport {
+    /// Versions dropped first by [`prune`] (the caller fills it in; empty
+    /// for a plain gc).
+    pub dropped: Vec<Hash>,
     /// Versions kept (all manifests present).
     pub versions: usize,
     /// Blocks removed.
@@ -265,6 +274,9 @@ pub struct GcPreview {
     /// Bytes that would be freed: packs, indexes and the dropped
     /// versions' manifests.
     pub bytes_freed: u64,
+    /// Always true: a preview changes nothing (named in its JSON so that a
+    /// tool cannot take it for a report of what was done).
+    pub dry_run: bool,
 }
 
 /// Computes what dropping `dropped` and then running [`gc`] would free,
@@ -273,7 +285,8 @@ pub struct GcPreview {
 pub fn gc_dry_run(store: &Store, dropped: &[Hash]) -> Result<GcPreview> {
     let without: HashSet<Hash> = dropped.iter().copied().collect();
     let plan = plan_gc(store, &without)?;
-    let mut rep = GcPreview { dropped: dropped.to_vec(), versions: plan.versions, ..GcPreview::default() };
+    let mut rep =
+        GcPreview { dropped: dropped.to_vec(), versions: plan.versions, dry_run: true, ..GcPreview::default() };
     for (p, (entries, keep)) in store.packs.iter().zip(&plan.packs) {
         let kept = keep.iter().filter(|k| **k).count();
         rep.blocks_removed += (entries.len() - kept) as u64;
@@ -481,6 +494,7 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     rep.blocks_checked = blocks.len() as u64;
     rep.bytes_checked = blocks.iter().map(|b| b.1).sum();
     let broken = broken.into_inner().unwrap_or_else(|p| p.into_inner());
+    rep.store_problems.extend(lost_pack_files(store, &broken, &manifests));
     for (id, m) in &manifests {
         let Some(m) = m else { continue };
         let mut problems = Vec::new();
@@ -505,6 +519,67 @@ pub fn verify(store: &Store, ids: &[Hash], progress: &dyn Progress) -> Result<Ve
     }
     rep.versions.sort_by_key(|v| ids.iter().position(|i| *i == v.id));
     Ok(rep)
+}
+
+/// The block a failed read found missing, if that is why it failed.
+fn missing_block(e: &Error) -> Option<Hash> {
+    match e {
+        Error::InBlock { source, .. } => missing_block(source),
+        Error::MissingBlock { block } => block.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The pack files found without their other half: a pack whose index is
+/// missing while versions need blocks it holds, an index whose pack is
+/// missing; each named with the versions that need its blocks (`broken`:
+/// the blocks that failed, by id). A pack without index that no version
+/// needs is a writer's leftover, which gc removes: not damage.
+fn lost_pack_files(
+    store: &Store,
+    broken: &HashMap<Hash, Error>,
+    manifests: &[(Hash, Option<Manifest>)],
+) -> Vec<Problem> {
+    let (packs, indexes) = match store.unpaired_packs() {
+        Ok(p) => p,
+        Err(e) => return vec![Problem::Pack { pack: None, message: e.to_string() }],
+    };
+    let missing_of: HashMap<Hash, Hash> =
+        broken.iter().filter_map(|(top, e)| Some((*top, missing_block(e)?))).collect();
+    // The short ids of the versions that need a block of `held`.
+    let needing = |held: &HashSet<Hash>| -> Vec<String> {
+        let tops: HashSet<Hash> = missing_of.iter().filter(|(_, m)| held.contains(m)).map(|(t, _)| *t).collect();
+        let needs =
+            |m: &Manifest| m.files.iter().any(|f| f.blocks(m.block_size).iter().any(|b| tops.contains(&b.hash)));
+        manifests.iter().filter(|(_, m)| m.as_ref().is_some_and(needs)).map(|(v, _)| v.short()).collect()
+    };
+    let mut out = Vec::new();
+    for id in packs.into_iter().filter(|_| !missing_of.is_empty()) {
+        let (idx, pack) = (store.locate(&index_name(id)), store.locate(&pack_name(id)));
+        let message = match store.record_hashes(id) {
+            Err(e) => format!("{}: index is missing, and its pack cannot be read: {e}", idx.display()),
+            Ok(h) => match needing(&h.into_iter().collect()) {
+                v if v.is_empty() => continue,
+                v => format!(
+                    "{}: index is missing; its pack {} holds blocks that versions {} need",
+                    idx.display(),
+                    pack.display(),
+                    v.join(", ")
+                ),
+            },
+        };
+        out.push(Problem::Pack { pack: Some(id), message });
+    }
+    for id in indexes {
+        let pack = store.locate(&pack_name(id));
+        let versions = store.index_hashes(id).map(|h| needing(&h.into_iter().collect())).unwrap_or_default();
+        let message = match versions {
+            v if v.is_empty() => format!("{}: pack of this index is missing", pack.display()),
+            v => format!("{}: pack is missing; versions {} need its blocks", pack.display(), v.join(", ")),
+        };
+        out.push(Problem::Pack { pack: Some(id), message });
+    }
+    out
 }
 
 /// The problem of block `b` of file `f` that failed with `e`.

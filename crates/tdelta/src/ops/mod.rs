@@ -22,7 +22,10 @@ pub use manage::{
 pub use pack::{BaseChoice, PackOptions, PackReport, pack};
 pub use policy::Policy;
 pub use problem::{BlockPart, Problem};
-pub use report::{RollbackReport, ShowReport, Signature, TagEntry, TagReport, show, tags};
+pub use report::{
+    DropReport, HistoryEntry, InitReport, RollbackReport, ShowReport, Signature, TagEntry, TagReport, show,
+    signed_history, tags,
+};
 pub use restore::{
     PARTIAL_TAG, RestoreOptions, RestoreReport, Selection, read_tensor, restore, restore_parts, write_file,
     write_tensor,

@@ -1,13 +1,59 @@
-//! Results of the small operations (tag, untag, rollback, show) as
-//! reports: each serialises to the JSON every front-end prints (the CLI's
-//! `--json`, the Python package's records).
+//! Results of the small operations (init, tag, untag, rollback, show,
+//! drop, history) as reports: each serialises to the JSON every front-end
+//! prints (the CLI's `--json`, the Python package's records).
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::store::Store;
 use crate::store::manifest::Manifest;
-use crate::store::sign::{SignedBy, version_signer};
-use crate::{Hash, Result};
+use crate::store::sign::{SignedBy, move_signers, version_signer};
+use crate::{AuditEntry, Hash, Result};
+
+/// A store as [`Store::init`] created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitReport {
+    /// Where the store is.
+    pub store: PathBuf,
+    /// Its block size in bytes.
+    pub block_size: u32,
+}
+
+impl InitReport {
+    /// The report of a store just created.
+    pub fn of(store: &Store) -> InitReport {
+        InitReport { store: store.root().to_path_buf(), block_size: store.config().block_size }
+    }
+}
+
+/// What [`drop_version`](super::drop_version) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DropReport {
+    /// The version dropped (its blocks stay until a gc).
+    pub dropped: Hash,
+}
+
+/// One audit entry as `history` shows it: the entry and who signed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// The key that signed this move, if any.
+    pub signed_by: Option<SignedBy>,
+}
+
+/// The moves of ref `name` (every audit entry when `None`), oldest first,
+/// each with its signer. A damaged audit log is an error.
+pub fn signed_history(store: &Store, name: Option<&str>) -> Result<Vec<HistoryEntry>> {
+    let entries = match name {
+        Some(n) => super::history(store, n)?,
+        None => super::audit_entries(store)?,
+    };
+    let signers = move_signers(store, &entries)?;
+    Ok(entries.into_iter().zip(signers).map(|(entry, signed_by)| HistoryEntry { entry, signed_by }).collect())
+}
 
 /// What [`tag`](super::tag) or [`untag`](super::untag) did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

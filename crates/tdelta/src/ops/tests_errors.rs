@@ -205,3 +205,59 @@ fn a_cancelled_read_is_interrupted() {
     assert!(matches!(e, Error::Interrupted), "{e}");
     assert_eq!(e.kind(), ErrorKind::Interrupted);
 }
+
+#[test]
+fn a_ref_name_that_clashes_with_refs_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    tag(&s, "team/a", id, false, "").unwrap();
+    for name in ["team", "team/a/b"] {
+        let e = tag(&s, name, id, false, "").unwrap_err();
+        assert!(matches!(e, Error::RefClash { .. }) && e.kind() == ErrorKind::AlreadyExists, "{name}: {e}");
+        assert!(e.to_string().contains("a name cannot be both a ref and a folder of refs"), "{e}");
+    }
+}
+
+#[test]
+fn damage_to_the_record_of_ref_moves_is_typed_for_its_repair() {
+    use crate::AuditDamage as A;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let root = s.root().to_path_buf();
+    let typed = |e: &Error, want: A| {
+        assert_eq!((e.kind(), e.audit_damage()), (ErrorKind::Corrupt, Some(want)), "{e}");
+        assert!(!e.to_string().contains("tdelta "), "library messages carry no CLI hints: {e}");
+    };
+    // A pending move that does not parse.
+    fs::write(root.join("audit.pending"), b"garbage\n").unwrap();
+    typed(&tag(&s, "t", id, false, "").unwrap_err(), A::PendingMove);
+    fs::remove_file(root.join("audit.pending")).unwrap();
+    // An edited entry: writers and `history` refuse it.
+    let log = fs::read(root.join("audit.log")).unwrap();
+    let mut edited = log.clone();
+    let at = edited.len() - 10;
+    edited[at] ^= 0x01;
+    fs::write(root.join("audit.log"), &edited).unwrap();
+    typed(&tag(&s, "t", id, false, "").unwrap_err(), A::LogDamaged);
+    typed(&history(&s, "HEAD").unwrap_err(), A::LogDamaged);
+    // A missing log.
+    fs::remove_file(root.join("audit.log")).unwrap();
+    typed(&tag(&s, "t", id, false, "").unwrap_err(), A::LogMissing);
+    fs::write(root.join("audit.log"), &log).unwrap();
+    // A ref moved by hand.
+    tag(&s, "t", id, false, "").unwrap();
+    fs::copy(root.join("HEAD"), root.join("refs/u")).unwrap();
+    typed(&tag(&s, "v", id, false, "").unwrap_err(), A::RefDiffers);
+}
+
+#[test]
+fn a_block_whose_length_contradicts_the_manifest_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, id) = packed(dir.path());
+    let m = s.manifest(id).unwrap();
+    let b = m.files[0].blocks(m.block_size)[0];
+    let mut out = vec![0u8; b.len as usize + 1];
+    let e = s.read_block_into(b.hash, 16, &mut out, &mut super::blocks::Scratch::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains(".pack") && e.to_string().contains("manifest expects"), "{e}");
+}

@@ -153,14 +153,47 @@ fn reports_serialise_with_their_field_names() {
     {
         assert!(st.get(f).is_some(), "stats lack {f}: {st}");
     }
-    assert_eq!(fields(&json(&gc_dry_run(&s, &[]).unwrap())).len(), 6);
+    let pv = json(&gc_dry_run(&s, &[]).unwrap());
+    assert_eq!(
+        (fields(&pv), &pv["dry_run"]),
+        (
+            sorted(&[
+                "dropped",
+                "versions",
+                "blocks_removed",
+                "packs_deleted",
+                "packs_rewritten",
+                "bytes_freed",
+                "dry_run"
+            ]),
+            &json(&true)
+        )
+    );
     let h = json(&history(&s, "first").unwrap());
     assert_eq!(h[0]["op"], "tag", "{h}");
+    let sh = json(&signed_history(&s, Some("first")).unwrap());
+    assert_eq!((&sh[0]["op"], &sh[0]["signed_by"]), (&json(&"tag"), &Value::Null), "{sh}");
+    assert_eq!(fields(&sh[0]), sorted(&["seq", "time", "who", "op", "ref", "new", "why", "prev", "signed_by"]), "{sh}");
+    // HEAD was rolled back to the first version and `stable` deleted: the
+    // second is free to drop.
+    let d = json(&drop_version(&s, id2, "").unwrap());
+    assert_eq!((fields(&d), &d["dropped"]), (sorted(&["dropped"]), &json(&id2)));
     let g = json(&gc(&mut s, "").unwrap());
     assert_eq!(
         fields(&g),
-        sorted(&["versions", "blocks_removed", "packs_deleted", "packs_rewritten", "bytes_before", "bytes_after"])
+        sorted(&[
+            "dropped",
+            "versions",
+            "blocks_removed",
+            "packs_deleted",
+            "packs_rewritten",
+            "bytes_before",
+            "bytes_after"
+        ])
     );
+    let init = json(&crate::InitReport::of(&s));
+    assert_eq!((fields(&init), &init["block_size"]), (sorted(&["store", "block_size"]), &json(&s.config().block_size)));
+    assert_eq!(init["store"], json(&s.root()));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{STORE_VERSION, Store, read_config, write_config};
 use crate::backend::PutMode;
-use crate::{Algo, Error, Result};
+use crate::{Algo, Result};
 
 /// A store's settings and size ([`Store::info`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,9 +75,7 @@ impl Store {
     /// atomically under the writer lock: an interrupted upgrade leaves the
     /// store at format 1, whole. A store already at format 2 is left as is.
     pub fn upgrade(&mut self) -> Result<UpgradeReport> {
-        if let Some(p) = &self.config_problem {
-            return Err(Error::InvalidArgument(format!("refusing to upgrade: {p}")));
-        }
+        self.refuse_if_config_damaged("upgrade")?;
         let _txn = self.begin_write_unsettled()?;
         // Settle a ref move left by a killed format-1 writer first, so
         // that everything before the upgrade is format 1.
@@ -128,7 +126,12 @@ mod tests {
         let e = read_config(&backend).unwrap_err().to_string();
         assert!(e.contains("format 2 store names hash `xxh3-128`; it must be `blake3`"), "{e}");
         // The store still opens, read-only, and says why.
-        let store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         assert!(store.config_problem().is_some());
+        // Writing and upgrading are refused as damage, naming the config.
+        for e in [store.upgrade().unwrap_err(), store.begin_write().unwrap_err()] {
+            assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{e}");
+            assert!(e.to_string().contains("config") && e.to_string().contains("refusing to"), "{e}");
+        }
     }
 }

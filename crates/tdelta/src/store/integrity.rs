@@ -17,7 +17,7 @@ use super::refs::{AuditEntry, parse_sealed};
 use super::{Store, exists, now, ref_name, whoami};
 use crate::Hash;
 use crate::backend::PutMode;
-use crate::error::CorruptKind;
+use crate::error::{AuditDamage, CorruptKind};
 use crate::{Error, Result};
 
 /// The pending-move record at the store root.
@@ -190,7 +190,12 @@ impl Store {
             Err(e) => return Err(e),
         };
         let bad = |why: String| {
-            Error::corrupt(&path, format!("pending ref move is damaged: {why}; `tdelta repair audit` removes it"))
+            Error::corrupt_audit(
+                AuditDamage::PendingMove,
+                CorruptKind::Invalid,
+                &path,
+                format!("pending ref move is damaged: {why}"),
+            )
         };
         let line = bytes.strip_suffix(b"\n").ok_or_else(|| bad("no final newline".into()))?;
         let (entry, hash) = parse_sealed(line).map_err(bad)?;
@@ -239,13 +244,11 @@ impl Store {
         let rep = audit.read()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", audit.path().display())).unwrap_or(p);
-            return Err(Error::corrupt_as(
+            return Err(Error::corrupt_audit(
+                AuditDamage::LogDamaged,
                 CorruptKind::Tampered,
                 audit.path(),
-                format!(
-                    "audit log is damaged ({p}); writes are refused until `tdelta repair audit` keeps its valid \
-                     entries and sets the damaged file aside"
-                ),
+                format!("audit log is damaged ({p}); writes are refused until it is repaired"),
             ));
         }
         let refs = self.ref_values()?;
@@ -263,14 +266,11 @@ impl Store {
             }
         }
         if let Some(d) = disagreements(&entries, &refs, None).first() {
-            return Err(Error::corrupt_as(
+            return Err(Error::corrupt_audit(
+                AuditDamage::RefDiffers,
                 CorruptKind::Tampered,
                 self.ref_file(&d.name),
-                format!(
-                    "{}; writes are refused until this is settled: `tdelta verify` lists every difference, \
-                     `tdelta repair audit` records the refs as they are",
-                    d.reason()
-                ),
+                format!("{}; writes are refused until this is settled", d.reason()),
             ));
         }
         Ok(())
@@ -555,8 +555,10 @@ mod tests {
         let p = store.ref_log_problems();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("changed outside tdelta"), "{p:?}");
-        let e = store.begin_write().unwrap_err().to_string();
-        assert!(e.contains("writes are refused") && e.contains("repair audit"), "{e}");
+        let e = store.begin_write().unwrap_err();
+        assert_eq!((e.kind(), e.audit_damage()), (crate::ErrorKind::Corrupt, Some(AuditDamage::RefDiffers)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("writes are refused") && !e.contains("tdelta "), "no CLI hint in the library: {e}");
         let r = repair_audit(&store, "").unwrap();
         assert_eq!(r.refs_recorded, vec![RefRecorded { name: "stable".into(), logged: Some(a), current: Some(b) }]);
         assert_eq!(r.entries_appended, 2);

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::backend::{Backend, LocalDir, PutMode};
-use crate::error::IoContext;
+use crate::error::{CorruptKind, IoContext};
 use crate::{Algo, Hash};
 use crate::{Error, Result};
 use manifest::Manifest;
@@ -128,6 +128,14 @@ pub struct StoreStats {
     pub versions: usize,
 }
 
+/// The damage found reading `config` ([`Store::config_problem`]).
+#[derive(Debug)]
+struct ConfigDamage {
+    file: PathBuf,
+    kind: CorruptKind,
+    reason: String,
+}
+
 /// Options of [`Store::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -167,7 +175,7 @@ pub struct Store {
     pub(crate) damaged: Vec<String>,
     /// Why `config` could not be read, when the store was opened without
     /// it (block size taken from the manifests): reads only.
-    config_problem: Option<String>,
+    config_problem: Option<ConfigDamage>,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
     /// Called once when a writer starts waiting for the lock, with a
@@ -236,12 +244,12 @@ impl Store {
         // manifest records the block size, so the store opens for reading.
         let (config, config_problem) = match read_config(backend.as_ref()) {
             Ok(c) => (c, None),
-            Err(e @ Error::Corrupt { .. }) => {
+            Err(Error::Corrupt { file, kind, reason, .. }) => {
                 let block_size =
                     block_size_from_manifests(backend.as_ref()).unwrap_or(crate::block::DEFAULT_BLOCK_SIZE);
-                let problem = format!("{e}; the store is read-only until it is restored (from a backup)");
                 // Ids of either width are still checked by their width.
-                (StoreConfig { block_size, created: 0, hash: Algo::Blake3, format: STORE_VERSION }, Some(problem))
+                let config = StoreConfig { block_size, created: 0, hash: Algo::Blake3, format: STORE_VERSION };
+                (config, Some(ConfigDamage { file, kind, reason }))
             }
             Err(e) => return Err(e),
         };
@@ -338,10 +346,8 @@ impl Store {
                 }
                 Err(Error::NotFound { .. }) => {
                     // Removed under us by a concurrent gc (index first,
-                    // then pack), or a pack lost by hand.
-                    if exists(self.backend.as_ref(), &idx_name)? {
-                        self.damaged.push(format!("{}: pack of this index is missing", pack_path.display()));
-                    }
+                    // then pack), or a pack lost by hand: `verify` names
+                    // it with the versions that need it.
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -360,8 +366,30 @@ impl Store {
     }
 
     /// Why `config` could not be read (the store is then read-only).
-    pub(crate) fn config_problem(&self) -> Option<&str> {
-        self.config_problem.as_deref()
+    pub(crate) fn config_problem(&self) -> Option<String> {
+        self.config_problem.as_ref().map(|d| {
+            format!(
+                "corrupt store file {}: {}; the store is read-only until it is restored (from a backup)",
+                d.file.display(),
+                d.reason
+            )
+        })
+    }
+
+    /// Refuses to `what` (`write`, `upgrade`) a store whose config could
+    /// not be read: damage, naming the config.
+    pub(crate) fn refuse_if_config_damaged(&self, what: &str) -> Result<()> {
+        match &self.config_problem {
+            Some(d) => Err(Error::corrupt_as(
+                d.kind,
+                &d.file,
+                format!(
+                    "{}; refusing to {what}: the store is read-only until its config is restored (from a backup)",
+                    d.reason
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Where the store is: its directory (local stores), else a
@@ -393,9 +421,7 @@ impl Store {
     /// Takes the writer lease (see [`WriteTxn`]), then settles the refs
     /// with the audit log ([`Store::settle_refs`]).
     pub(crate) fn begin_write(&self) -> Result<WriteTxn> {
-        if let Some(p) = &self.config_problem {
-            return Err(Error::InvalidArgument(format!("refusing to write: {p}")));
-        }
+        self.refuse_if_config_damaged("write")?;
         if self.config.format < STORE_VERSION {
             return Err(Error::NeedsUpgrade { format: self.config.format, ids: self.config.hash.to_string() });
         }
@@ -629,17 +655,11 @@ impl Store {
         for (slash, _) in name.match_indices('/') {
             let prefix = &name[..slash];
             if exists(self.backend.as_ref(), &ref_name(prefix))? {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot create ref `{name}`: ref `{prefix}` exists, and a name cannot be both a ref and a \
-                     folder of refs; choose another name or delete `{prefix}`"
-                )));
+                return Err(Error::RefClash { name: name.to_string(), other: prefix.to_string(), folder: false });
             }
         }
         if !self.backend.list(&format!("refs/{name}/"))?.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "cannot create ref `{name}`: refs named `{name}/...` exist, and a name cannot be both a ref and \
-                 a folder of refs; choose another name"
-            )));
+            return Err(Error::RefClash { name: name.to_string(), other: format!("{name}/..."), folder: true });
         }
         Ok(())
     }

@@ -14,29 +14,22 @@ use crate::{Domain, Hash, Hasher};
 use crate::{Error, Result};
 use tdelta_format::pack::{self as format, IndexEntry};
 
-/// Where and how one block is stored.
+/// Where and how one block is stored: its entry in the index of pack
+/// number `pack` (the fields of [`IndexEntry`] read through it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
-    /// Hash of the raw block bytes.
-    pub hash: Hash,
     /// Number of the pack in the store's pack table.
     pub pack: u32,
-    /// Offset of the payload (after the record header) in the pack.
-    pub offset: u64,
-    /// Payload length.
-    pub stored_len: u32,
-    /// Raw (decoded) length.
-    pub raw_len: u32,
-    /// Codec code.
-    pub codec: u8,
-    /// DType code.
-    pub dtype: u8,
-    /// Delta depth: 0 for a block coded without base.
-    pub depth: u16,
-    /// The base block, for delta codecs.
-    pub base: Option<Hash>,
-    /// xxh3-64 of the payload.
-    pub checksum: u64,
+    /// The entry as the pack's index stores it.
+    pub index: IndexEntry,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = IndexEntry;
+
+    fn deref(&self) -> &IndexEntry {
+        &self.index
+    }
 }
 
 /// What the writer needs to know about a block besides its payload.
@@ -48,20 +41,6 @@ pub(crate) struct BlockMeta {
     pub dtype: u8,
     pub depth: u16,
     pub base: Option<Hash>,
-}
-
-impl Entry {
-    /// The entry of pack number `pack` that an index entry describes.
-    fn of(e: IndexEntry, pack: u32) -> Entry {
-        let IndexEntry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum } = e;
-        Entry { hash, pack, offset, stored_len, raw_len, codec, dtype, depth, base, checksum }
-    }
-
-    /// The index entry (the pack number is not stored).
-    fn to_index(self) -> IndexEntry {
-        let Entry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum, .. } = self;
-        IndexEntry { hash, offset, stored_len, raw_len, codec, dtype, depth, base, checksum }
-    }
 }
 
 /// Appends blocks to a new pack (a streamed object of the backend).
@@ -114,7 +93,7 @@ impl PackWriter {
     pub fn add(&mut self, meta: BlockMeta, payload: &[u8]) -> Result<()> {
         let checksum = xxhash_rust::xxh3::xxh3_64(payload);
         let stored_len =
-            u32::try_from(payload.len()).map_err(|_| Error::InvalidArgument("block payload over 4 GiB".into()))?;
+            u32::try_from(payload.len()).map_err(|_| Error::Internal("block payload over 4 GiB".into()))?;
         let header_len = format::record_header_len(self.version) as u64;
         let entry = IndexEntry {
             hash: meta.hash,
@@ -127,11 +106,10 @@ impl PackWriter {
             base: meta.base,
             checksum,
         };
-        let head =
-            format::encode_record_header(self.version, &entry).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let head = format::encode_record_header(self.version, &entry).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(&head)?;
         self.put(payload)?;
-        self.entries.push(Entry::of(entry, 0));
+        self.entries.push(Entry { pack: 0, index: entry });
         Ok(())
     }
 
@@ -153,7 +131,7 @@ impl PackWriter {
         }
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.hash);
-        let index = format::encode_index(self.version, &entries.iter().map(|e| e.to_index()).collect::<Vec<_>>())
+        let index = format::encode_index(self.version, &entries.iter().map(|e| e.index).collect::<Vec<_>>())
             .map_err(|e| Error::Internal(e.to_string()));
         let index = match index {
             Ok(v) => v,
@@ -186,7 +164,7 @@ impl PackWriter {
 /// bounds-checked. Returns the index's version with its entries.
 pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) -> Result<(u32, Vec<Entry>)> {
     let index = format::decode_index(bytes, pack_len).map_err(|e| Error::format(path, e))?;
-    Ok((index.version, index.entries.into_iter().map(|e| Entry::of(e, pack)).collect()))
+    Ok((index.version, index.entries.into_iter().map(|index| Entry { pack, index }).collect()))
 }
 
 /// Reads the payload of `entry` from pack `pack` of `store` and checks its
@@ -216,6 +194,62 @@ pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &
 }
 
 impl Store {
+    /// The pack files under `packs/` without their other half, sorted by
+    /// id: the packs that have no index (a writer's leftover, killed
+    /// between the pack and its index, or an index deleted outside
+    /// tdelta), then the indexes whose pack is missing.
+    pub(crate) fn unpaired_packs(&self) -> Result<(Vec<Hash>, Vec<Hash>)> {
+        let names: std::collections::HashSet<String> =
+            self.backend.list("packs/")?.into_iter().map(|o| o.name).collect();
+        let alone = |ext: &str, other: fn(Hash) -> String| {
+            let mut ids: Vec<Hash> = names
+                .iter()
+                .filter_map(|n| n.strip_prefix("packs/")?.strip_suffix(ext)?.parse().ok())
+                .filter(|id| !names.contains(&other(*id)))
+                .collect();
+            ids.sort();
+            ids
+        };
+        Ok((alone(".pack", index_name), alone(".idx", pack_name)))
+    }
+
+    /// The ids of the blocks the index of pack `id` lists (read whether or
+    /// not its pack is there).
+    pub(crate) fn index_hashes(&self, id: Hash) -> Result<Vec<Hash>> {
+        let name = index_name(id);
+        let (bytes, _) = self.backend.get(&name, 1 << 34)?;
+        Ok(decode_index(&self.locate(&name), &bytes, 0, u64::MAX)?.1.into_iter().map(|e| e.hash).collect())
+    }
+
+    /// The ids of the blocks pack `id` holds, read from its record headers
+    /// front to back (for a pack whose index is missing). A record that
+    /// does not parse is an error naming the pack.
+    pub(crate) fn record_hashes(&self, id: Hash) -> Result<Vec<Hash>> {
+        let name = pack_name(id);
+        let path = self.locate(&name);
+        let len = self.backend.head(&name)?.size;
+        let mut head = [0u8; format::PACK_HEADER];
+        self.backend.read_at(&name, 0, &mut head)?;
+        let [m0, m1, m2, m3, m4, m5, m6, m7, v0, v1, v2, v3, ..] = head;
+        if [m0, m1, m2, m3, m4, m5, m6, m7] != *format::PACK_MAGIC {
+            return Err(Error::corrupt_as(CorruptKind::Magic, &path, "not a tdelta pack (bad magic)"));
+        }
+        let version = u32::from_le_bytes([v0, v1, v2, v3]);
+        if !(1..=format::PACK_VERSION).contains(&version) {
+            return Err(Error::UnsupportedFormat { file: path, found: version, supported: format::PACK_VERSION });
+        }
+        let mut buf = vec![0u8; format::record_header_len(version)];
+        let end = len.saturating_sub(format::PACK_FOOTER as u64);
+        let (mut at, mut out) = (format::PACK_HEADER as u64, Vec::new());
+        while at + buf.len() as u64 <= end {
+            self.backend.read_at(&name, at, &mut buf)?;
+            let e = format::decode_record_header(version, &buf, at).map_err(|e| Error::format(&path, e))?;
+            out.push(e.hash);
+            at = e.offset.saturating_add(u64::from(e.stored_len));
+        }
+        Ok(out)
+    }
+
     /// The entries of loaded pack number `i`, read from its index again
     /// (the index map keeps one copy of a block that sits in several packs).
     pub(crate) fn pack_entries(&self, i: usize) -> Result<Vec<Entry>> {
@@ -392,5 +426,20 @@ mod tests {
             let e = decode_index(Path::new("x.idx"), &bytes, 0, pack_len).unwrap_err();
             assert!(e.to_string().contains("inconsistent"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_block_id_the_pack_cannot_hold_is_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::init(&dir.path().join("s"), &crate::InitOptions::default()).unwrap();
+        // A format-1 writer (version-2 pack, 16-byte ids) handed a BLAKE3
+        // id: a bug of the caller, not bad input or damage.
+        store.config.hash = Algo::Xxh3;
+        let mut w = PackWriter::create(&store).unwrap();
+        let meta = BlockMeta { hash: Algo::Blake3.block(b"x"), raw_len: 1, codec: 0, dtype: 0, depth: 0, base: None };
+        let e = w.add(meta, b"x").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Internal, "{e}");
+        assert!(e.to_string().contains("16-byte ids"), "{e}");
+        w.abandon();
     }
 }

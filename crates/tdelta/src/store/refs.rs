@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::Hash;
 use crate::backend::{Backend, ETag, PutMode};
-use crate::error::CorruptKind;
+use crate::error::{AuditDamage, CorruptKind};
 use crate::{Error, Result};
 pub use tdelta_format::audit::AuditEntry;
 use tdelta_format::audit::{self, LOG_HEADER};
@@ -119,11 +119,11 @@ impl AuditLog {
     /// [`AuditLog::read`], with the bytes and tag read.
     fn read_tagged(&self) -> Result<(AuditReport, Vec<u8>, ETag)> {
         let Some((text, tag)) = self.raw()? else {
-            return Err(Error::corrupt_as(
+            return Err(Error::corrupt_audit(
+                AuditDamage::LogMissing,
                 CorruptKind::Missing,
                 &self.path,
-                "audit log is missing (deleted outside tdelta?); `tdelta repair audit` starts a new one \
-                 recording the current refs",
+                "audit log is missing (deleted outside tdelta?)",
             ));
         };
         let rep = self.check(&text);
@@ -166,13 +166,11 @@ impl AuditLog {
         let (rep, text, tag) = self.read_tagged()?;
         if let Some(p) = rep.problems.first() {
             let p = p.strip_prefix(&format!("{}: ", self.path.display())).unwrap_or(p);
-            return Err(Error::corrupt_as(
+            return Err(Error::corrupt_audit(
+                AuditDamage::LogDamaged,
                 CorruptKind::Tampered,
                 &self.path,
-                format!(
-                    "audit log is damaged, refusing to append: {p}; `tdelta repair audit` keeps the valid \
-                     entries and sets the damaged file aside"
-                ),
+                format!("audit log is damaged, refusing to append: {p}"),
             ));
         }
         if rep.torn_tail {
@@ -190,7 +188,12 @@ impl AuditLog {
     /// line, swapped in if the log did not change since it was read.
     pub fn append_line(&self, line: &[u8]) -> Result<()> {
         let Some((mut text, tag)) = self.raw()? else {
-            return Err(Error::corrupt(&self.path, "audit log is missing (deleted outside tdelta?)"));
+            return Err(Error::corrupt_audit(
+                AuditDamage::LogMissing,
+                CorruptKind::Missing,
+                &self.path,
+                "audit log is missing (deleted outside tdelta?)",
+            ));
         };
         text.extend_from_slice(line);
         self.swap(&text, tag)
@@ -341,10 +344,12 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_log_is_named_with_its_cure() {
+    fn a_missing_log_is_named_and_typed_for_its_repair() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::new(Arc::new(crate::backend::LocalDir::new(dir.path())));
-        let e = log.read().unwrap_err().to_string();
-        assert!(e.contains("audit.log") && e.contains("missing") && e.contains("repair audit"), "{e}");
+        let e = log.read().unwrap_err();
+        assert_eq!((e.corrupt_kind(), e.audit_damage()), (Some(CorruptKind::Missing), Some(AuditDamage::LogMissing)));
+        let e = e.to_string();
+        assert!(e.contains("audit.log") && e.contains("missing") && !e.contains("repair audit"), "{e}");
     }
 }

@@ -145,7 +145,8 @@ impl Staging {
                 }
             };
         }
-        Err(Error::InvalidArgument(format!("cannot create a staging directory in {}", parent.display())))
+        let taken = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "every staging directory name tried exists");
+        Err(Error::io(parent, taken))
     }
 
     pub(super) fn path(&self) -> &Path {

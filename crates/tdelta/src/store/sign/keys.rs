@@ -99,10 +99,7 @@ impl Signer {
         let pub_path = PathBuf::from(pub_path);
         for p in [path, pub_path.as_path()] {
             if p.symlink_metadata().is_ok() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} exists; refusing to replace it (choose another name)",
-                    p.display()
-                )));
+                return Err(Error::AlreadyExists { what: format!("key file {}", p.display()) });
             }
         }
         let fp = fingerprint(&self.key.verifying_key());
@@ -162,7 +159,9 @@ mod tests {
         assert_eq!(back.key.to_bytes(), s.key.to_bytes());
         let p = PublicKey::from_file(&pub_path).unwrap();
         assert_eq!((p.key, p.comment.as_str()), (s.key.verifying_key(), "ops team"));
-        assert!(s.write_new(&path, "").unwrap_err().to_string().contains("refusing to replace"));
+        let e = s.write_new(&path, "").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::AlreadyExists, "an existing key file is kept: {e}");
+        assert!(e.to_string().contains("already exists"), "{e}");
         assert!(PublicKey::from_file(&path).unwrap_err().to_string().contains("secret key"));
         #[cfg(unix)]
         {
