@@ -229,6 +229,11 @@ fn unknown_refs_missing_and_corrupt_stores_are_clear_errors() {
     assert_eq!(v["check"], "checksum", "{v}");
     // A damaged config: the store opens for reading only (issue 12).
     fs::write(store.join("config"), b"garbage").unwrap();
-    let e = fails(&store, &["pack", src.to_str().unwrap(), "-q"]);
+    // Writes are refused as damage (exit 3), naming the config.
+    let o = run(&store, &["pack", src.to_str().unwrap(), "-q", "--json"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("config") && e.contains("refusing to write"), "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["kind"].as_str(), v["type"].as_str()), (Some("damage"), Some("corrupt")), "{v}");
 }
