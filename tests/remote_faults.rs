@@ -230,12 +230,12 @@ fn killed_pulls(url: &str, endpoint: Option<&str>, kills: usize) {
 #[test]
 fn file_remote_killed_fetch_and_pull_leave_the_store_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    killed_pulls(&format!("file://{}", dir.path().join("remote").display()), None, 10);
+    killed_pulls(&format!("file://{}", dir.path().join("remote").display()), None, 20);
 }
 
 #[test]
 fn s3_killed_fetch_and_pull_leave_the_store_consistent() {
     let Some(ep) = s3() else { return };
     let url = create_bucket(&ep, &format!("tdelta-killedpull-{}", std::process::id()));
-    killed_pulls(&url, Some(&ep), 10);
+    killed_pulls(&url, Some(&ep), 20);
 }

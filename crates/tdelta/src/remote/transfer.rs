@@ -239,6 +239,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     let sent_objects = AtomicU64::new(0);
     let sent_bytes = AtomicU64::new(0);
     let raced = AtomicU64::new(0);
+    let raced_bytes = AtomicU64::new(0);
     let src = store.backend().as_ref();
     progress.begin("push", todo.iter().map(|o| o.size).sum());
     // Packs, then indexes, then manifests, then signatures: each phase
@@ -256,6 +257,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
                     // Someone pushed the same content-addressed object.
                     Err(Error::AlreadyExists { .. }) => {
                         raced.fetch_add(1, Ordering::Relaxed);
+                        raced_bytes.fetch_add(o.size, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e),
                 }
@@ -280,6 +282,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     report.objects_sent = sent_objects.into_inner();
     report.bytes_sent = sent_bytes.into_inner();
     report.objects_skipped += raced.into_inner();
+    report.bytes_skipped += raced_bytes.into_inner();
 
     // Refs last, each by compare-and-swap.
     let mut tracked = Vec::new();
