@@ -85,6 +85,8 @@ fn hint(e: &tdelta::Error) -> Option<String> {
         E::UnsupportedFormat { .. } => ("; ", "upgrade tdelta"),
         E::NeedsUpgrade { .. } => ("; ", "run `tdelta upgrade` to write to it"),
         E::AmbiguousRef { .. } => ("; ", "give more digits"),
+        E::NoDefaultRemote { remotes } if remotes.is_empty() => ("; ", "add one with `tdelta remote add NAME URL`"),
+        E::NoDefaultRemote { .. } => ("; ", "name one, or add one with --default"),
         E::AlreadyExists { what } if what.starts_with("tag `") => ("; ", "pass --force to move it"),
         E::OutputRefused { refusal: R::Exists { directory: false } | R::Appeared, .. } => {
             (" or ", "pass --force to replace it")
@@ -103,7 +105,7 @@ pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
     let mut msg = chain(e);
     let kind = kind(e);
     let engine = engine(e);
-    if let Some(h) = engine.and_then(hint) {
+    if let Some(h) = crate::remote::hint(e).or_else(|| engine.and_then(hint)) {
         msg.push_str(&h);
     }
     eprintln!("error: {}", crate::fmt::text(&msg));

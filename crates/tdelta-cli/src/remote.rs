@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tdelta::remote::{self, PushOptions, TransferReport};
@@ -133,17 +133,61 @@ pub fn remote_cmd(g: &Global, cmd: &RemoteCmd) -> Result<()> {
     Ok(())
 }
 
+/// An engine error from a command on remote `remote`: the hint printed
+/// with it names the remote (see [`hint`]).
+#[derive(Debug)]
+pub(crate) struct OnRemote {
+    remote: String,
+    source: tdelta::Error,
+}
+
+impl std::fmt::Display for OnRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for OnRemote {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Marks an engine error as coming from a command on remote `remote`.
+pub(crate) fn on(remote: &str) -> impl FnOnce(tdelta::Error) -> anyhow::Error + '_ {
+    move |source| OnRemote { remote: remote.to_string(), source }.into()
+}
+
+/// What the user can do about an error of a command on a remote, in terms
+/// of this command line (the library's messages are neutral): the text
+/// appended to the message, with its separator.
+pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
+    use tdelta::Error as E;
+    let on = e.chain().find_map(|c| c.downcast_ref::<OnRemote>())?;
+    let name = &on.remote;
+    let mut err = &on.source;
+    while let E::InBlock { source, .. } = err {
+        err = source;
+    }
+    Some(match err {
+        // Damage to an object of the remote (`s3://...`, `file://...`).
+        E::Corrupt { file, .. } if file.to_string_lossy().contains("://") => {
+            format!("; `tdelta verify --remote {name}` names every damaged object of the remote")
+        }
+        E::Conflict { what, .. } if what.starts_with("remote `") => {
+            format!("; pull first (`tdelta pull {name}`), or pass --force to replace it")
+        }
+        E::Conflict { what, .. } if what.starts_with("local `") => {
+            format!("; push it to `{name}`, or pass --force to take the remote's")
+        }
+        E::NoStore { .. } => "; check the url, or push a store there first".to_string(),
+        _ => return None,
+    })
+}
+
 fn summary(g: &Global, verb: &str, remote: &str, r: &TransferReport) -> Result<()> {
     if g.json {
-        return print_json(&json!({
-            "remote": remote,
-            "objects": r.objects_sent,
-            "bytes": r.bytes_sent,
-            "objects_skipped": r.objects_skipped,
-            "bytes_skipped": r.bytes_skipped,
-            "refs": r.refs,
-            "seconds": r.seconds,
-        }));
+        return print_json(r);
     }
     for u in &r.refs {
         if u.status != "unchanged" {
@@ -170,7 +214,9 @@ pub fn push(g: &Global, a: &PushArgs) -> Result<()> {
     let r = remote::find(&store, name.as_deref())?;
     let opts = PushOptions { refs, force: a.force, why: a.why.clone(), jobs: a.t.jobs as usize };
     let bar = Bar::new(g.quiet);
-    let report = remote::push(&store, &r, &opts, &bar)?;
+    let report = remote::push(&store, &r, &opts, &bar)
+        .map_err(on(&r.name))
+        .with_context(|| format!("cannot push to remote `{}`", r.name))?;
     summary(g, "pushed to", &r.name, &report)
 }
 
@@ -190,7 +236,9 @@ pub fn fetch(g: &Global, name: Option<&str>, t: &TransferArgs) -> Result<()> {
     let store = open_store(g)?;
     let r = remote::find(&store, name)?;
     let bar = Bar::new(g.quiet);
-    let report = remote::fetch(&store, &r, t.jobs as usize, &bar)?;
+    let report = remote::fetch(&store, &r, t.jobs as usize, &bar)
+        .map_err(on(&r.name))
+        .with_context(|| format!("cannot fetch from remote `{}`", r.name))?;
     summary(g, "fetched from", &r.name, &report)
 }
 
@@ -203,7 +251,9 @@ pub fn pull(g: &Global, a: &PullArgs) -> Result<()> {
     let r = remote::find(&store, name.as_deref())?;
     drop(store);
     let bar = Bar::new(g.quiet);
-    let report = remote::pull(&g.store(), &r, refs.first().map(String::as_str), a.force, a.t.jobs as usize, &bar)?;
+    let report = remote::pull(&g.store(), &r, refs.first().map(String::as_str), a.force, a.t.jobs as usize, &bar)
+        .map_err(on(&r.name))
+        .with_context(|| format!("cannot pull from remote `{}`", r.name))?;
     summary(g, "pulled from", &r.name, &report)
 }
 
@@ -219,7 +269,9 @@ pub fn clone(g: &Global, a: &CloneArgs) -> Result<()> {
         }
     };
     let bar = Bar::new(g.quiet);
-    let report = remote::clone(&a.url, a.endpoint.as_deref(), &dir, a.t.jobs as usize, &bar)?;
+    let report = remote::clone(&a.url, a.endpoint.as_deref(), &dir, a.t.jobs as usize, &bar)
+        .map_err(on("origin"))
+        .with_context(|| format!("cannot clone into {}", dir.display()))?;
     if !g.quiet && !g.json {
         eprintln!("cloned into {}", dir.display());
     }
@@ -231,7 +283,7 @@ pub fn verify(g: &Global, name: &str) -> Result<()> {
     let store = open_store(g)?;
     let r = remote::find(&store, Some(name))?;
     let bar = Bar::new(g.quiet || g.json);
-    let rep = remote::verify(&r, 8, &bar)?;
+    let rep = remote::verify(&r, 8, &bar).map_err(on(&r.name))?;
     if g.json {
         print_json(&serde_json::to_value(&rep)?)?;
     } else {
@@ -273,7 +325,7 @@ pub fn gc(g: &Global, name: &str, grace: &str, dry_run: bool) -> Result<()> {
     let store = open_store(g)?;
     let r = remote::find(&store, Some(name))?;
     let grace = remote::parse_grace(grace).map_err(|e| crate::exit::Usage(e.to_string()))?;
-    let rep = remote::gc(&r, grace, dry_run)?;
+    let rep = remote::gc(&r, grace, dry_run).map_err(on(&r.name))?;
     if g.json {
         return print_json(&serde_json::to_value(&rep)?);
     }

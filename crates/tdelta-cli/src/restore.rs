@@ -57,6 +57,7 @@ pub(crate) fn unpack(g: &Global, a: &UnpackArgs) -> Result<()> {
     if let Some(name) = &a.remote {
         let r = tdelta::remote::find(&store, Some(name))?;
         let (rep, read) = tdelta::remote::unpack(&store, &r, &a.reference, &a.out, &opts, &sel, &bar)
+            .map_err(crate::remote::on(name))
             .with_context(|| format!("cannot restore {} from remote `{name}` to {}", a.reference, a.out.display()))?;
         let secs = t0.elapsed().as_secs_f64();
         if g.json {

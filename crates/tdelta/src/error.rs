@@ -258,6 +258,14 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// No remote was named and the store has no default one (none, or
+    /// several and none marked default).
+    #[error("no remote named and {}", if remotes.is_empty() { "the store has none".to_string() } else { format!("no default one; the store has: {}", remotes.join(", ")) })]
+    NoDefaultRemote {
+        /// The store's remotes.
+        remotes: Vec<String>,
+    },
+
     /// A compare-and-swap that lost: someone else changed the object since
     /// it was read.
     #[error("{what} changed since it was read: {reason}")]
@@ -353,7 +361,8 @@ impl Error {
             | E::NotInVersion { .. }
             | E::UnknownRef { .. }
             | E::NoStore { .. }
-            | E::NoVersions { .. } => ErrorKind::NotFound,
+            | E::NoVersions { .. }
+            | E::NoDefaultRemote { .. } => ErrorKind::NotFound,
             E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             E::Io { .. } => ErrorKind::Io,
             E::AlreadyExists { .. } | E::StoreExists { .. } | E::RefClash { .. } => ErrorKind::AlreadyExists,

@@ -109,11 +109,7 @@ pub fn find(store: &Store, name: Option<&str>) -> Result<Remote> {
             }
             match all.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => Err(Error::InvalidArgument("no remote; add one with `tdelta remote add NAME URL`".into())),
-                _ => Err(Error::InvalidArgument(format!(
-                    "no default remote; name one of: {}, or add one with --default",
-                    names().join(", ")
-                ))),
+                _ => Err(Error::NoDefaultRemote { remotes: names() }),
             }
         }
     }
@@ -209,6 +205,20 @@ mod tests {
         assert!(e.to_string().contains("valid values are: origin, backup"), "{e}");
         remove(&store, "backup").unwrap();
         assert_eq!(list(&store).unwrap().len(), 1);
+        add(&store, "third", &r, None, false).unwrap();
+        let e = find(&store, None).unwrap_err();
+        assert!(
+            matches!(&e, Error::NoDefaultRemote { remotes } if remotes == &["origin", "third"]),
+            "two remotes, neither the default: {e}"
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), "no remote named and no default one; the store has: origin, third");
+        remove(&store, "third").unwrap();
+        remove(&store, "origin").unwrap();
+        let e = find(&store, None).unwrap_err();
+        assert!(matches!(&e, Error::NoDefaultRemote { remotes } if remotes.is_empty()), "{e}");
+        assert_eq!(e.to_string(), "no remote named and the store has none");
+        add(&store, "origin", &r, None, false).unwrap();
         let e = add(&store, "bad name", &r, None, false).unwrap_err();
         assert!(e.to_string().contains("invalid remote name"), "{e}");
         let bytes = std::fs::read(store.root().join("remotes")).unwrap();

@@ -224,10 +224,7 @@ pub fn gc(remote: &Remote, grace: Duration, dry_run: bool) -> Result<RemoteGcRep
     if !store.damaged_packs().is_empty() {
         return Err(Error::corrupt(
             b.locate("packs/"),
-            format!(
-                "the remote has damaged packs ({}); run `tdelta verify --remote` first",
-                store.damaged_packs().join("; ")
-            ),
+            format!("the remote has damaged packs ({})", store.damaged_packs().join("; ")),
         ));
     }
     let mut tips: Vec<Hash> = Vec::new();

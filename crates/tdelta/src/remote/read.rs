@@ -147,11 +147,9 @@ fn resolve(b: &ObjectStoreBackend, spec: &str) -> Result<Hash> {
             return Ok(*one);
         }
         if found.len() > 1 {
-            return Err(Error::InvalidArgument(format!(
-                "version prefix `{spec}` is ambiguous on {}: it matches {} versions",
-                b.describe(),
-                found.len()
-            )));
+            let mut short: Vec<String> = found.iter().map(|h| h.short()).collect();
+            short.sort();
+            return Err(Error::AmbiguousRef { prefix: spec, count: found.len(), candidates: short.join(", ") });
         }
     }
     Err(Error::UnknownRef { name: format!("{spec} (on {})", b.describe()) })
@@ -197,11 +195,10 @@ pub fn unpack(
     };
     let root = std::fs::canonicalize(local.root()).unwrap_or_else(|_| local.root().to_path_buf());
     if abs.starts_with(local.root()) || abs.starts_with(&root) {
-        return Err(Error::InvalidArgument(format!(
-            "refusing to restore to {}: it is inside the store ({}); choose an output outside it",
-            out.display(),
-            local.root().display()
-        )));
+        return Err(Error::OutputRefused {
+            path: out.to_path_buf(),
+            refusal: crate::OutputRefusal::InStore { store: local.root().to_path_buf() },
+        });
     }
     let view = Arc::new(View {
         remote: b.clone(),

@@ -36,12 +36,17 @@ pub struct RefUpdate {
     pub status: String,
 }
 
-/// What a transfer did.
+/// What a transfer did: also the `--json` summary of push, fetch, pull
+/// and clone, as serialised.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TransferReport {
+    /// The remote's name (`origin` for a clone).
+    pub remote: String,
     /// Objects sent (push) or received (fetch).
+    #[serde(rename = "objects")]
     pub objects_sent: u64,
     /// Their bytes.
+    #[serde(rename = "bytes")]
     pub bytes_sent: u64,
     /// Objects the other side had already.
     pub objects_skipped: u64,
@@ -173,7 +178,7 @@ pub(super) fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Resu
 pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn Progress) -> Result<TransferReport> {
     let start = Instant::now();
     let b = open(remote)?;
-    let mut report = TransferReport::default();
+    let mut report = TransferReport { remote: remote.name.clone(), ..TransferReport::default() };
 
     // The refs to move, resolved before anything is sent.
     let names: Vec<String> = if opts.refs.is_empty() {
@@ -225,7 +230,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
             Some(&size) => {
                 return Err(Error::corrupt(
                     format!("{}/{}", b.describe(), o.name),
-                    format!("remote object has {size} bytes, the local one {}; run `tdelta verify`", o.size),
+                    format!("remote object has {size} bytes, the local one {}", o.size),
                 ));
             }
             None => todo.push(o),
@@ -234,6 +239,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     let sent_objects = AtomicU64::new(0);
     let sent_bytes = AtomicU64::new(0);
     let raced = AtomicU64::new(0);
+    let raced_bytes = AtomicU64::new(0);
     let src = store.backend().as_ref();
     progress.begin("push", todo.iter().map(|o| o.size).sum());
     // Packs, then indexes, then manifests, then signatures: each phase
@@ -251,6 +257,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
                     // Someone pushed the same content-addressed object.
                     Err(Error::AlreadyExists { .. }) => {
                         raced.fetch_add(1, Ordering::Relaxed);
+                        raced_bytes.fetch_add(o.size, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e),
                 }
@@ -275,6 +282,7 @@ pub fn push(store: &Store, remote: &Remote, opts: &PushOptions, progress: &dyn P
     report.objects_sent = sent_objects.into_inner();
     report.bytes_sent = sent_bytes.into_inner();
     report.objects_skipped += raced.into_inner();
+    report.bytes_skipped += raced_bytes.into_inner();
 
     // Refs last, each by compare-and-swap.
     let mut tracked = Vec::new();
@@ -335,10 +343,7 @@ fn move_remote_ref(
                 if !opts.force {
                     return Err(Error::Conflict {
                         what: format!("remote `{name}`"),
-                        reason: format!(
-                            "it moved to {} since you fetched; pull first (or pass --force to replace it)",
-                            o.short()
-                        ),
+                        reason: format!("it moved to {} since you fetched", o.short()),
                     });
                 }
                 true
@@ -434,6 +439,7 @@ pub fn fetch(store: &Store, remote: &Remote, jobs: usize, progress: &dyn Progres
     let b = open(remote)?;
     let _txn = store.begin_write()?;
     let mut report = fetch_locked(store, &b, jobs, progress)?;
+    report.remote = remote.name.clone();
     let refs = remote_refs(&b)?;
     config::set_tracking(store, &remote.name, &refs, true)?;
     for (name, id) in refs {
@@ -548,7 +554,7 @@ fn download(
                 return Err(Error::corrupt_as(
                     crate::error::CorruptKind::HashMismatch,
                     &where_,
-                    "the remote pack does not hash to its name; run `tdelta verify --remote`",
+                    "the remote pack does not hash to its name",
                 ));
             }
             Ok(())
@@ -587,7 +593,7 @@ pub fn pull(
     let txn = store.begin_write()?;
     let mut wanted: Vec<(String, Hash)> = Vec::new();
     for u in fetched {
-        let id = u.new.parse::<Hash>().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let id = u.new.parse::<Hash>().map_err(|e| Error::Internal(format!("fetched ref `{}`: {e}", u.name)))?;
         if only.is_none_or(|o| o == u.name) {
             wanted.push((u.name, id));
         }
@@ -606,7 +612,7 @@ pub fn pull(
                     return Err(Error::Conflict {
                         what: format!("local `{name}`"),
                         reason: format!(
-                            "it points to {}, which remote `{}` lacks; push it, or pass --force to take the remote's {}",
+                            "it points to {}, which remote `{}` lacks (the remote's is {})",
                             l.short(),
                             remote.name,
                             id.short()
@@ -646,7 +652,7 @@ pub fn clone(
     let (bytes, _) = match b.get("config", MAX_CONFIG) {
         Ok(v) => v,
         Err(Error::NotFound { .. }) => {
-            return Err(Error::InvalidArgument(format!("{} holds no tdelta store (no `config` object)", b.describe())));
+            return Err(Error::NoStore { path: b.describe().into() });
         }
         Err(e) => return Err(e),
     };
@@ -677,6 +683,26 @@ mod tests {
         bad[n] ^= 1;
         assert!(decode_ref("r", &bad).is_err());
         assert!(decode_ref("r", b"hello\n").is_err());
+    }
+
+    #[test]
+    fn transfer_reports_serialise_with_the_summary_field_names() {
+        let r = TransferReport {
+            remote: "origin".into(),
+            objects_sent: 3,
+            bytes_sent: 300,
+            objects_skipped: 1,
+            bytes_skipped: 100,
+            refs: vec![RefUpdate { name: "HEAD".into(), old: None, new: "ab".into(), status: "created".into() }],
+            seconds: 0.5,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["bytes", "bytes_skipped", "objects", "objects_skipped", "refs", "remote", "seconds"]);
+        assert_eq!(v["objects"], 3);
+        assert_eq!(v["bytes"], 300);
+        assert_eq!(v["refs"][0]["status"], "created");
     }
 
     #[test]
