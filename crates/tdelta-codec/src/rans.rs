@@ -152,7 +152,11 @@ pub(crate) struct Model {
 /// Counts symbols per context byte and fits a model.
 pub(crate) fn model(data: &[u8], ctx: Option<&[u8]>) -> Model {
     with_scratch(|s| {
-        s.counts.resize(512, [0; 256]);
+        // Grown only (a shorter resize would zero the rows again when
+        // [`model_pair`] grows it back); the rows not used here are zero.
+        if s.counts.len() < 512 {
+            s.counts.resize(512, [0; 256]);
+        }
         let (ca, cb) = s.counts.split_at_mut(256);
         let mut ch = [0u32; 256];
         let mut used = [false; 256];
@@ -274,7 +278,9 @@ fn fit(ca: &mut [[u32; 256]], used: &[bool; 256], ch: &[u32; 256], rows: usize, 
 pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
     debug_assert!(a.len() == b.len() && ctx.len() >= a.len());
     with_scratch(|s| {
-        s.counts.resize(1024, [0; 256]);
+        if s.counts.len() < 1024 {
+            s.counts.resize(1024, [0; 256]);
+        }
         let (a0, rest) = s.counts.split_at_mut(256);
         let (a1, rest) = rest.split_at_mut(256);
         let (b0, b1) = rest.split_at_mut(256);

@@ -54,15 +54,28 @@ pub(crate) fn zstd_compress(src: &[u8], level: i32, dst: &mut [u8]) -> Option<us
 /// zstd-compresses `src`, appending to `out`; returns false (and leaves
 /// `out` as it was) when the frame would not be smaller than `src`.
 pub(crate) fn zstd_append(src: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    zstd_append_within(src, level, usize::MAX, out)
+}
+
+/// Room zstd is given past the largest frame wanted: it needs a few bytes
+/// more than the frame it writes (8 on every stream tried).
+const ZSTD_ROOM: usize = 1024;
+
+/// [`zstd_append`] of a frame that is kept only when at most `limit` bytes:
+/// zstd is given little more room than that, so it gives up as soon as the
+/// frame outgrows it and a frame that would be thrown away is not finished.
+/// A frame kept is the one [`zstd_append`] makes (zstd's output depends on
+/// the input and the level, not on the room).
+pub(crate) fn zstd_append_within(src: &[u8], level: i32, limit: usize, out: &mut Vec<u8>) -> bool {
     let start = out.len();
-    let room = src.len().saturating_sub(1);
+    let room = limit.saturating_add(ZSTD_ROOM).min(src.len().saturating_sub(1));
     out.resize(start + room, 0);
     match zstd_compress(src, level, &mut out[start..]) {
-        Some(n) => {
+        Some(n) if n <= limit => {
             out.truncate(start + n);
             true
         }
-        None => {
+        _ => {
             out.truncate(start);
             false
         }
@@ -160,7 +173,8 @@ pub(crate) fn encode_streams(
                 out.push(m.top);
                 Method::Const
             } else if m.top_share >= policy.sparse
-                && zstd_append(s, 1, out)
+                // Only a frame within the slack is kept: zstd stops past it.
+                && zstd_append_within(s, 1, (m.est as f64 * policy.sparse_slack) as usize, out)
                 && (out.len() - start) as f64 <= m.est as f64 * policy.sparse_slack
             {
                 Method::Zstd
@@ -265,5 +279,45 @@ impl Stream<'_> {
             Method::Rans => super::rans::decode(codec, self.data, ctx, out)?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream like the top plane of a small delta: zero but for one
+    /// symbol in `density`.
+    fn sparse(n: usize, density: u32) -> Vec<u8> {
+        let mut x = 0x9E37_79B9u32;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if x.is_multiple_of(density) { (x >> 8) as u8 } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_zstd_frame_within_its_limit_is_the_frame_made_without_one() {
+        for density in [2, 4, 16, 64] {
+            let s = sparse(1 << 20, density);
+            let mut full = vec![7u8];
+            assert!(zstd_append(&s, 1, &mut full));
+            let size = full.len() - 1;
+            for limit in [size, size + 1, s.len()] {
+                let mut out = vec![7u8];
+                assert!(zstd_append_within(&s, 1, limit, &mut out), "{density} {limit}");
+                assert_eq!(out, full, "{density} {limit}");
+            }
+            // One byte short: not kept, and `out` is as it was.
+            for limit in [size - 1, size / 3, 0] {
+                let mut out = vec![7u8];
+                assert!(!zstd_append_within(&s, 1, limit, &mut out), "{density} {limit}");
+                assert_eq!(out, [7u8], "{density} {limit}");
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ mod sink;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
 
@@ -228,6 +229,7 @@ fn run(
     progress: &dyn Progress,
 ) -> Result<Vec<Hash>> {
     let (tx, rx) = sink::channel();
+    let buffers = BufferPool::new(rayon::current_num_threads());
     thread::scope(|s| {
         let writer = s.spawn(|| sink::write_packs(rx, store, txn));
         let produced = (|| -> Result<()> {
@@ -246,8 +248,9 @@ fn run(
                     let outcomes: Vec<Result<_>> = window
                         .par_iter()
                         .map_init(
-                            || (Scratch::default(), Vec::new(), Vec::new()),
-                            |(scratch, basebuf, bytes), job| {
+                            || buffers.take(),
+                            |held, job| {
+                                let Buffers { scratch, basebuf, bytes } = held.get();
                                 // One copy of the block: what is hashed is
                                 // what is encoded, whatever the file does.
                                 bytes.resize(job.len as usize, 0);
@@ -283,6 +286,51 @@ fn run(
             (Ok(()), Ok(packs)) => Ok(packs),
         }
     })
+}
+
+/// The buffers one encoding worker reads a block and its base into.
+#[derive(Default)]
+struct Buffers {
+    scratch: Scratch,
+    basebuf: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+/// One set of [`Buffers`] per worker thread, kept for the whole pack: a
+/// worker reuses the pages it touched in the windows before instead of
+/// faulting in (and zeroing) fresh ones for every piece of work rayon
+/// splits a window into.
+struct BufferPool(Vec<Mutex<Buffers>>);
+
+/// The buffers a piece of work holds: its thread's, or fresh ones when
+/// that thread already holds them further up its stack (rayon ran this
+/// piece while waiting on another).
+enum Held<'a> {
+    Pooled(MutexGuard<'a, Buffers>),
+    Fresh(Buffers),
+}
+
+impl BufferPool {
+    fn new(threads: usize) -> Self {
+        BufferPool((0..threads.max(1)).map(|_| Mutex::default()).collect())
+    }
+
+    fn take(&self) -> Held<'_> {
+        let slot = rayon::current_thread_index().unwrap_or(0) % self.0.len();
+        match self.0[slot].try_lock() {
+            Ok(g) => Held::Pooled(g),
+            Err(_) => Held::Fresh(Buffers::default()),
+        }
+    }
+}
+
+impl Held<'_> {
+    fn get(&mut self) -> &mut Buffers {
+        match self {
+            Held::Pooled(g) => g,
+            Held::Fresh(b) => b,
+        }
+    }
 }
 
 /// The new version's manifest (after reloading the indexes, for its

@@ -167,3 +167,24 @@ fn windows_cover_every_job_once_within_the_span() {
     assert_eq!(windows(&big, 250).len(), 2);
     assert!(windows(&[], 250).is_empty());
 }
+
+#[test]
+fn a_worker_gets_its_buffers_back_and_fresh_ones_while_it_holds_them() {
+    use super::{BufferPool, Held};
+    let pool = BufferPool::new(1);
+    {
+        let mut held = pool.take();
+        assert!(matches!(held, Held::Pooled(_)));
+        held.get().bytes.resize(1 << 16, 7);
+        // Taken again further up the same thread's stack: fresh buffers,
+        // the pooled ones are not shared.
+        let mut nested = pool.take();
+        assert!(matches!(nested, Held::Fresh(_)));
+        assert!(nested.get().bytes.is_empty());
+    }
+    // Released: the next piece of work reuses what the first one grew.
+    let mut again = pool.take();
+    assert!(matches!(again, Held::Pooled(_)));
+    assert_eq!(again.get().bytes.len(), 1 << 16);
+    assert!(again.get().bytes.capacity() >= 1 << 16);
+}
