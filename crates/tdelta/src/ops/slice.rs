@@ -4,7 +4,7 @@
 //! lands at its place in the caller's buffer, so nothing holds a second
 //! copy of the tensor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -111,6 +111,7 @@ pub fn read_tensors_into(
         }
     }
     let bound = levels_bound(m);
+    read_ahead(store, jobs.iter().map(|j| j.1.hash), bound);
     progress.begin("read", total);
     let res = jobs.into_par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
@@ -135,6 +136,43 @@ pub fn read_tensors_into(
     );
     progress.end();
     res
+}
+
+/// Largest gap between two payloads read ahead as one range: reading a
+/// few more bytes costs less than another request.
+const READ_AHEAD_GAP: u64 = 64 << 10;
+
+/// Tells the store's backend which byte ranges of which packs the blocks
+/// `hashes` (and their delta bases) will be read from, merged into as few
+/// ranges as possible, so that a cold read fetches them all at once, ahead
+/// of the decoders, instead of one block at a time per thread. A block
+/// that cannot be found is left to the read itself to report.
+fn read_ahead(store: &Store, hashes: impl Iterator<Item = Hash>, bound: u16) {
+    let mut by_pack: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for h in hashes {
+        let Ok(chain) = store.chain_within(h, bound) else { continue };
+        for e in chain {
+            if seen.insert(e.hash) {
+                by_pack.entry(e.pack).or_default().push((e.offset, u64::from(e.stored_len)));
+            }
+        }
+    }
+    for (pack, mut ranges) in by_pack {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (off, len) in ranges {
+            match merged.last_mut() {
+                Some((s, l)) if off <= (*s + *l).saturating_add(READ_AHEAD_GAP) => {
+                    *l = (*l).max(off + len - *s);
+                }
+                _ => merged.push((off, len)),
+            }
+        }
+        if let Some(p) = store.packs.get(pack as usize) {
+            store.backend().will_need(&p.name, &merged);
+        }
+    }
 }
 
 /// The header region (8-byte length and JSON) of safetensors file `path`
