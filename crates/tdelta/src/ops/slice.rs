@@ -271,6 +271,92 @@ mod tests {
         assert!(matches!(find_tensor(&m, id, "zz"), Err(Error::NotFound { .. })));
     }
 
+    /// The real local backend, recording the read-ahead hints it gets.
+    #[derive(Debug)]
+    struct Hints {
+        inner: crate::backend::LocalDir,
+        seen: std::sync::Mutex<Vec<(String, Vec<(u64, u64)>)>>,
+    }
+
+    impl crate::backend::Backend for Hints {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn locate(&self, name: &str) -> std::path::PathBuf {
+            self.inner.locate(name)
+        }
+        fn get(&self, name: &str, cap: u64) -> Result<(Vec<u8>, crate::backend::ETag)> {
+            self.inner.get(name, cap)
+        }
+        fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+            self.inner.read_at(name, offset, buf)
+        }
+        fn will_need(&self, name: &str, ranges: &[(u64, u64)]) {
+            self.seen.lock().unwrap().push((name.to_string(), ranges.to_vec()));
+            self.inner.will_need(name, ranges);
+        }
+        fn head(&self, name: &str) -> Result<crate::backend::ObjectMeta> {
+            self.inner.head(name)
+        }
+        fn put(&self, name: &str, bytes: &[u8], mode: crate::backend::PutMode) -> Result<crate::backend::ETag> {
+            self.inner.put(name, bytes, mode)
+        }
+        fn writer(&self) -> Result<Box<dyn crate::backend::ObjectWriter>> {
+            self.inner.writer()
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::backend::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.inner.delete(name)
+        }
+        fn lease(
+            &self,
+            wait: std::time::Duration,
+            notice: Option<&dyn Fn(&str)>,
+        ) -> Result<Box<dyn crate::backend::Lease>> {
+            self.inner.lease(wait, notice)
+        }
+    }
+
+    #[test]
+    fn a_read_hints_every_payload_of_its_blocks_chains_merged_per_pack() {
+        let (d, _, id) = fixture();
+        let backend = std::sync::Arc::new(Hints {
+            inner: crate::backend::LocalDir::new(&d.path().join("s")),
+            seen: Default::default(),
+        });
+        let store = Store::open_with(backend.clone()).unwrap();
+        let m = store.manifest(id).unwrap();
+        let mut out = vec![0u8; 50_000];
+        let mut reads = [TensorRead { name: "a", start: 10_001, out: &mut out }];
+        read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap();
+        let seen = backend.seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        // One call per pack, its ranges sorted and disjoint.
+        let packs: HashSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(packs.len(), seen.len());
+        for (_, r) in &seen {
+            assert!(r.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "{r:?}");
+        }
+        // Every block overlapping bytes 10_001..60_001 of `a` is covered.
+        let ti = m.files[0].tensors().iter().position(|t| t.name == "a").unwrap();
+        let t = m.files[0].tensors()[ti].clone();
+        let wanted = m.files[0]
+            .blocks(m.block_size)
+            .into_iter()
+            .filter(|b| b.tensor == Some(ti) && b.offset - t.offset < 60_001 && b.offset - t.offset + b.len > 10_001);
+        let mut n = 0;
+        for b in wanted {
+            let e = store.entry(b.hash).unwrap();
+            let name = &store.packs[e.pack as usize].name;
+            let (_, r) = seen.iter().find(|(p, _)| p == name).expect("its pack is hinted");
+            assert!(r.iter().any(|&(o, l)| o <= e.offset && e.offset + u64::from(e.stored_len) <= o + l));
+            n += 1;
+        }
+        assert!(n >= 12, "{n} blocks");
+    }
+
     #[test]
     fn a_cancelled_read_stops_with_an_error() {
         let (_d, store, id) = fixture();
