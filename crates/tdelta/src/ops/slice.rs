@@ -271,11 +271,14 @@ mod tests {
         assert!(matches!(find_tensor(&m, id, "zz"), Err(Error::NotFound { .. })));
     }
 
+    /// Object name and ranges of one read-ahead hint.
+    type Hint = (String, Vec<(u64, u64)>);
+
     /// The real local backend, recording the read-ahead hints it gets.
     #[derive(Debug)]
     struct Hints {
         inner: crate::backend::LocalDir,
-        seen: std::sync::Mutex<Vec<(String, Vec<(u64, u64)>)>>,
+        seen: std::sync::Mutex<Vec<Hint>>,
     }
 
     impl crate::backend::Backend for Hints {
@@ -323,7 +326,7 @@ mod tests {
     fn a_read_hints_every_payload_of_its_blocks_chains_merged_per_pack() {
         let (d, _, id) = fixture();
         let backend = std::sync::Arc::new(Hints {
-            inner: crate::backend::LocalDir::new(&d.path().join("s")),
+            inner: crate::backend::LocalDir::new(d.path().join("s")),
             seen: Default::default(),
         });
         let store = Store::open_with(backend.clone()).unwrap();
