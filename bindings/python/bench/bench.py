@@ -16,6 +16,10 @@ some fine-tuning steps) and packs them with the CLI, then measures, each --repea
 3. the peak RSS of a process doing `store.load(HEAD)`, against the bytes of
    the arrays it returns.
 
+`--only get_tensor` measures 2. alone, with each side's warm-cache time,
+the process's CPU time of the decode and a plain cold read of the
+restored file (what bounds each side: decoding vs the disk).
+
 Build the package in release mode for meaningful numbers
 (`pip install ./bindings/python` or `maturin develop --release`).
 """
@@ -103,6 +107,7 @@ def main():
     ap.add_argument("--dir", default="/tmp/tdelta-pybench")
     ap.add_argument("--size", default="1G")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", choices=["get_tensor"], help="measure only get_tensor against safe_open")
     a = ap.parse_args()
 
     store_path = os.path.join(a.dir, "store")
@@ -117,6 +122,8 @@ def main():
           f"tensor {name}: {sizes[name] / 1e6:.1f} MB, dtype {r.get_dtype(name)}")
 
     out = os.path.join(a.dir, "restored")
+    if a.only == "get_tensor":
+        return get_tensor_only(a, store, store_path, out, name)
     res = {"load": [], "unpack+load_file": [], "get_tensor": [], "safe_open": []}
     for _ in range(a.repeat):
         drop_cache(store_path)
@@ -160,6 +167,58 @@ def main():
     extra = (m["peak_kib"] - m["base_kib"]) * 1024 - m["array_bytes"]
     print(f"load() peak RSS {m['peak_kib'] / 1024:.0f} MiB (interpreter before load {m['base_kib'] / 1024:.0f} MiB), "
           f"arrays {m['array_bytes'] / 2**20:.0f} MiB: growth - arrays = {extra / 2**20:.0f} MiB (target <= 256)")
+
+
+def cpu_seconds():
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def get_tensor_only(a, store, store_path, out, name):
+    if not os.path.exists(out):
+        subprocess.run([a.tdelta, "--store", store_path, "unpack", "HEAD", "-o", out, "-q"], check=True)
+    f = next(p for p in st_files(out) if name in safe_open(p, "np").keys())
+
+    def via_safe_open():
+        with safe_open(f, "np") as h:
+            return h.get_tensor(name)
+
+    def read_file():
+        with open(f, "rb", buffering=0) as h:
+            while h.read(8 << 20):
+                pass
+
+    res = {k: [] for k in ("get_tensor", "get_tensor warm", "safe_open", "safe_open warm", "read file cold")}
+    cpu = []
+    for _ in range(a.repeat):
+        drop_cache(store_path)
+        t, x = timed(lambda: store.open("HEAD").get_tensor(name))
+        res["get_tensor"].append(t)
+        c0 = cpu_seconds()
+        t, x = timed(lambda: store.open("HEAD").get_tensor(name))
+        cpu.append(cpu_seconds() - c0)
+        res["get_tensor warm"].append(t)
+        drop_cache(f)
+        t, y = timed(via_safe_open)
+        res["safe_open"].append(t)
+        t, y = timed(via_safe_open)
+        res["safe_open warm"].append(t)
+        assert x.view(np.uint16).tobytes() == y.view(np.uint16).tobytes()
+        drop_cache(f)
+        t, _ = timed(read_file)
+        res["read file cold"].append(t)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    for k, v in med.items():
+        print(f"{k:18} median {v:.3f} s  (runs: {', '.join(f'{x:.3f}' for x in res[k])})")
+    mb = x.nbytes / 1e6
+    c = statistics.median(cpu)
+    print(f"decode CPU time {c:.3f} s for {mb:.0f} MB: {mb / c:.0f} MB/s per core; "
+          f"disk {os.path.getsize(f) / 1e6 / med['read file cold']:.0f} MB/s")
+    print(f"get_tensor / safe_open    = {med['get_tensor'] / med['safe_open']:.2f} cold, "
+          f"{med['get_tensor warm'] / med['safe_open warm']:.2f} warm (target <= 1.2 cold); "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ create_exception!(tdelta, Conflict, TdeltaError, "The operation collides with wh
 create_exception!(tdelta, Corrupt, TdeltaError, "The store is damaged: a check of its bytes failed.");
 create_exception!(tdelta, Locked, TdeltaError, "Another writer holds the store's lock.");
 create_exception!(tdelta, InvalidInput, TdeltaError, "An argument or an input file is not valid.");
+create_exception!(tdelta, ReadOnly, TdeltaError, "The store was opened from a URL: it can be read, not written.");
 
 /// Maps an engine error to the Python class of its kind
 /// ([`tdelta::Error::kind`]): the one place errors cross into Python.
@@ -153,6 +154,20 @@ fn to_json<T: serde::Serialize>(v: &T) -> PyResult<String> {
 #[pyclass(frozen, module = "tdelta._tdelta")]
 struct Store {
     inner: RwLock<tdelta::Store>,
+    /// The `s3://` URL the store was opened from (read-only), if it was.
+    url: Option<String>,
+}
+
+/// Opens the store at `location`: a directory, or an `s3://bucket/prefix`
+/// URL through the engine's object-store backend (endpoint and
+/// credentials from the environment, as the CLI's remotes).
+fn open_store(location: &str) -> tdelta::Result<tdelta::Store> {
+    if location.starts_with("s3://") {
+        let b = tdelta::backend::object::ObjectStoreBackend::open(location, &Default::default())?;
+        tdelta::Store::open_with(std::sync::Arc::new(b))
+    } else {
+        tdelta::Store::open(std::path::Path::new(location))
+    }
 }
 
 impl Store {
@@ -186,13 +201,40 @@ impl Store {
         })
     }
 
+    /// Refuses `what` (a write) on a store opened from a URL.
+    fn writable(&self, what: &str) -> PyResult<()> {
+        match &self.url {
+            Some(url) => Err(ReadOnly::new_err(format!(
+                "cannot {what}: the store at {url} is opened read-only; \
+                 write to a local store and `tdelta push` it"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// [`run`] with the store's write lock, taken on the worker thread.
+    fn with_write<T: Send>(
+        &self,
+        py: Python<'_>,
+        progress: Option<Py<PyAny>>,
+        work: impl FnOnce(&mut tdelta::Store, &Watch) -> tdelta::Result<T> + Send,
+    ) -> PyResult<T> {
+        run(py, progress, |w| {
+            let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            work(&mut store, w)
+        })
+    }
+
     /// Reopens the store under the same settings (on a worker thread).
     fn reload(&self) -> tdelta::Result<()> {
         let (root, author, wait) = {
             let s = self.read();
             (s.root().to_path_buf(), s.author.clone(), s.lock_wait)
         };
-        let mut fresh = tdelta::Store::open(&root)?;
+        let mut fresh = match &self.url {
+            Some(url) => open_store(url)?,
+            None => tdelta::Store::open(&root)?,
+        };
         fresh.author = author;
         fresh.lock_wait = wait;
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -225,13 +267,89 @@ fn configure(mut s: tdelta::Store, author: Option<String>, lock_wait: Option<f64
     Ok(s)
 }
 
+/// The options of a pack, from the arguments `pack` and `save` share.
+#[allow(clippy::too_many_arguments)]
+fn pack_options(
+    message: Option<String>,
+    meta: Option<BTreeMap<String, String>>,
+    metrics: Option<String>,
+    tag: Option<String>,
+    force_tag: bool,
+    policy: Option<String>,
+    lossy: Option<String>,
+    max_error: Option<f64>,
+    keep_exact: Option<Vec<String>>,
+) -> PyResult<tdelta::PackOptions> {
+    let mut opts = tdelta::PackOptions {
+        message: message.unwrap_or_default(),
+        meta: meta.unwrap_or_default(),
+        tag,
+        force_tag,
+        ..Default::default()
+    };
+    if let Some(m) = metrics {
+        opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
+    }
+    if let Some(p) = policy {
+        opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
+    }
+    match (lossy, max_error, keep_exact) {
+        (Some(bits), max_error, keep) => {
+            let l = tdelta::lossy::LossyOptions {
+                bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
+                max_error,
+                keep_exact: keep.unwrap_or_default(),
+                ..Default::default()
+            };
+            l.validate().map_err(|e| to_py(e.into()))?;
+            opts.lossy = Some(l);
+        }
+        (None, Some(_), _) | (None, _, Some(_)) => {
+            return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+        }
+        (None, None, None) => {}
+    }
+    Ok(opts)
+}
+
+/// The delta base `base` names: `None` for `HEAD`, `"none"`, or a ref.
+fn base_choice(store: &tdelta::Store, base: Option<&str>) -> tdelta::Result<tdelta::BaseChoice> {
+    Ok(match base {
+        None => tdelta::BaseChoice::Head,
+        Some("none") => tdelta::BaseChoice::None,
+        Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
+    })
+}
+
+/// A raw pointer to bytes of an array the calling thread keeps alive while
+/// a worker reads them.
+#[derive(Clone, Copy)]
+struct InPtr(*const u8, usize);
+// SAFETY: only read by the worker thread of `run`, which ends before the
+// call that holds the arrays returns.
+unsafe impl Send for InPtr {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for InPtr {}
+
 #[pymethods]
 impl Store {
+    /// Opens the store at `path`: a directory, or an `s3://bucket/prefix`
+    /// URL (read-only).
     #[new]
     #[pyo3(signature = (path, author=None, lock_wait=None))]
     fn new(py: Python<'_>, path: PathBuf, author: Option<String>, lock_wait: Option<f64>) -> PyResult<Self> {
-        let s = run(py, None, |_| tdelta::Store::open(&path))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?) })
+        let location = path.to_str().ok_or_else(|| invalid("the store path is not valid utf-8"))?.to_string();
+        let url = match location.split_once("://") {
+            None => None,
+            Some(("s3", _)) => Some(location.clone()),
+            Some((scheme, _)) => {
+                return Err(invalid(format!(
+                    "unsupported store url scheme `{scheme}`; valid values are: s3, file (or a plain path)"
+                )));
+            }
+        };
+        let s = run(py, None, |_| open_store(&location))?;
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url })
     }
 
     #[staticmethod]
@@ -247,13 +365,19 @@ impl Store {
         if let Some(b) = block_size {
             opts.block_size = b;
         }
+        if path.to_str().is_some_and(|p| p.contains("://")) {
+            return Err(invalid("Store.init makes a local store: give a directory, not a url"));
+        }
         let s = run(py, None, |_| tdelta::Store::init(&path, &opts))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?) })
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url: None })
     }
 
     #[getter]
-    fn path(&self, py: Python<'_>) -> PyResult<PathBuf> {
-        self.with_read(py, None, |s, _| Ok(s.root().to_path_buf()))
+    fn path(&self, py: Python<'_>) -> PyResult<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        self.with_read(py, None, |s, _| Ok(s.root().to_string_lossy().into_owned()))
     }
 
     /// Reopens the store, to see packs that other processes wrote since.
@@ -286,47 +410,68 @@ impl Store {
         exclude: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
-        let mut opts = tdelta::PackOptions {
-            message: message.unwrap_or_default(),
-            meta: meta.unwrap_or_default(),
-            tag,
-            force_tag,
-            include: include.unwrap_or_default(),
-            exclude: exclude.unwrap_or_default(),
-            ..Default::default()
-        };
-        if let Some(m) = metrics {
-            opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
-        }
-        if let Some(p) = policy {
-            opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
-        }
-        match (lossy, max_error, keep_exact) {
-            (Some(bits), max_error, keep) => {
-                let l = tdelta::lossy::LossyOptions {
-                    bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
-                    max_error,
-                    keep_exact: keep.unwrap_or_default(),
-                    ..Default::default()
-                };
-                l.validate().map_err(|e| to_py(e.into()))?;
-                opts.lossy = Some(l);
-            }
-            (None, Some(_), _) | (None, _, Some(_)) => {
-                return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
-            }
-            (None, None, None) => {}
-        }
-        let rep = run(py, progress, |w| {
-            let mut store = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            let store = &mut *store;
-            opts.base = match base.as_deref() {
-                None => tdelta::BaseChoice::Head,
-                Some("none") => tdelta::BaseChoice::None,
-                Some(r) => tdelta::BaseChoice::Version(store.resolve(r)?),
-            };
+        self.writable("pack")?;
+        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        opts.include = include.unwrap_or_default();
+        opts.exclude = exclude.unwrap_or_default();
+        let rep = self.with_write(py, progress, |store, w| {
+            opts.base = base_choice(store, base.as_deref())?;
             tdelta::pack(store, &source, &opts, w)
         })?;
+        to_json(&rep)
+    }
+
+    /// Packs safetensors file `filename` built in memory: `header` is its
+    /// header region, `ptrs[i]`/`lens[i]` the address and length of tensor
+    /// `names[i]`'s bytes in an array of `keep` (which this call holds, so
+    /// they outlive it). No file is written.
+    #[pyo3(signature = (filename, header, names, ptrs, lens, keep, message=None, meta=None, metrics=None, tag=None,
+        force_tag=false, base=None, policy=None, lossy=None, max_error=None, keep_exact=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn save(
+        &self,
+        py: Python<'_>,
+        filename: &str,
+        header: Vec<u8>,
+        names: Vec<String>,
+        ptrs: Vec<usize>,
+        lens: Vec<usize>,
+        keep: Vec<Py<PyAny>>,
+        message: Option<String>,
+        meta: Option<BTreeMap<String, String>>,
+        metrics: Option<String>,
+        tag: Option<String>,
+        force_tag: bool,
+        base: Option<String>,
+        policy: Option<String>,
+        lossy: Option<String>,
+        max_error: Option<f64>,
+        keep_exact: Option<Vec<String>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        if names.len() != ptrs.len() || names.len() != lens.len() || names.len() != keep.len() {
+            return Err(invalid("names, ptrs, lens and keep must have the same length"));
+        }
+        self.writable("save")?;
+        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        let parts: Vec<InPtr> = ptrs.iter().zip(&lens).map(|(&p, &n)| InPtr(p as *const u8, n)).collect();
+        let rep = self.with_write(py, progress, |store, w| {
+            let tensors = names
+                .iter()
+                .zip(&parts)
+                .map(|(n, p)| {
+                    // SAFETY: `p` is the data of a C-contiguous array of at
+                    // least `p.1` bytes, one of `keep`, which this call holds
+                    // until the worker thread has ended.
+                    let bytes: &[u8] = if p.1 == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p.0, p.1) } };
+                    (n.clone(), bytes)
+                })
+                .collect();
+            let file = tdelta::checkpoint::MemoryFile::new(filename, header.clone(), tensors)?;
+            opts.base = base_choice(store, base.as_deref())?;
+            tdelta::pack_memory(store, &file, &opts, w)
+        })?;
+        drop(keep);
         to_json(&rep)
     }
 
@@ -374,6 +519,7 @@ impl Store {
 
     #[pyo3(signature = (name, reference="HEAD", force=false, reason=""))]
     fn tag(&self, py: Python<'_>, name: &str, reference: &str, force: bool, reason: &str) -> PyResult<String> {
+        self.writable("tag")?;
         to_json(
             &self.with_read(py, None, |store, _| tdelta::tag(store, name, store.resolve(reference)?, force, reason))?,
         )
@@ -381,6 +527,7 @@ impl Store {
 
     #[pyo3(signature = (name, reason=""))]
     fn untag(&self, py: Python<'_>, name: &str, reason: &str) -> PyResult<String> {
+        self.writable("untag")?;
         to_json(&self.with_read(py, None, |store, _| tdelta::untag(store, name, reason))?)
     }
 
@@ -397,6 +544,7 @@ impl Store {
         steps: Option<usize>,
         reason: &str,
     ) -> PyResult<String> {
+        self.writable("rollback")?;
         let rep = self.with_read(py, None, |store, _| {
             let target = match (to.as_deref(), steps) {
                 (Some(_), Some(_)) => {
@@ -424,6 +572,12 @@ impl Store {
             };
             tdelta::verify(store, &ids, w)
         })?;
+        let mut rep = rep;
+        if self.url.is_some() {
+            // A pushed store keeps its audit trail under `audit/`, not in
+            // the local `audit.log`: that one's absence is no damage.
+            rep.store_problems.retain(|p| !matches!(p, tdelta::Problem::AuditLog { .. }));
+        }
         let mut v = serde_json::to_value(&rep).map_err(|e| TdeltaError::new_err(e.to_string()))?;
         v["ok"] = json!(rep.ok());
         to_json(&v)
@@ -561,5 +715,6 @@ fn _tdelta(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Corrupt", py.get_type::<Corrupt>())?;
     m.add("Locked", py.get_type::<Locked>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    m.add("ReadOnly", py.get_type::<ReadOnly>())?;
     Ok(())
 }

@@ -62,7 +62,7 @@ def test_invalid_input(tmp_path, store):
         store.pack(tmp_path / "m.safetensors")
         store.load(framework="jax")
     with pytest.raises(tdelta.InvalidInput, match="scheme"):
-        tdelta.Store("s3://bucket/store")
+        tdelta.Store("gs://bucket/store")
     with pytest.raises(tdelta.InvalidInput, match="invalid ref name"):
         store.tag("bad name")
 

@@ -27,7 +27,7 @@ pub use ops::{
     tag, untag, verify,
 };
 pub use ops::{LogEntry, LogQuery, LogReport, LogState, log};
-pub use ops::{TensorRead, find_tensor, read_header, read_tensors_into};
+pub use ops::{TensorRead, find_tensor, pack_memory, read_header, read_tensors_into};
 pub use store::info::{StoreInfo, UpgradeReport};
 pub use store::integrity::{AuditRepair, RefRecorded, repair_audit};
 pub use store::manifest::{

@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _tdelta
-from ._tdelta import Conflict, Corrupt, InvalidInput, Locked, NotFound, TdeltaError
+from ._tdelta import Conflict, Corrupt, InvalidInput, Locked, NotFound, ReadOnly, TdeltaError
 
 try:  # optional: numpy types for bfloat16 and 8-bit floats
     import ml_dtypes as _ml
@@ -45,6 +44,7 @@ __all__ = [
     "Corrupt",
     "Locked",
     "InvalidInput",
+    "ReadOnly",
     "HAS_ML_DTYPES",
     "BF16_AS_UINT16",
     "numpy_dtype",
@@ -90,6 +90,16 @@ if _ml is not None:
     ]:
         if hasattr(_ml, _attr):
             _NUMPY[_name] = np.dtype(getattr(_ml, _attr))
+
+# The declaration order of the safetensors crate's `Dtype` enum: its
+# serializer writes tensors by dtype in this order, descending.
+_DTYPE_RANK = {
+    name: i
+    for i, name in enumerate(
+        "BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ "
+        "I16 U16 F16 BF16 I32 U32 F32 C64 F64 I64 U64".split()
+    )
+}
 
 # Sub-byte types are packed: they come back as their raw bytes.
 _PACKED = {"F4", "F6_E2M3", "F6_E3M2"}
@@ -196,14 +206,25 @@ def _store_path(path_or_url: PathLike) -> str:
     s = os.fspath(path_or_url)
     if "://" in s:
         scheme, rest = s.split("://", 1)
+        if scheme == "s3":
+            return s
         if scheme != "file":
-            raise InvalidInput(f"unsupported store url scheme `{scheme}`; valid values are: file (or a plain path)")
+            raise InvalidInput(f"unsupported store url scheme `{scheme}`; valid values are: s3, file (or a plain path)")
         return rest
     return s
 
 
 class Store:
-    """A tdelta store, opened from its path (or a ``file://`` url).
+    """A tdelta store, opened from its path, a ``file://`` url, or an
+    ``s3://bucket/prefix`` url (a store ``tdelta push`` wrote).
+
+    An ``s3://`` store is read through the engine's object-store backend,
+    its endpoint and credentials taken from the environment as the CLI's
+    remotes do (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; plain http on loopback
+    only). It is read-only: ``open``, ``load``, ``restore``, ``log``,
+    ``show``, ``tags``, ``diff``, ``verify`` and ``stats`` work; ``pack``,
+    ``save``, ``tag`` and ``rollback`` raise :class:`ReadOnly`.
 
     Raises :class:`NotFound` when there is no store there. Every method that
     reads or writes the store releases the GIL while it runs and answers
@@ -239,7 +260,7 @@ class Store:
 
     @property
     def path(self) -> str:
-        """The store's directory."""
+        """The store's directory (its url for an ``s3://`` store)."""
         return os.fspath(self._s.path)
 
     def __repr__(self) -> str:
@@ -308,23 +329,55 @@ class Store:
         message: Optional[str] = None,
         *,
         filename: str = "model.safetensors",
-        tmpdir: Optional[PathLike] = None,
-        **pack_options: Any,
+        meta: Optional[Mapping[str, Any]] = None,
+        metrics: Optional[Mapping[str, Any]] = None,
+        tag: Optional[str] = None,
+        base: Optional[str] = None,
+        lossy: Optional[str] = None,
+        max_error: Optional[float] = None,
+        policy: Optional[str] = None,
+        force_tag: bool = False,
+        keep_exact: Optional[Sequence[str]] = None,
+        progress: Progress = None,
     ) -> Record:
         """Packs a dict of numpy arrays (or torch tensors) as a version whose
         one file, ``filename``, is the safetensors file ``safetensors``'
         ``save_file(tensors, metadata=metadata)`` would write.
 
-        The file is staged in a temporary directory (``tmpdir``, default the
-        system's) and removed afterwards. Other keyword arguments are those
-        of :meth:`pack`.
+        No file is written: the header is built in memory and the arrays'
+        buffers are read in place (a non-contiguous array, or a torch tensor
+        on another device, is copied to a contiguous one first). The arrays
+        must not be modified until the call returns. Other keyword
+        arguments are those of :meth:`pack`.
         """
         if not isinstance(tensors, Mapping):
             raise InvalidInput("tensors must be a dict of name -> array")
-        with tempfile.TemporaryDirectory(prefix="tdelta-save-", dir=tmpdir) as d:
-            path = os.path.join(d, filename)
-            _write_safetensors(path, tensors, metadata)
-            return self.pack(path, message=message, **pack_options)
+        header, items = _header(tensors, metadata)
+        arrays = [a for _, _, a in items]
+        return _records(
+            _call(
+                progress,
+                lambda cb: self._s.save(
+                    filename,
+                    header,
+                    [n for n, _, _ in items],
+                    [_address(a) for a in arrays],
+                    [a.nbytes for a in arrays],
+                    arrays,
+                    message=message,
+                    meta={str(k): str(v) for k, v in (meta or {}).items()},
+                    metrics=None if metrics is None else json.dumps(dict(metrics), default=_jsonable),
+                    tag=tag,
+                    force_tag=force_tag,
+                    base=base,
+                    policy=policy,
+                    lossy=lossy,
+                    max_error=max_error,
+                    keep_exact=None if keep_exact is None else list(keep_exact),
+                    progress=cb,
+                ),
+            )
+        )
 
     def open(self, ref: str = "HEAD") -> "Reader":
         """A reader of version ``ref``, like ``safetensors.safe_open``."""
@@ -621,14 +674,18 @@ def _as_numpy(name: str, v: Any) -> "tuple[str, np.ndarray]":
         raise InvalidInput(f"tensor `{name}`: {e}") from None
 
 
-def _write_safetensors(path: str, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> None:
+def _header(tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> "tuple[bytes, list]":
+    """The header region of the safetensors file of ``tensors`` (the bytes
+    ``safetensors.numpy.save_file`` writes before the data) and its
+    ``(name, dtype, C-contiguous array)`` items in data order."""
     items = []
     for name, v in tensors.items():
         if not isinstance(name, str):
             raise InvalidInput(f"tensor names must be strings, not {type(name).__name__}")
         items.append((name,) + _as_numpy(name, v))
-    # Same order as safetensors: larger alignment first, then by name.
-    items.sort(key=lambda t: (-t[2].dtype.itemsize, t[0]))
+    # The order of safetensors' serializer: dtype (the declaration order of
+    # its `Dtype` enum) descending, then name.
+    items.sort(key=lambda t: (-_DTYPE_RANK[t[1]], t[0]))
     header: Dict[str, Any] = {}
     if metadata:
         for k, v in metadata.items():
@@ -641,10 +698,12 @@ def _write_safetensors(path: str, tensors: Mapping[str, Any], metadata: Optional
         off += a.nbytes
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
     h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for _, _, a in items:
-            if a.nbytes:
-                f.write(a.reshape(-1).view(np.uint8).data)
+    return struct.pack("<Q", len(h)) + h, items
 
+
+def _address(a: np.ndarray) -> int:
+    """The address of a C-contiguous array's first byte (0 when empty)."""
+    if not a.nbytes:
+        return 0
+    assert a.flags.c_contiguous
+    return int(a.__array_interface__["data"][0])

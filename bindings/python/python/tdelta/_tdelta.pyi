@@ -12,6 +12,7 @@ class Conflict(TdeltaError): ...
 class Corrupt(TdeltaError): ...
 class Locked(TdeltaError): ...
 class InvalidInput(TdeltaError): ...
+class ReadOnly(TdeltaError): ...
 
 class Store:
     def __init__(self, path: _Path, author: Optional[str] = None, lock_wait: Optional[float] = None) -> None: ...
@@ -38,6 +39,26 @@ class Store:
         keep_exact: Optional[Sequence[str]] = None,
         include: Optional[Sequence[str]] = None,
         exclude: Optional[Sequence[str]] = None,
+        progress: _Progress = None,
+    ) -> str: ...
+    def save(
+        self,
+        filename: str,
+        header: bytes,
+        names: Sequence[str],
+        ptrs: Sequence[int],
+        lens: Sequence[int],
+        keep: Sequence[object],
+        message: Optional[str] = None,
+        meta: Optional[dict[str, str]] = None,
+        metrics: Optional[str] = None,
+        tag: Optional[str] = None,
+        force_tag: bool = False,
+        base: Optional[str] = None,
+        policy: Optional[str] = None,
+        lossy: Optional[str] = None,
+        max_error: Optional[float] = None,
+        keep_exact: Optional[Sequence[str]] = None,
         progress: _Progress = None,
     ) -> str: ...
     def restore(

@@ -166,6 +166,23 @@ impl Backend for LocalDir {
         })
     }
 
+    fn will_need(&self, name: &str, ranges: &[(u64, u64)]) {
+        #[cfg(target_os = "linux")]
+        if let Ok(r) = self.reader(name) {
+            use std::os::fd::AsRawFd;
+            for &(offset, len) in ranges {
+                let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+                    continue;
+                };
+                // SAFETY: a valid open descriptor; the call only starts
+                // read-ahead of the range and touches no memory of ours.
+                let _ = unsafe { libc::posix_fadvise(r.file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (name, ranges);
+    }
+
     fn head(&self, name: &str) -> Result<ObjectMeta> {
         let path = self.path_of(name);
         let meta = fs::metadata(&path).map_err(|e| not_found_or_io(&path, e))?;

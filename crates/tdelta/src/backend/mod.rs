@@ -107,6 +107,14 @@ pub trait Backend: Send + Sync + Debug {
     /// corrupt, not a short read.
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// Hints that the byte ranges `(offset, len)` of object `name` will be
+    /// read soon, so that they can be fetched ahead of the reads (a local
+    /// file asks the kernel to read them in the background). Only a hint:
+    /// the default does nothing and failures are ignored.
+    fn will_need(&self, name: &str, ranges: &[(u64, u64)]) {
+        let _ = (name, ranges);
+    }
+
     /// Size and time of one object. Missing: [`crate::Error::NotFound`].
     fn head(&self, name: &str) -> Result<ObjectMeta>;
 

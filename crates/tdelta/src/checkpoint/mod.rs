@@ -11,6 +11,8 @@
 //! - `map_range` maps a window of a file read-only.
 //! - `SourceFile::stamp` is the file's identity when it was opened;
 //!   `check_unchanged` refuses a file whose size, times or inode moved since.
+//! - `Source` is what pack reads a checkpoint's bytes from: its files, or a
+//!   `MemoryFile` (a safetensors file built in memory from borrowed bytes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::DType;
 mod dir;
 mod header;
 mod map;
+mod memory;
 mod select;
 mod stamp;
 #[cfg(test)]
@@ -30,6 +33,7 @@ mod tests;
 pub use dir::{MAX_INDEX_LEN, open, open_with};
 pub use header::{HEADER_LEN_PREFIX, MAX_HEADER_LEN, parse_header, read_header};
 pub use map::{advise_sequential, map_range};
+pub use memory::{MEMORY_FILE_MODE, MemoryFile, Opened, Source};
 pub use select::{DEFAULT_EXCLUDES, Selection};
 pub use stamp::{Stamp, check_unchanged, open_unchanged, read_at};
 

@@ -19,7 +19,7 @@ pub use manage::{
     drop_dry_run, drop_version, gc, gc_dry_run, history, prune, prune_candidates, refs_by_version, rollback, stats,
     tag, untag, verify,
 };
-pub use pack::{BaseChoice, PackOptions, PackReport, pack};
+pub use pack::{BaseChoice, PackOptions, PackReport, pack, pack_memory};
 pub use policy::Policy;
 pub use problem::{BlockPart, Problem};
 pub use report::{

@@ -4,7 +4,7 @@
 //! lands at its place in the caller's buffer, so nothing holds a second
 //! copy of the tensor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -111,6 +111,7 @@ pub fn read_tensors_into(
         }
     }
     let bound = levels_bound(m);
+    read_ahead(store, jobs.iter().map(|j| j.1.hash), bound);
     progress.begin("read", total);
     let res = jobs.into_par_iter().try_for_each_init(
         || (Scratch::default(), Vec::new()),
@@ -135,6 +136,43 @@ pub fn read_tensors_into(
     );
     progress.end();
     res
+}
+
+/// Largest gap between two payloads read ahead as one range: reading a
+/// few more bytes costs less than another request.
+const READ_AHEAD_GAP: u64 = 64 << 10;
+
+/// Tells the store's backend which byte ranges of which packs the blocks
+/// `hashes` (and their delta bases) will be read from, merged into as few
+/// ranges as possible, so that a cold read fetches them all at once, ahead
+/// of the decoders, instead of one block at a time per thread. A block
+/// that cannot be found is left to the read itself to report.
+fn read_ahead(store: &Store, hashes: impl Iterator<Item = Hash>, bound: u16) {
+    let mut by_pack: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for h in hashes {
+        let Ok(chain) = store.chain_within(h, bound) else { continue };
+        for e in chain {
+            if seen.insert(e.hash) {
+                by_pack.entry(e.pack).or_default().push((e.offset, u64::from(e.stored_len)));
+            }
+        }
+    }
+    for (pack, mut ranges) in by_pack {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (off, len) in ranges {
+            match merged.last_mut() {
+                Some((s, l)) if off <= (*s + *l).saturating_add(READ_AHEAD_GAP) => {
+                    *l = (*l).max(off + len - *s);
+                }
+                _ => merged.push((off, len)),
+            }
+        }
+        if let Some(p) = store.packs.get(pack as usize) {
+            store.backend().will_need(&p.name, &merged);
+        }
+    }
 }
 
 /// The header region (8-byte length and JSON) of safetensors file `path`
@@ -231,6 +269,95 @@ mod tests {
         let e = read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap_err();
         assert!(e.to_string().contains("out of range for tensor `b`"), "{e}");
         assert!(matches!(find_tensor(&m, id, "zz"), Err(Error::NotFound { .. })));
+    }
+
+    /// Object name and ranges of one read-ahead hint.
+    type Hint = (String, Vec<(u64, u64)>);
+
+    /// The real local backend, recording the read-ahead hints it gets.
+    #[derive(Debug)]
+    struct Hints {
+        inner: crate::backend::LocalDir,
+        seen: std::sync::Mutex<Vec<Hint>>,
+    }
+
+    impl crate::backend::Backend for Hints {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn locate(&self, name: &str) -> std::path::PathBuf {
+            self.inner.locate(name)
+        }
+        fn get(&self, name: &str, cap: u64) -> Result<(Vec<u8>, crate::backend::ETag)> {
+            self.inner.get(name, cap)
+        }
+        fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+            self.inner.read_at(name, offset, buf)
+        }
+        fn will_need(&self, name: &str, ranges: &[(u64, u64)]) {
+            self.seen.lock().unwrap().push((name.to_string(), ranges.to_vec()));
+            self.inner.will_need(name, ranges);
+        }
+        fn head(&self, name: &str) -> Result<crate::backend::ObjectMeta> {
+            self.inner.head(name)
+        }
+        fn put(&self, name: &str, bytes: &[u8], mode: crate::backend::PutMode) -> Result<crate::backend::ETag> {
+            self.inner.put(name, bytes, mode)
+        }
+        fn writer(&self) -> Result<Box<dyn crate::backend::ObjectWriter>> {
+            self.inner.writer()
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::backend::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.inner.delete(name)
+        }
+        fn lease(
+            &self,
+            wait: std::time::Duration,
+            notice: Option<&dyn Fn(&str)>,
+        ) -> Result<Box<dyn crate::backend::Lease>> {
+            self.inner.lease(wait, notice)
+        }
+    }
+
+    #[test]
+    fn a_read_hints_every_payload_of_its_blocks_chains_merged_per_pack() {
+        let (d, _, id) = fixture();
+        let backend = std::sync::Arc::new(Hints {
+            inner: crate::backend::LocalDir::new(d.path().join("s")),
+            seen: Default::default(),
+        });
+        let store = Store::open_with(backend.clone()).unwrap();
+        let m = store.manifest(id).unwrap();
+        let mut out = vec![0u8; 50_000];
+        let mut reads = [TensorRead { name: "a", start: 10_001, out: &mut out }];
+        read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap();
+        let seen = backend.seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        // One call per pack, its ranges sorted and disjoint.
+        let packs: HashSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(packs.len(), seen.len());
+        for (_, r) in &seen {
+            assert!(r.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "{r:?}");
+        }
+        // Every block overlapping bytes 10_001..60_001 of `a` is covered.
+        let ti = m.files[0].tensors().iter().position(|t| t.name == "a").unwrap();
+        let t = m.files[0].tensors()[ti].clone();
+        let wanted = m.files[0]
+            .blocks(m.block_size)
+            .into_iter()
+            .filter(|b| b.tensor == Some(ti) && b.offset - t.offset < 60_001 && b.offset - t.offset + b.len > 10_001);
+        let mut n = 0;
+        for b in wanted {
+            let e = store.entry(b.hash).unwrap();
+            let name = &store.packs[e.pack as usize].name;
+            let (_, r) = seen.iter().find(|(p, _)| p == name).expect("its pack is hinted");
+            assert!(r.iter().any(|&(o, l)| o <= e.offset && e.offset + u64::from(e.stored_len) <= o + l));
+            n += 1;
+        }
+        assert!(n >= 12, "{n} blocks");
     }
 
     #[test]

@@ -141,13 +141,37 @@ pub struct PackReport {
 /// the tag, if asked) to it.
 pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport> {
     let t0 = Instant::now();
-    let waited_before = store.lock_waited();
     let selection = checkpoint::Selection {
         include: opts.include.clone(),
         exclude: opts.exclude.clone(),
         skip_dirs: vec![store.root().to_path_buf()],
     };
     let ckpt = checkpoint::open_with(source, &selection)?;
+    pack_from(store, &ckpt, checkpoint::Source::Files, t0, opts, progress)
+}
+
+/// [`pack`] of a safetensors file held in memory (no file is written):
+/// the version is the one packing the same bytes from a file gives.
+pub fn pack_memory(
+    store: &mut Store,
+    file: &checkpoint::MemoryFile<'_>,
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<PackReport> {
+    let t0 = Instant::now();
+    pack_from(store, &file.checkpoint(), checkpoint::Source::Memory(file), t0, opts, progress)
+}
+
+/// Packs `ckpt`, its bytes read from `src`.
+fn pack_from(
+    store: &mut Store,
+    ckpt: &checkpoint::Checkpoint,
+    src: checkpoint::Source<'_>,
+    t0: Instant,
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<PackReport> {
+    let waited_before = store.lock_waited();
     if opts.window < u64::from(store.config().block_size) {
         return Err(Error::InvalidArgument("pack window is smaller than a block".into()));
     }
@@ -176,7 +200,7 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     let mut tally = Tally::new(&plan.runs, |ri| plan.blocks(ri), total);
 
     progress.begin("packing", total);
-    let packs = run(store, &txn, &ckpt, &plan, &mut tally, opts, progress);
+    let packs = run(store, &txn, ckpt, src, &plan, &mut tally, opts, progress);
     progress.end();
     let packs = packs?;
     // The last point to stop at: past it, the manifest and ref land.
@@ -187,13 +211,13 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
     }
     // A source that changed since it was opened may have given blocks of
     // two different states: refuse the version.
-    if let Err(e) = ckpt.files.iter().try_for_each(|f| f.check_unchanged()) {
+    if let Err(e) = ckpt.files.iter().try_for_each(|f| src.check_unchanged(f)) {
         txn.discard_packs(store, &packs);
         let _ = store.load_packs();
         return Err(e);
     }
     // Until the manifest lands, a failure takes back the packs written.
-    let manifest = match build_manifest(store, &ckpt, &plan, tally, head, base_id, opts) {
+    let manifest = match build_manifest(store, ckpt, &plan, tally, head, base_id, opts) {
         Ok(m) => m,
         Err(e) => {
             txn.discard_packs(store, &packs);
@@ -219,10 +243,12 @@ pub fn pack(store: &mut Store, source: &Path, opts: &PackOptions, progress: &dyn
 /// Reads the source window by window, encodes each window's blocks in
 /// parallel and hands the new ones to the sink. Returns the packs written;
 /// on an error, none are left.
+#[allow(clippy::too_many_arguments)]
 fn run(
     store: &Store,
     txn: &WriteTxn,
     ckpt: &checkpoint::Checkpoint,
+    src: checkpoint::Source<'_>,
     plan: &Plan,
     tally: &mut Tally,
     opts: &PackOptions,
@@ -234,8 +260,10 @@ fn run(
         let writer = s.spawn(|| sink::write_packs(rx, store, txn));
         let produced = (|| -> Result<()> {
             for (fi, f) in ckpt.files.iter().enumerate() {
-                let file = checkpoint::open_unchanged(&f.path, &f.stamp)?;
-                advise_sequential(&file);
+                let file = src.open(f)?;
+                if let Some(fd) = file.as_file() {
+                    advise_sequential(fd);
+                }
                 let jobs = plan.jobs(fi);
                 for window in windows(&jobs, opts.window) {
                     if progress.cancelled() {
@@ -254,7 +282,7 @@ fn run(
                                 // One copy of the block: what is hashed is
                                 // what is encoded, whatever the file does.
                                 bytes.resize(job.len as usize, 0);
-                                checkpoint::read_at(&file, &f.path, job.offset, bytes)?;
+                                file.read_at(job.offset, bytes)?;
                                 let run = &plan.runs[job.run];
                                 encode_block(store, run, job, bytes, seen, opts, scratch, basebuf)
                                     .map_err(|e| in_block(&ckpt.root, f, run, job, e))
