@@ -50,6 +50,26 @@ fn to_py(e: tdelta::Error) -> PyErr {
     }
 }
 
+/// The address and length of the bytes of `obj`, a C-contiguous numpy array,
+/// read through `numpy.ndarray`'s own descriptors (a subclass cannot override
+/// them), so that `save` never reads memory that is not an array's.
+fn array_span(obj: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
+    let nd = obj.py().import("numpy")?.getattr("ndarray")?;
+    if !obj.is_instance(&nd)? {
+        return Err(invalid("save: every tensor must be a numpy array"));
+    }
+    let get = |name: &str| nd.getattr(name)?.call_method1("__get__", (obj,));
+    let nbytes: usize = get("nbytes")?.extract()?;
+    if nbytes == 0 {
+        return Ok((0, 0));
+    }
+    if !get("flags")?.getattr("c_contiguous")?.extract::<bool>()? {
+        return Err(invalid("save: a tensor's array is not C-contiguous"));
+    }
+    let addr: usize = get("__array_interface__")?.get_item("data")?.get_item(0)?.extract()?;
+    Ok((addr, nbytes))
+}
+
 fn invalid(msg: impl Into<String>) -> PyErr {
     InvalidInput::new_err(msg.into())
 }
@@ -454,7 +474,16 @@ impl Store {
         }
         self.writable("save")?;
         let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
-        let parts: Vec<InPtr> = ptrs.iter().zip(&lens).map(|(&p, &n)| InPtr(p as *const u8, n)).collect();
+        // The addresses come from Python: take each from its array, through
+        // numpy's own descriptors, and refuse any that does not match.
+        let mut parts = Vec::with_capacity(keep.len());
+        for ((obj, &p), &n) in keep.iter().zip(&ptrs).zip(&lens) {
+            let (addr, len) = array_span(obj.bind(py))?;
+            if len != n || (len > 0 && addr != p) {
+                return Err(invalid("save: a tensor's address or length does not match its array"));
+            }
+            parts.push(InPtr(addr as *const u8, len));
+        }
         let rep = self.with_write(py, progress, |store, w| {
             let tensors = names
                 .iter()

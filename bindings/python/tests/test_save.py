@@ -112,3 +112,21 @@ def test_save_peak_memory_is_bounded_not_a_copy(tmp_path):
     # A staged file or a copy of the arrays would add 512 MiB; the issue's
     # bound is the arrays + 256 MiB.
     assert m["growth"] < 256 << 20, m
+
+
+def test_the_private_save_reads_only_the_arrays_it_is_given(tmp_path):
+    # The extension takes each tensor's address from its numpy array: an
+    # address or length that is not the array's, or an object that is not
+    # an array, is refused before anything is read.
+    store = tdelta.Store.init(tmp_path / "s")
+    a = np.arange(64, dtype=np.float32)
+    header = b"{}"
+    addr = a.__array_interface__["data"][0]
+    for ptrs, lens, keep in [
+        ([addr + 4096], [a.nbytes], [a]),
+        ([addr], [a.nbytes + 4096], [a]),
+        ([addr], [a.nbytes], [bytearray(a.nbytes)]),
+        ([addr], [a.nbytes], [a[::2]]),
+    ]:
+        with pytest.raises(tdelta.InvalidInput):
+            store._s.save("m.safetensors", header, ["t"], ptrs, lens, keep)
