@@ -305,16 +305,9 @@ class Store:
                 progress,
                 lambda cb: self._s.pack(
                     os.fspath(path),
-                    message=message,
-                    meta={str(k): str(v) for k, v in (meta or {}).items()},
-                    metrics=None if metrics is None else json.dumps(dict(metrics), default=_jsonable),
-                    tag=tag,
-                    force_tag=force_tag,
-                    base=base,
-                    policy=policy,
-                    lossy=lossy,
-                    max_error=max_error,
-                    keep_exact=None if keep_exact is None else list(keep_exact),
+                    **_write_options(
+                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
+                    ),
                     include=None if include is None else list(include),
                     exclude=None if exclude is None else list(exclude),
                     progress=cb,
@@ -364,16 +357,9 @@ class Store:
                     [_address(a) for a in arrays],
                     [a.nbytes for a in arrays],
                     arrays,
-                    message=message,
-                    meta={str(k): str(v) for k, v in (meta or {}).items()},
-                    metrics=None if metrics is None else json.dumps(dict(metrics), default=_jsonable),
-                    tag=tag,
-                    force_tag=force_tag,
-                    base=base,
-                    policy=policy,
-                    lossy=lossy,
-                    max_error=max_error,
-                    keep_exact=None if keep_exact is None else list(keep_exact),
+                    **_write_options(
+                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
+                    ),
                     progress=cb,
                 ),
             )
@@ -699,6 +685,23 @@ def _header(tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h, items
+
+
+def _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact) -> dict:
+    """The keyword arguments ``pack`` and ``save`` pass on to the extension:
+    ``meta`` values as strings, ``metrics`` as JSON."""
+    return dict(
+        message=message,
+        meta={str(k): str(v) for k, v in (meta or {}).items()},
+        metrics=None if metrics is None else json.dumps(dict(metrics), default=_jsonable),
+        tag=tag,
+        force_tag=force_tag,
+        base=base,
+        policy=policy,
+        lossy=lossy,
+        max_error=max_error,
+        keep_exact=None if keep_exact is None else list(keep_exact),
+    )
 
 
 def _address(a: np.ndarray) -> int:
