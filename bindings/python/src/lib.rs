@@ -287,49 +287,58 @@ fn configure(mut s: tdelta::Store, author: Option<String>, lock_wait: Option<f64
     Ok(s)
 }
 
-/// The options of a pack, from the arguments `pack` and `save` share.
-#[allow(clippy::too_many_arguments)]
-fn pack_options(
+/// The options `pack` and `save` share: the dict the Python package's
+/// `_write_options` builds (every key present, `None` where unset).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct WriteOptions {
     message: Option<String>,
     meta: Option<BTreeMap<String, String>>,
     metrics: Option<String>,
     tag: Option<String>,
     force_tag: bool,
+    base: Option<String>,
     policy: Option<String>,
     lossy: Option<String>,
     max_error: Option<f64>,
     keep_exact: Option<Vec<String>>,
-) -> PyResult<tdelta::PackOptions> {
-    let mut opts = tdelta::PackOptions {
-        message: message.unwrap_or_default(),
-        meta: meta.unwrap_or_default(),
-        tag,
-        force_tag,
-        ..Default::default()
-    };
-    if let Some(m) = metrics {
-        opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
-    }
-    if let Some(p) = policy {
-        opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
-    }
-    match (lossy, max_error, keep_exact) {
-        (Some(bits), max_error, keep) => {
-            let l = tdelta::lossy::LossyOptions {
-                bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
-                max_error,
-                keep_exact: keep.unwrap_or_default(),
-                ..Default::default()
-            };
-            l.validate().map_err(|e| to_py(e.into()))?;
-            opts.lossy = Some(l);
+}
+
+impl WriteOptions {
+    /// The pack options these mean, and the delta base named (resolved
+    /// later, under the store's lock).
+    fn pack_options(self) -> PyResult<(tdelta::PackOptions, Option<String>)> {
+        let mut opts = tdelta::PackOptions {
+            message: self.message.unwrap_or_default(),
+            meta: self.meta.unwrap_or_default(),
+            tag: self.tag,
+            force_tag: self.force_tag,
+            ..Default::default()
+        };
+        if let Some(m) = self.metrics {
+            opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
         }
-        (None, Some(_), _) | (None, _, Some(_)) => {
-            return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+        if let Some(p) = self.policy {
+            opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
         }
-        (None, None, None) => {}
+        match (self.lossy, self.max_error, self.keep_exact) {
+            (Some(bits), max_error, keep) => {
+                let l = tdelta::lossy::LossyOptions {
+                    bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
+                    max_error,
+                    keep_exact: keep.unwrap_or_default(),
+                    ..Default::default()
+                };
+                l.validate().map_err(|e| to_py(e.into()))?;
+                opts.lossy = Some(l);
+            }
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+            }
+            (None, None, None) => {}
+        }
+        Ok((opts, self.base))
     }
-    Ok(opts)
 }
 
 /// The delta base `base` names: `None` for `HEAD`, `"none"`, or a ref.
@@ -409,29 +418,18 @@ impl Store {
         self.with_read(py, None, |s, _| s.resolve(reference)).map(|h| h.to_hex())
     }
 
-    #[pyo3(signature = (source, message=None, meta=None, metrics=None, tag=None, force_tag=false, base=None,
-        policy=None, lossy=None, max_error=None, keep_exact=None, include=None, exclude=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (source, options, include=None, exclude=None, progress=None))]
     fn pack(
         &self,
         py: Python<'_>,
         source: PathBuf,
-        message: Option<String>,
-        meta: Option<BTreeMap<String, String>>,
-        metrics: Option<String>,
-        tag: Option<String>,
-        force_tag: bool,
-        base: Option<String>,
-        policy: Option<String>,
-        lossy: Option<String>,
-        max_error: Option<f64>,
-        keep_exact: Option<Vec<String>>,
+        options: WriteOptions,
         include: Option<Vec<String>>,
         exclude: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         self.writable("pack")?;
-        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        let (mut opts, base) = options.pack_options()?;
         opts.include = include.unwrap_or_default();
         opts.exclude = exclude.unwrap_or_default();
         let rep = self.with_write(py, progress, |store, w| {
@@ -445,8 +443,7 @@ impl Store {
     /// header region, `ptrs[i]`/`lens[i]` the address and length of tensor
     /// `names[i]`'s bytes in an array of `keep` (which this call holds, so
     /// they outlive it). No file is written.
-    #[pyo3(signature = (filename, header, names, ptrs, lens, keep, message=None, meta=None, metrics=None, tag=None,
-        force_tag=false, base=None, policy=None, lossy=None, max_error=None, keep_exact=None, progress=None))]
+    #[pyo3(signature = (filename, header, names, ptrs, lens, keep, options, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn save(
         &self,
@@ -457,23 +454,14 @@ impl Store {
         ptrs: Vec<usize>,
         lens: Vec<usize>,
         keep: Vec<Py<PyAny>>,
-        message: Option<String>,
-        meta: Option<BTreeMap<String, String>>,
-        metrics: Option<String>,
-        tag: Option<String>,
-        force_tag: bool,
-        base: Option<String>,
-        policy: Option<String>,
-        lossy: Option<String>,
-        max_error: Option<f64>,
-        keep_exact: Option<Vec<String>>,
+        options: WriteOptions,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         if names.len() != ptrs.len() || names.len() != lens.len() || names.len() != keep.len() {
             return Err(invalid("names, ptrs, lens and keep must have the same length"));
         }
         self.writable("save")?;
-        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        let (mut opts, base) = options.pack_options()?;
         // The addresses come from Python: take each from its array, through
         // numpy's own descriptors, and refuse any that does not match.
         let mut parts = Vec::with_capacity(keep.len());

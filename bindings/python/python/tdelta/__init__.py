@@ -305,9 +305,7 @@ class Store:
                 progress,
                 lambda cb: self._s.pack(
                     os.fspath(path),
-                    **_write_options(
-                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
-                    ),
+                    _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact),
                     include=None if include is None else list(include),
                     exclude=None if exclude is None else list(exclude),
                     progress=cb,
@@ -357,9 +355,7 @@ class Store:
                     [_address(a) for a in arrays],
                     [a.nbytes for a in arrays],
                     arrays,
-                    **_write_options(
-                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
-                    ),
+                    _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact),
                     progress=cb,
                 ),
             )
@@ -688,8 +684,9 @@ def _header(tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -
 
 
 def _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact) -> dict:
-    """The keyword arguments ``pack`` and ``save`` pass on to the extension:
-    ``meta`` values as strings, ``metrics`` as JSON."""
+    """The options ``pack`` and ``save`` pass on to the extension, as one
+    dict (``_tdelta._WriteOptions``): ``meta`` values as strings,
+    ``metrics`` as JSON."""
     return dict(
         message=message,
         meta={str(k): str(v) for k, v in (meta or {}).items()},

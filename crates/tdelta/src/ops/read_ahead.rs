@@ -126,38 +126,12 @@ fn merge(by_pack: BTreeMap<u32, Vec<(u64, u64)>>) -> Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{PackOptions, Policy, Silent, pack};
-    use crate::testutil::noise;
-    use crate::{InitOptions, Store};
-    use safetensors::tensor::{Dtype, TensorView};
-
-    /// A store of two versions of one F32 tensor of 16 blocks, the second
-    /// stored as deltas; returns the second version's blocks.
-    fn two_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
-        let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
-        let mut w = noise(5, 65536);
-        let src = dir.join("m.safetensors");
-        for step in 0..2u8 {
-            if step == 1 {
-                for x in w.iter_mut().step_by(4) {
-                    *x ^= 1;
-                }
-            }
-            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![16384], &w).unwrap())];
-            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
-            let opts = PackOptions { policy: Policy::Chain(4), ..Default::default() };
-            pack(&mut store, &src, &opts, &Silent).unwrap();
-        }
-        store.load_packs().unwrap();
-        let head = store.read_ref("HEAD").unwrap().unwrap();
-        let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
-        (store, blocks)
-    }
+    use crate::ops::blocks::tests::two_versions_of;
 
     #[test]
     fn windows_follow_decode_order_bases_with_their_blocks() {
         let tmp = tempfile::tempdir().unwrap();
-        let (store, blocks) = two_versions(tmp.path());
+        let (store, blocks) = two_versions_of(tmp.path(), 16384);
         assert_eq!(blocks.len(), 16);
         let ra = ReadAhead::plan_in(&store, blocks.iter().copied(), 8, 6000);
         // Small windows: a few blocks (each with its base) per window, in
