@@ -8,10 +8,10 @@
 //! the store runs on a worker thread with the GIL released, while the
 //! calling thread reports progress and watches for Ctrl-C.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -174,6 +174,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> PyResult<String> {
 #[pyclass(frozen, module = "tdelta._tdelta")]
 struct Store {
     inner: RwLock<tdelta::Store>,
+    /// Manifests read by `version`, by id (a version's manifest never
+    /// changes): opening a version again reads only its ref. Bounded.
+    manifests: Mutex<HashMap<tdelta::Hash, Arc<tdelta::Manifest>>>,
     /// The `s3://` URL the store was opened from (read-only), if it was.
     url: Option<String>,
 }
@@ -378,7 +381,7 @@ impl Store {
             }
         };
         let s = run(py, None, |_| open_store(&location))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url })
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), manifests: Default::default(), url })
     }
 
     #[staticmethod]
@@ -398,7 +401,7 @@ impl Store {
             return Err(invalid("Store.init makes a local store: give a directory, not a url"));
         }
         let s = run(py, None, |_| tdelta::Store::init(&path, &opts))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url: None })
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), manifests: Default::default(), url: None })
     }
 
     #[getter]
@@ -411,6 +414,7 @@ impl Store {
 
     /// Reopens the store, to see packs that other processes wrote since.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).clear();
         run(py, None, |_| self.reload())
     }
 
@@ -604,15 +608,30 @@ impl Store {
         to_json(&self.with_read(py, None, |store, _| tdelta::stats(store))?)
     }
 
-    /// One version, its manifest read once, for tensor reads.
+    /// One version, for tensor reads: its ref is resolved each time, its
+    /// manifest read (and parsed, a millisecond for a thousand blocks) the
+    /// first time only.
     fn version(slf: Py<Self>, py: Python<'_>, reference: &str) -> PyResult<Version> {
+        /// Manifests kept; past that the cache starts again.
+        const KEEP: usize = 64;
         let this = slf.get();
-        let (id, manifest) = {
-            this.with_read(py, None, |store, _| {
-                let id = store.resolve(reference)?;
-                Ok((id, store.manifest(id)?))
-            })?
-        };
+        let (id, manifest) = this.with_read(py, None, |store, _| {
+            let id = store.resolve(reference)?;
+            let known = this.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+            let manifest = match known {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(store.manifest(id)?);
+                    let mut c = this.manifests.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.len() >= KEEP {
+                        c.clear();
+                    }
+                    c.insert(id, m.clone());
+                    m
+                }
+            };
+            Ok((id, manifest))
+        })?;
         Ok(Version { store: slf, id, manifest })
     }
 }
@@ -633,7 +652,7 @@ unsafe impl Sync for OutPtr {}
 struct Version {
     store: Py<Store>,
     id: tdelta::Hash,
-    manifest: tdelta::Manifest,
+    manifest: Arc<tdelta::Manifest>,
 }
 
 #[pymethods]
