@@ -267,7 +267,8 @@ class Store:
         return f"tdelta.Store({self.path!r})"
 
     def refresh(self) -> None:
-        """Re-reads the store's indexes, to see versions other processes packed."""
+        """Re-reads the store's indexes, to see versions other processes packed
+        (and forgets the version manifests ``open`` kept)."""
         self._s.refresh()
 
     def resolve(self, ref: str) -> str:
