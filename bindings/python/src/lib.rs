@@ -8,10 +8,10 @@
 //! the store runs on a worker thread with the GIL released, while the
 //! calling thread reports progress and watches for Ctrl-C.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, mpsc};
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -174,6 +174,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> PyResult<String> {
 #[pyclass(frozen, module = "tdelta._tdelta")]
 struct Store {
     inner: RwLock<tdelta::Store>,
+    /// Manifests read by `version`, by id (a version's manifest never
+    /// changes): opening a version again reads only its ref. Bounded.
+    manifests: Mutex<HashMap<tdelta::Hash, Arc<tdelta::Manifest>>>,
     /// The `s3://` URL the store was opened from (read-only), if it was.
     url: Option<String>,
 }
@@ -287,49 +290,58 @@ fn configure(mut s: tdelta::Store, author: Option<String>, lock_wait: Option<f64
     Ok(s)
 }
 
-/// The options of a pack, from the arguments `pack` and `save` share.
-#[allow(clippy::too_many_arguments)]
-fn pack_options(
+/// The options `pack` and `save` share: the dict the Python package's
+/// `_write_options` builds (every key present, `None` where unset).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct WriteOptions {
     message: Option<String>,
     meta: Option<BTreeMap<String, String>>,
     metrics: Option<String>,
     tag: Option<String>,
     force_tag: bool,
+    base: Option<String>,
     policy: Option<String>,
     lossy: Option<String>,
     max_error: Option<f64>,
     keep_exact: Option<Vec<String>>,
-) -> PyResult<tdelta::PackOptions> {
-    let mut opts = tdelta::PackOptions {
-        message: message.unwrap_or_default(),
-        meta: meta.unwrap_or_default(),
-        tag,
-        force_tag,
-        ..Default::default()
-    };
-    if let Some(m) = metrics {
-        opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
-    }
-    if let Some(p) = policy {
-        opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
-    }
-    match (lossy, max_error, keep_exact) {
-        (Some(bits), max_error, keep) => {
-            let l = tdelta::lossy::LossyOptions {
-                bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
-                max_error,
-                keep_exact: keep.unwrap_or_default(),
-                ..Default::default()
-            };
-            l.validate().map_err(|e| to_py(e.into()))?;
-            opts.lossy = Some(l);
+}
+
+impl WriteOptions {
+    /// The pack options these mean, and the delta base named (resolved
+    /// later, under the store's lock).
+    fn pack_options(self) -> PyResult<(tdelta::PackOptions, Option<String>)> {
+        let mut opts = tdelta::PackOptions {
+            message: self.message.unwrap_or_default(),
+            meta: self.meta.unwrap_or_default(),
+            tag: self.tag,
+            force_tag: self.force_tag,
+            ..Default::default()
+        };
+        if let Some(m) = self.metrics {
+            opts.metrics = serde_json::from_str(&m).map_err(|e| invalid(format!("metrics are not valid JSON: {e}")))?;
         }
-        (None, Some(_), _) | (None, _, Some(_)) => {
-            return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+        if let Some(p) = self.policy {
+            opts.policy = p.parse().map_err(|e: tdelta::Error| to_py(e))?;
         }
-        (None, None, None) => {}
+        match (self.lossy, self.max_error, self.keep_exact) {
+            (Some(bits), max_error, keep) => {
+                let l = tdelta::lossy::LossyOptions {
+                    bits: bits.parse().map_err(|e: tdelta::codec::InvalidSetting| to_py(e.into()))?,
+                    max_error,
+                    keep_exact: keep.unwrap_or_default(),
+                    ..Default::default()
+                };
+                l.validate().map_err(|e| to_py(e.into()))?;
+                opts.lossy = Some(l);
+            }
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                return Err(invalid("max_error and keep_exact need lossy (one of: int8, int4, int2)"));
+            }
+            (None, None, None) => {}
+        }
+        Ok((opts, self.base))
     }
-    Ok(opts)
 }
 
 /// The delta base `base` names: `None` for `HEAD`, `"none"`, or a ref.
@@ -369,7 +381,7 @@ impl Store {
             }
         };
         let s = run(py, None, |_| open_store(&location))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url })
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), manifests: Default::default(), url })
     }
 
     #[staticmethod]
@@ -389,7 +401,7 @@ impl Store {
             return Err(invalid("Store.init makes a local store: give a directory, not a url"));
         }
         let s = run(py, None, |_| tdelta::Store::init(&path, &opts))?;
-        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), url: None })
+        Ok(Store { inner: RwLock::new(configure(s, author, lock_wait)?), manifests: Default::default(), url: None })
     }
 
     #[getter]
@@ -402,6 +414,7 @@ impl Store {
 
     /// Reopens the store, to see packs that other processes wrote since.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).clear();
         run(py, None, |_| self.reload())
     }
 
@@ -409,29 +422,18 @@ impl Store {
         self.with_read(py, None, |s, _| s.resolve(reference)).map(|h| h.to_hex())
     }
 
-    #[pyo3(signature = (source, message=None, meta=None, metrics=None, tag=None, force_tag=false, base=None,
-        policy=None, lossy=None, max_error=None, keep_exact=None, include=None, exclude=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (source, options, include=None, exclude=None, progress=None))]
     fn pack(
         &self,
         py: Python<'_>,
         source: PathBuf,
-        message: Option<String>,
-        meta: Option<BTreeMap<String, String>>,
-        metrics: Option<String>,
-        tag: Option<String>,
-        force_tag: bool,
-        base: Option<String>,
-        policy: Option<String>,
-        lossy: Option<String>,
-        max_error: Option<f64>,
-        keep_exact: Option<Vec<String>>,
+        options: WriteOptions,
         include: Option<Vec<String>>,
         exclude: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         self.writable("pack")?;
-        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        let (mut opts, base) = options.pack_options()?;
         opts.include = include.unwrap_or_default();
         opts.exclude = exclude.unwrap_or_default();
         let rep = self.with_write(py, progress, |store, w| {
@@ -445,8 +447,7 @@ impl Store {
     /// header region, `ptrs[i]`/`lens[i]` the address and length of tensor
     /// `names[i]`'s bytes in an array of `keep` (which this call holds, so
     /// they outlive it). No file is written.
-    #[pyo3(signature = (filename, header, names, ptrs, lens, keep, message=None, meta=None, metrics=None, tag=None,
-        force_tag=false, base=None, policy=None, lossy=None, max_error=None, keep_exact=None, progress=None))]
+    #[pyo3(signature = (filename, header, names, ptrs, lens, keep, options, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn save(
         &self,
@@ -457,23 +458,14 @@ impl Store {
         ptrs: Vec<usize>,
         lens: Vec<usize>,
         keep: Vec<Py<PyAny>>,
-        message: Option<String>,
-        meta: Option<BTreeMap<String, String>>,
-        metrics: Option<String>,
-        tag: Option<String>,
-        force_tag: bool,
-        base: Option<String>,
-        policy: Option<String>,
-        lossy: Option<String>,
-        max_error: Option<f64>,
-        keep_exact: Option<Vec<String>>,
+        options: WriteOptions,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         if names.len() != ptrs.len() || names.len() != lens.len() || names.len() != keep.len() {
             return Err(invalid("names, ptrs, lens and keep must have the same length"));
         }
         self.writable("save")?;
-        let mut opts = pack_options(message, meta, metrics, tag, force_tag, policy, lossy, max_error, keep_exact)?;
+        let (mut opts, base) = options.pack_options()?;
         // The addresses come from Python: take each from its array, through
         // numpy's own descriptors, and refuse any that does not match.
         let mut parts = Vec::with_capacity(keep.len());
@@ -616,15 +608,30 @@ impl Store {
         to_json(&self.with_read(py, None, |store, _| tdelta::stats(store))?)
     }
 
-    /// One version, its manifest read once, for tensor reads.
+    /// One version, for tensor reads: its ref is resolved each time, its
+    /// manifest read (and parsed, a millisecond for a thousand blocks) the
+    /// first time only.
     fn version(slf: Py<Self>, py: Python<'_>, reference: &str) -> PyResult<Version> {
+        /// Manifests kept; past that the cache starts again.
+        const KEEP: usize = 64;
         let this = slf.get();
-        let (id, manifest) = {
-            this.with_read(py, None, |store, _| {
-                let id = store.resolve(reference)?;
-                Ok((id, store.manifest(id)?))
-            })?
-        };
+        let (id, manifest) = this.with_read(py, None, |store, _| {
+            let id = store.resolve(reference)?;
+            let known = this.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+            let manifest = match known {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(store.manifest(id)?);
+                    let mut c = this.manifests.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.len() >= KEEP {
+                        c.clear();
+                    }
+                    c.insert(id, m.clone());
+                    m
+                }
+            };
+            Ok((id, manifest))
+        })?;
         Ok(Version { store: slf, id, manifest })
     }
 }
@@ -645,7 +652,7 @@ unsafe impl Sync for OutPtr {}
 struct Version {
     store: Py<Store>,
     id: tdelta::Hash,
-    manifest: tdelta::Manifest,
+    manifest: Arc<tdelta::Manifest>,
 }
 
 #[pymethods]

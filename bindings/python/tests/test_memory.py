@@ -1,21 +1,14 @@
 """load() decodes each tensor once, into the buffer of the array it returns:
 the process grows by the arrays' bytes and little more (no second copy)."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 from safetensors.numpy import save_file
 
 import tdelta
+from peak_rss import run_child
 
 CHILD = """
 import json, sys, tdelta
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
 s = tdelta.Store(sys.argv[1])
 base = hwm()
 d = s.load()
@@ -30,9 +23,7 @@ def test_load_peak_memory_is_the_arrays(tmp_path):
     save_file(t, tmp_path / "m.safetensors")
     store.pack(tmp_path / "m.safetensors")
     del t
-    out = subprocess.run([sys.executable, "-c", CHILD, store.path], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    m = json.loads(out.stdout)
+    m = run_child(CHILD, store.path)
     assert m["arrays"] == 256 << 20
     # A second copy of the data would add 256 MiB.
     assert m["growth"] - m["arrays"] < 64 << 20, m

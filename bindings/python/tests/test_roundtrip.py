@@ -1,6 +1,7 @@
 """Round trips against safetensors.numpy: every dtype, shards, metadata."""
 
 import json
+import os
 import threading
 
 import ml_dtypes
@@ -257,6 +258,24 @@ def test_a_handle_reads_versions_another_handle_packed_since(store, tmp_path, rn
     np.testing.assert_array_equal(reader.load()["w"], new["w"])
     reader.restore(v.id, tmp_path / "out.safetensors")
     assert (tmp_path / "out.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_opening_a_version_again_reads_only_its_ref(store, rng):
+    # Its manifest is kept from the first open (a version never changes):
+    # with the file moved away the version still opens, until refresh().
+    w = rng.standard_normal((64, 64), dtype=np.float32)
+    store.save({"w": w})
+    assert (store.open("HEAD").get_tensor("w") == w).all()
+    path = os.path.join(store.path, "versions", store.resolve("HEAD") + ".tdm")
+    os.rename(path, path + ".away")
+    try:
+        assert (store.open("HEAD").get_tensor("w") == w).all()
+        store.refresh()
+        with pytest.raises(tdelta.TdeltaError):
+            store.open("HEAD")
+    finally:
+        os.rename(path + ".away", path)
+    assert (store.open("HEAD").get_tensor("w") == w).all()
 
 
 def test_lossy_pack_options(store, tmp_path, rng):

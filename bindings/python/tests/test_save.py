@@ -2,16 +2,13 @@
 version is the one packing the file safetensors would write, and the
 process grows by little more than nothing (the arrays are not copied)."""
 
-import json
-import subprocess
-import sys
-
 import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 import tdelta
+from peak_rss import run_child
 
 
 def checkpoint(rng, step):
@@ -90,10 +87,6 @@ CHILD = """
 import json, sys
 import numpy as np
 import tdelta
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
 s = tdelta.Store(sys.argv[1])
 # 512 MiB of arrays, made before the baseline.
 t = {f"w{i}": np.full(1 << 21, i, dtype=np.float32) + np.arange(1 << 21, dtype=np.float32) for i in range(64)}
@@ -105,9 +98,7 @@ print(json.dumps({"growth": hwm() - base, "arrays": sum(a.nbytes for a in t.valu
 
 def test_save_peak_memory_is_bounded_not_a_copy(tmp_path):
     store = tdelta.Store.init(tmp_path / "s")
-    out = subprocess.run([sys.executable, "-c", CHILD, store.path], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    m = json.loads(out.stdout)
+    m = run_child(CHILD, store.path)
     assert m["arrays"] == 512 << 20
     # A staged file or a copy of the arrays would add 512 MiB; the issue's
     # bound is the arrays + 256 MiB.
@@ -122,6 +113,7 @@ def test_the_private_save_reads_only_the_arrays_it_is_given(tmp_path):
     a = np.arange(64, dtype=np.float32)
     header = b"{}"
     addr = a.__array_interface__["data"][0]
+    opts = tdelta._write_options(None, None, None, None, False, None, None, None, None, None)
     for ptrs, lens, keep in [
         ([addr + 4096], [a.nbytes], [a]),
         ([addr], [a.nbytes + 4096], [a]),
@@ -129,4 +121,4 @@ def test_the_private_save_reads_only_the_arrays_it_is_given(tmp_path):
         ([addr], [a.nbytes], [a[::2]]),
     ]:
         with pytest.raises(tdelta.InvalidInput):
-            store._s.save("m.safetensors", header, ["t"], ptrs, lens, keep)
+            store._s.save("m.safetensors", header, ["t"], ptrs, lens, keep, opts)

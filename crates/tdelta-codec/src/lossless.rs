@@ -120,16 +120,26 @@ fn decode_planes(
     with_scratch(out.len() + n, |buf| {
         let (planes, ctxbuf) = buf.split_at_mut(out.len());
         let (low, top) = planes.split_at_mut((s - 1) * n);
+        // The planes below the top one, all in contexts `ctx`.
+        let lower = |low: &mut [u8], ctx: &[u8]| -> Result<(), CodecError> {
+            for (p, st) in streams.iter().enumerate().take(s - 1) {
+                st.decode(name, &mut low[p * n..(p + 1) * n], Some(ctx))?;
+            }
+            Ok(())
+        };
         if kind == Kind::Plain {
             // The top plane first: it is the context of the others.
             streams[s - 1].decode(name, top, None)?;
+            lower(low, top)?;
+        } else if s == 2 {
+            // 16-bit words (BF16, F16): both planes of a delta are in the
+            // base's contexts, decoded in one pass.
+            transform::top_plane(word, base, ctxbuf);
+            streams[1].decode_with(&streams[0], name, [top, low], Some(ctxbuf))?;
         } else {
             transform::top_plane(word, base, ctxbuf);
             streams[s - 1].decode(name, top, Some(ctxbuf))?;
-        }
-        let ctx: &[u8] = if kind == Kind::Plain { top } else { ctxbuf };
-        for (p, st) in streams.iter().enumerate().take(s - 1) {
-            st.decode(name, &mut low[p * n..(p + 1) * n], Some(ctx))?;
+            lower(low, ctxbuf)?;
         }
         transform::merge(word, kind, planes, base, out);
         Ok(())

@@ -280,6 +280,25 @@ impl Stream<'_> {
         }
         Ok(())
     }
+
+    /// Decodes `self` into `out[0]`, then `other` into `out[1]`, both in
+    /// contexts `ctx`, as [`Stream::decode`] of each would: two rANS
+    /// streams in one pass of the coder.
+    pub(crate) fn decode_with(
+        &self,
+        other: &Stream<'_>,
+        codec: &'static str,
+        out: [&mut [u8]; 2],
+        ctx: Option<&[u8]>,
+    ) -> Result<(), CodecError> {
+        let [oa, ob] = out;
+        let rans = |s: &Stream<'_>, o: &[u8]| s.method == Method::Rans && s.raw_len == o.len();
+        if rans(self, oa) && rans(other, ob) {
+            return super::rans::decode_pair(codec, [self.data, other.data], ctx, [oa, ob]);
+        }
+        self.decode(codec, oa, ctx)?;
+        other.decode(codec, ob, ctx)
+    }
 }
 
 #[cfg(test)]

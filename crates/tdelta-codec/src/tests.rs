@@ -437,3 +437,72 @@ proptest! {
         }
     }
 }
+
+/// The AVX2 merge (when the CPU has it) and the portable one invert every
+/// split alike: every word size and kind, odd lengths of words.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_and_portable_merge_agree() {
+    for (word, len) in
+        [(Word::Float(2), 2 * 1037), (Word::Float(4), 4 * 301), (Word::Int(8), 8 * 77), (Word::Bytes, 999)]
+    {
+        let new = crate::testutil::noise(len as u64, len);
+        let base = crate::testutil::noise(len as u64 + 1, len);
+        for kind in [Kind::Plain, Kind::Xor, Kind::Sub] {
+            let mut planes = vec![0u8; len];
+            transform::split(word, kind, &new, &base, &mut planes);
+            let mut got = [vec![0u8; len], vec![0u8; len]];
+            for (avx2, out) in [true, false].into_iter().zip(got.iter_mut()) {
+                transform::AVX2.with(|c| c.set(avx2));
+                transform::merge(word, kind, &planes, &base, out);
+            }
+            transform::AVX2.with(|c| c.set(true));
+            assert!(got[0] == new, "{word:?} {kind:?}: avx2 merge");
+            assert!(got[1] == new, "{word:?} {kind:?}: portable merge");
+        }
+    }
+}
+
+/// Two streams decoded together give what two decodes give, the SIMD
+/// pair path against the scalar decoder: every length around the group
+/// size, both with and without contexts, and with either stream mutated
+/// or truncated (the same error; the same bytes when both decode).
+#[test]
+fn a_pair_of_rans_streams_decodes_as_two_decodes() {
+    for (seed, len) in [(1u64, 1usize), (2, 31), (3, 32), (4, 33), (5, 100), (6, 4097), (7, 70_001)] {
+        let (a, c) = rans_case(seed, len, 2);
+        let (b, _) = rans_case(seed + 100, len, 1);
+        for ctx in [c.as_deref(), None] {
+            let enc = |d: &[u8]| {
+                let mut v = Vec::new();
+                assert!(rans::model(d, ctx).encode(d, ctx, usize::MAX, &mut v));
+                v
+            };
+            let (ea, eb) = (enc(&a), enc(&b));
+            let mut cases = vec![(ea.clone(), eb.clone())];
+            for k in [5usize, 40, 300] {
+                let mut m = ea.clone();
+                let i = (k * 7919) % m.len();
+                m[i] ^= 0x5A;
+                cases.push((m, eb.clone()));
+                cases.push((ea.clone(), eb[..eb.len().saturating_sub(k)].to_vec()));
+            }
+            for (n, (pa, pb)) in cases.iter().enumerate() {
+                let (mut pair, mut one) = ([vec![7u8; len], vec![7u8; len]], [vec![7u8; len], vec![7u8; len]]);
+                let [x, y] = &mut pair;
+                let got = rans::decode_pair("test", [pa, pb], ctx, [x, y]).map_err(|e| e.to_string());
+                rans::SIMD.with(|s| s.set(false));
+                let [x, y] = &mut one;
+                let want = rans::decode("test", pa, ctx, x)
+                    .and_then(|()| rans::decode("test", pb, ctx, y))
+                    .map_err(|e| e.to_string());
+                rans::SIMD.with(|s| s.set(true));
+                assert_eq!(got, want, "len {len} case {n}");
+                assert!(got.is_err() || pair == one, "len {len} case {n}: outputs differ");
+                if n == 0 {
+                    assert!(got.is_ok() && pair[0] == a && pair[1] == b, "len {len}: round trip");
+                }
+            }
+        }
+    }
+}

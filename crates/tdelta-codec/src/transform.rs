@@ -138,6 +138,8 @@ macro_rules! gen_split {
 macro_rules! gen_merge {
     ($name:ident, $t:ty) => {
         /// Inverse transform of one word type, from planes into `out`.
+        /// Always inlined: [`merge`] compiles it once more for AVX2.
+        #[inline(always)]
         fn $name(kind: Kind, float: bool, planes: &[u8], base: &[u8], out: &mut [u8]) {
             #[inline(always)]
             fn go(planes: &[u8], base: &[u8], out: &mut [u8], g: impl Fn($t, $t) -> $t) {
@@ -212,8 +214,51 @@ pub(crate) fn split(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mu
     }
 }
 
-/// Inverse of [`split`].
+/// Inverse of [`split`]. On a CPU with AVX2 the same loops run compiled
+/// for it (twice the lanes of the baseline's SSE2): this is the last pass
+/// of every decode, over every byte a read returns.
 pub(crate) fn merge(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: the CPU has AVX2, the only feature `merge_avx2` enables.
+        return unsafe { merge_avx2(word, kind, planes, base, out) };
+    }
+    merge_portable(word, kind, planes, base, out)
+}
+
+/// Whether [`merge`] takes its AVX2 path (detected once; tests can turn
+/// it off to compare both paths).
+#[cfg(target_arch = "x86_64")]
+fn use_avx2() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    #[cfg(test)]
+    if !AVX2.with(|c| c.get()) {
+        return false;
+    }
+    *OK.get_or_init(|| is_x86_feature_detected!("avx2"))
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+thread_local! {
+    /// Tests turn the AVX2 merge off to check both paths agree.
+    pub(crate) static AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// [`merge_portable`] compiled for AVX2.
+///
+/// # Safety
+///
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_avx2(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
+    merge_portable(word, kind, planes, base, out)
+}
+
+/// [`merge`] for any CPU; always inlined, so that each caller compiles
+/// the loops for its own target features.
+#[inline(always)]
+fn merge_portable(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
     let f = word.is_float();
     match word.size() {
         2 => merge16(kind, f, planes, base, out),

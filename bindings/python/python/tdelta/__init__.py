@@ -267,7 +267,8 @@ class Store:
         return f"tdelta.Store({self.path!r})"
 
     def refresh(self) -> None:
-        """Re-reads the store's indexes, to see versions other processes packed."""
+        """Re-reads the store's indexes, to see versions other processes packed
+        (and forgets the version manifests ``open`` kept)."""
         self._s.refresh()
 
     def resolve(self, ref: str) -> str:
@@ -305,9 +306,7 @@ class Store:
                 progress,
                 lambda cb: self._s.pack(
                     os.fspath(path),
-                    **_write_options(
-                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
-                    ),
+                    _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact),
                     include=None if include is None else list(include),
                     exclude=None if exclude is None else list(exclude),
                     progress=cb,
@@ -357,9 +356,7 @@ class Store:
                     [_address(a) for a in arrays],
                     [a.nbytes for a in arrays],
                     arrays,
-                    **_write_options(
-                        message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact
-                    ),
+                    _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact),
                     progress=cb,
                 ),
             )
@@ -688,8 +685,9 @@ def _header(tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -
 
 
 def _write_options(message, meta, metrics, tag, force_tag, base, policy, lossy, max_error, keep_exact) -> dict:
-    """The keyword arguments ``pack`` and ``save`` pass on to the extension:
-    ``meta`` values as strings, ``metrics`` as JSON."""
+    """The options ``pack`` and ``save`` pass on to the extension, as one
+    dict (``_tdelta._WriteOptions``): ``meta`` values as strings,
+    ``metrics`` as JSON."""
     return dict(
         message=message,
         meta={str(k): str(v) for k, v in (meta or {}).items()},

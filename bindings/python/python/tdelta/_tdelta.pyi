@@ -1,10 +1,24 @@
 """Type stubs of the compiled extension ``tdelta._tdelta`` (use the ``tdelta`` package instead)."""
 
 from os import PathLike
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, TypedDict, Union
 
 _Path = Union[str, PathLike[str]]
 _Progress = Optional[Callable[[str, int, int], object]]
+
+class _WriteOptions(TypedDict):
+    """What ``pack`` and ``save`` share (``tdelta._write_options`` builds it; every key present)."""
+
+    message: Optional[str]
+    meta: dict[str, str]
+    metrics: Optional[str]
+    tag: Optional[str]
+    force_tag: bool
+    base: Optional[str]
+    policy: Optional[str]
+    lossy: Optional[str]
+    max_error: Optional[float]
+    keep_exact: Optional[List[str]]
 
 class TdeltaError(Exception): ...
 class NotFound(TdeltaError): ...
@@ -27,16 +41,7 @@ class Store:
     def pack(
         self,
         source: _Path,
-        message: Optional[str] = None,
-        meta: Optional[dict[str, str]] = None,
-        metrics: Optional[str] = None,
-        tag: Optional[str] = None,
-        force_tag: bool = False,
-        base: Optional[str] = None,
-        policy: Optional[str] = None,
-        lossy: Optional[str] = None,
-        max_error: Optional[float] = None,
-        keep_exact: Optional[Sequence[str]] = None,
+        options: _WriteOptions,
         include: Optional[Sequence[str]] = None,
         exclude: Optional[Sequence[str]] = None,
         progress: _Progress = None,
@@ -49,16 +54,7 @@ class Store:
         ptrs: Sequence[int],
         lens: Sequence[int],
         keep: Sequence[object],
-        message: Optional[str] = None,
-        meta: Optional[dict[str, str]] = None,
-        metrics: Optional[str] = None,
-        tag: Optional[str] = None,
-        force_tag: bool = False,
-        base: Optional[str] = None,
-        policy: Optional[str] = None,
-        lossy: Optional[str] = None,
-        max_error: Optional[float] = None,
-        keep_exact: Optional[Sequence[str]] = None,
+        options: _WriteOptions,
         progress: _Progress = None,
     ) -> str: ...
     def restore(

@@ -36,30 +36,172 @@ pub(super) unsafe fn run(
     x: &mut [u32; LANES],
 ) -> (usize, usize) {
     let full = out.len() / LANES * LANES;
-    let mut pos = 0usize;
     let mut i = 0usize;
-    // SAFETY (all loads and stores below): `x` has 32 states; `map` 256
-    // bytes; each group reads 32 context bytes at `i` and writes 32
-    // output bytes at `i` with `i + 32 <= full <= out.len()` (and
-    // `ctx.len() >= out.len()`, checked by the caller); the words of
-    // one vector are read from `data[pos..pos + 32]` with
-    // `pos + 64 <= data.len()` at the start of the group; gathered
-    // indices are `(t & 15) << 12 | slot < DTAB`.
-    unsafe {
-        let mut xa = _mm512_loadu_si512(x.as_ptr().cast());
-        let mut xb = _mm512_loadu_si512(x.as_ptr().add(16).cast());
-        let mask = _mm512_set1_epi32(MASK as i32);
-        let one = _mm512_set1_epi32(1);
-        let lv = _mm512_set1_epi32(L as i32);
-        let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
-        let m0 = _mm512_loadu_si512(map.as_ptr().cast());
-        let m1 = _mm512_loadu_si512(map.as_ptr().add(64).cast());
-        let m2 = _mm512_loadu_si512(map.as_ptr().add(128).cast());
-        let m3 = _mm512_loadu_si512(map.as_ptr().add(192).cast());
-        let tp = tab.as_ptr().cast::<i32>();
-        assert!(ctx.is_none_or(|c| c.len() >= out.len()));
-        while i < full && pos + 64 <= data.len() {
-            let (ta, tb) = match ctx {
+    let mut d = Decoder::new(ctx, map, tab, data, x, out.len());
+    // SAFETY: `i + LANES <= full <= out.len()`.
+    while i < full && unsafe { d.group(out, i) } {
+        i += LANES;
+    }
+    (i, d.finish(x))
+}
+
+/// [`run`] of two streams of the same length at once: their groups
+/// interleaved, so that the latency of one's table gathers and multiplies
+/// overlaps the other's (one stream keeps the core waiting on them).
+/// Returns, for each stream, the symbols decoded and the bytes consumed
+/// (the scalar loop finishes from there).
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn run_pair(
+    out: [&mut [u8]; 2],
+    ctx: [Option<&[u8]>; 2],
+    map: [&[u8; 256]; 2],
+    tab: [&[u32; DTAB]; 2],
+    data: [&[u8]; 2],
+    x: [&mut [u32; LANES]; 2],
+) -> ([usize; 2], [usize; 2]) {
+    let [oa, ob] = out;
+    let [xa, xb] = x;
+    assert_eq!(oa.len(), ob.len());
+    let full = oa.len() / LANES * LANES;
+    let mut a = Decoder::new(ctx[0], map[0], tab[0], data[0], xa, oa.len());
+    let mut b = Decoder::new(ctx[1], map[1], tab[1], data[1], xb, ob.len());
+    let (mut ia, mut ib) = (0usize, 0usize);
+    // SAFETY (every group below): as in `run`, for each stream.
+    while ia < full && a.room() && b.room() {
+        unsafe {
+            a.fast_group(oa, ia);
+            b.fast_group(ob, ib);
+        }
+        ia += LANES;
+        ib += LANES;
+    }
+    // Then each alone (one's words may end well before its symbols: a
+    // nearly constant plane).
+    while ia < full && unsafe { a.group(oa, ia) } {
+        ia += LANES;
+    }
+    while ib < full && unsafe { b.group(ob, ib) } {
+        ib += LANES;
+    }
+    ([ia, ib], [a.finish(xa), b.finish(xb)])
+}
+
+/// The SIMD decoding state of one stream: its 32 states as two vectors,
+/// its context map, tables and words.
+struct Decoder<'a> {
+    xa: __m512i,
+    xb: __m512i,
+    map: [__m512i; 4],
+    ctx: Option<&'a [u8]>,
+    tab: *const i32,
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    /// Loads the states `x`; `ctx` must hold at least `len` bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new(
+        ctx: Option<&'a [u8]>,
+        map: &[u8; 256],
+        tab: &'a [u32; DTAB],
+        data: &'a [u8],
+        x: &[u32; LANES],
+        len: usize,
+    ) -> Self {
+        assert!(ctx.is_none_or(|c| c.len() >= len));
+        // SAFETY: `x` has 32 states, `map` 256 bytes.
+        unsafe {
+            Decoder {
+                xa: _mm512_loadu_si512(x.as_ptr().cast()),
+                xb: _mm512_loadu_si512(x.as_ptr().add(16).cast()),
+                map: std::array::from_fn(|k| _mm512_loadu_si512(map.as_ptr().add(64 * k).cast())),
+                ctx,
+                tab: tab.as_ptr().cast::<i32>(),
+                data,
+                pos: 0,
+            }
+        }
+    }
+
+    /// Stores the states back into `x`; returns the bytes consumed.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn finish(&self, x: &mut [u32; LANES]) -> usize {
+        // SAFETY: `x` has 32 states.
+        unsafe {
+            _mm512_storeu_si512(x.as_mut_ptr().cast(), self.xa);
+            _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), self.xb);
+        }
+        self.pos
+    }
+
+    /// Decodes the group of `LANES` symbols at `i` into `out`; false when
+    /// the stream's words run out first (the states are then unchanged,
+    /// the group's output bytes not to be used).
+    ///
+    /// # Safety
+    ///
+    /// `i + LANES <= out.len()` (and `ctx.len() >= out.len()`, checked by
+    /// `new`); the CPU has the features [`available`] checks.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    unsafe fn group(&mut self, out: &mut [u8], i: usize) -> bool {
+        if self.room() {
+            // SAFETY: the caller's promise, and the words are there.
+            unsafe { self.fast_group(out, i) };
+            return true;
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.step::<true>(out, i) }
+    }
+
+    /// Whether the words of one more group are surely there (at most 64
+    /// bytes: two per state).
+    #[inline]
+    fn room(&self) -> bool {
+        self.pos + 64 <= self.data.len()
+    }
+
+    /// [`Decoder::group`] when [`Decoder::room`]: no check, plain loads.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Decoder::group`], and [`Decoder::room`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    unsafe fn fast_group(&mut self, out: &mut [u8], i: usize) {
+        // SAFETY: the caller's promises.
+        unsafe { self.step::<false>(out, i) };
+    }
+
+    /// One group; `EXACT`: check that the words are there and load only
+    /// those used, else load 64 bytes at `pos` (the caller checked).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Decoder::group`]; without `EXACT`, [`Decoder::room`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    unsafe fn step<const EXACT: bool>(&mut self, out: &mut [u8], i: usize) -> bool {
+        // SAFETY (all loads and stores below): each group reads 32 context
+        // bytes at `i` and writes 32 output bytes at `i`, in bounds by the
+        // caller's promise; the words are loaded only where the masks
+        // say, inside `data` (checked before the loads); gathered indices
+        // are `(t & 15) << 12 | slot < DTAB`.
+        unsafe {
+            let mask = _mm512_set1_epi32(MASK as i32);
+            let one = _mm512_set1_epi32(1);
+            let lv = _mm512_set1_epi32(L as i32);
+            let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
+            let [m0, m1, m2, m3] = self.map;
+            let (ta, tb) = match self.ctx {
                 Some(c) => {
                     let cb = _mm512_castsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()));
                     let lo = _mm512_permutex2var_epi8(m0, cb, m1);
@@ -74,6 +216,7 @@ pub(super) unsafe fn run(
                 }
                 None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
             };
+            let (xa, xb, tp, data) = (self.xa, self.xb, self.tab, self.data);
             let sa = _mm512_and_si512(xa, mask);
             let sb = _mm512_and_si512(xb, mask);
             let ea = _mm512_i32gather_epi32::<4>(_mm512_or_si512(ta, sa), tp);
@@ -92,19 +235,33 @@ pub(super) unsafe fn run(
             _mm_storeu_si128(o.cast(), _mm512_cvtepi32_epi8(ea));
             _mm_storeu_si128(o.add(16).cast(), _mm512_cvtepi32_epi8(eb));
             let ka = _mm512_cmplt_epu32_mask(va, lv);
-            let wa = _mm256_maskz_expand_epi16(ka, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
-            xa = _mm512_mask_mov_epi32(va, ka, _mm512_or_si512(_mm512_slli_epi32::<16>(va), _mm512_cvtepu16_epi32(wa)));
-            pos += 2 * ka.count_ones() as usize;
             let kb = _mm512_cmplt_epu32_mask(vb, lv);
-            let wb = _mm256_maskz_expand_epi16(kb, _mm256_loadu_si256(data.as_ptr().add(pos).cast()));
-            xb = _mm512_mask_mov_epi32(vb, kb, _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)));
-            pos += 2 * kb.count_ones() as usize;
-            i += LANES;
+            let (na, nb) = (2 * ka.count_ones() as usize, 2 * kb.count_ones() as usize);
+            if EXACT && self.pos + na + nb > data.len() {
+                // The words run out (a truncated stream): the scalar loop
+                // redoes this group, and reports it.
+                return false;
+            }
+            let (pa, pb) = (data.as_ptr().add(self.pos), data.as_ptr().add(self.pos + na));
+            let (wa, wb) = if !EXACT {
+                // Far from the end: two plain 32-byte loads, expanded.
+                (
+                    _mm256_maskz_expand_epi16(ka, _mm256_loadu_si256(pa.cast())),
+                    _mm256_maskz_expand_epi16(kb, _mm256_loadu_si256(pb.cast())),
+                )
+            } else {
+                // Near it: only the words used are loaded, `na` bytes at
+                // `pos` and `nb` after them, inside `data` (checked above).
+                (_mm256_maskz_expandloadu_epi16(ka, pa.cast()), _mm256_maskz_expandloadu_epi16(kb, pb.cast()))
+            };
+            self.xa =
+                _mm512_mask_mov_epi32(va, ka, _mm512_or_si512(_mm512_slli_epi32::<16>(va), _mm512_cvtepu16_epi32(wa)));
+            self.xb =
+                _mm512_mask_mov_epi32(vb, kb, _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)));
+            self.pos += na + nb;
+            true
         }
-        _mm512_storeu_si512(x.as_mut_ptr().cast(), xa);
-        _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), xb);
     }
-    (i, pos)
 }
 
 /// Byte permutation patterns of the encoder.

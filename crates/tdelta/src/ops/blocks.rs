@@ -262,7 +262,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use safetensors::tensor::{Dtype, TensorView};
 
     use super::*;
@@ -273,8 +273,14 @@ mod tests {
     /// A store holding two versions of one F32 tensor, the second a delta
     /// (chain:4); returns the store and the second version's block hashes.
     fn two_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
+        two_versions_of(dir, 4096)
+    }
+
+    /// [`two_versions`] of a tensor of `n` elements (blocks of 4 KiB, so
+    /// `n / 1024` blocks).
+    pub(crate) fn two_versions_of(dir: &std::path::Path, n: usize) -> (Store, Vec<Hash>) {
         let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
-        let mut w = noise(3, 16384);
+        let mut w = noise(3, 4 * n);
         let src = dir.join("m.safetensors");
         for step in 0..2u8 {
             if step == 1 {
@@ -282,7 +288,7 @@ mod tests {
                     *x ^= 1;
                 }
             }
-            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![4096], &w).unwrap())];
+            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![n], &w).unwrap())];
             std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
             let opts = PackOptions { policy: Policy::Chain(4), ..Default::default() };
             pack(&mut store, &src, &opts, &Silent).unwrap();

@@ -7,6 +7,7 @@ mod manage;
 mod pack;
 mod policy;
 mod problem;
+mod read_ahead;
 mod report;
 pub(crate) mod restore;
 mod slice;

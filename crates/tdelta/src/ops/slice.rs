@@ -4,17 +4,19 @@
 //! lands at its place in the caller's buffer, so nothing holds a second
 //! copy of the tensor.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
 use super::Progress;
+use super::read_ahead::ReadAhead;
 use super::restore::{block_error, levels_bound};
 use crate::Hash;
 use crate::ops::blocks::Scratch;
 use crate::store::Store;
-use crate::store::manifest::{BlockRef, Manifest, TensorEntry};
+use crate::store::manifest::{BlockRef, FileEntry, Manifest, TensorEntry};
 use crate::{Error, Result};
 
 /// One read of [`read_tensors_into`]: bytes `start..start + out.len()` of
@@ -111,68 +113,65 @@ pub fn read_tensors_into(
         }
     }
     let bound = levels_bound(m);
-    read_ahead(store, jobs.iter().map(|j| j.1.hash), bound);
+    let ahead = ReadAhead::plan(store, jobs.iter().map(|j| j.1.hash), bound);
     progress.begin("read", total);
-    let res = jobs.into_par_iter().try_for_each_init(
-        || (Scratch::default(), Vec::new()),
-        |(scratch, buf), (fi, b, skip, dst)| {
-            if cancel.load(Ordering::Relaxed) || progress.cancelled() {
-                return Err(crate::progress::interrupted());
+    // The blocks are taken in order, one at a time, by every thread of the
+    // pool: the disk reads ahead in that order, and no thread sits idle
+    // while another still has a share of blocks to do.
+    let queue = Mutex::new(jobs.into_iter().enumerate());
+    let failed = AtomicBool::new(false);
+    let res = (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
+        let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
             }
-            let f = &m.files[fi];
-            let skip = skip as usize;
-            if skip == 0 && dst.len() as u64 == b.len {
-                // The whole block is wanted: decode it in place.
-                store.read_block_into(b.hash, bound, dst, scratch).map_err(|e| block_error(id, f, &b, e))?;
+            let Some((k, (fi, b, skip, dst))) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                return Ok(());
+            };
+            ahead.before(k);
+            let r = if cancel.load(Ordering::Relaxed) || progress.cancelled() {
+                Err(crate::progress::interrupted())
             } else {
-                // Blocks are cut at most `block_size` long: a bounded buffer.
-                buf.resize(b.len as usize, 0);
-                store.read_block_into(b.hash, bound, buf, scratch).map_err(|e| block_error(id, f, &b, e))?;
-                dst.copy_from_slice(&buf[skip..skip + dst.len()]);
+                read_one(store, id, &m.files[fi], &b, skip as usize, dst, bound, &mut scratch, &mut buf)
+            };
+            match r {
+                Ok(n) => progress.advance(n),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
-            progress.advance(dst.len() as u64);
-            Ok(())
-        },
-    );
+        }
+    });
     progress.end();
     res
 }
 
-/// Largest gap between two payloads read ahead as one range: reading a
-/// few more bytes costs less than another request.
-const READ_AHEAD_GAP: u64 = 64 << 10;
-
-/// Tells the store's backend which byte ranges of which packs the blocks
-/// `hashes` (and their delta bases) will be read from, merged into as few
-/// ranges as possible, so that a cold read fetches them all at once, ahead
-/// of the decoders, instead of one block at a time per thread. A block
-/// that cannot be found is left to the read itself to report.
-fn read_ahead(store: &Store, hashes: impl Iterator<Item = Hash>, bound: u16) {
-    let mut by_pack: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for h in hashes {
-        let Ok(chain) = store.chain_within(h, bound) else { continue };
-        for e in chain {
-            if seen.insert(e.hash) {
-                by_pack.entry(e.pack).or_default().push((e.offset, u64::from(e.stored_len)));
-            }
-        }
+/// Reads block `b` of file `f` and writes its bytes from `skip` on into
+/// `dst`; returns the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn read_one(
+    store: &Store,
+    id: Hash,
+    f: &FileEntry,
+    b: &BlockRef,
+    skip: usize,
+    dst: &mut [u8],
+    bound: u16,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
+    if skip == 0 && dst.len() as u64 == b.len {
+        // The whole block is wanted: decode it in place.
+        store.read_block_into(b.hash, bound, dst, scratch).map_err(|e| block_error(id, f, b, e))?;
+    } else {
+        // Blocks are cut at most `block_size` long: a bounded buffer.
+        buf.resize(b.len as usize, 0);
+        store.read_block_into(b.hash, bound, buf, scratch).map_err(|e| block_error(id, f, b, e))?;
+        dst.copy_from_slice(&buf[skip..skip + dst.len()]);
     }
-    for (pack, mut ranges) in by_pack {
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (off, len) in ranges {
-            match merged.last_mut() {
-                Some((s, l)) if off <= (*s + *l).saturating_add(READ_AHEAD_GAP) => {
-                    *l = (*l).max(off + len - *s);
-                }
-                _ => merged.push((off, len)),
-            }
-        }
-        if let Some(p) = store.packs.get(pack as usize) {
-            store.backend().will_need(&p.name, &merged);
-        }
-    }
+    Ok(dst.len() as u64)
 }
 
 /// The header region (8-byte length and JSON) of safetensors file `path`
@@ -336,9 +335,7 @@ mod tests {
         read_tensors_into(&store, id, &m, &mut reads, &Silent, &AtomicBool::new(false)).unwrap();
         let seen = backend.seen.lock().unwrap().clone();
         assert!(!seen.is_empty());
-        // One call per pack, its ranges sorted and disjoint.
-        let packs: HashSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(packs.len(), seen.len());
+        // Each call's ranges sorted and disjoint.
         for (_, r) in &seen {
             assert!(r.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "{r:?}");
         }
@@ -353,8 +350,11 @@ mod tests {
         for b in wanted {
             let e = store.entry(b.hash).unwrap();
             let name = &store.packs[e.pack as usize].name;
-            let (_, r) = seen.iter().find(|(p, _)| p == name).expect("its pack is hinted");
-            assert!(r.iter().any(|&(o, l)| o <= e.offset && e.offset + u64::from(e.stored_len) <= o + l));
+            let covered = seen
+                .iter()
+                .filter(|(p, _)| p == name)
+                .any(|(_, r)| r.iter().any(|&(o, l)| o <= e.offset && e.offset + u64::from(e.stored_len) <= o + l));
+            assert!(covered, "block {} is hinted", b.hash);
             n += 1;
         }
         assert!(n >= 12, "{n} blocks");
