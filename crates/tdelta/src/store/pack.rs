@@ -171,7 +171,8 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
 /// checksum.
 pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &mut Vec<u8>) -> Result<()> {
     let path = &pack.path;
-    buf.clear();
+    // Not cleared first: only bytes past the old length are zeroed, and the
+    // read fills every byte or fails.
     buf.resize(entry.stored_len as usize, 0);
     store.backend.read_at(&pack.name, entry.offset, buf).map_err(|e| match e {
         Error::Corrupt { .. } => Error::corrupt_as(
