@@ -90,12 +90,16 @@ const SAMPLE_MIN: usize = 64 << 10;
 const SAMPLE_PIECES: usize = 8;
 /// The share of a stream they cover (one in this many bytes).
 const SAMPLE_EVERY: usize = 8;
+/// Bytes of a frame that do not grow with its input (header, block
+/// headers, checksum-free end): allowed to the sample on top of its share.
+const FRAME_FIXED: usize = 32;
 
 /// Whether a level-1 zstd frame of `s` may fit in `limit` bytes, judged
 /// from the frame of a sample (an eighth of the stream, in pieces spread
 /// over it): false only when that frame, scaled up, outgrows the limit by
-/// a quarter, so that the full frame, which would almost surely be thrown
-/// away, is not made. True for short streams.
+/// a quarter (its fixed bytes not scaled), so that the full frame, which
+/// would almost surely be thrown away, is not made. True for short
+/// streams.
 pub(crate) fn zstd_may_fit(s: &[u8], limit: usize) -> bool {
     if s.len() < SAMPLE_MIN {
         return true;
@@ -109,7 +113,8 @@ pub(crate) fn zstd_may_fit(s: &[u8], limit: usize) -> bool {
             b.extend_from_slice(&s[k * stride..k * stride + piece]);
         }
         let mut frame = Vec::new();
-        zstd_append_within(&b, 1, limit.saturating_mul(5) / (4 * SAMPLE_EVERY), &mut frame)
+        let room = (limit.saturating_mul(5) / (4 * SAMPLE_EVERY)).saturating_add(FRAME_FIXED);
+        zstd_append_within(&b, 1, room, &mut frame)
     })
 }
 
@@ -345,6 +350,13 @@ mod tests {
             // Far under the frame: not tried.
             assert!(!zstd_may_fit(&s, size / 3), "{density}");
         }
+        // A nearly constant stream whose frame is mostly fixed bytes: tried.
+        let mut rare = vec![0u8; 1 << 19];
+        rare[1000] = 7;
+        rare[300_000] = 9;
+        let mut full = Vec::new();
+        assert!(zstd_append(&rare, 1, &mut full));
+        assert!(zstd_may_fit(&rare, full.len()));
         // Short streams are always tried.
         assert!(zstd_may_fit(&sparse(SAMPLE_MIN - 1, 2), 0));
     }
