@@ -64,7 +64,8 @@ struct EncSym {
 /// Per-thread scratch of the coder (grown, never shrunk).
 #[derive(Default)]
 struct Scratch {
-    /// Joint counts: two copies (even/odd symbols) of 256 context rows.
+    /// Joint counts: rows of 256 contexts, three sets (two copies of the
+    /// first plane, even/odd symbols, and the second plane of a pair).
     counts: Vec<[u32; 256]>,
     /// Scalar encoder tables, `MAX_CTX × 256`.
     syms: Vec<EncSym>,
@@ -274,35 +275,51 @@ fn fit(ca: &mut [[u32; 256]], used: &[bool; 256], ch: &[u32; 256], rows: usize, 
 
 /// The models of two streams of the same length coded in the same
 /// contexts (the two byte planes of 16-bit words), counted in one pass:
-/// the same models as [`model`] of each.
+/// the same models as [`model`] of each. The second stream (a delta's
+/// high plane, mostly zero) has only its nonzero symbols counted, eight
+/// at a time from a mask of the nonzero bytes; its zeros are what is left
+/// of each context's count. A run of one symbol in one context would
+/// otherwise make every count wait on the one before.
 pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
     debug_assert!(a.len() == b.len() && ctx.len() >= a.len());
     with_scratch(|s| {
-        if s.counts.len() < 1024 {
-            s.counts.resize(1024, [0; 256]);
+        if s.counts.len() < 768 {
+            s.counts.resize(768, [0; 256]);
         }
         let (a0, rest) = s.counts.split_at_mut(256);
         let (a1, rest) = rest.split_at_mut(256);
-        let (b0, b1) = rest.split_at_mut(256);
+        let b0 = &mut rest[..256];
         let mut used = [false; 256];
         let c = &ctx[..a.len()];
-        // Two copies per plane (even/odd symbols): no read-modify-write
-        // chain on a frequent symbol.
-        let mut it = a.chunks_exact(2).zip(b.chunks_exact(2)).zip(c.chunks_exact(2));
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        let mut it = a.chunks_exact(8).zip(b.chunks_exact(8)).zip(c.chunks_exact(8));
         for ((x, y), c) in &mut it {
-            let (c0, c1) = (usize::from(c[0]), usize::from(c[1]));
-            a0[c0][usize::from(x[0])] += 1;
-            b0[c0][usize::from(y[0])] += 1;
-            a1[c1][usize::from(x[1])] += 1;
-            b1[c1][usize::from(y[1])] += 1;
-            used[c0] = true;
-            used[c1] = true;
+            // Two copies for the first plane (even/odd symbols): no
+            // read-modify-write chain on a frequent symbol.
+            for k in (0..8).step_by(2) {
+                let (c0, c1) = (usize::from(c[k]), usize::from(c[k + 1]));
+                a0[c0][usize::from(x[k])] += 1;
+                a1[c1][usize::from(x[k + 1])] += 1;
+                // Plain stores (no read-modify-write chain).
+                used[c0] = true;
+                used[c1] = true;
+            }
+            let w = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+            // The top bit of each nonzero byte.
+            let mut m = (((w & LOW7) + LOW7) | w) & !LOW7;
+            while m != 0 {
+                let j = (m.trailing_zeros() / 8) as usize;
+                b0[usize::from(c[j])][usize::from(y[j])] += 1;
+                m &= m - 1;
+            }
         }
-        if a.len() % 2 == 1 {
-            let i = a.len() - 1;
+        let done = a.len() / 8 * 8;
+        for i in done..a.len() {
             let ci = usize::from(c[i]);
             a0[ci][usize::from(a[i])] += 1;
-            b0[ci][usize::from(b[i])] += 1;
+            if b[i] != 0 {
+                b0[ci][usize::from(b[i])] += 1;
+            }
             used[ci] = true;
         }
         let mut ch = [0u32; 256];
@@ -313,13 +330,15 @@ pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
             let mut sum = 0u32;
             for v in 0..256 {
                 a0[k][v] += a1[k][v];
-                b0[k][v] += b1[k][v];
                 sum += a0[k][v];
             }
             a1[k].fill(0);
-            b1[k].fill(0);
+            let nonzero: u32 = b0[k][1..].iter().sum();
+            b0[k][0] = sum - nonzero;
             ch[k] = sum;
         }
+        let (a0, rest) = s.counts.split_at_mut(256);
+        let b0 = &mut rest[256..512];
         [fit(a0, &used, &ch, 256, a.len()), fit(b0, &used, &ch, 256, b.len())]
     })
 }

@@ -36,6 +36,8 @@ const ENTRY: usize = 9;
 thread_local! {
     static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// The sample [`zstd_may_fit`] compresses.
+    static SAMPLE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// zstd-compresses `src` into `dst` (whose length is the most it may
@@ -80,6 +82,40 @@ pub(crate) fn zstd_append_within(src: &[u8], level: i32, limit: usize, out: &mut
             false
         }
     }
+}
+
+/// Streams shorter than this are not sampled by [`zstd_may_fit`].
+const SAMPLE_MIN: usize = 64 << 10;
+/// Pieces of a stream [`zstd_may_fit`] compresses, evenly spread.
+const SAMPLE_PIECES: usize = 8;
+/// The share of a stream they cover (one in this many bytes).
+const SAMPLE_EVERY: usize = 8;
+/// Bytes of a frame that do not grow with its input (header, block
+/// headers, checksum-free end): allowed to the sample on top of its share.
+const FRAME_FIXED: usize = 32;
+
+/// Whether a level-1 zstd frame of `s` may fit in `limit` bytes, judged
+/// from the frame of a sample (an eighth of the stream, in pieces spread
+/// over it): false only when that frame, scaled up, outgrows the limit by
+/// a quarter (its fixed bytes not scaled), so that the full frame, which
+/// would almost surely be thrown away, is not made. True for short
+/// streams.
+pub(crate) fn zstd_may_fit(s: &[u8], limit: usize) -> bool {
+    if s.len() < SAMPLE_MIN {
+        return true;
+    }
+    let piece = s.len() / (SAMPLE_PIECES * SAMPLE_EVERY);
+    let stride = s.len() / SAMPLE_PIECES;
+    SAMPLE.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        for k in 0..SAMPLE_PIECES {
+            b.extend_from_slice(&s[k * stride..k * stride + piece]);
+        }
+        let mut frame = Vec::new();
+        let room = (limit.saturating_mul(5) / (4 * SAMPLE_EVERY)).saturating_add(FRAME_FIXED);
+        zstd_append_within(&b, 1, room, &mut frame)
+    })
 }
 
 /// Decompresses one zstd frame into exactly `out.len()` bytes.
@@ -173,6 +209,7 @@ pub(crate) fn encode_streams(
                 out.push(m.top);
                 Method::Const
             } else if m.top_share >= policy.sparse
+                && zstd_may_fit(s, (m.est as f64 * policy.sparse_slack) as usize)
                 // Only a frame within the slack is kept: zstd stops past it.
                 && zstd_append_within(s, 1, (m.est as f64 * policy.sparse_slack) as usize, out)
                 && (out.len() - start) as f64 <= m.est as f64 * policy.sparse_slack
@@ -317,6 +354,30 @@ mod tests {
                 if x.is_multiple_of(density) { (x >> 8) as u8 } else { 0 }
             })
             .collect()
+    }
+
+    #[test]
+    fn the_zstd_sample_refuses_only_a_limit_the_frame_clearly_outgrows() {
+        for density in [2, 16, 200] {
+            let s = sparse(1 << 19, density);
+            let mut full = Vec::new();
+            assert!(zstd_append(&s, 1, &mut full));
+            let size = full.len();
+            // A limit the whole frame meets: zstd is tried.
+            assert!(zstd_may_fit(&s, size), "{density}");
+            assert!(zstd_may_fit(&s, size * 2), "{density}");
+            // Far under the frame: not tried.
+            assert!(!zstd_may_fit(&s, size / 3), "{density}");
+        }
+        // A nearly constant stream whose frame is mostly fixed bytes: tried.
+        let mut rare = vec![0u8; 1 << 19];
+        rare[1000] = 7;
+        rare[300_000] = 9;
+        let mut full = Vec::new();
+        assert!(zstd_append(&rare, 1, &mut full));
+        assert!(zstd_may_fit(&rare, full.len()));
+        // Short streams are always tried.
+        assert!(zstd_may_fit(&sparse(SAMPLE_MIN - 1, 2), 0));
     }
 
     #[test]

@@ -309,8 +309,8 @@ fn simd_and_scalar_rans_agree() {
 }
 
 /// A stream and its contexts for the rANS encoder tests: `kind` picks
-/// flat, skewed, near-constant, many-rare-symbol and constant data, with
-/// no contexts, one context, a few, or more than `MAX_CTX`.
+/// flat, skewed, near-constant, many-rare-symbol, constant and mostly-zero
+/// data, with no contexts, one context, a few, or more than `MAX_CTX`.
 fn rans_case(seed: u64, len: usize, kind: u8) -> (Vec<u8>, Option<Vec<u8>>) {
     let r = noise(seed, 2 * len);
     let (a, b) = r.split_at(len);
@@ -338,9 +338,15 @@ fn rans_case(seed: u64, len: usize, kind: u8) -> (Vec<u8>, Option<Vec<u8>>) {
         // Constant (f == SCALE).
         6 => (vec![0x5A; len], None),
         // A constant per context, in three contexts.
-        _ => {
+        7 => {
             let c: Vec<u8> = b.iter().map(|&y| y % 3).collect();
             (c.iter().map(|&k| k * 50).collect(), Some(c))
+        }
+        // A delta's high plane: zero but for about one in 200, in 12
+        // contexts (whole groups of zeros, and groups with a few others).
+        _ => {
+            let c: Vec<u8> = b.iter().map(|&y| y % 12 + 110).collect();
+            (a.iter().zip(b).map(|(&x, &y)| if x == 0 && y < 128 { y | 1 } else { 0 }).collect(), Some(c))
         }
     }
 }
@@ -375,7 +381,7 @@ fn rans_encoder_matches_reference() {
     let sizes = [1usize, 2, 31, 32, 33, 63, 64, 65, 100, 1000, 4097, 20_000, 70_001, 262_147];
     let mut seed = 0u64;
     for &len in &sizes {
-        for kind in 0..8 {
+        for kind in 0..9 {
             for _ in 0..if len < 5000 { 4 } else { 1 } {
                 seed += 1;
                 let (d, c) = rans_case(seed, len, kind);

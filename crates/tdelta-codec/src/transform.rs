@@ -89,6 +89,7 @@ macro_rules! unzigzag {
 /// loop per kind, which the compiler vectorizes).
 macro_rules! gen_split {
     ($name:ident, $t:ty, $s:ty) => {
+        #[inline(always)]
         fn $name(kind: Kind, float: bool, new: &[u8], base: &[u8], planes: &mut [u8]) {
             #[inline(always)]
             fn go(new: &[u8], base: &[u8], planes: &mut [u8], f: impl Fn($t, $t) -> $t) {
@@ -205,6 +206,21 @@ pub(crate) enum Kind {
 /// `new.len() / word.size()` bytes each, written to `planes` (same length
 /// as `new`). `new.len()` must be a multiple of the word size.
 pub(crate) fn split(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        #[target_feature(enable = "avx2")]
+        fn wide(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
+            split_any(word, kind, new, base, planes);
+        }
+        // SAFETY: the CPU runs AVX2 (checked above), all `wide` needs.
+        return unsafe { wide(word, kind, new, base, planes) };
+    }
+    split_any(word, kind, new, base, planes);
+}
+
+/// [`split`] for whatever instructions the caller is compiled for.
+#[inline(always)]
+fn split_any(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
     let f = word.is_float();
     match word.size() {
         2 => split16(kind, f, new, base, planes),
@@ -226,8 +242,10 @@ pub(crate) fn merge(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mu
     merge_portable(word, kind, planes, base, out)
 }
 
-/// Whether [`merge`] takes its AVX2 path (detected once; tests can turn
-/// it off to compare both paths).
+/// Whether the CPU runs AVX2 (detected once; tests can turn it off to
+/// compare both paths): the element-wise loops of [`split`], [`merge`] and
+/// the top plane then run compiled for it (the same code and results; the
+/// default build targets SSE2, eight 16-bit words at a time).
 #[cfg(target_arch = "x86_64")]
 fn use_avx2() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -271,6 +289,21 @@ fn merge_portable(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut 
 /// Writes the top byte of each float-rotated word of `src` (the exponent,
 /// or its top 8 bits) to `out` (one byte per word).
 pub(crate) fn top_plane(word: Word, src: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        #[target_feature(enable = "avx2")]
+        fn wide(word: Word, src: &[u8], out: &mut [u8]) {
+            top_plane_any(word, src, out);
+        }
+        // SAFETY: the CPU runs AVX2 (checked above), all `wide` needs.
+        return unsafe { wide(word, src, out) };
+    }
+    top_plane_any(word, src, out);
+}
+
+/// [`top_plane`] for whatever instructions the caller is compiled for.
+#[inline(always)]
+fn top_plane_any(word: Word, src: &[u8], out: &mut [u8]) {
     let s = word.size();
     if s == 2 {
         // The common case, in a loop the compiler vectorizes.
@@ -285,5 +318,35 @@ pub(crate) fn top_plane(word: Word, src: &[u8], out: &mut [u8]) {
         let hi = w[s - 1];
         let lo = if s >= 2 { w[s - 2] } else { hi };
         *o = if word.is_float() { hi << 1 | lo >> 7 } else { hi };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::noise;
+
+    /// The dispatched loops (AVX2 where the CPU has it) write what the
+    /// baseline build of the same loops writes, for every word and kind.
+    #[test]
+    fn dispatched_split_and_top_plane_match_the_baseline_loops() {
+        for (len, seed) in [(0usize, 1u64), (2, 2), (62, 3), (4096, 4), (65_544, 5)] {
+            let new = noise(seed, len);
+            let base = noise(seed + 100, len);
+            for word in [Word::Float(2), Word::Float(4), Word::Float(8), Word::Int(2), Word::Int(4), Word::Bytes] {
+                let s = word.size();
+                let (new, base) = (&new[..len / s * s], &base[..len / s * s]);
+                for kind in [Kind::Plain, Kind::Xor, Kind::Sub] {
+                    let (mut a, mut b) = (vec![0u8; new.len()], vec![1u8; new.len()]);
+                    split(word, kind, new, base, &mut a);
+                    split_any(word, kind, new, base, &mut b);
+                    assert_eq!(a, b, "{word:?} {kind:?} {len}");
+                }
+                let (mut a, mut b) = (vec![0u8; new.len() / s], vec![1u8; new.len() / s]);
+                top_plane(word, base, &mut a);
+                top_plane_any(word, base, &mut b);
+                assert_eq!(a, b, "{word:?} {len}");
+            }
+        }
     }
 }

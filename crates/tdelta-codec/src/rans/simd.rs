@@ -343,9 +343,30 @@ fn step(x: __m512i, e: __m512i) -> (__m512i, __mmask16) {
     (_mm512_mask_add_epi32(y, _mm512_cmpge_epu32_mask(r, f), y, cmpl), need)
 }
 
+/// The table entries of 16 gather indices (`symbol | table << 8`): when
+/// every symbol is 0 (most of a delta's high plane), picked from `zero`
+/// (each table's entry of symbol 0, by table) with one permute instead of
+/// a gather; the same entries either way.
+///
+/// # Safety
+///
+/// The indices must be below `ETAB`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn entries(etab: &[u32; ETAB], i: __m512i, zero: __m512i) -> __m512i {
+    if _mm512_test_epi32_mask(i, _mm512_set1_epi32(0xFF)) == 0 {
+        // Tables are below MAX_CTX (16): the permute's 4 index bits.
+        _mm512_permutexvar_epi32(_mm512_srli_epi32::<8>(i), zero)
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { _mm512_i32gather_epi32::<4>(i, etab.as_ptr().cast()) }
+    }
+}
+
 /// Codes one group of 32 symbols, gather indices `ia` (states 31..16) and
 /// `ib` (states 15..0), into the lane-reversed states `x`; the words go
-/// just below `*wp` in `words`.
+/// just below `*wp` in `words`. `zero` holds each table's entry of symbol
+/// 0 ([`entries`]).
 ///
 /// # Safety
 ///
@@ -355,6 +376,7 @@ fn step(x: __m512i, e: __m512i) -> (__m512i, __mmask16) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,popcnt")]
 unsafe fn group(
     etab: &[u32; ETAB],
+    zero: __m512i,
     (ia, ib): (__m512i, __m512i),
     x: &mut [__m512i; 2],
     words: *mut u8,
@@ -363,8 +385,8 @@ unsafe fn group(
 ) {
     // SAFETY: the caller's promises.
     unsafe {
-        let ea = _mm512_i32gather_epi32::<4>(ia, etab.as_ptr().cast());
-        let eb = _mm512_i32gather_epi32::<4>(ib, etab.as_ptr().cast());
+        let ea = entries(etab, ia, zero);
+        let eb = entries(etab, ib, zero);
         let (ya, na) = step(x[0], ea);
         let (yb, nb) = step(x[1], eb);
         let w = _mm512_permutex2var_epi8(x[0], p.words, x[1]);
@@ -426,6 +448,7 @@ pub(super) unsafe fn encode(
             (_mm512_maskz_permutex2var_epi8(IDX_BYTES, d, pa, t), _mm512_maskz_permutex2var_epi8(IDX_BYTES, d, pb, t))
         };
         let out = words.as_mut_ptr();
+        let zero = _mm512_loadu_si512(std::array::from_fn::<u32, MAX_CTX, _>(|t| etab[t << 8]).as_ptr().cast());
         if (i / LANES) % 2 == 1 {
             i -= LANES;
             let d = _mm512_zextsi256_si512(_mm256_loadu_si256(data.as_ptr().add(i).cast()));
@@ -433,7 +456,7 @@ pub(super) unsafe fn encode(
                 Some(c) => tables(_mm512_zextsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()))),
                 None => _mm512_setzero_si512(),
             };
-            group(etab, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
+            group(etab, zero, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
         }
         while i > 0 {
             i -= 2 * LANES;
@@ -442,8 +465,8 @@ pub(super) unsafe fn encode(
                 Some(c) => tables(_mm512_loadu_si512(c.as_ptr().add(i).cast())),
                 None => _mm512_setzero_si512(),
             };
-            group(etab, idx(d, t, p.hi_a, p.hi_b), &mut s, out, &mut wp, &p);
-            group(etab, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
+            group(etab, zero, idx(d, t, p.hi_a, p.hi_b), &mut s, out, &mut wp, &p);
+            group(etab, zero, idx(d, t, p.lo_a, p.lo_b), &mut s, out, &mut wp, &p);
         }
         _mm512_storeu_si512(x.as_mut_ptr().add(16).cast(), _mm512_permutexvar_epi32(reverse, s[0]));
         _mm512_storeu_si512(x.as_mut_ptr().cast(), _mm512_permutexvar_epi32(reverse, s[1]));
