@@ -285,6 +285,8 @@ fn kill_anywhere_leaves_a_consistent_store() {
         }
         let what =
             format!("{} {note} after {delay:?} (iteration {iter})", if killed { "kill of" } else { "completed" });
+        // The history, shown (by the test harness) when a later check fails.
+        eprintln!("{what}: packs {:?}", pack_files(&w.store));
 
         // The store opens and every version checks out.
         w.verify_all(&what);
@@ -511,4 +513,57 @@ fn pack_on_a_full_disk_fails_clearly_and_changes_nothing() {
         assert_eq!(restored(&store, id, dir.path()).unwrap(), fs::read(src).unwrap());
     }
     eprintln!("disk-full: {failures} packs refused with ENOSPC, store unchanged each time");
+}
+
+/// The files under `packs/`, by short name, sorted.
+fn pack_files(store: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store.join("packs"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v.iter()
+        .map(|n| {
+            format!("{}{}", &n[..8.min(n.len())], n.rsplit_once('.').map(|(_, x)| format!(".{x}")).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// A `gc` stopped after it deleted a dead pack of full blocks but before
+/// the dead pack of deltas on them leaves indexed blocks whose bases are
+/// gone. A later pack of the same content must store those blocks again
+/// (their chains are broken), not reuse them, and the store must then read
+/// the whole copy: the version `pack` printed restores.
+#[test]
+fn blocks_left_by_an_interrupted_gc_are_stored_again_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srcs = series(&dir.path().join("src"), 3, 64 << 10, 11);
+    let path = dir.path().join("store");
+    let mut store = Store::init(&path, &blocks()).unwrap();
+    let packs = |s: &Store| -> Vec<String> {
+        let mut v: Vec<String> = s.backend().list("packs/").unwrap().into_iter().map(|o| o.name).collect();
+        v.retain(|n| n.ends_with(".pack"));
+        v
+    };
+    let v0 = common::pack_with(&mut store, &srcs[0], Policy::Chain(1));
+    let p0 = packs(&store);
+    let v1 = common::pack_with(&mut store, &srcs[1], Policy::Chain(1));
+    // v2 stores full blocks: nothing live depends on v0's or v1's packs.
+    common::pack_with(&mut store, &srcs[2], Policy::Full);
+    tdelta::drop_version(&store, v1, "").unwrap();
+    tdelta::drop_version(&store, v0, "").unwrap();
+    // The interrupted gc: v0's pack (the bases) is gone, v1's (the deltas)
+    // is still indexed.
+    assert_eq!(p0.len(), 1);
+    let p0 = p0[0].strip_suffix(".pack").unwrap();
+    store.backend().delete(&format!("{p0}.idx")).unwrap();
+    store.backend().delete(&format!("{p0}.pack")).unwrap();
+
+    let mut store = Store::open(&path).unwrap();
+    let again = common::pack_with(&mut store, &srcs[1], Policy::Chain(1));
+    let fresh = Store::open(&path).unwrap();
+    let report = tdelta::verify(&fresh, &[again], &Silent).unwrap();
+    assert!(report.versions.iter().all(|v| v.problems.is_empty()), "{report:?}");
+    let scratch = dir.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    assert_eq!(restored(&fresh, again, &scratch).unwrap(), fs::read(&srcs[1]).unwrap());
 }

@@ -326,6 +326,7 @@ impl Store {
         ids.sort();
         self.packs.clear();
         self.index.clear();
+        let mut copies = Vec::new();
         for id in ids {
             let (pack_name, idx_name) = (pack_name(id), index_name(id));
             let (pack_path, idx_path) = (self.locate(&pack_name), self.locate(&idx_name));
@@ -353,9 +354,28 @@ impl Store {
                 Err(e) => return Err(e),
             };
             for e in entries {
-                self.index.entry(e.hash).or_insert(e);
+                match self.index.entry(e.hash) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(e);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => copies.push(e),
+                }
             }
             self.packs.push(PackFile { id, version, name: pack_name, path: pack_path, len });
+        }
+        // A block stored twice (written again after an interrupted `gc`
+        // left a copy whose bases are gone): the copy whose chain is whole
+        // serves.
+        for e in copies {
+            if self.has_whole_block(e.hash) {
+                continue;
+            }
+            let old = self.index.insert(e.hash, e);
+            if !self.has_whole_block(e.hash)
+                && let Some(old) = old
+            {
+                self.index.insert(old.hash, old);
+            }
         }
         Ok(())
     }

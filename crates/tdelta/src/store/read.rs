@@ -16,9 +16,12 @@ impl Store {
         self.index.get(&hash).ok_or_else(|| Error::MissingBlock { block: hash.to_hex() })
     }
 
-    /// True when the store holds the block.
-    pub(crate) fn has_block(&self, hash: Hash) -> bool {
-        self.index.contains_key(&hash)
+    /// True when the store holds the block and its whole chain of bases,
+    /// each one level lower than the block above it. A block left behind
+    /// by an interrupted `gc` (whose base pack was deleted first) fails
+    /// this: a writer must store such a block again, not reuse it.
+    pub(crate) fn has_whole_block(&self, hash: Hash) -> bool {
+        self.chain(hash).is_ok()
     }
 
     /// The chain of `hash` from the block itself down to its full (depth 0)

@@ -100,7 +100,7 @@ impl Tally {
             }
             Outcome::New(nb) => {
                 let h = nb.meta.hash;
-                if store.has_block(h) || !self.seen.insert(h) {
+                if store.has_whole_block(h) || !self.seen.insert(h) {
                     stats.reused_blocks += 1;
                     (h, None)
                 } else {
@@ -195,7 +195,7 @@ pub(super) fn encode_block(
     let exact_note = |base: Option<&[u8]>| {
         lossy_opts.map(|_| LossyNote { orig: hash, bits: None, sums: lossy::measure(run.dtype, bytes, bytes, base) })
     };
-    if store.has_block(hash) || seen.contains(&hash) {
+    if store.has_whole_block(hash) || seen.contains(&hash) {
         // Stored exactly already (its delta to the base is not measured).
         return Ok((Outcome::Known(hash), exact_note(None)));
     }
@@ -233,7 +233,7 @@ pub(super) fn encode_block(
                     _ => {
                         let note = LossyNote { orig: hash, bits: Some(bits), sums: q.error };
                         let rh = block_hash(store, &q.recon);
-                        if store.has_block(rh) || seen.contains(&rh) {
+                        if store.has_whole_block(rh) || seen.contains(&rh) {
                             return Ok((Outcome::Known(rh), Some(note)));
                         }
                         let nb =
