@@ -337,8 +337,6 @@ pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
             b0[k][0] = sum - nonzero;
             ch[k] = sum;
         }
-        let (a0, rest) = s.counts.split_at_mut(256);
-        let b0 = &mut rest[256..512];
         [fit(a0, &used, &ch, 256, a.len()), fit(b0, &used, &ch, 256, b.len())]
     })
 }

@@ -205,13 +205,15 @@ pub(crate) fn encode_streams(
             let ctx = ctxs.get(i).copied().flatten();
             let m = models.get_mut(i).and_then(Option::take).unwrap_or_else(|| super::rans::model(s, ctx));
             let limit = ((s.len() as f64) * (1.0 - policy.min_gain)) as usize;
+            // The most a sparse plane's zstd frame may take to be kept.
+            let within = (m.est as f64 * policy.sparse_slack) as usize;
             if m.top_share >= 1.0 {
                 out.push(m.top);
                 Method::Const
             } else if m.top_share >= policy.sparse
-                && zstd_may_fit(s, (m.est as f64 * policy.sparse_slack) as usize)
+                && zstd_may_fit(s, within)
                 // Only a frame within the slack is kept: zstd stops past it.
-                && zstd_append_within(s, 1, (m.est as f64 * policy.sparse_slack) as usize, out)
+                && zstd_append_within(s, 1, within, out)
                 && (out.len() - start) as f64 <= m.est as f64 * policy.sparse_slack
             {
                 Method::Zstd

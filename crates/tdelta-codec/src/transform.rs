@@ -236,10 +236,14 @@ fn split_any(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8])
 pub(crate) fn merge(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if use_avx2() {
-        // SAFETY: the CPU has AVX2, the only feature `merge_avx2` enables.
-        return unsafe { merge_avx2(word, kind, planes, base, out) };
+        #[target_feature(enable = "avx2")]
+        fn wide(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
+            merge_any(word, kind, planes, base, out);
+        }
+        // SAFETY: the CPU runs AVX2 (checked above), all `wide` needs.
+        return unsafe { wide(word, kind, planes, base, out) };
     }
-    merge_portable(word, kind, planes, base, out)
+    merge_any(word, kind, planes, base, out)
 }
 
 /// Whether the CPU runs AVX2 (detected once; tests can turn it off to
@@ -262,21 +266,9 @@ thread_local! {
     pub(crate) static AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// [`merge_portable`] compiled for AVX2.
-///
-/// # Safety
-///
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn merge_avx2(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
-    merge_portable(word, kind, planes, base, out)
-}
-
-/// [`merge`] for any CPU; always inlined, so that each caller compiles
-/// the loops for its own target features.
+/// [`merge`] for whatever instructions the caller is compiled for.
 #[inline(always)]
-fn merge_portable(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
+fn merge_any(word: Word, kind: Kind, planes: &[u8], base: &[u8], out: &mut [u8]) {
     let f = word.is_float();
     match word.size() {
         2 => merge16(kind, f, planes, base, out),
