@@ -67,7 +67,8 @@ pub(super) fn pick_near(near: usize, estimates: &[usize]) -> usize {
 
 /// Carries out `choice` for the block `bytes`: returns the base's hash
 /// and the new block's depth, the base's bytes in `basebuf`, or `None` for
-/// [`Choice::Full`].
+/// [`Choice::Full`]. `near_pick` gives, for [`Choice::Near`], the depth of
+/// the base its run takes ([`NearPicks`]); it is asked only then.
 pub(super) fn resolve(
     store: &Store,
     choice: Choice,
@@ -75,6 +76,7 @@ pub(super) fn resolve(
     bytes: &[u8],
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
+    near_pick: impl FnOnce() -> Option<u16>,
 ) -> Result<Option<(Hash, u16)>> {
     let (base, depth) = match choice {
         Choice::Full => return Ok(None),
@@ -83,10 +85,78 @@ pub(super) fn resolve(
             let chain = store.chain(of)?;
             (chain[chain.len() - 1].hash, 1)
         }
-        Choice::Near { of, k } => return near_base(store, dtype, bytes, of, k, scratch, basebuf).map(Some),
+        Choice::Near { of, k } => {
+            // The run's pick, when this block's chain has a block at that
+            // depth; else this block's own choice.
+            let picked = near_pick().and_then(|d| Some(store.chain(of).ok()?.into_iter().find(|e| e.depth == d)?.hash));
+            match picked {
+                Some(base) => (base, store.entry(base)?.depth + 1),
+                None => return near_base(store, dtype, bytes, of, k, scratch, basebuf).map(Some),
+            }
+        }
     };
     store.read_block(base, basebuf, scratch, None)?;
     Ok(Some((base, depth)))
+}
+
+/// The base depth each run takes under [`Policy::Near`] at its limit,
+/// decided once per run on a sample of its blocks ([`sample_pick`])
+/// instead of on every block: [`near_base`] decodes the whole chain and
+/// estimates every candidate, which at the limit cost pack more than twice
+/// the CPU of a delta against one base. The other blocks of a run whose
+/// samples agree decode only the chain of the base picked.
+pub(super) struct NearPicks(Vec<std::sync::OnceLock<Option<u16>>>);
+
+impl NearPicks {
+    /// No decision yet for any of `runs` runs.
+    pub fn new(runs: usize) -> Self {
+        NearPicks((0..runs).map(|_| std::sync::OnceLock::new()).collect())
+    }
+
+    /// Run `run`'s pick, made by `decide` the first time it is asked for
+    /// (other threads asking meanwhile wait for it).
+    pub fn get(&self, run: usize, decide: impl FnOnce() -> Option<u16>) -> Option<u16> {
+        *self.0[run].get_or_init(decide)
+    }
+}
+
+/// Reads block `i` of a run into the buffer (resized to the block).
+pub(super) type ReadRunBlock<'a> = dyn Fn(usize, &mut Vec<u8>) -> Result<()> + 'a;
+
+/// Blocks at the limit per sample [`sample_pick`] takes.
+const PICK_EVERY: usize = 16;
+
+/// The depth of the base that [`near_base`] picks for a run's blocks whose
+/// base version's block (`prevs[i]`) is at the limit `k`, judged on one
+/// such block in [`PICK_EVERY`] (at least one, the first; evenly spread):
+/// the run's pick when every sample picks the same. `None` (every block
+/// then decides for itself, as a run whose blocks drift unlike each other
+/// needs: an embedding whose rows are updated unevenly) when they differ,
+/// no block is at the limit, or a sample cannot be read or decoded (the
+/// block meets the same error on its own). `read(i, buf)` reads block `i`.
+pub(super) fn sample_pick(
+    store: &Store,
+    dtype: DType,
+    prevs: &[Hash],
+    k: u16,
+    read: impl Fn(usize, &mut Vec<u8>) -> Result<()>,
+) -> Option<u16> {
+    let at_limit: Vec<usize> = (0..prevs.len())
+        .filter(|&i| store.entry(prevs[i]).is_ok_and(|e| e.depth >= k && DType::from_code(e.dtype) == Some(dtype)))
+        .collect();
+    let samples = at_limit.len().div_ceil(PICK_EVERY);
+    let (mut bytes, mut scratch, mut basebuf) = (Vec::new(), Scratch::default(), Vec::new());
+    let mut pick = None;
+    for j in 0..samples {
+        let i = at_limit[j * at_limit.len() / samples];
+        read(i, &mut bytes).ok()?;
+        let (_, depth) = near_base(store, dtype, &bytes, prevs[i], k, &mut scratch, &mut basebuf).ok()?;
+        if pick.is_some_and(|p| p != depth - 1) {
+            return None;
+        }
+        pick = Some(depth - 1);
+    }
+    pick
 }
 
 /// The base of a block under [`Policy::Near`]`(k)` given the base
@@ -96,7 +166,7 @@ pub(super) fn resolve(
 /// over the delta against `prev` (estimated, [`lossy::ec::exact_estimate`]),
 /// and [`pick_near`] takes one. Returns its hash and the new block's depth,
 /// its bytes in `basebuf`.
-fn near_base(
+pub(super) fn near_base(
     store: &Store,
     dtype: DType,
     bytes: &[u8],

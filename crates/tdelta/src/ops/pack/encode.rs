@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::PackOptions;
-use super::base::{self, Candidate};
+use super::base::{self, Candidate, NearPicks, ReadRunBlock};
 use super::plan::{Job, Run};
 use crate::checkpoint::Checkpoint;
 use crate::codec::{self, EncodeParams};
@@ -179,6 +179,8 @@ impl Tally {
 /// Hashes one block and, when it is new, encodes it against its base
 /// (lossily when the run allows it and that is smaller). Blocks of
 /// lossy-eligible runs also return their share of the tensor's figures.
+/// `near` holds the runs' base picks at the limit of `near:K`, and reads
+/// block `i` of this block's run when its pick is to be made.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_block(
     store: &Store,
@@ -187,6 +189,7 @@ pub(super) fn encode_block(
     bytes: &[u8],
     seen: &HashSet<Hash>,
     opts: &PackOptions,
+    near: (&NearPicks, &ReadRunBlock<'_>),
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
 ) -> Result<(Outcome, Option<LossyNote>)> {
@@ -207,7 +210,14 @@ pub(super) fn encode_block(
         _ => None,
     };
     let choice = base::choose(opts.policy, run.dtype, prev);
-    let base = base::resolve(store, choice, run.dtype, bytes, scratch, basebuf)?;
+    let near_pick = || {
+        let (picks, read) = near;
+        picks.get(job.run, || match (choice, run.base) {
+            (base::Choice::Near { k, .. }, Some(prevs)) => base::sample_pick(store, run.dtype, prevs, k, read),
+            _ => None,
+        })
+    };
+    let base = base::resolve(store, choice, run.dtype, bytes, scratch, basebuf, near_pick)?;
     let meta = |hash: Hash, codec: codec::CodecId, base: Option<Hash>, depth: u16| BlockMeta {
         hash,
         raw_len: bytes.len() as u32,

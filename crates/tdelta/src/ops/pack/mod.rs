@@ -27,6 +27,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use self::base::NearPicks;
 use self::encode::{Tally, encode_block};
 use self::plan::{Job, Plan, Run, windows};
 use super::Progress;
@@ -256,6 +257,7 @@ fn run(
 ) -> Result<Vec<Hash>> {
     let (tx, rx) = sink::channel();
     let buffers = BufferPool::new(rayon::current_num_threads());
+    let picks = NearPicks::new(plan.runs.len());
     thread::scope(|s| {
         let writer = s.spawn(|| sink::write_packs(rx, store, txn));
         let produced = (|| -> Result<()> {
@@ -284,7 +286,15 @@ fn run(
                                 bytes.resize(job.len as usize, 0);
                                 file.read_at(job.offset, bytes)?;
                                 let run = &plan.runs[job.run];
-                                encode_block(store, run, job, bytes, seen, opts, scratch, basebuf)
+                                // Block `i` of this run, for its near:K pick.
+                                let read = |i: usize, buf: &mut Vec<u8>| {
+                                    let (off, len) = crate::block::ranges(run.len, plan.block_size, run.dtype.align())
+                                        .nth(i)
+                                        .ok_or_else(|| Error::Internal(format!("no block {i} in run")))?;
+                                    buf.resize(len as usize, 0);
+                                    file.read_at(run.offset + off, buf)
+                                };
+                                encode_block(store, run, job, bytes, seen, opts, (&picks, &read), scratch, basebuf)
                                     .map_err(|e| in_block(&ckpt.root, f, run, job, e))
                             },
                         )
@@ -482,3 +492,5 @@ fn in_block(root: &Path, f: &checkpoint::SourceFile, run: &Run, job: &Job, e: Er
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_near;
