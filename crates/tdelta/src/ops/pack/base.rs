@@ -124,7 +124,7 @@ impl NearPicks {
 pub(super) type ReadRunBlock<'a> = dyn Fn(usize, &mut Vec<u8>) -> Result<()> + 'a;
 
 /// Blocks at the limit per sample [`sample_pick`] takes.
-const PICK_EVERY: usize = 16;
+const PICK_EVERY: usize = 8;
 
 /// The depth of the base that [`near_base`] picks for a run's blocks whose
 /// base version's block (`prevs[i]`) is at the limit `k`, judged on one

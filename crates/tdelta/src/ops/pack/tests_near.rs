@@ -98,7 +98,7 @@ fn a_run_follows_its_samples_when_they_agree_and_each_block_its_own_choice_when_
     assert_eq!(own_w, [vec![1; HALF], vec![0; HALF]].concat(), "the halves of w drift unlike each other");
     assert_eq!(own_h, vec![1; HALF]);
 
-    // `h`: one sample in 16 blocks (two), which agree.
+    // `h`: one sample in 8 blocks (three), which agree.
     let reads = Cell::new(0);
     let read = |t: &[u8], first: usize| {
         let reads = &reads;
@@ -110,7 +110,7 @@ fn a_run_follows_its_samples_when_they_agree_and_each_block_its_own_choice_when_
         }
     };
     assert_eq!(sample_pick(&store, DType::BF16, &prev_h, 2, read(h3, 0)), Some(1));
-    assert_eq!(reads.get(), 2);
+    assert_eq!(reads.get(), 3);
     // `w`'s halves alone agree with themselves; the whole of `w` does not.
     assert_eq!(sample_pick(&store, DType::BF16, &prev_w[..HALF], 2, read(w3, 0)), Some(1));
     assert_eq!(sample_pick(&store, DType::BF16, &prev_w[HALF..], 2, read(w3, HALF)), Some(0));
