@@ -145,7 +145,8 @@ fn bf16_pair_from(cur: &[u8], step: u64) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn long_chain_restores_with_bounded_depth() {
-    for (policy, bound) in [(Policy::Chain(3), 4u64), (Policy::Keyframe(2), 3), (Policy::Chain(1), 2)] {
+    let default = (Policy::default(), u64::from(Policy::default().max_levels()));
+    for (policy, bound) in [default, (Policy::Chain(3), 4u64), (Policy::Keyframe(2), 3), (Policy::Chain(1), 2)] {
         let dir = tempfile::tempdir().unwrap();
         let mut s = store(dir.path(), 4096);
         let (mut cur, _) = bf16_pair(9, 8192, 0);
