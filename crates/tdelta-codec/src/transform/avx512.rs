@@ -76,3 +76,54 @@ impl Words16 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::noise;
+
+    /// On every 16-bit pattern of the planes, against random and special
+    /// base words, for every kind and word: the contexts are the top plane
+    /// and the merge writes the words `transform::merge` writes.
+    #[test]
+    fn words16_match_top_plane_and_merge() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            return;
+        }
+        let n = 1 << 16;
+        // Plane values: every pattern once (low byte, then top byte).
+        let low: Vec<u8> = (0..n).map(|v| v as u8).collect();
+        let top: Vec<u8> = (0..n).map(|v| (v >> 8) as u8).collect();
+        let mut base = noise(9, 2 * n);
+        for (i, w) in [0x0000u16, 0x8000, 0x7FFF, 0xFFFF, 0x7F80, 0xFF80, 0x0001, 0x8001].iter().enumerate() {
+            base[2 * i..2 * i + 2].copy_from_slice(&w.to_le_bytes());
+        }
+        let mut planes = low.clone();
+        planes.extend_from_slice(&top);
+        for word in [Word::Float(2), Word::Int(2)] {
+            let mut ctx = vec![0u8; n];
+            super::super::top_plane(word, &base, &mut ctx);
+            for kind in [Kind::Plain, Kind::Xor, Kind::Sub] {
+                let w = Words16::new(word, kind).expect("16-bit");
+                let mut want = vec![0u8; 2 * n];
+                super::super::merge(word, kind, &planes, &base, &mut want);
+                let mut got = vec![0u8; 2 * n];
+                let mut got_ctx = vec![0u8; n];
+                for i in (0..n).step_by(32) {
+                    // SAFETY: the CPU has AVX-512 F and BW (checked
+                    // above); each group reads and writes inside the
+                    // vectors (n is a multiple of 32).
+                    unsafe {
+                        let b = _mm512_loadu_si512(base.as_ptr().add(2 * i).cast());
+                        let t = _mm256_loadu_si256(top.as_ptr().add(i).cast());
+                        let l = _mm256_loadu_si256(low.as_ptr().add(i).cast());
+                        _mm256_storeu_si256(got_ctx.as_mut_ptr().add(i).cast(), w.contexts(b));
+                        _mm512_storeu_si512(got.as_mut_ptr().add(2 * i).cast(), w.merge(t, l, b));
+                    }
+                }
+                assert!(got_ctx == ctx, "{word:?}: contexts differ from the top plane");
+                assert!(got == want, "{word:?} {kind:?}: merged words differ");
+            }
+        }
+    }
+}
