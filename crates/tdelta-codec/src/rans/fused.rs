@@ -57,6 +57,8 @@ pub(crate) fn words16(codec: &'static str, planes: [Plane<'_>; 2], w: Words16, b
     })
 }
 
+/// [`words16`] with the decode tables `tabs` of the two planes: the whole
+/// groups in the SIMD loop, then the last words (under a group) as usual.
 fn run(
     codec: &'static str,
     planes: [Plane<'_>; 2],

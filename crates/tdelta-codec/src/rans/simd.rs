@@ -204,7 +204,7 @@ pub(super) unsafe fn run_words16(
 
 /// The SIMD decoding state of one stream: its 32 states as two vectors,
 /// its context map, tables and words.
-pub(super) struct Decoder<'a> {
+struct Decoder<'a> {
     xa: __m512i,
     xb: __m512i,
     map: [__m512i; 4],
@@ -219,7 +219,7 @@ impl<'a> Decoder<'a> {
     /// Loads the states `x`; `ctxd`: the stream is coded in contexts.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn new(ctxd: bool, map: &[u8; 256], tab: &'a [u32; DTAB], data: &'a [u8], x: &[u32; LANES]) -> Self {
+    fn new(ctxd: bool, map: &[u8; 256], tab: &'a [u32; DTAB], data: &'a [u8], x: &[u32; LANES]) -> Self {
         // SAFETY: `x` has 32 states, `map` 256 bytes.
         unsafe {
             Decoder {
@@ -237,7 +237,7 @@ impl<'a> Decoder<'a> {
     /// Stores the states back into `x`; returns the bytes consumed.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn finish(&self, x: &mut [u32; LANES]) -> usize {
+    fn finish(&self, x: &mut [u32; LANES]) -> usize {
         // SAFETY: `x` has 32 states.
         unsafe {
             _mm512_storeu_si512(x.as_mut_ptr().cast(), self.xa);
@@ -290,7 +290,7 @@ impl<'a> Decoder<'a> {
     /// Whether the words of one more group are surely there (at most 64
     /// bytes: two per state).
     #[inline]
-    pub(super) fn room(&self) -> bool {
+    fn room(&self) -> bool {
         self.pos + 64 <= self.data.len()
     }
 
@@ -322,7 +322,7 @@ impl<'a> Decoder<'a> {
     /// [`available`] checks.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
-    pub(super) unsafe fn decode<const EXACT: bool>(&mut self, c: __m256i) -> Option<__m256i> {
+    unsafe fn decode<const EXACT: bool>(&mut self, c: __m256i) -> Option<__m256i> {
         // SAFETY (all loads below): the words are loaded only where the
         // masks say, inside `data` (checked before the loads); gathered
         // indices are `(t & 15) << 12 | slot < DTAB`.
