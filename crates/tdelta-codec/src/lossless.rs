@@ -9,7 +9,9 @@ use crate::id::{CodecError, CodecId, Decoder};
 use crate::rans;
 #[cfg(target_arch = "x86_64")]
 use crate::rans::fused::Plane;
-use crate::streams::{self, Method, Stream, encode_streams, malformed, parse_streams};
+use crate::streams::{self, encode_streams, malformed, parse_streams};
+#[cfg(target_arch = "x86_64")]
+use crate::streams::{Method, Stream};
 #[cfg(target_arch = "x86_64")]
 use crate::transform::avx512::Words16;
 use crate::transform::{self, Kind, Word};

@@ -306,6 +306,7 @@ pub(crate) fn parse_streams<'a>(
 
 impl<'a> Stream<'a> {
     /// How the stream is stored, and its stored bytes.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn stored(&self) -> (Method, &'a [u8]) {
         (self.method, self.data)
     }
