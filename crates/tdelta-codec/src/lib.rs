@@ -23,7 +23,8 @@ pub use lossless::{EncodeParams, Encoded, encode};
 use tdelta_format::DType;
 
 /// Decodes a payload into `out`, whose length is the raw block length.
-/// `base` must be given when `codec.needs_base()`.
+/// `base` must be given when `codec.needs_base()`. On an error the bytes
+/// left in `out` are unspecified.
 pub fn decode(
     dtype: DType,
     codec: CodecId,

@@ -7,7 +7,13 @@ use tdelta_format::DType;
 
 use crate::id::{CodecError, CodecId, Decoder};
 use crate::rans;
+#[cfg(target_arch = "x86_64")]
+use crate::rans::fused::Plane;
 use crate::streams::{self, encode_streams, malformed, parse_streams};
+#[cfg(target_arch = "x86_64")]
+use crate::streams::{Method, Stream};
+#[cfg(target_arch = "x86_64")]
+use crate::transform::avx512::Words16;
 use crate::transform::{self, Kind, Word};
 
 /// Encoder settings.
@@ -117,6 +123,10 @@ fn decode_planes(
     }
     let n = out.len() / s;
     let streams = parse_streams(name, payload, s)?;
+    #[cfg(target_arch = "x86_64")]
+    if s == 2 && decode_fused16(name, &streams, word, kind, base, out) {
+        return Ok(());
+    }
     with_scratch(out.len() + n, |buf| {
         let (planes, ctxbuf) = buf.split_at_mut(out.len());
         let (low, top) = planes.split_at_mut((s - 1) * n);
@@ -143,6 +153,49 @@ fn decode_planes(
         }
         transform::merge(word, kind, planes, base, out);
         Ok(())
+    })
+}
+
+/// [`decode_planes`] of 16-bit words in one pass, the planes decoded
+/// straight into the words (`rans::fused`), on a CPU that runs it; false
+/// when not done (`out` is then unspecified: the usual path decodes it,
+/// and reports what is wrong with the payload).
+#[cfg(target_arch = "x86_64")]
+fn decode_fused16(
+    name: &'static str,
+    streams: &[Stream<'_>],
+    word: Word,
+    kind: Kind,
+    base: &[u8],
+    out: &mut [u8],
+) -> bool {
+    let Some(w) = Words16::new(word, kind) else { return false };
+    let n = out.len() / 2;
+    if !rans::fused::available() || streams[..2].iter().any(|s| s.raw_len != n) {
+        return false;
+    }
+    // zstd planes (sparse ones) are decompressed first, into scratch.
+    let zstd = streams[..2].iter().filter(|s| s.stored().0 == Method::Zstd).count();
+    with_scratch(zstd * n, |buf| {
+        let mut bufs = buf.chunks_exact_mut(n.max(1));
+        let mut planes = [Plane::Const(0); 2];
+        // The top plane is stream 1.
+        for (p, st) in planes.iter_mut().zip([&streams[1], &streams[0]]) {
+            let (method, data) = st.stored();
+            *p = match method {
+                Method::Raw => Plane::Bytes(data),
+                Method::Const => Plane::Const(data[0]),
+                Method::Rans => Plane::Rans(data),
+                Method::Zstd => {
+                    let Some(b) = bufs.next() else { return false };
+                    if streams::zstd_decompress(name, data, b).is_err() {
+                        return false;
+                    }
+                    Plane::Bytes(b)
+                }
+            };
+        }
+        rans::fused::words16(name, planes, w, base, out)
     })
 }
 

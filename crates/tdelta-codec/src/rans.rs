@@ -582,7 +582,8 @@ struct Parsed<'a> {
 }
 
 /// Parses the header of stream `src` of `len` symbols, building its
-/// decode tables in `tab`.
+/// decode tables in `tab`; a stream coded in more than one context needs
+/// `ctx` (at least `len` bytes).
 fn parse<'a>(
     codec: &'static str,
     src: &'a [u8],
@@ -590,6 +591,28 @@ fn parse<'a>(
     len: usize,
     tab: &mut [u32; DTAB],
 ) -> Result<Parsed<'a>, CodecError> {
+    let ctx = ctx.filter(|c| c.len() >= len).map(|c| &c[..len]);
+    let h = parse_header(codec, src, ctx.is_some(), tab)?;
+    Ok(Parsed { map: h.map, ctx: ctx.filter(|_| h.ctxd), x: h.x, data: h.data })
+}
+
+/// A stream's header without its contexts: whether it is coded in
+/// contexts (more than one table), its map, states and words.
+struct Header<'a> {
+    ctxd: bool,
+    map: [u8; 256],
+    x: [u32; LANES],
+    data: &'a [u8],
+}
+
+/// Parses the header of stream `src`, building its decode tables in `tab`;
+/// `contexts`: whether the decoder will have the stream's contexts.
+fn parse_header<'a>(
+    codec: &'static str,
+    src: &'a [u8],
+    contexts: bool,
+    tab: &mut [u32; DTAB],
+) -> Result<Header<'a>, CodecError> {
     let bad = |r: &str| malformed(codec, format!("rans: {r}"));
     let (&nctx, mut rest) = src.split_first().ok_or_else(|| bad("empty"))?;
     let nctx = usize::from(nctx);
@@ -604,15 +627,10 @@ fn parse<'a>(
         }
         map.copy_from_slice(m);
         rest = r;
-    }
-    let ctx = if nctx > 1 {
-        match ctx {
-            Some(c) if c.len() >= len => Some(&c[..len]),
-            _ => return Err(bad("contexts needed but not given")),
+        if !contexts {
+            return Err(bad("contexts needed but not given"));
         }
-    } else {
-        None
-    };
+    }
     // Decode tables: slot -> sym | (freq - 1) << 8 | cum << 20.
     for c in 0..nctx {
         let (k, r) = rest.split_at_checked(2).ok_or_else(|| bad("truncated table"))?;
@@ -657,7 +675,7 @@ fn parse<'a>(
     if x.iter().any(|&v| v < L) {
         return Err(bad("state out of range"));
     }
-    Ok(Parsed { map, ctx, x, data })
+    Ok(Header { ctxd: nctx > 1, map, x, data })
 }
 
 /// Decodes the rest of stream `p` into `out` with the scalar loop, from
@@ -763,6 +781,8 @@ fn use_simd() -> bool {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod fused;
 #[cfg(test)]
 mod reference;
 #[cfg(target_arch = "x86_64")]

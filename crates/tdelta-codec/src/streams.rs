@@ -304,7 +304,13 @@ pub(crate) fn parse_streams<'a>(
     Ok(out)
 }
 
-impl Stream<'_> {
+impl<'a> Stream<'a> {
+    /// How the stream is stored, and its stored bytes.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn stored(&self) -> (Method, &'a [u8]) {
+        (self.method, self.data)
+    }
+
     /// Decodes the stream into `out`, which must be `raw_len` long; `ctx`
     /// is the context plane of a rANS stream (as long as `out`).
     pub(crate) fn decode(&self, codec: &'static str, out: &mut [u8], ctx: Option<&[u8]>) -> Result<(), CodecError> {

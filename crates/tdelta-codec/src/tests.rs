@@ -299,7 +299,8 @@ fn simd_and_scalar_rans_agree() {
                 }
                 rans::SIMD.with(|s| s.set(true));
                 assert_eq!(res[0], res[1], "payload {n}");
-                assert!(got[0] == got[1], "payload {n}: outputs differ");
+                // What an error leaves in `out` is unspecified.
+                assert!(!res[0] || got[0] == got[1], "payload {n}: outputs differ");
                 if n == 0 {
                     assert!(res[0] && got[0] == *src);
                 }

@@ -5,6 +5,9 @@
 
 use tdelta_format::DType;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
 /// How the bits of one element are prepared before a plane split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Word {

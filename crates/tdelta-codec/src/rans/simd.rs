@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{DTAB, ETAB, L, LANES, MASK, MAX_CTX, SCALE, SCALE_BITS};
+use crate::transform::avx512::Words16;
 
 /// True when the CPU has what [`run`] and [`encode`] need.
 pub(super) fn available() -> bool {
@@ -37,9 +38,10 @@ pub(super) unsafe fn run(
 ) -> (usize, usize) {
     let full = out.len() / LANES * LANES;
     let mut i = 0usize;
-    let mut d = Decoder::new(ctx, map, tab, data, x, out.len());
+    assert!(ctx.is_none_or(|c| c.len() >= out.len()));
+    let mut d = Decoder::new(ctx.is_some(), map, tab, data, x);
     // SAFETY: `i + LANES <= full <= out.len()`.
-    while i < full && unsafe { d.group(out, i) } {
+    while i < full && unsafe { d.group(out, ctx, i) } {
         i += LANES;
     }
     (i, d.finish(x))
@@ -68,27 +70,136 @@ pub(super) unsafe fn run_pair(
     let [xa, xb] = x;
     assert_eq!(oa.len(), ob.len());
     let full = oa.len() / LANES * LANES;
-    let mut a = Decoder::new(ctx[0], map[0], tab[0], data[0], xa, oa.len());
-    let mut b = Decoder::new(ctx[1], map[1], tab[1], data[1], xb, ob.len());
+    let [ca, cb] = ctx;
+    assert!(ca.is_none_or(|c| c.len() >= oa.len()) && cb.is_none_or(|c| c.len() >= ob.len()));
+    let mut a = Decoder::new(ca.is_some(), map[0], tab[0], data[0], xa);
+    let mut b = Decoder::new(cb.is_some(), map[1], tab[1], data[1], xb);
     let (mut ia, mut ib) = (0usize, 0usize);
     // SAFETY (every group below): as in `run`, for each stream.
     while ia < full && a.room() && b.room() {
         unsafe {
-            a.fast_group(oa, ia);
-            b.fast_group(ob, ib);
+            a.fast_group(oa, ca, ia);
+            b.fast_group(ob, cb, ib);
         }
         ia += LANES;
         ib += LANES;
     }
     // Then each alone (one's words may end well before its symbols: a
     // nearly constant plane).
-    while ia < full && unsafe { a.group(oa, ia) } {
+    while ia < full && unsafe { a.group(oa, ca, ia) } {
         ia += LANES;
     }
-    while ib < full && unsafe { b.group(ob, ib) } {
+    while ib < full && unsafe { b.group(ob, cb, ib) } {
         ib += LANES;
     }
     ([ia, ib], [a.finish(xa), b.finish(xb)])
+}
+
+/// One byte plane of a [`run_words16`].
+pub(super) enum Plane<'a> {
+    /// A rANS stream (coded in contexts or not), decoded group by group
+    /// from its states `x` (the states at the end are written back).
+    Rans { ctxd: bool, map: &'a [u8; 256], tab: &'a [u32; DTAB], data: &'a [u8], x: &'a mut [u32; LANES] },
+    /// The plane's bytes, already there.
+    Bytes(&'a [u8]),
+    /// One byte throughout.
+    Const(u8),
+}
+
+/// A [`Plane`] being decoded (two of them live in registers and on the
+/// stack of [`run_words16`]: the size of a decoder is no concern).
+#[allow(clippy::large_enum_variant)]
+enum Source<'a> {
+    Rans(Decoder<'a>, &'a mut [u32; LANES]),
+    Bytes(&'a [u8]),
+    Const(u8),
+}
+
+impl Source<'_> {
+    /// Writes a stream's states back; returns the bytes of words consumed
+    /// (0 for other planes).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn end(self) -> usize {
+        match self {
+            Source::Rans(d, x) => d.finish(x),
+            _ => 0,
+        }
+    }
+
+    /// The plane's next 32 bytes (group `i`), in contexts `c`; `None` when
+    /// a stream's words run out.
+    ///
+    /// # Safety
+    ///
+    /// `Bytes` hold at least `i + LANES` bytes; the CPU has the features
+    /// [`available`] checks.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    unsafe fn next(&mut self, c: __m256i, i: usize) -> Option<__m256i> {
+        // SAFETY: the caller's promises; `decode` without `EXACT` only
+        // when the words are surely there.
+        unsafe {
+            match self {
+                Source::Rans(d, _) if d.room() => d.decode::<false>(c),
+                Source::Rans(d, _) => d.decode::<true>(c),
+                Source::Bytes(b) => Some(_mm256_loadu_si256(b.as_ptr().add(i).cast())),
+                Source::Const(v) => Some(_mm256_set1_epi8(*v as i8)),
+            }
+        }
+    }
+}
+
+/// Decodes the whole groups of `LANES` 16-bit words of `out` from their
+/// byte planes `[top, low]` (of `out.len() / 2` bytes each) and writes
+/// the words transformed back by `w` (against the words of `base`, for a
+/// delta): one pass, no planes in memory. A delta's planes are in the
+/// contexts of the base's top plane; otherwise the low plane is in the
+/// contexts of the top plane. Returns the words done (the whole groups)
+/// and each plane's bytes of words consumed; `None` when a stream's
+/// words run out (a truncated stream: `out` is then unspecified).
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn run_words16(
+    planes: [Plane<'_>; 2],
+    w: Words16,
+    base: &[u8],
+    out: &mut [u8],
+) -> Option<(usize, [usize; 2])> {
+    let n = out.len() / 2;
+    let full = n / LANES * LANES;
+    assert!(!w.delta() || base.len() >= 2 * full);
+    let [mut top, mut low] = planes.map(|p| match p {
+        Plane::Rans { ctxd, map, tab, data, x } => Source::Rans(Decoder::new(ctxd, map, tab, data, x), x),
+        Plane::Bytes(b) => {
+            assert!(b.len() >= full);
+            Source::Bytes(b)
+        }
+        Plane::Const(v) => Source::Const(v),
+    });
+    let mut i = 0usize;
+    // SAFETY (all loads and stores below): group `i` (`i + LANES <=
+    // full`) reads 64 base bytes at `2 * i` (asserted above for a delta)
+    // and 32 plane bytes at `i` (asserted above), and writes 64 bytes at
+    // `2 * i` of `out` (`2 * full <= out.len()`).
+    unsafe {
+        while i < full {
+            let (b, c) = if w.delta() {
+                let b = _mm512_loadu_si512(base.as_ptr().add(2 * i).cast());
+                (b, w.contexts(b))
+            } else {
+                (_mm512_setzero_si512(), _mm256_setzero_si256())
+            };
+            let t = top.next(c, i)?;
+            let l = low.next(if w.delta() { c } else { t }, i)?;
+            _mm512_storeu_si512(out.as_mut_ptr().add(2 * i).cast(), w.merge(t, l, b));
+            i += LANES;
+        }
+    }
+    Some((full, [top.end(), low.end()]))
 }
 
 /// The SIMD decoding state of one stream: its 32 states as two vectors,
@@ -97,32 +208,25 @@ struct Decoder<'a> {
     xa: __m512i,
     xb: __m512i,
     map: [__m512i; 4],
-    ctx: Option<&'a [u8]>,
+    /// Coded in contexts (else every symbol in table 0).
+    ctxd: bool,
     tab: *const i32,
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Decoder<'a> {
-    /// Loads the states `x`; `ctx` must hold at least `len` bytes.
+    /// Loads the states `x`; `ctxd`: the stream is coded in contexts.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn new(
-        ctx: Option<&'a [u8]>,
-        map: &[u8; 256],
-        tab: &'a [u32; DTAB],
-        data: &'a [u8],
-        x: &[u32; LANES],
-        len: usize,
-    ) -> Self {
-        assert!(ctx.is_none_or(|c| c.len() >= len));
+    fn new(ctxd: bool, map: &[u8; 256], tab: &'a [u32; DTAB], data: &'a [u8], x: &[u32; LANES]) -> Self {
         // SAFETY: `x` has 32 states, `map` 256 bytes.
         unsafe {
             Decoder {
                 xa: _mm512_loadu_si512(x.as_ptr().cast()),
                 xb: _mm512_loadu_si512(x.as_ptr().add(16).cast()),
                 map: std::array::from_fn(|k| _mm512_loadu_si512(map.as_ptr().add(64 * k).cast())),
-                ctx,
+                ctxd,
                 tab: tab.as_ptr().cast::<i32>(),
                 data,
                 pos: 0,
@@ -142,24 +246,45 @@ impl<'a> Decoder<'a> {
         self.pos
     }
 
-    /// Decodes the group of `LANES` symbols at `i` into `out`; false when
-    /// the stream's words run out first (the states are then unchanged,
-    /// the group's output bytes not to be used).
+    /// Decodes the group of `LANES` symbols at `i` into `out`, in the
+    /// contexts at `i` of `ctx` (when coded in contexts); false when the
+    /// stream's words run out first (the states are then unchanged, the
+    /// group's output bytes not to be used).
     ///
     /// # Safety
     ///
-    /// `i + LANES <= out.len()` (and `ctx.len() >= out.len()`, checked by
-    /// `new`); the CPU has the features [`available`] checks.
+    /// `i + LANES <= out.len()` and, when coded in contexts, `ctx` holds
+    /// at least `i + LANES` bytes; the CPU has the features [`available`]
+    /// checks.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
-    unsafe fn group(&mut self, out: &mut [u8], i: usize) -> bool {
+    unsafe fn group(&mut self, out: &mut [u8], ctx: Option<&[u8]>, i: usize) -> bool {
         if self.room() {
             // SAFETY: the caller's promise, and the words are there.
-            unsafe { self.fast_group(out, i) };
+            unsafe { self.fast_group(out, ctx, i) };
             return true;
         }
         // SAFETY: the caller's promise.
-        unsafe { self.step::<true>(out, i) }
+        unsafe {
+            let Some(s) = self.decode::<true>(Self::contexts(ctx, i)) else { return false };
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), s);
+        }
+        true
+    }
+
+    /// The 32 context bytes at `i` of `ctx` (zero without).
+    ///
+    /// # Safety
+    ///
+    /// `ctx`, when given, holds at least `i + LANES` bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn contexts(ctx: Option<&[u8]>, i: usize) -> __m256i {
+        match ctx {
+            // SAFETY: the caller's promise.
+            Some(c) => unsafe { _mm256_loadu_si256(c.as_ptr().add(i).cast()) },
+            None => _mm256_setzero_si256(),
+        }
     }
 
     /// Whether the words of one more group are surely there (at most 64
@@ -176,34 +301,40 @@ impl<'a> Decoder<'a> {
     /// As for [`Decoder::group`], and [`Decoder::room`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
-    unsafe fn fast_group(&mut self, out: &mut [u8], i: usize) {
+    unsafe fn fast_group(&mut self, out: &mut [u8], ctx: Option<&[u8]>, i: usize) {
         // SAFETY: the caller's promises.
-        unsafe { self.step::<false>(out, i) };
+        unsafe {
+            let s = self.decode::<false>(Self::contexts(ctx, i)).unwrap_or_else(|| _mm256_setzero_si256());
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), s);
+        }
     }
 
-    /// One group; `EXACT`: check that the words are there and load only
-    /// those used, else load 64 bytes at `pos` (the caller checked).
+    /// Decodes the next group of `LANES` symbols, in the contexts `c` (32
+    /// context bytes, used when the stream is coded in contexts), and
+    /// returns them; `None` when the words run out first (only checked
+    /// with `EXACT`; the states are then unchanged). `EXACT`: check that
+    /// the words are there and load only those used, else load 64 bytes
+    /// at `pos` (the caller checked [`Decoder::room`]).
     ///
     /// # Safety
     ///
-    /// As for [`Decoder::group`]; without `EXACT`, [`Decoder::room`].
+    /// Without `EXACT`, [`Decoder::room`]; the CPU has the features
+    /// [`available`] checks.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
-    unsafe fn step<const EXACT: bool>(&mut self, out: &mut [u8], i: usize) -> bool {
-        // SAFETY (all loads and stores below): each group reads 32 context
-        // bytes at `i` and writes 32 output bytes at `i`, in bounds by the
-        // caller's promise; the words are loaded only where the masks
-        // say, inside `data` (checked before the loads); gathered indices
-        // are `(t & 15) << 12 | slot < DTAB`.
+    unsafe fn decode<const EXACT: bool>(&mut self, c: __m256i) -> Option<__m256i> {
+        // SAFETY (all loads below): the words are loaded only where the
+        // masks say, inside `data` (checked before the loads); gathered
+        // indices are `(t & 15) << 12 | slot < DTAB`.
         unsafe {
             let mask = _mm512_set1_epi32(MASK as i32);
             let one = _mm512_set1_epi32(1);
             let lv = _mm512_set1_epi32(L as i32);
             let cmask = _mm512_set1_epi32((MAX_CTX - 1) as i32);
             let [m0, m1, m2, m3] = self.map;
-            let (ta, tb) = match self.ctx {
-                Some(c) => {
-                    let cb = _mm512_castsi256_si512(_mm256_loadu_si256(c.as_ptr().add(i).cast()));
+            let (ta, tb) = match self.ctxd {
+                true => {
+                    let cb = _mm512_castsi256_si512(c);
                     let lo = _mm512_permutex2var_epi8(m0, cb, m1);
                     let hi = _mm512_permutex2var_epi8(m2, cb, m3);
                     let t = _mm512_mask_mov_epi8(lo, _mm512_movepi8_mask(cb), hi);
@@ -214,7 +345,7 @@ impl<'a> Decoder<'a> {
                         _mm512_slli_epi32::<SCALE_BITS>(_mm512_and_si512(tb, cmask)),
                     )
                 }
-                None => (_mm512_setzero_si512(), _mm512_setzero_si512()),
+                false => (_mm512_setzero_si512(), _mm512_setzero_si512()),
             };
             let (xa, xb, tp, data) = (self.xa, self.xb, self.tab, self.data);
             let sa = _mm512_and_si512(xa, mask);
@@ -231,16 +362,14 @@ impl<'a> Decoder<'a> {
                 _mm512_add_epi32(_mm512_mullo_epi32(fb, _mm512_srli_epi32::<SCALE_BITS>(xb)), sb),
                 _mm512_srli_epi32::<20>(eb),
             );
-            let o = out.as_mut_ptr().add(i);
-            _mm_storeu_si128(o.cast(), _mm512_cvtepi32_epi8(ea));
-            _mm_storeu_si128(o.add(16).cast(), _mm512_cvtepi32_epi8(eb));
+            let syms = _mm256_set_m128i(_mm512_cvtepi32_epi8(eb), _mm512_cvtepi32_epi8(ea));
             let ka = _mm512_cmplt_epu32_mask(va, lv);
             let kb = _mm512_cmplt_epu32_mask(vb, lv);
             let (na, nb) = (2 * ka.count_ones() as usize, 2 * kb.count_ones() as usize);
             if EXACT && self.pos + na + nb > data.len() {
                 // The words run out (a truncated stream): the scalar loop
                 // redoes this group, and reports it.
-                return false;
+                return None;
             }
             let (pa, pb) = (data.as_ptr().add(self.pos), data.as_ptr().add(self.pos + na));
             let (wa, wb) = if !EXACT {
@@ -259,7 +388,7 @@ impl<'a> Decoder<'a> {
             self.xb =
                 _mm512_mask_mov_epi32(vb, kb, _mm512_or_si512(_mm512_slli_epi32::<16>(vb), _mm512_cvtepu16_epi32(wb)));
             self.pos += na + nb;
-            true
+            Some(syms)
         }
     }
 }

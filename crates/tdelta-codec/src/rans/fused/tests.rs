@@ -1,0 +1,155 @@
+//! Fused decodes against the usual path (whole planes, then a merge):
+//! the same result and the same bytes for every 16-bit kind, on random,
+//! realistic and adversarial blocks, intact, mutated and truncated.
+
+use tdelta_format::DType;
+
+use super::FUSED;
+use crate::lossless::{EncodeParams, encode_planes};
+use crate::rans::SIMD;
+use crate::testutil::{Rng, noise};
+use crate::transform::{Kind, Word};
+use crate::{CodecId, decode};
+
+/// The three 16-bit plane codecs.
+const CODECS: [(CodecId, Kind); 3] =
+    [(CodecId::Planes, Kind::Plain), (CodecId::XorPlanes, Kind::Xor), (CodecId::UlpPlanes, Kind::Sub)];
+
+/// Decodes `payload` fused, unfused with the SIMD coder, and with the
+/// scalar coder: the same result (error text included) from all three,
+/// and the same bytes when it decodes. Returns the result and the bytes.
+fn decode_three_ways(dtype: DType, codec: CodecId, payload: &[u8], base: &[u8], len: usize) -> (bool, Vec<u8>) {
+    let mut outs = Vec::new();
+    let mut results = Vec::new();
+    for (fused, simd) in [(true, true), (false, true), (false, false)] {
+        FUSED.with(|f| f.set(fused));
+        SIMD.with(|s| s.set(simd));
+        let mut out = vec![0xA5u8; len];
+        results.push(decode(dtype, codec, payload, Some(base), &mut out).map_err(|e| e.to_string()));
+        outs.push(out);
+    }
+    FUSED.with(|f| f.set(true));
+    SIMD.with(|s| s.set(true));
+    let what = format!("{dtype} {} {len} bytes", codec.name());
+    assert_eq!(results[0], results[1], "{what}: fused vs unfused");
+    assert_eq!(results[1], results[2], "{what}: unfused vs scalar");
+    if results[0].is_ok() {
+        assert!(outs[0] == outs[1], "{what}: fused output differs");
+        assert!(outs[1] == outs[2], "{what}: scalar output differs");
+    }
+    (results[0].is_ok(), outs.swap_remove(0))
+}
+
+/// (new, base) blocks of `words` 16-bit words of one flavour: BF16-like
+/// weights and a fine-tune of them, noise, a delta only in the first few
+/// words (a high plane whose words end early), equal blocks, every
+/// exponent at once, and NaN/inf/-0 patterns.
+fn blocks(flavour: u8, words: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut r = Rng(seed | 1);
+    let mut base = Vec::with_capacity(2 * words);
+    let mut new = Vec::with_capacity(2 * words);
+    for i in 0..words {
+        let (b, n): (u16, u16) = match flavour {
+            0 => {
+                let b = half::bf16::from_f64(r.normal() * 0.02).to_bits();
+                let d = [0i16, 0, 0, 1, -1, 2][(r.next() % 6) as usize];
+                (b, b.wrapping_add_signed(d))
+            }
+            1 => (r.next() as u16, r.next() as u16),
+            2 => {
+                let b = half::bf16::from_f64(r.normal()).to_bits();
+                (b, if i < 40 { b ^ (r.next() as u16) } else { b })
+            }
+            3 => {
+                let b = r.next() as u16;
+                (b, b)
+            }
+            4 => ((i as u16).wrapping_mul(0x0101), (i as u16).wrapping_mul(0x0080) ^ 0x8000),
+            _ => {
+                let special = [0x7F80u16, 0xFF80, 0x7FC1, 0x8000, 0x0000, 0x0001, 0xFFFF, 0x7F7F];
+                (special[i % 8], special[(r.next() % 8) as usize])
+            }
+        };
+        base.extend_from_slice(&b.to_le_bytes());
+        new.extend_from_slice(&n.to_le_bytes());
+    }
+    (new, base)
+}
+
+/// Every 16-bit codec and word kind, lengths around the group size and
+/// large ones, every flavour, both encoder efforts: fused decodes give the
+/// usual path's bytes, and the block back where the dtype is the one
+/// encoded. The payloads of float words are also decoded as integer words
+/// (another transform and contexts, a rANS plane the encoder never makes
+/// for them): the paths must still agree.
+#[test]
+fn fused_decodes_give_the_usual_bytes() {
+    let lengths = [0usize, 1, 2, 31, 32, 33, 63, 64, 65, 95, 1000, 4097, 70_001];
+    let mut seed = 0u64;
+    for &words in &lengths {
+        for flavour in 0..6 {
+            seed += 1;
+            let (new, base) = blocks(flavour, words, seed);
+            for effort in [0u8, 1] {
+                let params = EncodeParams { level: 1, effort };
+                for (codec, kind) in CODECS {
+                    for (dtype, word) in [(DType::BF16, Word::Float(2)), (DType::I16, Word::Int(2))] {
+                        let payload = encode_planes(word, kind, &new, &base, &params);
+                        let (ok, out) = decode_three_ways(dtype, codec, &payload, &base, new.len());
+                        assert!(ok && out == new, "{dtype} {} {words} words flavour {flavour}", codec.name());
+                        if word.is_float() {
+                            for other in [DType::I16, DType::F16] {
+                                decode_three_ways(other, codec, &payload, &base, new.len());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Flipped bytes and truncations anywhere in a payload (headers, tables,
+/// states, words, raw planes) give the usual path's error, or its bytes,
+/// never a panic.
+#[test]
+fn damaged_payloads_fail_as_on_the_usual_path() {
+    for (words, flavour) in [(33usize, 0u8), (1000, 0), (4097, 2), (20_000, 0), (20_000, 5)] {
+        let (new, base) = blocks(flavour, words, words as u64);
+        for (codec, kind) in CODECS {
+            let payload = encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 });
+            let mut errors = 0;
+            let mut r = Rng(payload.len() as u64);
+            for k in 0..60 {
+                let mut p = payload.clone();
+                let i = (r.next() % p.len() as u64) as usize;
+                if k % 3 == 0 {
+                    p.truncate(i);
+                } else {
+                    p[i] ^= 1 << (k % 8);
+                }
+                let (ok, _) = decode_three_ways(DType::BF16, codec, &p, &base, new.len());
+                errors += usize::from(!ok);
+            }
+            // Some damage must be caught (truncations always are).
+            assert!(errors >= 20, "{} {words}: {errors} errors", codec.name());
+        }
+    }
+}
+
+/// A payload whose planes' streams end before their symbols (the words
+/// of a nearly constant plane run out) or are cut inside the last group:
+/// random tails of payloads of every length around the group size.
+#[test]
+fn short_and_odd_length_blocks_agree() {
+    for words in 0..=100usize {
+        let (new, base) = blocks((words % 6) as u8, words, 7 + words as u64);
+        for (codec, kind) in CODECS {
+            let payload = encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 });
+            let (ok, out) = decode_three_ways(DType::BF16, codec, &payload, &base, new.len());
+            assert!(ok && out == new, "{} {words} words", codec.name());
+            let cut = &payload[..payload.len() - 1 - (noise(words as u64, 1)[0] as usize % payload.len())];
+            assert!(!decode_three_ways(DType::BF16, codec, cut, &base, new.len()).0 || cut.is_empty());
+        }
+    }
+}
