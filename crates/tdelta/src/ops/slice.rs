@@ -121,8 +121,10 @@ pub fn read_tensors_into(
     let queue = Mutex::new(jobs.into_iter().enumerate());
     let failed = AtomicBool::new(false);
     let res = (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
-        let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
-        loop {
+        // This thread's buffers of earlier reads (already faulted in),
+        // taken for the read and put back after it.
+        let (mut scratch, mut buf) = READ_BUFFERS.take();
+        let r = (|| loop {
             if failed.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -142,10 +144,18 @@ pub fn read_tensors_into(
                     return Err(e);
                 }
             }
-        }
+        })();
+        READ_BUFFERS.set((scratch, buf));
+        r
     });
     progress.end();
     res
+}
+
+thread_local! {
+    /// The block buffers of the reader threads, kept between reads: a read
+    /// of a few tensors otherwise allocates and faults them in again.
+    static READ_BUFFERS: std::cell::Cell<(Scratch, Vec<u8>)> = std::cell::Cell::new(Default::default());
 }
 
 /// Reads block `b` of file `f` and writes its bytes from `skip` on into
