@@ -19,7 +19,7 @@ mod testutil;
 mod transform;
 
 pub use id::{CodecError, CodecId, InvalidSetting};
-pub use lossless::{EncodeParams, Encoded, encode};
+pub use lossless::{EncodeParams, Encoded, encode, encode_into};
 use tdelta_format::DType;
 
 /// Decodes a payload into `out`, whose length is the raw block length.

@@ -76,7 +76,14 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 /// Encodes with one plane transform. Float planes are entropy-coded with
 /// rANS, in the contexts of the exponent (the top plane for `Plain`, the
 /// base's for deltas); other words use zstd.
-pub(crate) fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], params: &EncodeParams) -> Vec<u8> {
+pub(crate) fn encode_planes(
+    word: Word,
+    kind: Kind,
+    new: &[u8],
+    base: &[u8],
+    params: &EncodeParams,
+    mut out: Vec<u8>,
+) -> Vec<u8> {
     let s = word.size();
     let n = new.len() / s;
     let entropy = word.is_float();
@@ -102,7 +109,8 @@ pub(crate) fn encode_planes(word: Word, kind: Kind, new: &[u8], base: &[u8], par
             (2, Some(c), Some(_)) => rans::model_pair(streams[0], streams[1], c).map(Some).to_vec(),
             _ => Vec::new(),
         };
-        let mut out = Vec::with_capacity(new.len() / 2 + 64);
+        out.clear();
+        out.reserve(new.len() / 2 + 64);
         encode_streams(&streams[..s], &ctxs[..s], &mut models, entropy, &params.policy(), &mut out);
         out
     })
@@ -203,6 +211,15 @@ fn decode_fused16(
 /// `base` when one is given and that is smaller. `base`, when given, has
 /// the same length as `new`.
 pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodeParams) -> Encoded {
+    encode_into(dtype, new, base, params, Vec::new())
+}
+
+/// [`encode`] into the allocation of `buf` (its bytes are dropped): a
+/// caller that hands back the payloads it is done with allocates, and
+/// faults in, no new memory per block. The payload is the same.
+pub fn encode_into(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodeParams, buf: Vec<u8>) -> Encoded {
+    let mut spare = Some(buf);
+    let mut take = || spare.take().unwrap_or_default();
     let word = Word::of(dtype);
     let whole = new.len().is_multiple_of(word.size()) && !new.is_empty();
     let level = params.level;
@@ -213,16 +230,17 @@ pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodePara
         }
     }
     if let Some(base) = base.filter(|b| b.len() == new.len() && whole) {
-        consider(&mut best, CodecId::UlpPlanes, encode_planes(word, Kind::Sub, new, base, params));
+        consider(&mut best, CodecId::UlpPlanes, encode_planes(word, Kind::Sub, new, base, params, take()));
     }
     // A delta under half the raw size beats any non-delta candidate on
     // real weights: skip them then.
     let good_delta = best.as_ref().is_some_and(|b| b.payload.len() < new.len() / 2);
     if !good_delta {
         if word.is_float() && whole && word.size() > 1 {
-            consider(&mut best, CodecId::Planes, encode_planes(word, Kind::Plain, new, &[], params));
+            consider(&mut best, CodecId::Planes, encode_planes(word, Kind::Plain, new, &[], params, take()));
         } else {
-            let mut z = Vec::new();
+            let mut z = take();
+            z.clear();
             if streams::zstd_append(new, level, &mut z) {
                 consider(&mut best, CodecId::Zstd, z);
             }
@@ -230,7 +248,12 @@ pub fn encode(dtype: DType, new: &[u8], base: Option<&[u8]>, params: &EncodePara
     }
     match best {
         Some(b) if b.payload.len() < new.len() => b,
-        _ => Encoded { codec: CodecId::Raw, payload: new.to_vec() },
+        _ => {
+            let mut raw = take();
+            raw.clear();
+            raw.extend_from_slice(new);
+            Encoded { codec: CodecId::Raw, payload: raw }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ fn round_trip_all_codecs(dtype: DType, new: &[u8], base: &[u8]) {
     for (codec, kind) in
         [(CodecId::Planes, Kind::Plain), (CodecId::XorPlanes, Kind::Xor), (CodecId::UlpPlanes, Kind::Sub)]
     {
-        let payload = encode_planes(word, kind, new, base, &EncodeParams { level: 1, effort: 1 });
+        let payload = encode_planes(word, kind, new, base, &EncodeParams { level: 1, effort: 1 }, Vec::new());
         let mut out = vec![0u8; new.len()];
         decode(dtype, codec, &payload, Some(base), &mut out).unwrap();
         assert!(out == new, "{dtype} {}", codec.name());
@@ -512,4 +512,25 @@ fn a_pair_of_rans_streams_decodes_as_two_decodes() {
             }
         }
     }
+}
+
+#[test]
+fn encoding_into_a_used_buffer_gives_the_same_payload() {
+    let (base, new) = bf16_pair(1 << 15, 7);
+    let params = EncodeParams::default();
+    let noise_block = noise(9, 4096);
+    // A delta, a block on its own (planes), bytes (zstd) and noise (raw).
+    let cases: [(DType, &[u8], Option<&[u8]>); 4] = [
+        (DType::BF16, &new, Some(&base)),
+        (DType::BF16, &new, None),
+        (DType::U8, &new, None),
+        (DType::U8, &noise_block, None),
+    ];
+    for (dtype, block, base) in cases {
+        let want = encode(dtype, block, base, &params);
+        let used = vec![0xAB; 3 * block.len()];
+        let got = encode_into(dtype, block, base, &params, used);
+        assert_eq!(got, want, "{dtype:?} base {}", base.is_some());
+    }
+    assert_eq!(encode(DType::U8, &noise_block, None, &params).codec, CodecId::Raw);
 }

@@ -94,7 +94,7 @@ fn fused_decodes_give_the_usual_bytes() {
                 let params = EncodeParams { level: 1, effort };
                 for (codec, kind) in CODECS {
                     for (dtype, word) in [(DType::BF16, Word::Float(2)), (DType::I16, Word::Int(2))] {
-                        let payload = encode_planes(word, kind, &new, &base, &params);
+                        let payload = encode_planes(word, kind, &new, &base, &params, Vec::new());
                         let (ok, out) = decode_three_ways(dtype, codec, &payload, &base, new.len());
                         assert!(ok && out == new, "{dtype} {} {words} words flavour {flavour}", codec.name());
                         if word.is_float() {
@@ -117,7 +117,8 @@ fn damaged_payloads_fail_as_on_the_usual_path() {
     for (words, flavour) in [(33usize, 0u8), (1000, 0), (4097, 2), (20_000, 0), (20_000, 5)] {
         let (new, base) = blocks(flavour, words, words as u64);
         for (codec, kind) in CODECS {
-            let payload = encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 });
+            let payload =
+                encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 }, Vec::new());
             let mut errors = 0;
             let mut r = Rng(payload.len() as u64);
             for k in 0..60 {
@@ -145,7 +146,8 @@ fn short_and_odd_length_blocks_agree() {
     for words in 0..=100usize {
         let (new, base) = blocks((words % 6) as u8, words, 7 + words as u64);
         for (codec, kind) in CODECS {
-            let payload = encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 });
+            let payload =
+                encode_planes(Word::Float(2), kind, &new, &base, &EncodeParams { level: 1, effort: 1 }, Vec::new());
             let (ok, out) = decode_three_ways(DType::BF16, codec, &payload, &base, new.len());
             assert!(ok && out == new, "{} {words} words", codec.name());
             let cut = &payload[..payload.len() - 1 - (noise(words as u64, 1)[0] as usize % payload.len())];

@@ -180,7 +180,8 @@ impl Tally {
 /// (lossily when the run allows it and that is smaller). Blocks of
 /// lossy-eligible runs also return their share of the tensor's figures.
 /// `near` holds the runs' base picks at the limit of `near:K`, and reads
-/// block `i` of this block's run when its pick is to be made.
+/// block `i` of this block's run when its pick is to be made; `spare` is
+/// an allocation the payload may reuse.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_block(
     store: &Store,
@@ -192,6 +193,7 @@ pub(super) fn encode_block(
     near: (&NearPicks, &ReadRunBlock<'_>),
     scratch: &mut Scratch,
     basebuf: &mut Vec<u8>,
+    spare: Vec<u8>,
 ) -> Result<(Outcome, Option<LossyNote>)> {
     let hash = block_hash(store, bytes);
     let lossy_opts = opts.lossy.as_ref().filter(|_| run.lossy);
@@ -252,11 +254,11 @@ pub(super) fn encode_block(
                     }
                 }
             }
-            let e = exact.unwrap_or_else(|| codec::encode(run.dtype, bytes, Some(basebuf), &opts.encode));
+            let e = exact.unwrap_or_else(|| codec::encode_into(run.dtype, bytes, Some(basebuf), &opts.encode, spare));
             let note = exact_note(Some(basebuf));
             if e.codec.needs_base() { (e, Some(bh), depth, note) } else { (e, None, 0, note) }
         }
-        None => (codec::encode(run.dtype, bytes, None, &opts.encode), None, 0, exact_note(None)),
+        None => (codec::encode_into(run.dtype, bytes, None, &opts.encode, spare), None, 0, exact_note(None)),
     };
     Ok((Outcome::New(NewBlock { meta: meta(hash, encoded.codec, base, depth), payload: encoded.payload }), note))
 }

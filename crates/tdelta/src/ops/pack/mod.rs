@@ -256,10 +256,12 @@ fn run(
     progress: &dyn Progress,
 ) -> Result<Vec<Hash>> {
     let (tx, rx) = sink::channel();
+    // Payload allocations come back from the writer: a window's worth.
+    let (done_with, reuse) = sink::recycling((opts.window / u64::from(plan.block_size).max(1)).clamp(1, 4096) as usize);
     let buffers = BufferPool::new(rayon::current_num_threads());
     let picks = NearPicks::new(plan.runs.len());
     thread::scope(|s| {
-        let writer = s.spawn(|| sink::write_packs(rx, store, txn));
+        let writer = s.spawn(|| sink::write_packs(rx, store, txn, &done_with));
         let produced = (|| -> Result<()> {
             for (fi, f) in ckpt.files.iter().enumerate() {
                 let file = src.open(f)?;
@@ -294,8 +296,20 @@ fn run(
                                     buf.resize(len as usize, 0);
                                     file.read_at(run.offset + off, buf)
                                 };
-                                encode_block(store, run, job, bytes, seen, opts, (&picks, &read), scratch, basebuf)
-                                    .map_err(|e| in_block(&ckpt.root, f, run, job, e))
+                                let spare = reuse.try_recv().unwrap_or_default();
+                                encode_block(
+                                    store,
+                                    run,
+                                    job,
+                                    bytes,
+                                    seen,
+                                    opts,
+                                    (&picks, &read),
+                                    scratch,
+                                    basebuf,
+                                    spare,
+                                )
+                                .map_err(|e| in_block(&ckpt.root, f, run, job, e))
                             },
                         )
                         .collect();

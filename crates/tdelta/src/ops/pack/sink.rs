@@ -23,10 +23,23 @@ pub(super) fn channel() -> (Sender<Vec<NewBlock>>, Receiver<Vec<NewBlock>>) {
     crossbeam_channel::bounded(QUEUE)
 }
 
+/// The channel [`write_packs`] hands the payloads it wrote back through,
+/// for the encoders to reuse their allocations: at most `n` wait (the
+/// rest are freed), so it holds no more than a window's worth.
+pub(super) fn recycling(n: usize) -> (Sender<Vec<u8>>, Receiver<Vec<u8>>) {
+    crossbeam_channel::bounded(n)
+}
+
 /// Appends batches of new blocks to pack files, rolling to a new pack past
-/// [`PACK_ROLL_BYTES`]. Returns the ids of the packs written; on an error,
+/// [`PACK_ROLL_BYTES`], and hands each payload written back to `done_with`
+/// ([`recycling`]). Returns the ids of the packs written; on an error,
 /// the packs it wrote are taken back.
-pub(super) fn write_packs(rx: Receiver<Vec<NewBlock>>, store: &Store, txn: &WriteTxn) -> Result<Vec<Hash>> {
+pub(super) fn write_packs(
+    rx: Receiver<Vec<NewBlock>>,
+    store: &Store,
+    txn: &WriteTxn,
+    done_with: &Sender<Vec<u8>>,
+) -> Result<Vec<Hash>> {
     let mut done = Vec::new();
     let mut cur: Option<PackWriter> = None;
     let res = (|| -> Result<()> {
@@ -37,6 +50,7 @@ pub(super) fn write_packs(rx: Receiver<Vec<NewBlock>>, store: &Store, txn: &Writ
                 }
                 let w = cur.as_mut().expect("writer just created");
                 w.add(nb.meta, &nb.payload)?;
+                let _ = done_with.try_send(nb.payload);
                 if w.len() >= PACK_ROLL_BYTES {
                     let w = cur.take().expect("writer present");
                     done.push(w.finish(store)?.0);
@@ -94,7 +108,9 @@ mod tests {
         tx.send(vec![block(1), block(2)]).unwrap();
         tx.send(vec![block(3)]).unwrap();
         drop(tx);
-        let packs = write_packs(rx, &store, &txn).unwrap();
+        let (back, returned) = recycling(8);
+        let packs = write_packs(rx, &store, &txn, &back).unwrap();
+        assert_eq!(returned.try_iter().map(|p| p.len()).collect::<Vec<_>>(), [100, 100, 100], "payloads handed back");
         assert_eq!(packs.len(), 1);
         let (bytes, _) = store.backend().get(&format!("packs/{}.pack", packs[0]), 1 << 20).unwrap();
         let at = |n: u8| bytes.windows(100).position(|w| w == [n; 100]).unwrap();
@@ -108,7 +124,7 @@ mod tests {
         let txn = store.begin_write().unwrap();
         let (tx, rx) = channel();
         drop(tx);
-        assert!(write_packs(rx, &store, &txn).unwrap().is_empty());
+        assert!(write_packs(rx, &store, &txn, &recycling(1).0).unwrap().is_empty());
         assert!(objects(&store).is_empty());
     }
 }
