@@ -520,11 +520,11 @@ fn encoding_into_a_used_buffer_gives_the_same_payload() {
     let params = EncodeParams::default();
     let noise_block = noise(9, 4096);
     // A delta, a block on its own (planes), bytes (zstd) and noise (raw).
-    let cases: [(DType, &[u8], Option<&[u8]>); 4] = [
-        (DType::BF16, &new, Some(&base)),
-        (DType::BF16, &new, None),
-        (DType::U8, &new, None),
-        (DType::U8, &noise_block, None),
+    let cases = [
+        (DType::BF16, &new[..], Some(&base[..])),
+        (DType::BF16, &new[..], None),
+        (DType::U8, &new[..], None),
+        (DType::U8, &noise_block[..], None),
     ];
     for (dtype, block, base) in cases {
         let want = encode(dtype, block, base, &params);
