@@ -88,9 +88,10 @@ pub(super) fn resolve(
         Choice::Near { of, k } => {
             // The run's pick, when this block's chain has a block at that
             // depth; else this block's own choice.
-            let picked = near_pick().and_then(|d| Some(store.chain(of).ok()?.into_iter().find(|e| e.depth == d)?.hash));
+            let picked =
+                near_pick().and_then(|d| Some((store.chain(of).ok()?.into_iter().find(|e| e.depth == d)?.hash, d)));
             match picked {
-                Some(base) => (base, store.entry(base)?.depth + 1),
+                Some((base, d)) => (base, d + 1),
                 None => return near_base(store, dtype, bytes, of, k, scratch, basebuf).map(Some),
             }
         }
