@@ -1,8 +1,11 @@
 //! Reading blocks back: a stored block's chain decoded from its full
 //! block up, the payload of every level read through the store
 //! ([`Store::read_payload`]), its codec and dtype checked, and the hash of
-//! the block checked (which proves every level below it; on a mismatch
-//! every level is checked to name the damaged one).
+//! the block checked. That one hash proves every level below it and every
+//! payload read (the codecs are bijections in their base, and fuzzed on
+//! arbitrary payloads), so the payloads' checksums are not computed on the
+//! way; any failure decodes the chain again checking every payload's
+//! checksum and every level's hash, to name the damaged payload or block.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,6 +68,12 @@ impl Check {
             Check::Every => true,
         }
     }
+
+    /// Whether the payloads' checksums are checked: only to name what is
+    /// damaged once a check failed (the block's hash proves them).
+    fn sums(self) -> bool {
+        self == Check::Every
+    }
 }
 
 impl Store {
@@ -125,20 +134,20 @@ impl Store {
                 base.resize(top.raw_len as usize, 0);
             }
             let base = (!below.is_empty()).then_some(base.as_slice());
-            self.decode_entry_into(top, base, out, &mut scratch.payload, true)
+            self.decode_entry_into(top, base, out, &mut scratch.payload, true, false)
         })();
         scratch.base = base;
         match res {
-            // Decode again checking every level, so that the error names
-            // the damaged block.
-            Err(e) if chain.len() > 1 => {
+            // Decode again checking every payload and level, so that the
+            // error names the damaged one.
+            Err(e) => {
                 let mut again = Vec::new();
                 match self.decode_levels(&chain, &mut again, scratch, Check::Every, &mut |_, _| Ok(())) {
                     Err(named) => Err(named),
                     Ok(_) => Err(e),
                 }
             }
-            res => res,
+            Ok(()) => Ok(()),
         }
     }
 
@@ -159,11 +168,12 @@ impl Store {
     }
 
     /// Decodes `chain` (the block first, its full block last) into `out`.
-    /// Only the block's own hash is checked on the way: a wrong level
-    /// below it (the codecs are bijections in the base) cannot give the
-    /// right bytes on top, so one hash check proves every level. When the
-    /// check or a decode fails, the chain is decoded again with every
-    /// level checked, so that the error names the damaged block.
+    /// Only the block's own hash is checked on the way: a wrong level or
+    /// payload below it (the codecs are bijections in the base) cannot
+    /// give the right bytes on top, so one hash check proves every level.
+    /// When the check, a read or a decode fails, the chain is decoded
+    /// again with every payload and level checked, so that the error names
+    /// the damaged one.
     fn decode_chain(
         &self,
         chain: &[&Entry],
@@ -179,14 +189,13 @@ impl Store {
                 }
                 Ok(())
             }
-            Err(e) if chain.len() > 1 => {
+            Err(e) => {
                 match self.decode_levels(chain, out, scratch, Check::Every, &mut |_, _| Ok(())) {
                     Err(named) => Err(named),
                     // Not reproduced (a transient read error): the first error.
                     Ok(_) => Err(e),
                 }
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -217,7 +226,7 @@ impl Store {
                 Some(base_buf.as_slice())
             };
             cur.resize(e.raw_len as usize, 0);
-            self.decode_entry_into(e, base, cur, &mut scratch.payload, check.level(i + 1 == levels))?;
+            self.decode_entry_into(e, base, cur, &mut scratch.payload, check.level(i + 1 == levels), check.sums())?;
             visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
@@ -225,9 +234,9 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Reads, checks and decodes one entry given its (already restored)
-    /// base into `out` (of the entry's length) and, when `check`, checks
-    /// the result against the entry's hash.
+    /// Reads and decodes one entry given its (already restored) base into
+    /// `out` (of the entry's length), checking its payload's checksum when
+    /// `sum` and the result against the entry's hash when `check`.
     fn decode_entry_into(
         &self,
         e: &Entry,
@@ -235,8 +244,9 @@ impl Store {
         out: &mut [u8],
         payload: &mut Vec<u8>,
         check: bool,
+        sum: bool,
     ) -> Result<()> {
-        self.read_payload(e, payload)?;
+        self.read_payload(e, payload, sum)?;
         let path = self.pack_path(e);
         let codec = CodecId::from_u8(e.codec)?;
         let dtype = DType::from_code(e.dtype)
@@ -347,6 +357,47 @@ pub(crate) mod tests {
         let refs: Vec<&Entry> = both.iter().collect();
         let e = store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap_err();
         assert!(e.to_string().contains(&bogus.to_hex()) && !e.to_string().contains(&top.to_hex()), "{e}");
+    }
+
+    #[test]
+    fn payload_checksums_are_computed_only_to_name_a_damaged_payload() {
+        use std::io::{Seek, SeekFrom, Write};
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = two_versions(tmp.path());
+        let chain: Vec<Entry> = store.chain(blocks[0]).unwrap().into_iter().copied().collect();
+        let (mut out, mut scratch) = (Vec::new(), Scratch::default());
+        // Recorded checksums that are wrong, payloads right: a read that
+        // passes its hash check does not compute them.
+        let with_sum =
+            |e: Entry| Entry { index: tdelta_format::pack::IndexEntry { checksum: !e.checksum, ..e.index }, ..e };
+        let sums_off = [with_sum(chain[0]), with_sum(chain[1])];
+        let refs: Vec<&Entry> = sums_off.iter().collect();
+        store.decode_chain(&refs, &mut out, &mut scratch, None, |_, _| Ok(())).unwrap();
+        assert_eq!(blocks[0].algo().block(&out), blocks[0]);
+        // A damaged payload, of the root or of the block on top, fails the
+        // read; the error names the payload by its checksum, whichever way
+        // the block is read.
+        for (level, e) in [(1, chain[1]), (0, chain[0])] {
+            let path = store.pack_path(&e).to_path_buf();
+            let good = std::fs::read(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let at = e.offset + u64::from(e.stored_len) / 2;
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[good[at as usize] ^ 0x55]).unwrap();
+            let want = format!("payload of block {} at offset {} fails its checksum", e.hash, e.offset);
+            let mut errs = vec![store.read_block(blocks[0], &mut out, &mut scratch, None).unwrap_err()];
+            let mut exact = vec![0u8; 4096];
+            errs.push(store.read_block_into(blocks[0], 2, &mut exact, &mut scratch).unwrap_err());
+            if level == 1 {
+                // The root alone, a chain of one level.
+                errs.push(store.read_block(e.hash, &mut out, &mut scratch, None).unwrap_err());
+            }
+            for err in errs {
+                assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "level {level}: {err}");
+                assert!(err.to_string().contains(&want), "level {level}: {err}");
+            }
+            std::fs::write(&path, &good).unwrap();
+        }
     }
 
     #[test]

@@ -170,6 +170,13 @@ pub(crate) fn decode_index(path: &Path, bytes: &[u8], pack: u32, pack_len: u64) 
 /// Reads the payload of `entry` from pack `pack` of `store` and checks its
 /// checksum.
 pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+    read_payload_bytes(store, pack, entry, buf)?;
+    check_payload(pack, entry, buf)
+}
+
+/// Reads the payload of `entry` from pack `pack` of `store`, its checksum
+/// not checked (see [`check_payload`]).
+pub(crate) fn read_payload_bytes(store: &Store, pack: &PackFile, entry: &Entry, buf: &mut Vec<u8>) -> Result<()> {
     let path = &pack.path;
     // `read_at` fills the whole buffer (or fails): only new bytes need
     // initializing, not the reused ones.
@@ -182,12 +189,17 @@ pub(crate) fn read_payload(store: &Store, pack: &PackFile, entry: &Entry, buf: &
         ),
         Error::NotFound { .. } => Error::corrupt(path, format!("pack is missing: block {} cannot be read", entry.hash)),
         e => e,
-    })?;
+    })
+}
+
+/// Checks the payload `buf` of `entry` (in pack `pack`) against the
+/// checksum its index records.
+pub(crate) fn check_payload(pack: &PackFile, entry: &Entry, buf: &[u8]) -> Result<()> {
     let sum = xxhash_rust::xxh3::xxh3_64(buf);
     if sum != entry.checksum {
         return Err(Error::corrupt_as(
             CorruptKind::Checksum,
-            path,
+            &pack.path,
             format!("payload of block {} at offset {} fails its checksum", entry.hash, entry.offset),
         ));
     }

@@ -62,11 +62,13 @@ impl Store {
         Ok(chain)
     }
 
-    /// The payload bytes of a stored block, into `buf` (checked against
-    /// the entry's checksum).
-    pub(crate) fn read_payload(&self, e: &Entry, buf: &mut Vec<u8>) -> Result<()> {
+    /// The payload bytes of a stored block, into `buf`, checked against
+    /// the entry's checksum when `sum` (a read whose output is checked
+    /// against its block id needs no checksum to be correct: see
+    /// `ops::blocks`).
+    pub(crate) fn read_payload(&self, e: &Entry, buf: &mut Vec<u8>, sum: bool) -> Result<()> {
         let pf = &self.packs[e.pack as usize];
-        pack::read_payload(self, pf, e, buf)
+        if sum { pack::read_payload(self, pf, e, buf) } else { pack::read_payload_bytes(self, pf, e, buf) }
     }
 
     /// The pack file holding a stored block (for error messages).
