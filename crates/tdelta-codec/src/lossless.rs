@@ -89,13 +89,14 @@ pub(crate) fn encode_planes(
     let entropy = word.is_float();
     with_scratch(new.len() + n, |buf| {
         let (planes, ctxbuf) = buf.split_at_mut(new.len());
-        transform::split(word, kind, new, base, planes);
         let ctx: Option<&[u8]> = match kind {
-            _ if !entropy => None,
-            Kind::Plain => (s > 1).then(|| &planes[(s - 1) * n..]),
-            Kind::Xor | Kind::Sub => {
-                transform::top_plane(word, base, ctxbuf);
+            Kind::Xor | Kind::Sub if entropy => {
+                transform::split_with_top(word, kind, new, base, planes, ctxbuf);
                 Some(ctxbuf)
+            }
+            _ => {
+                transform::split(word, kind, new, base, planes);
+                (entropy && kind == Kind::Plain && s > 1).then(|| &planes[(s - 1) * n..])
             }
         };
         let mut streams: [&[u8]; 8] = [&[]; 8];

@@ -297,12 +297,8 @@ pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
             // Two copies for the first plane (even/odd symbols): no
             // read-modify-write chain on a frequent symbol.
             for k in (0..8).step_by(2) {
-                let (c0, c1) = (usize::from(c[k]), usize::from(c[k + 1]));
-                a0[c0][usize::from(x[k])] += 1;
-                a1[c1][usize::from(x[k + 1])] += 1;
-                // Plain stores (no read-modify-write chain).
-                used[c0] = true;
-                used[c1] = true;
+                a0[usize::from(c[k])][usize::from(x[k])] += 1;
+                a1[usize::from(c[k + 1])][usize::from(x[k + 1])] += 1;
             }
             let w = u64::from_le_bytes(y.try_into().expect("8 bytes"));
             // The top bit of each nonzero byte.
@@ -320,19 +316,25 @@ pub(crate) fn model_pair(a: &[u8], b: &[u8], ctx: &[u8]) -> [Model; 2] {
             if b[i] != 0 {
                 b0[ci][usize::from(b[i])] += 1;
             }
-            used[ci] = true;
         }
+        // The contexts used are those whose rows counted a symbol: only
+        // the rows between the least and the greatest context byte are
+        // looked at (a vectorized pass; a flag stored per symbol would
+        // double the stores of the counting loop).
+        let lo = c.iter().copied().fold(u8::MAX, u8::min);
+        let hi = c.iter().copied().fold(0, u8::max);
         let mut ch = [0u32; 256];
-        for k in 0..256 {
-            if !used[k] {
-                continue;
-            }
+        for k in usize::from(lo)..=usize::from(hi) {
             let mut sum = 0u32;
             for v in 0..256 {
                 a0[k][v] += a1[k][v];
                 sum += a0[k][v];
             }
+            if sum == 0 {
+                continue;
+            }
             a1[k].fill(0);
+            used[k] = true;
             let nonzero: u32 = b0[k][1..].iter().sum();
             b0[k][0] = sum - nonzero;
             ch[k] = sum;

@@ -93,9 +93,15 @@ macro_rules! unzigzag {
 macro_rules! gen_split {
     ($name:ident, $t:ty, $s:ty) => {
         #[inline(always)]
-        fn $name(kind: Kind, float: bool, new: &[u8], base: &[u8], planes: &mut [u8]) {
+        fn $name(kind: Kind, float: bool, new: &[u8], base: &[u8], planes: &mut [u8], top: Option<&mut [u8]>) {
             #[inline(always)]
-            fn go(new: &[u8], base: &[u8], planes: &mut [u8], f: impl Fn($t, $t) -> $t) {
+            fn go(
+                new: &[u8],
+                base: &[u8],
+                planes: &mut [u8],
+                (top, float): (Option<&mut [u8]>, bool),
+                f: impl Fn($t, $t) -> $t,
+            ) {
                 const S: usize = std::mem::size_of::<$t>();
                 let n = new.len() / S;
                 let word = |b: &[u8]| <$t>::from_le_bytes(b.try_into().expect("word"));
@@ -107,12 +113,29 @@ macro_rules! gen_split {
                 }
                 if S == 2 {
                     let (lo, hi) = planes[..2 * n].split_at_mut(n);
-                    for ((l, h), (a, b)) in
-                        lo.iter_mut().zip(hi.iter_mut()).zip(new.chunks_exact(S).zip(base.chunks_exact(S)))
-                    {
-                        let v = f(word(a), word(b));
-                        *l = v as u8;
-                        *h = (v >> (8 * (S - 1))) as u8;
+                    let pairs = new.chunks_exact(S).zip(base.chunks_exact(S));
+                    match top {
+                        // The base's top plane in the same pass.
+                        Some(t) => {
+                            for (((l, h), t), (a, b)) in lo.iter_mut().zip(hi.iter_mut()).zip(t.iter_mut()).zip(pairs) {
+                                let (a, b) = (word(a), word(b));
+                                let v = f(a, b);
+                                *l = v as u8;
+                                *h = (v >> (8 * (S - 1))) as u8;
+                                *t = if float {
+                                    (b.rotate_left(1) >> (8 * (S - 1))) as u8
+                                } else {
+                                    (b >> (8 * (S - 1))) as u8
+                                };
+                            }
+                        }
+                        None => {
+                            for ((l, h), (a, b)) in lo.iter_mut().zip(hi.iter_mut()).zip(pairs) {
+                                let v = f(word(a), word(b));
+                                *l = v as u8;
+                                *h = (v >> (8 * (S - 1))) as u8;
+                            }
+                        }
                     }
                     return;
                 }
@@ -125,15 +148,16 @@ macro_rules! gen_split {
                 }
             }
             let base = if kind == Kind::Plain { new } else { base };
+            let t = (top, float);
             match (kind, float) {
-                (Kind::Plain, true) => go(new, base, planes, |a, _| a.rotate_left(1)),
-                (Kind::Plain, false) => go(new, base, planes, |a, _| a),
-                (Kind::Xor, true) => go(new, base, planes, |a, b| (a ^ b).rotate_left(1)),
-                (Kind::Xor, false) => go(new, base, planes, |a, b| a ^ b),
+                (Kind::Plain, true) => go(new, base, planes, t, |a, _| a.rotate_left(1)),
+                (Kind::Plain, false) => go(new, base, planes, t, |a, _| a),
+                (Kind::Xor, true) => go(new, base, planes, t, |a, b| (a ^ b).rotate_left(1)),
+                (Kind::Xor, false) => go(new, base, planes, t, |a, b| a ^ b),
                 (Kind::Sub, true) => {
-                    go(new, base, planes, |a, b| zigzag!($t, $s, ordered!($t, a).wrapping_sub(ordered!($t, b))))
+                    go(new, base, planes, t, |a, b| zigzag!($t, $s, ordered!($t, a).wrapping_sub(ordered!($t, b))))
                 }
-                (Kind::Sub, false) => go(new, base, planes, |a, b| zigzag!($t, $s, a.wrapping_sub(b))),
+                (Kind::Sub, false) => go(new, base, planes, t, |a, b| zigzag!($t, $s, a.wrapping_sub(b))),
             }
         }
     };
@@ -209,27 +233,45 @@ pub(crate) enum Kind {
 /// `new.len() / word.size()` bytes each, written to `planes` (same length
 /// as `new`). `new.len()` must be a multiple of the word size.
 pub(crate) fn split(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
+    split_top(word, kind, new, base, planes, None);
+}
+
+/// [`split`] of a delta (`kind` not `Plain`) that also writes the top
+/// plane of `base` ([`top_plane`]) into `top`: for 16-bit words in the same
+/// pass over `base`.
+pub(crate) fn split_with_top(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8], top: &mut [u8]) {
+    debug_assert!(kind != Kind::Plain, "a plain split has no base");
+    split_top(word, kind, new, base, planes, Some(top));
+}
+
+fn split_top(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8], top: Option<&mut [u8]>) {
     #[cfg(target_arch = "x86_64")]
     if use_avx2() {
         #[target_feature(enable = "avx2")]
-        fn wide(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
-            split_any(word, kind, new, base, planes);
+        fn wide(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8], top: Option<&mut [u8]>) {
+            split_any(word, kind, new, base, planes, top);
         }
         // SAFETY: the CPU runs AVX2 (checked above), all `wide` needs.
-        return unsafe { wide(word, kind, new, base, planes) };
+        return unsafe { wide(word, kind, new, base, planes, top) };
     }
-    split_any(word, kind, new, base, planes);
+    split_any(word, kind, new, base, planes, top);
 }
 
-/// [`split`] for whatever instructions the caller is compiled for.
+/// [`split`] (and the top plane of `base` into `top`, when given) for
+/// whatever instructions the caller is compiled for.
 #[inline(always)]
-fn split_any(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8]) {
+fn split_any(word: Word, kind: Kind, new: &[u8], base: &[u8], planes: &mut [u8], top: Option<&mut [u8]>) {
     let f = word.is_float();
+    if word.size() == 2 {
+        return split16(kind, f, new, base, planes, top);
+    }
     match word.size() {
-        2 => split16(kind, f, new, base, planes),
-        4 => split32(kind, f, new, base, planes),
-        8 => split64(kind, f, new, base, planes),
-        _ => split8(kind, f, new, base, planes),
+        4 => split32(kind, f, new, base, planes, None),
+        8 => split64(kind, f, new, base, planes, None),
+        _ => split8(kind, f, new, base, planes, None),
+    }
+    if let Some(t) = top {
+        top_plane_any(word, base, t);
     }
 }
 
@@ -334,8 +376,17 @@ mod tests {
                 for kind in [Kind::Plain, Kind::Xor, Kind::Sub] {
                     let (mut a, mut b) = (vec![0u8; new.len()], vec![1u8; new.len()]);
                     split(word, kind, new, base, &mut a);
-                    split_any(word, kind, new, base, &mut b);
+                    split_any(word, kind, new, base, &mut b, None);
                     assert_eq!(a, b, "{word:?} {kind:?} {len}");
+                    if kind != Kind::Plain {
+                        // With the base's top plane in the same pass: the
+                        // same planes, and the top plane `top_plane` makes.
+                        let (mut c, mut t) = (vec![2u8; new.len()], vec![3u8; new.len() / s]);
+                        split_with_top(word, kind, new, base, &mut c, &mut t);
+                        let mut want = vec![4u8; new.len() / s];
+                        top_plane_any(word, base, &mut want);
+                        assert_eq!((c, t), (a.clone(), want), "{word:?} {kind:?} {len}");
+                    }
                 }
                 let (mut a, mut b) = (vec![0u8; new.len() / s], vec![1u8; new.len() / s]);
                 top_plane(word, base, &mut a);
