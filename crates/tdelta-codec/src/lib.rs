@@ -48,3 +48,52 @@ pub fn decode(
     };
     (registry::decoder(codec)?.decode)(dtype, payload, base, out)
 }
+
+/// Whether [`decode_over_full`] can decode a block of `codec` one delta
+/// from a full block of `root_codec`, both of `dtype`, on this CPU: 16-bit
+/// floats in byte planes (`planes`, then `xor-planes` or `ulp-planes`),
+/// with the AVX-512 decoder. A caller checks it before reading the two
+/// payloads.
+pub fn decodes_over_full(dtype: DType, root_codec: CodecId, codec: CodecId) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let word = transform::Word::of(dtype);
+        word.size() == 2
+            && root_codec == CodecId::Planes
+            && matches!(codec, CodecId::XorPlanes | CodecId::UlpPlanes)
+            && rans::fused::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dtype, root_codec, codec);
+        false
+    }
+}
+
+/// Decodes a block stored as a delta (`codec`, `payload`) against a full
+/// block (`root_codec`, `root_payload`) of the same length straight into
+/// `out`, both levels in one pass: the full block's words are decoded
+/// group by group and used at once as the delta's base, never stored.
+/// The same bytes as [`decode`] of the full block, then of the delta
+/// against it. Returns false when not done ([`decodes_over_full`] says
+/// no, or a payload does not decode): `out` is then unspecified, and
+/// decoding the levels one by one reports what is wrong.
+pub fn decode_over_full(
+    dtype: DType,
+    root_codec: CodecId,
+    root_payload: &[u8],
+    codec: CodecId,
+    payload: &[u8],
+    out: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        decodes_over_full(dtype, root_codec, codec)
+            && lossless::decode_over_full16(dtype, (root_codec, root_payload), (codec, payload), out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dtype, root_codec, root_payload, codec, payload, out);
+        false
+    }
+}

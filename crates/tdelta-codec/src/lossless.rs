@@ -184,28 +184,84 @@ fn decode_fused16(
         return false;
     }
     // zstd planes (sparse ones) are decompressed first, into scratch.
-    let zstd = streams[..2].iter().filter(|s| s.stored().0 == Method::Zstd).count();
-    with_scratch(zstd * n, |buf| {
+    with_scratch(zstd_planes(streams) * n, |buf| {
         let mut bufs = buf.chunks_exact_mut(n.max(1));
-        let mut planes = [Plane::Const(0); 2];
-        // The top plane is stream 1.
-        for (p, st) in planes.iter_mut().zip([&streams[1], &streams[0]]) {
-            let (method, data) = st.stored();
-            *p = match method {
-                Method::Raw => Plane::Bytes(data),
-                Method::Const => Plane::Const(data[0]),
-                Method::Rans => Plane::Rans(data),
-                Method::Zstd => {
-                    let Some(b) = bufs.next() else { return false };
-                    if streams::zstd_decompress(name, data, b).is_err() {
-                        return false;
-                    }
-                    Plane::Bytes(b)
-                }
-            };
-        }
+        let Some(planes) = fused_planes(name, streams, &mut bufs) else { return false };
         rans::fused::words16(name, planes, w, base, out)
     })
+}
+
+/// A block one delta (`codec`, `payload`) from a full block (`root_codec`,
+/// `root_payload`) of 16-bit words, both decoded in one pass
+/// (`rans::fused::words16_chain`) on a CPU that runs it: the full block's
+/// words go straight into the delta's decode, not through memory. False
+/// when not done (`out` is then unspecified: decode the levels one by one,
+/// which reports what is wrong).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn decode_over_full16(
+    dtype: DType,
+    (root_codec, root_payload): (CodecId, &[u8]),
+    (codec, payload): (CodecId, &[u8]),
+    out: &mut [u8],
+) -> bool {
+    let word = Word::of(dtype);
+    let kind = match codec {
+        CodecId::XorPlanes => Kind::Xor,
+        CodecId::UlpPlanes => Kind::Sub,
+        _ => return false,
+    };
+    let (Some(wr), Some(wt)) = (Words16::new(word, Kind::Plain), Words16::new(word, kind)) else { return false };
+    let n = out.len() / 2;
+    if root_codec != CodecId::Planes || !out.len().is_multiple_of(2) || !rans::fused::available() {
+        return false;
+    }
+    let (rname, name) = (root_codec.name(), codec.name());
+    let (Ok(root), Ok(top)) = (parse_streams(rname, root_payload, 2), parse_streams(name, payload, 2)) else {
+        return false;
+    };
+    if root[..2].iter().chain(&top[..2]).any(|s| s.raw_len != n) {
+        return false;
+    }
+    with_scratch((zstd_planes(&root) + zstd_planes(&top)) * n, |buf| {
+        let mut bufs = buf.chunks_exact_mut(n.max(1));
+        let (Some(rp), Some(tp)) = (fused_planes(rname, &root, &mut bufs), fused_planes(name, &top, &mut bufs)) else {
+            return false;
+        };
+        rans::fused::words16_chain([rname, name], rp, wr, tp, wt, out)
+    })
+}
+
+/// How many of the two planes of a 16-bit payload are zstd frames.
+#[cfg(target_arch = "x86_64")]
+fn zstd_planes(streams: &[Stream<'_>]) -> usize {
+    streams[..2].iter().filter(|s| s.stored().0 == Method::Zstd).count()
+}
+
+/// The planes `[top, low]` of a 16-bit payload's streams as a fused decode
+/// takes them, a zstd plane decompressed into the next of `bufs`; `None`
+/// when one does not decompress.
+#[cfg(target_arch = "x86_64")]
+fn fused_planes<'a>(
+    name: &'static str,
+    streams: &[Stream<'a>],
+    bufs: &mut impl Iterator<Item = &'a mut [u8]>,
+) -> Option<[Plane<'a>; 2]> {
+    let mut planes = [Plane::Const(0); 2];
+    // The top plane is stream 1.
+    for (p, st) in planes.iter_mut().zip([&streams[1], &streams[0]]) {
+        let (method, data) = st.stored();
+        *p = match method {
+            Method::Raw => Plane::Bytes(data),
+            Method::Const => Plane::Const(data[0]),
+            Method::Rans => Plane::Rans(data),
+            Method::Zstd => {
+                let b = bufs.next()?;
+                streams::zstd_decompress(name, data, b).ok()?;
+                Plane::Bytes(b)
+            }
+        };
+    }
+    Some(planes)
 }
 
 /// Encodes `new` (one block of `dtype` elements), as a delta against

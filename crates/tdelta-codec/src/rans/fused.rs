@@ -67,38 +67,122 @@ fn run(
     base: &[u8],
     out: &mut [u8],
 ) -> Option<()> {
-    let n = out.len() / 2;
-    // The top plane has contexts only in a delta; the low plane always.
-    let contexts = [w.delta(), true];
     let [ta, tb] = tabs;
-    let mut heads = [None, None];
-    for (k, (plane, tab)) in planes.iter().zip([&mut *ta, &mut *tb]).enumerate() {
-        match *plane {
-            Plane::Rans(src) => heads[k] = Some(parse_header(codec, src, contexts[k], tab).ok()?),
-            Plane::Bytes(b) if b.len() != n => return None,
-            _ => {}
-        }
-    }
+    let mut heads = parse_heads(codec, planes, [&mut *ta, &mut *tb], w.delta(), out.len() / 2)?;
     let (ta, tb): (&[u32; DTAB], &[u32; DTAB]) = (ta, tb);
     let [ht, hl] = &mut heads;
     let [pt, pl] = planes;
     let both = [simd_plane(pt, ht.as_mut(), ta)?, simd_plane(pl, hl.as_mut(), tb)?];
     // SAFETY: the CPU has the SIMD coder's features (`available`).
     let (full, pos) = unsafe { simd::run_words16(both, w, base, out)? };
-    // The last words (under a group): planes decoded and merged as usual,
-    // and every stream checked to end where it should.
-    let rest = n - full;
     let base = if w.delta() { &base[2 * full..] } else { &[][..] };
+    finish_words(codec, planes, heads, [ta, tb], pos, full, w, base, &mut out[2 * full..])
+}
+
+/// Decodes a block one delta from a full block, both in one pass: the
+/// full block's planes `root` (`Plain`, transformed back by `wr`) give each
+/// group's base words, which the delta's planes `top` (transformed back
+/// by `wt`) are decoded against at once. What decoding the full block,
+/// then the delta against it, writes; false when not done (not
+/// [`available`], or a plane does not decode: `out` is then unspecified).
+/// `codecs` name the payloads in errors: the full block's, the delta's.
+pub(crate) fn words16_chain(
+    codecs: [&'static str; 2],
+    root: [Plane<'_>; 2],
+    wr: Words16,
+    top: [Plane<'_>; 2],
+    wt: Words16,
+    out: &mut [u8],
+) -> bool {
+    if !available() || !out.len().is_multiple_of(2) || wr.delta() || !wt.delta() {
+        return false;
+    }
+    with_scratch(|s| {
+        s.dtab.resize(4 * DTAB, 0);
+        let mut tabs = s.dtab.chunks_exact_mut(DTAB).map(|t| <&mut [u32; DTAB]>::try_from(t).expect("DTAB"));
+        let [t0, t1, t2, t3] = std::array::from_fn(|_| tabs.next().expect("four tables"));
+        run_chain(codecs, root, [t0, t1], wr, top, [t2, t3], wt, out).is_some()
+    })
+}
+
+/// [`words16_chain`] with the decode tables of the full block's planes
+/// and of the delta's.
+#[allow(clippy::too_many_arguments)]
+fn run_chain(
+    [rc, tc]: [&'static str; 2],
+    root: [Plane<'_>; 2],
+    [ra, rb]: [&mut [u32; DTAB]; 2],
+    wr: Words16,
+    top: [Plane<'_>; 2],
+    [ta, tb]: [&mut [u32; DTAB]; 2],
+    wt: Words16,
+    out: &mut [u8],
+) -> Option<()> {
+    let n = out.len() / 2;
+    let mut rh = parse_heads(rc, root, [&mut *ra, &mut *rb], false, n)?;
+    let mut th = parse_heads(tc, top, [&mut *ta, &mut *tb], true, n)?;
+    let (ra, rb, ta, tb): (&[u32; DTAB], &[u32; DTAB], &[u32; DTAB], &[u32; DTAB]) = (ra, rb, ta, tb);
+    let ([rht, rhl], [tht, thl]) = (&mut rh, &mut th);
+    let r = [simd_plane(root[0], rht.as_mut(), ra)?, simd_plane(root[1], rhl.as_mut(), rb)?];
+    let t = [simd_plane(top[0], tht.as_mut(), ta)?, simd_plane(top[1], thl.as_mut(), tb)?];
+    // SAFETY: the CPU has the SIMD coder's features (`available`).
+    let (full, [p0, p1, p2, p3]) = unsafe { simd::run_words16_chain(r, wr, t, wt, out)? };
+    // The last words: the full block's, then the delta's against them.
+    let rest = n - full;
+    let mut base = [0u8; 2 * LANES];
+    finish_words(rc, root, rh, [ra, rb], [p0, p1], full, wr, &[], &mut base[..2 * rest])?;
+    finish_words(tc, top, th, [ta, tb], [p2, p3], full, wt, &base[..2 * rest], &mut out[2 * full..])
+}
+
+/// Parses the headers of the rANS planes among `planes` (`[top, low]` of
+/// `n` symbols each) into their tables `tabs`; the top plane has contexts
+/// only in a delta, the low plane always. `None` when one does not parse
+/// or a plane's bytes are not `n` long.
+fn parse_heads<'a>(
+    codec: &'static str,
+    planes: [Plane<'a>; 2],
+    tabs: [&mut [u32; DTAB]; 2],
+    delta: bool,
+    n: usize,
+) -> Option<[Option<super::Header<'a>>; 2]> {
+    let mut heads = [None, None];
+    for (k, (plane, tab)) in planes.iter().zip(tabs).enumerate() {
+        match *plane {
+            Plane::Rans(src) => heads[k] = Some(parse_header(codec, src, [delta, true][k], tab).ok()?),
+            Plane::Bytes(b) if b.len() != n => return None,
+            _ => {}
+        }
+    }
+    Some(heads)
+}
+
+/// The last words of a fused decode (under a group, from word `full` on,
+/// into `out`): the planes decoded and merged as usual (against `base`,
+/// the base's words from `full` on, for a delta), and every stream checked
+/// to end where it should (`pos`: the bytes of words the SIMD loop used).
+#[allow(clippy::too_many_arguments)]
+fn finish_words(
+    codec: &'static str,
+    [pt, pl]: [Plane<'_>; 2],
+    [mut ht, mut hl]: [Option<super::Header<'_>>; 2],
+    [ta, tb]: [&[u32; DTAB]; 2],
+    pos: [usize; 2],
+    full: usize,
+    w: Words16,
+    base: &[u8],
+    out: &mut [u8],
+) -> Option<()> {
+    let rest = out.len() / 2;
     let mut ctx = [0u8; LANES];
     if w.delta() {
         transform::top_plane(w.word(), base, &mut ctx[..rest]);
     }
     let mut tail = [0u8; 2 * LANES];
     let (low, top) = tail[..2 * rest].split_at_mut(rest);
-    finish_plane(codec, pt, heads[0].as_mut(), ta, pos[0], full, &ctx[..rest], top)?;
+    finish_plane(codec, pt, ht.as_mut(), ta, pos[0], full, &ctx[..rest], top)?;
     let ctx = if w.delta() { &ctx[..rest] } else { &*top };
-    finish_plane(codec, pl, heads[1].as_mut(), tb, pos[1], full, ctx, low)?;
-    transform::merge(w.word(), w.kind(), &tail[..2 * rest], base, &mut out[2 * full..]);
+    finish_plane(codec, pl, hl.as_mut(), tb, pos[1], full, ctx, low)?;
+    transform::merge(w.word(), w.kind(), &tail[..2 * rest], base, out);
     Some(())
 }
 

@@ -115,7 +115,21 @@ enum Source<'a> {
     Const(u8),
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// The source of `plane`, whose bytes (when given) cover `full` symbols.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn of(plane: Plane<'a>, full: usize) -> Self {
+        match plane {
+            Plane::Rans { ctxd, map, tab, data, x } => Source::Rans(Decoder::new(ctxd, map, tab, data, x), x),
+            Plane::Bytes(b) => {
+                assert!(b.len() >= full);
+                Source::Bytes(b)
+            }
+            Plane::Const(v) => Source::Const(v),
+        }
+    }
+
     /// Writes a stream's states back; returns the bytes of words consumed
     /// (0 for other planes).
     #[inline]
@@ -172,14 +186,7 @@ pub(super) unsafe fn run_words16(
     let n = out.len() / 2;
     let full = n / LANES * LANES;
     assert!(!w.delta() || base.len() >= 2 * full);
-    let [mut top, mut low] = planes.map(|p| match p {
-        Plane::Rans { ctxd, map, tab, data, x } => Source::Rans(Decoder::new(ctxd, map, tab, data, x), x),
-        Plane::Bytes(b) => {
-            assert!(b.len() >= full);
-            Source::Bytes(b)
-        }
-        Plane::Const(v) => Source::Const(v),
-    });
+    let [mut top, mut low] = planes.map(|p| Source::of(p, full));
     let mut i = 0usize;
     // SAFETY (all loads and stores below): group `i` (`i + LANES <=
     // full`) reads 64 base bytes at `2 * i` (asserted above for a delta)
@@ -200,6 +207,47 @@ pub(super) unsafe fn run_words16(
         }
     }
     Some((full, [top.end(), low.end()]))
+}
+
+/// [`run_words16`] of a block one delta from a full block, both levels
+/// in one pass: each group's base words are decoded from the full block's
+/// planes `root` (transformed back by `wr`, the `Plain` transform) and
+/// used at once as the base of the delta's planes `top` (transformed back
+/// by `wt`). No base block goes through memory, and the latencies of the
+/// three or four streams overlap. Returns the words done and the bytes of
+/// words consumed by each plane (`root`'s top and low, then `top`'s);
+/// `None` when a stream's words run out (`out` is then unspecified).
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn run_words16_chain(
+    root: [Plane<'_>; 2],
+    wr: Words16,
+    top: [Plane<'_>; 2],
+    wt: Words16,
+    out: &mut [u8],
+) -> Option<(usize, [usize; 4])> {
+    assert!(!wr.delta() && wt.delta());
+    let full = out.len() / 2 / LANES * LANES;
+    let [mut rt, mut rl] = root.map(|p| Source::of(p, full));
+    let [mut dt, mut dl] = top.map(|p| Source::of(p, full));
+    let mut i = 0usize;
+    // SAFETY (all loads and stores below): group `i` (`i + LANES <= full`)
+    // reads 32 plane bytes at `i` (asserted by `Source::of`) and writes 64
+    // bytes at `2 * i` of `out` (`2 * full <= out.len()`).
+    unsafe {
+        while i < full {
+            let t = rt.next(_mm256_setzero_si256(), i)?;
+            let b = wr.merge(t, rl.next(t, i)?, _mm512_setzero_si512());
+            let c = wt.contexts(b);
+            let (t, l) = (dt.next(c, i)?, dl.next(c, i)?);
+            _mm512_storeu_si512(out.as_mut_ptr().add(2 * i).cast(), wt.merge(t, l, b));
+            i += LANES;
+        }
+    }
+    Some((full, [rt.end(), rl.end(), dt.end(), dl.end()]))
 }
 
 /// The SIMD decoding state of one stream: its 32 states as two vectors,

@@ -6,6 +6,8 @@
 //! arbitrary payloads), so the payloads' checksums are not computed on the
 //! way; any failure decodes the chain again checking every payload's
 //! checksum and every level's hash, to name the damaged payload or block.
+//! A block one delta from its full block (BF16, F16) decodes both levels
+//! in one pass, the full block's words never stored.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,7 +93,9 @@ impl Store {
     }
 
     /// [`Store::read_block`] of a block that may need at most `max_levels`
-    /// decodes; a deeper chain is refused as damage, not followed.
+    /// decodes; a deeper chain is refused as damage, not followed. A block
+    /// one delta from its full block is decoded with both levels in one
+    /// pass where the codecs allow ([`Store::decode_over_full`]).
     pub(crate) fn read_block_within(
         &self,
         hash: Hash,
@@ -101,16 +105,42 @@ impl Store {
         counters: Option<&ReadCounters>,
     ) -> Result<()> {
         let chain = self.chain_within(hash, max_levels)?;
+        if let [top, root] = chain[..] {
+            out.resize(top.raw_len as usize, 0);
+            match self.decode_over_full(root, top, out, scratch) {
+                Ok(true) => {
+                    if let Some(c) = counters {
+                        c.record(2, u64::from(root.stored_len) + u64::from(top.stored_len));
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(self.name_damage(&chain, scratch, e)),
+            }
+        }
         self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
+    }
+
+    /// The error to report for a failed read of `chain` (`e`): the chain
+    /// decoded again with every payload and level checked names the
+    /// damaged one; when that pass goes through (a transient read error),
+    /// `e` itself.
+    fn name_damage(&self, chain: &[&Entry], scratch: &mut Scratch, e: Error) -> Error {
+        let mut again = Vec::new();
+        match self.decode_levels(chain, &mut again, scratch, Check::Every, &mut |_, _| Ok(())) {
+            Err(named) => named,
+            Ok(_) => e,
+        }
     }
 
     /// Reads block `hash` (at most `max_levels` decodes) into `out`, which
     /// must be exactly the block's length: the block itself is decoded
-    /// straight into `out`, with no copy. Only the block's own hash is
-    /// checked, not those of the bases it is decoded from: a damaged base
-    /// can only give a block that fails that check, and one hash over the
-    /// output instead of one per level is what makes a read of a few
-    /// tensors cheap.
+    /// straight into `out`, with no copy (one delta from its full block:
+    /// both levels in one pass, where the codecs allow). Only the block's
+    /// own hash is checked, not those of the bases it is decoded from: a
+    /// damaged base can only give a block that fails that check, and one
+    /// hash over the output instead of one per level is what makes a read
+    /// of a few tensors cheap.
     pub(crate) fn read_block_into(
         &self,
         hash: Hash,
@@ -129,6 +159,11 @@ impl Store {
         let mut base = std::mem::take(&mut scratch.base);
         let res = (|| {
             let below = &chain[1..];
+            if let [root] = below
+                && self.decode_over_full(root, top, out, scratch)?
+            {
+                return Ok(());
+            }
             if !below.is_empty() {
                 self.decode_levels(below, &mut base, scratch, Check::Nothing, &mut |_, _| Ok(()))?;
                 base.resize(top.raw_len as usize, 0);
@@ -137,18 +172,31 @@ impl Store {
             self.decode_entry_into(top, base, out, &mut scratch.payload, true, false)
         })();
         scratch.base = base;
-        match res {
-            // Decode again checking every payload and level, so that the
-            // error names the damaged one.
-            Err(e) => {
-                let mut again = Vec::new();
-                match self.decode_levels(&chain, &mut again, scratch, Check::Every, &mut |_, _| Ok(())) {
-                    Err(named) => Err(named),
-                    Ok(_) => Err(e),
-                }
-            }
-            Ok(()) => Ok(()),
+        res.map_err(|e| self.name_damage(&chain, scratch, e))
+    }
+
+    /// Decodes `top`, one delta from the full block `root` of the same
+    /// length, straight into `out` with both levels in one pass
+    /// ([`codec::decode_over_full`]: the full block is never stored), and
+    /// checks its hash. False, with nothing read, when the codecs or the
+    /// CPU do not allow it; false too when a payload does not decode that
+    /// way (the caller then decodes level by level, which reports it).
+    fn decode_over_full(&self, root: &Entry, top: &Entry, out: &mut [u8], scratch: &mut Scratch) -> Result<bool> {
+        let (Ok(rc), Ok(tc)) = (CodecId::from_u8(root.codec), CodecId::from_u8(top.codec)) else { return Ok(false) };
+        let Some(dtype) = DType::from_code(top.dtype) else { return Ok(false) };
+        if root.dtype != top.dtype || root.raw_len != top.raw_len || !codec::decodes_over_full(dtype, rc, tc) {
+            return Ok(false);
         }
+        self.read_payload(root, &mut scratch.other, false)?;
+        self.read_payload(top, &mut scratch.payload, false)?;
+        if !codec::decode_over_full(dtype, rc, &scratch.other, tc, &scratch.payload, out) {
+            return Ok(false);
+        }
+        let actual = top.hash.algo().block(out);
+        if actual != top.hash {
+            return Err(Error::HashMismatch { block: top.hash.to_hex(), actual: actual.to_hex() });
+        }
+        Ok(true)
     }
 
     /// Decodes block `hash` and its chain from the full block up, calling
@@ -189,13 +237,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Err(e) => {
-                match self.decode_levels(chain, out, scratch, Check::Every, &mut |_, _| Ok(())) {
-                    Err(named) => Err(named),
-                    // Not reproduced (a transient read error): the first error.
-                    Ok(_) => Err(e),
-                }
-            }
+            Err(e) => Err(self.name_damage(chain, scratch, e)),
         }
     }
 
@@ -396,6 +438,66 @@ pub(crate) mod tests {
                 assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "level {level}: {err}");
                 assert!(err.to_string().contains(&want), "level {level}: {err}");
             }
+            std::fs::write(&path, &good).unwrap();
+        }
+    }
+
+    /// A store holding a BF16 tensor (weights of realistic spread, 16
+    /// blocks of 4 KiB) and a fine-tune of it one delta away; returns the
+    /// second version's block hashes.
+    fn bf16_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
+        let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
+        let mut r = crate::testutil::Rng(11);
+        let base: Vec<u16> = (0..32_768).map(|_| half::bf16::from_f64(r.normal() * 0.02).to_bits()).collect();
+        let src = dir.join("m.safetensors");
+        for step in 0..2u16 {
+            let w: Vec<u8> =
+                base.iter().enumerate().flat_map(|(i, &b)| (b + step * (i % 3 == 0) as u16).to_le_bytes()).collect();
+            let views = vec![("w".to_string(), TensorView::new(Dtype::BF16, vec![32_768], &w).unwrap())];
+            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
+            pack(&mut store, &src, &PackOptions::default(), &Silent).unwrap();
+        }
+        store.load_packs().unwrap();
+        let head = store.read_ref("HEAD").unwrap().unwrap();
+        let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
+        (store, blocks)
+    }
+
+    #[test]
+    fn a_bf16_delta_over_its_full_block_reads_in_one_pass_with_the_same_bytes_and_errors() {
+        use std::io::{Seek, SeekFrom, Write};
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = bf16_versions(tmp.path());
+        let mut scratch = Scratch::default();
+        let mut one_pass = 0;
+        for &b in &blocks {
+            let chain: Vec<Entry> = store.chain(b).unwrap().into_iter().copied().collect();
+            assert_eq!(chain.len(), 2, "every block is a delta over a full block");
+            let (rc, tc) = (CodecId::from_u8(chain[1].codec).unwrap(), CodecId::from_u8(chain[0].codec).unwrap());
+            one_pass += usize::from(codec::decodes_over_full(DType::BF16, rc, tc));
+            let mut want = Vec::new();
+            store.read_block(b, &mut want, &mut scratch, None).unwrap();
+            let mut out = vec![0u8; want.len()];
+            store.read_block_into(b, 2, &mut out, &mut scratch).unwrap();
+            assert!(out == want);
+            assert_eq!(b.algo().block(&out), b);
+        }
+        if codec::decodes_over_full(DType::BF16, CodecId::Planes, CodecId::UlpPlanes) {
+            assert!(one_pass > 0, "no block took the one-pass decode");
+        }
+        // A damaged payload of either level is named by its checksum.
+        let chain: Vec<Entry> = store.chain(blocks[3]).unwrap().into_iter().copied().collect();
+        for e in [chain[1], chain[0]] {
+            let path = store.pack_path(&e).to_path_buf();
+            let good = std::fs::read(&path).unwrap();
+            let at = e.offset + u64::from(e.stored_len) / 2;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[good[at as usize] ^ 0x10]).unwrap();
+            let mut out = vec![0u8; e.raw_len as usize];
+            let err = store.read_block_into(blocks[3], 2, &mut out, &mut scratch).unwrap_err();
+            assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "{err}");
+            assert!(err.to_string().contains(&format!("payload of block {} at offset", e.hash)), "{err}");
             std::fs::write(&path, &good).unwrap();
         }
     }

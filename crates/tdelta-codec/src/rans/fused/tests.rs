@@ -155,3 +155,106 @@ fn short_and_odd_length_blocks_agree() {
         }
     }
 }
+
+/// A delta and its full block decoded in one pass (`decode_over_full`)
+/// against the two decoded one after the other: the same bytes for every
+/// length, flavour and delta codec, and the same verdict on damaged
+/// payloads (either level's), never a panic.
+#[test]
+fn a_delta_over_its_full_block_decodes_in_one_pass_as_level_by_level() {
+    use crate::{decode_over_full, decodes_over_full};
+    let one_by_one = |dtype, root: &[u8], codec, delta: &[u8], len| -> Option<Vec<u8>> {
+        let mut base = vec![0u8; len];
+        decode(dtype, CodecId::Planes, root, None, &mut base).ok()?;
+        let mut out = vec![0u8; len];
+        decode(dtype, codec, delta, Some(&base), &mut out).ok()?;
+        Some(out)
+    };
+    let mut seed = 100u64;
+    let mut fused = 0;
+    for &words in &[0usize, 1, 31, 32, 33, 64, 95, 1000, 4097, 70_001] {
+        for flavour in 0..6 {
+            seed += 1;
+            let (new, base) = blocks(flavour, words, seed);
+            for effort in [0u8, 1] {
+                let params = EncodeParams { level: 1, effort };
+                let root = encode_planes(Word::Float(2), Kind::Plain, &base, &[], &params, Vec::new());
+                for (codec, kind) in CODECS[1..].iter().copied() {
+                    let delta = encode_planes(Word::Float(2), kind, &new, &base, &params, Vec::new());
+                    for dtype in [DType::BF16, DType::F16] {
+                        let want = one_by_one(dtype, &root, codec, &delta, new.len());
+                        if dtype == DType::BF16 {
+                            assert!(want.as_deref() == Some(&new[..]), "{words} words flavour {flavour}");
+                        }
+                        let mut out = vec![0x5Au8; new.len()];
+                        let done = decode_over_full(dtype, CodecId::Planes, &root, codec, &delta, &mut out);
+                        assert_eq!(
+                            done,
+                            decodes_over_full(dtype, CodecId::Planes, codec),
+                            "{dtype} {} {words} flavour {flavour} effort {effort}",
+                            codec.name()
+                        );
+                        if done {
+                            fused += 1;
+                            assert!(Some(&out) == want.as_ref(), "{dtype} {} {words} flavour {flavour}", codec.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if decodes_over_full(DType::BF16, CodecId::Planes, CodecId::UlpPlanes) {
+        assert!(fused > 0);
+    }
+    // Damage in either payload: one pass fails where one by one fails,
+    // and gives its bytes where it does not.
+    for (words, flavour) in [(33usize, 0u8), (4097, 2), (20_000, 0), (20_000, 5)] {
+        let (new, base) = blocks(flavour, words, 7 * words as u64);
+        let params = EncodeParams { level: 1, effort: 1 };
+        let root = encode_planes(Word::Float(2), Kind::Plain, &base, &[], &params, Vec::new());
+        let delta = encode_planes(Word::Float(2), Kind::Sub, &new, &base, &params, Vec::new());
+        let mut r = Rng(words as u64);
+        for k in 0..80 {
+            let (mut a, mut b) = (root.clone(), delta.clone());
+            let p = if k % 2 == 0 { &mut a } else { &mut b };
+            let i = (r.next() % p.len() as u64) as usize;
+            if k % 3 == 0 {
+                p.truncate(i);
+            } else {
+                p[i] ^= 1 << (k % 8);
+            }
+            let want = one_by_one(DType::BF16, &a, CodecId::UlpPlanes, &b, new.len());
+            let mut out = vec![0u8; new.len()];
+            if decode_over_full(DType::BF16, CodecId::Planes, &a, CodecId::UlpPlanes, &b, &mut out) {
+                assert!(
+                    Some(&out) == want.as_ref(),
+                    "{words} words, damage {k}: one pass decoded what one by one does not"
+                );
+            } else if decodes_over_full(DType::BF16, CodecId::Planes, CodecId::UlpPlanes) {
+                assert!(want.is_none(), "{words} words, damage {k}: one pass failed where one by one decodes");
+            }
+        }
+    }
+}
+
+/// The fuzz seeds of the `chain` target are a full block and a delta that
+/// decode (so mutation starts from valid tables): both ways, the same.
+#[test]
+fn the_chain_fuzz_seeds_decode_both_ways() {
+    use crate::{decode_over_full, decodes_over_full};
+    for (name, codec) in [("planes-ulp-bf16-rans", CodecId::UlpPlanes), ("planes-xor-bf16-rans", CodecId::XorPlanes)] {
+        let path = format!("{}/../../fuzz/corpus/chain/{name}", env!("CARGO_MANIFEST_DIR"));
+        let seed = std::fs::read(&path).unwrap();
+        let (len, split) =
+            (usize::from(seed[2]) | usize::from(seed[3]) << 8, usize::from(seed[4]) | usize::from(seed[5]) << 8);
+        let (root, delta) = seed[6..].split_at(split);
+        let mut base = vec![0u8; len];
+        decode(DType::BF16, CodecId::Planes, root, None, &mut base).unwrap();
+        let mut want = vec![0u8; len];
+        decode(DType::BF16, codec, delta, Some(&base), &mut want).unwrap();
+        let mut out = vec![0u8; len];
+        let done = decode_over_full(DType::BF16, CodecId::Planes, root, codec, delta, &mut out);
+        assert_eq!(done, decodes_over_full(DType::BF16, CodecId::Planes, codec), "{name}");
+        assert!(!done || out == want, "{name}");
+    }
+}
