@@ -89,6 +89,29 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("delta"))), |b| {
             b.iter(|| codec::decode(dtype, delta.codec, &delta.payload, Some(&base), &mut out).unwrap())
         });
+        if codec::decodes_over_full(dtype, plain.codec, delta.codec) {
+            // A delta read from its full block: the two levels one after
+            // the other (the base through memory), and in one pass.
+            let mut mid = vec![0u8; size];
+            g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("two_levels"))), |b| {
+                b.iter(|| {
+                    codec::decode(dtype, plain.codec, &plain.payload, None, &mut mid).unwrap();
+                    codec::decode(dtype, delta.codec, &delta.payload, Some(&mid), &mut out).unwrap()
+                })
+            });
+            g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("two_levels_one_pass"))), |b| {
+                b.iter(|| {
+                    assert!(codec::decode_over_full(
+                        dtype,
+                        plain.codec,
+                        &plain.payload,
+                        delta.codec,
+                        &delta.payload,
+                        &mut out
+                    ))
+                })
+            });
+        }
         if size == MIB && dtype != DType::U8 {
             let bx = baseline::bitx_like(dtype, &new, &base);
             g.bench_function(BenchmarkId::new("encode", format!("{}/{sz}", label("bitx_like"))), |b| {
