@@ -89,6 +89,20 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("delta"))), |b| {
             b.iter(|| codec::decode(dtype, delta.codec, &delta.payload, Some(&base), &mut out).unwrap())
         });
+        if plain.codec == codec::CodecId::Planes && dtype.bits() == 16 {
+            // Two full blocks: one after the other, and interleaved.
+            let other = codec::encode(dtype, &new, None, &params);
+            let mut out_b = vec![0u8; size];
+            g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("two_full"))), |b| {
+                b.iter(|| {
+                    codec::decode(dtype, plain.codec, &plain.payload, None, &mut out).unwrap();
+                    codec::decode(dtype, other.codec, &other.payload, None, &mut out_b).unwrap()
+                })
+            });
+            g.bench_function(BenchmarkId::new("decode", format!("{}/{sz}", label("two_full_at_once"))), |b| {
+                b.iter(|| assert!(codec::decode_two_full(dtype, &plain.payload, &mut out, &other.payload, &mut out_b)))
+            });
+        }
         if codec::decodes_over_full(dtype, plain.codec, delta.codec) {
             // A delta read from its full block: the two levels one after
             // the other (the base through memory), and in one pass.

@@ -97,3 +97,22 @@ pub fn decode_over_full(
         false
     }
 }
+
+/// Decodes two full blocks (`planes` payloads `a` and `b`, 16-bit floats)
+/// of the same length at once, their entropy-coded streams interleaved so
+/// that one's latency overlaps the other's; the same bytes as [`decode`]
+/// of each. Returns false when not done (other codecs or lengths, a CPU
+/// without the AVX-512 decoder, or a payload that does not decode): the
+/// outputs are then unspecified, and decoding each alone reports what is
+/// wrong.
+pub fn decode_two_full(dtype: DType, a: &[u8], out_a: &mut [u8], b: &[u8], out_b: &mut [u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        transform::Word::of(dtype).size() == 2 && lossless::decode_two_full16(dtype, (a, out_a), (b, out_b))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dtype, a, out_a, b, out_b);
+        false
+    }
+}

@@ -231,6 +231,32 @@ pub(crate) fn decode_over_full16(
     })
 }
 
+/// Two full blocks of 16-bit words (`planes` payloads) of the same length
+/// decoded at once (`rans::fused::words16_two`), on a CPU that runs it.
+/// False when not done (the outputs are then unspecified: decode each
+/// alone, which reports what is wrong).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn decode_two_full16(dtype: DType, a: (&[u8], &mut [u8]), b: (&[u8], &mut [u8])) -> bool {
+    let ((pa, out_a), (pb, out_b)) = (a, b);
+    let Some(w) = Words16::new(Word::of(dtype), Kind::Plain) else { return false };
+    let n = out_a.len() / 2;
+    if out_a.len() != out_b.len() || !out_a.len().is_multiple_of(2) || !rans::fused::available() {
+        return false;
+    }
+    let name = CodecId::Planes.name();
+    let (Ok(sa), Ok(sb)) = (parse_streams(name, pa, 2), parse_streams(name, pb, 2)) else { return false };
+    if sa[..2].iter().chain(&sb[..2]).any(|s| s.raw_len != n) {
+        return false;
+    }
+    with_scratch((zstd_planes(&sa) + zstd_planes(&sb)) * n, |buf| {
+        let mut bufs = buf.chunks_exact_mut(n.max(1));
+        let (Some(a), Some(b)) = (fused_planes(name, &sa, &mut bufs), fused_planes(name, &sb, &mut bufs)) else {
+            return false;
+        };
+        rans::fused::words16_two([name, name], (a, w, out_a), (b, w, out_b))
+    })
+}
+
 /// How many of the two planes of a 16-bit payload are zstd frames.
 #[cfg(target_arch = "x86_64")]
 fn zstd_planes(streams: &[Stream<'_>]) -> usize {

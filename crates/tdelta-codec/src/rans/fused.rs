@@ -134,6 +134,48 @@ fn run_chain(
     finish_words(tc, top, th, [ta, tb], [p2, p3], full, wt, &base[..2 * rest], &mut out[2 * full..])
 }
 
+/// Decodes two full blocks (`Plain`, transformed back by `wa` and `wb`)
+/// of the same length at once, their streams interleaved
+/// ([`simd::run_words16_two`]): what decoding each alone writes. False when
+/// not done (not [`available`], or a plane does not decode: the outputs
+/// are then unspecified). `codecs` name the payloads in errors.
+pub(crate) fn words16_two(
+    codecs: [&'static str; 2],
+    (a, wa, out_a): ([Plane<'_>; 2], Words16, &mut [u8]),
+    (b, wb, out_b): ([Plane<'_>; 2], Words16, &mut [u8]),
+) -> bool {
+    if !available() || !out_a.len().is_multiple_of(2) || out_a.len() != out_b.len() || wa.delta() || wb.delta() {
+        return false;
+    }
+    with_scratch(|s| {
+        s.dtab.resize(4 * DTAB, 0);
+        let mut tabs = s.dtab.chunks_exact_mut(DTAB).map(|t| <&mut [u32; DTAB]>::try_from(t).expect("DTAB"));
+        let [t0, t1, t2, t3] = std::array::from_fn(|_| tabs.next().expect("four tables"));
+        run_two(codecs, (a, [t0, t1], wa, out_a), (b, [t2, t3], wb, out_b)).is_some()
+    })
+}
+
+/// One full block of a [`words16_two`]: its planes, their decode tables,
+/// its transform and its output.
+type Full<'a, 'b> = ([Plane<'a>; 2], [&'b mut [u32; DTAB]; 2], Words16, &'b mut [u8]);
+
+/// [`words16_two`] with each block's decode tables.
+fn run_two([ca, cb]: [&'static str; 2], a: Full<'_, '_>, b: Full<'_, '_>) -> Option<()> {
+    let (pa, [a0, a1], wa, out_a) = a;
+    let (pb, [b0, b1], wb, out_b) = b;
+    let n = out_a.len() / 2;
+    let mut ha = parse_heads(ca, pa, [&mut *a0, &mut *a1], false, n)?;
+    let mut hb = parse_heads(cb, pb, [&mut *b0, &mut *b1], false, n)?;
+    let (a0, a1, b0, b1): (&[u32; DTAB], &[u32; DTAB], &[u32; DTAB], &[u32; DTAB]) = (a0, a1, b0, b1);
+    let ([hat, hal], [hbt, hbl]) = (&mut ha, &mut hb);
+    let sa = [simd_plane(pa[0], hat.as_mut(), a0)?, simd_plane(pa[1], hal.as_mut(), a1)?];
+    let sb = [simd_plane(pb[0], hbt.as_mut(), b0)?, simd_plane(pb[1], hbl.as_mut(), b1)?];
+    // SAFETY: the CPU has the SIMD coder's features (`available`).
+    let (full, [p0, p1, p2, p3]) = unsafe { simd::run_words16_two((sa, wa, &mut *out_a), (sb, wb, &mut *out_b))? };
+    finish_words(ca, pa, ha, [a0, a1], [p0, p1], full, wa, &[], &mut out_a[2 * full..])?;
+    finish_words(cb, pb, hb, [b0, b1], [p2, p3], full, wb, &[], &mut out_b[2 * full..])
+}
+
 /// Parses the headers of the rANS planes among `planes` (`[top, low]` of
 /// `n` symbols each) into their tables `tabs`; the top plane has contexts
 /// only in a delta, the low plane always. `None` when one does not parse

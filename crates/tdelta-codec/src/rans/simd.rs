@@ -250,6 +250,41 @@ pub(super) unsafe fn run_words16_chain(
     Some((full, [rt.end(), rl.end(), dt.end(), dl.end()]))
 }
 
+/// [`run_words16`] of two full blocks (the `Plain` transform) of the same
+/// length at once, their groups interleaved: one block's stream keeps the
+/// core waiting on its gathers and multiplies, two overlap. Returns the
+/// words done in each and the bytes of words consumed by each plane
+/// (`a`'s top and low, then `b`'s); `None` when a stream's words run out.
+///
+/// # Safety
+///
+/// The CPU must have the features [`available`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+pub(super) unsafe fn run_words16_two(
+    (a, wa, out_a): ([Plane<'_>; 2], Words16, &mut [u8]),
+    (b, wb, out_b): ([Plane<'_>; 2], Words16, &mut [u8]),
+) -> Option<(usize, [usize; 4])> {
+    assert!(!wa.delta() && !wb.delta() && out_a.len() == out_b.len());
+    let full = out_a.len() / 2 / LANES * LANES;
+    let [mut at, mut al] = a.map(|p| Source::of(p, full));
+    let [mut bt, mut bl] = b.map(|p| Source::of(p, full));
+    let (zero, base) = (_mm256_setzero_si256(), _mm512_setzero_si512());
+    let mut i = 0usize;
+    // SAFETY (all loads and stores below): group `i` (`i + LANES <= full`)
+    // reads 32 plane bytes at `i` (asserted by `Source::of`) and writes 64
+    // bytes at `2 * i` of each output (`2 * full <= len`).
+    unsafe {
+        while i < full {
+            let (ta, tb) = (at.next(zero, i)?, bt.next(zero, i)?);
+            let (la, lb) = (al.next(ta, i)?, bl.next(tb, i)?);
+            _mm512_storeu_si512(out_a.as_mut_ptr().add(2 * i).cast(), wa.merge(ta, la, base));
+            _mm512_storeu_si512(out_b.as_mut_ptr().add(2 * i).cast(), wb.merge(tb, lb, base));
+            i += LANES;
+        }
+    }
+    Some((full, [at.end(), al.end(), bt.end(), bl.end()]))
+}
+
 /// The SIMD decoding state of one stream: its 32 states as two vectors,
 /// its context map, tables and words.
 struct Decoder<'a> {

@@ -121,6 +121,39 @@ impl Store {
         self.decode_chain(&chain, out, scratch, counters, |_, _| Ok(()))
     }
 
+    /// Reads the full blocks `a` and `b` (stored whole: chains of one
+    /// level) at once, their streams interleaved ([`codec::decode_two_full`]),
+    /// into `out_a` and `out_b` (resized to their length), and checks both
+    /// hashes. False when not done that way (other codecs, lengths or
+    /// depths, a CPU without the decoder, or any read, decode or check
+    /// failing): the caller then reads each alone, which reports damage.
+    pub(crate) fn read_two_full(
+        &self,
+        (a, out_a): (Hash, &mut Vec<u8>),
+        (b, out_b): (Hash, &mut Vec<u8>),
+        scratch: &mut Scratch,
+    ) -> bool {
+        let (Ok(ea), Ok(eb)) = (self.entry(a), self.entry(b)) else { return false };
+        let planes = CodecId::Planes as u8;
+        if ea.depth != 0 || eb.depth != 0 || ea.base.is_some() || eb.base.is_some() {
+            return false;
+        }
+        if ea.codec != planes || eb.codec != planes || ea.dtype != eb.dtype || ea.raw_len != eb.raw_len {
+            return false;
+        }
+        let Some(dtype) = DType::from_code(ea.dtype) else { return false };
+        if self.read_payload(ea, &mut scratch.payload, false).is_err()
+            || self.read_payload(eb, &mut scratch.other, false).is_err()
+        {
+            return false;
+        }
+        out_a.resize(ea.raw_len as usize, 0);
+        out_b.resize(eb.raw_len as usize, 0);
+        codec::decode_two_full(dtype, &scratch.payload, out_a, &scratch.other, out_b)
+            && a.algo().block(out_a) == a
+            && b.algo().block(out_b) == b
+    }
+
     /// The error to report for a failed read of `chain` (`e`): the chain
     /// decoded again with every payload and level checked names the
     /// damaged one; when that pass goes through (a transient read error),
@@ -500,6 +533,40 @@ pub(crate) mod tests {
             assert!(err.to_string().contains(&format!("payload of block {} at offset", e.hash)), "{err}");
             std::fs::write(&path, &good).unwrap();
         }
+    }
+
+    #[test]
+    fn two_full_blocks_read_at_once_as_one_by_one_and_nothing_else_does() {
+        use std::io::{Seek, SeekFrom, Write};
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, blocks) = bf16_versions(tmp.path());
+        let roots: Vec<Hash> = blocks.iter().map(|&b| store.chain(b).unwrap()[1].hash).collect();
+        let mut scratch = Scratch::default();
+        let fused = codec::decodes_over_full(DType::BF16, CodecId::Planes, CodecId::UlpPlanes);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut want_a, mut want_b) = (Vec::new(), Vec::new());
+        for pair in roots.windows(2) {
+            assert_eq!(store.read_two_full((pair[0], &mut a), (pair[1], &mut b), &mut scratch), fused);
+            if fused {
+                store.read_block(pair[0], &mut want_a, &mut scratch, None).unwrap();
+                store.read_block(pair[1], &mut want_b, &mut scratch, None).unwrap();
+                assert!(a == want_a && b == want_b);
+            }
+        }
+        // A delta is not a full block.
+        assert!(!store.read_two_full((blocks[0], &mut a), (roots[1], &mut b), &mut scratch));
+        // A damaged payload: not done (a read alone names the damage).
+        let e = *store.entry(roots[1]).unwrap();
+        let path = store.pack_path(&e).to_path_buf();
+        let good = std::fs::read(&path).unwrap();
+        let at = e.offset + u64::from(e.stored_len) / 2;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[good[at as usize] ^ 0x10]).unwrap();
+        assert!(!store.read_two_full((roots[0], &mut a), (roots[1], &mut b), &mut scratch));
+        let err = store.read_block(roots[1], &mut a, &mut scratch, None).unwrap_err();
+        assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "{err}");
+        std::fs::write(&path, &good).unwrap();
     }
 
     #[test]

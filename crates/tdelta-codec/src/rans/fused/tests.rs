@@ -258,3 +258,64 @@ fn the_chain_fuzz_seeds_decode_both_ways() {
         assert!(!done || out == want, "{name}");
     }
 }
+
+/// Two full blocks decoded at once (`decode_two_full`) against each
+/// decoded alone: the same bytes for every length and flavour, false (no
+/// panic) when either payload is damaged so that it does not decode.
+#[test]
+fn two_full_blocks_decode_at_once_as_one_by_one() {
+    use crate::decode_two_full;
+    let alone = |dtype, p: &[u8], len| -> Option<Vec<u8>> {
+        let mut out = vec![0u8; len];
+        decode(dtype, CodecId::Planes, p, None, &mut out).ok().map(|_| out)
+    };
+    let fused = crate::rans::fused::available();
+    let mut seed = 300u64;
+    for &words in &[0usize, 1, 31, 32, 33, 95, 1000, 4097, 70_001] {
+        for flavour in 0..6 {
+            seed += 1;
+            let (a, b) = blocks(flavour, words, seed);
+            let params = EncodeParams { level: 1, effort: (seed % 2) as u8 };
+            let pa = encode_planes(Word::Float(2), Kind::Plain, &a, &[], &params, Vec::new());
+            let pb = encode_planes(Word::Float(2), Kind::Plain, &b, &[], &params, Vec::new());
+            for dtype in [DType::BF16, DType::F16] {
+                let (mut oa, mut ob) = (vec![1u8; a.len()], vec![2u8; b.len()]);
+                let done = decode_two_full(dtype, &pa, &mut oa, &pb, &mut ob);
+                assert_eq!(done, fused, "{dtype} {words} words flavour {flavour}");
+                if done {
+                    assert!(Some(&oa) == alone(dtype, &pa, a.len()).as_ref(), "{dtype} {words} flavour {flavour}: a");
+                    assert!(Some(&ob) == alone(dtype, &pb, b.len()).as_ref(), "{dtype} {words} flavour {flavour}: b");
+                }
+            }
+        }
+    }
+    // Damage in either payload: at once fails where one alone fails, and
+    // gives their bytes where both decode.
+    for (words, flavour) in [(33usize, 0u8), (4097, 2), (20_000, 0), (20_000, 5)] {
+        let (a, b) = blocks(flavour, words, 11 * words as u64);
+        let params = EncodeParams { level: 1, effort: 1 };
+        let pa = encode_planes(Word::Float(2), Kind::Plain, &a, &[], &params, Vec::new());
+        let pb = encode_planes(Word::Float(2), Kind::Plain, &b, &[], &params, Vec::new());
+        let mut r = Rng(words as u64 + 5);
+        for k in 0..80 {
+            let (mut x, mut y) = (pa.clone(), pb.clone());
+            let p = if k % 2 == 0 { &mut x } else { &mut y };
+            let i = (r.next() % p.len() as u64) as usize;
+            if k % 3 == 0 {
+                p.truncate(i);
+            } else {
+                p[i] ^= 1 << (k % 8);
+            }
+            let want = (alone(DType::BF16, &x, a.len()), alone(DType::BF16, &y, b.len()));
+            let (mut oa, mut ob) = (vec![0u8; a.len()], vec![0u8; b.len()]);
+            if decode_two_full(DType::BF16, &x, &mut oa, &y, &mut ob) {
+                assert!(want == (Some(oa), Some(ob)), "{words} words, damage {k}: at once decoded what alone does not");
+            } else if fused {
+                assert!(
+                    want.0.is_none() || want.1.is_none(),
+                    "{words} words, damage {k}: at once failed where alone decodes"
+                );
+            }
+        }
+    }
+}

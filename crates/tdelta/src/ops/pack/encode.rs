@@ -219,7 +219,9 @@ pub(super) fn encode_block(
             _ => None,
         })
     };
-    let base = base::resolve(store, choice, run.dtype, bytes, scratch, basebuf, near_pick)?;
+    // The next block's base, when at the next place of the same tensor.
+    let next = run.base.and_then(|b| b.get(job.index + 1)).copied();
+    let base = base::resolve(store, choice, run.dtype, bytes, scratch, basebuf, near_pick, next)?;
     let meta = |hash: Hash, codec: codec::CodecId, base: Option<Hash>, depth: u16| BlockMeta {
         hash,
         raw_len: bytes.len() as u32,
