@@ -215,19 +215,33 @@ pub(crate) fn decode_over_full16(
     if root_codec != CodecId::Planes || !out.len().is_multiple_of(2) || !rans::fused::available() {
         return false;
     }
-    let (rname, name) = (root_codec.name(), codec.name());
-    let (Ok(root), Ok(top)) = (parse_streams(rname, root_payload, 2), parse_streams(name, payload, 2)) else {
-        return false;
-    };
-    if root[..2].iter().chain(&top[..2]).any(|s| s.raw_len != n) {
+    let names = [root_codec.name(), codec.name()];
+    with_two_payloads(names, [root_payload, payload], n, |rp, tp| {
+        rans::fused::words16_chain(names, rp, wr, tp, wt, out)
+    })
+}
+
+/// Runs `f` on the planes of two 16-bit payloads (`names` their codecs),
+/// each plane `n` symbols, their zstd planes decompressed into scratch;
+/// false when a payload does not parse, a plane has another length or does
+/// not decompress.
+#[cfg(target_arch = "x86_64")]
+fn with_two_payloads(
+    names: [&'static str; 2],
+    [a, b]: [&[u8]; 2],
+    n: usize,
+    f: impl FnOnce([Plane<'_>; 2], [Plane<'_>; 2]) -> bool,
+) -> bool {
+    let (Ok(sa), Ok(sb)) = (parse_streams(names[0], a, 2), parse_streams(names[1], b, 2)) else { return false };
+    if sa[..2].iter().chain(&sb[..2]).any(|s| s.raw_len != n) {
         return false;
     }
-    with_scratch((zstd_planes(&root) + zstd_planes(&top)) * n, |buf| {
+    with_scratch((zstd_planes(&sa) + zstd_planes(&sb)) * n, |buf| {
         let mut bufs = buf.chunks_exact_mut(n.max(1));
-        let (Some(rp), Some(tp)) = (fused_planes(rname, &root, &mut bufs), fused_planes(name, &top, &mut bufs)) else {
-            return false;
-        };
-        rans::fused::words16_chain([rname, name], rp, wr, tp, wt, out)
+        match (fused_planes(names[0], &sa, &mut bufs), fused_planes(names[1], &sb, &mut bufs)) {
+            (Some(pa), Some(pb)) => f(pa, pb),
+            _ => false,
+        }
     })
 }
 
@@ -244,15 +258,7 @@ pub(crate) fn decode_two_full16(dtype: DType, a: (&[u8], &mut [u8]), b: (&[u8], 
         return false;
     }
     let name = CodecId::Planes.name();
-    let (Ok(sa), Ok(sb)) = (parse_streams(name, pa, 2), parse_streams(name, pb, 2)) else { return false };
-    if sa[..2].iter().chain(&sb[..2]).any(|s| s.raw_len != n) {
-        return false;
-    }
-    with_scratch((zstd_planes(&sa) + zstd_planes(&sb)) * n, |buf| {
-        let mut bufs = buf.chunks_exact_mut(n.max(1));
-        let (Some(a), Some(b)) = (fused_planes(name, &sa, &mut bufs), fused_planes(name, &sb, &mut bufs)) else {
-            return false;
-        };
+    with_two_payloads([name, name], [pa, pb], n, |a, b| {
         rans::fused::words16_two([name, name], (a, w, out_a), (b, w, out_b))
     })
 }

@@ -70,9 +70,7 @@ fn run(
     let [ta, tb] = tabs;
     let mut heads = parse_heads(codec, planes, [&mut *ta, &mut *tb], w.delta(), out.len() / 2)?;
     let (ta, tb): (&[u32; DTAB], &[u32; DTAB]) = (ta, tb);
-    let [ht, hl] = &mut heads;
-    let [pt, pl] = planes;
-    let both = [simd_plane(pt, ht.as_mut(), ta)?, simd_plane(pl, hl.as_mut(), tb)?];
+    let both = simd_planes(planes, &mut heads, [ta, tb])?;
     // SAFETY: the CPU has the SIMD coder's features (`available`).
     let (full, pos) = unsafe { simd::run_words16(both, w, base, out)? };
     let base = if w.delta() { &base[2 * full..] } else { &[][..] };
@@ -122,9 +120,7 @@ fn run_chain(
     let mut rh = parse_heads(rc, root, [&mut *ra, &mut *rb], false, n)?;
     let mut th = parse_heads(tc, top, [&mut *ta, &mut *tb], true, n)?;
     let (ra, rb, ta, tb): (&[u32; DTAB], &[u32; DTAB], &[u32; DTAB], &[u32; DTAB]) = (ra, rb, ta, tb);
-    let ([rht, rhl], [tht, thl]) = (&mut rh, &mut th);
-    let r = [simd_plane(root[0], rht.as_mut(), ra)?, simd_plane(root[1], rhl.as_mut(), rb)?];
-    let t = [simd_plane(top[0], tht.as_mut(), ta)?, simd_plane(top[1], thl.as_mut(), tb)?];
+    let (r, t) = (simd_planes(root, &mut rh, [ra, rb])?, simd_planes(top, &mut th, [ta, tb])?);
     // SAFETY: the CPU has the SIMD coder's features (`available`).
     let (full, [p0, p1, p2, p3]) = unsafe { simd::run_words16_chain(r, wr, t, wt, out)? };
     // The last words: the full block's, then the delta's against them.
@@ -167,9 +163,7 @@ fn run_two([ca, cb]: [&'static str; 2], a: Full<'_, '_>, b: Full<'_, '_>) -> Opt
     let mut ha = parse_heads(ca, pa, [&mut *a0, &mut *a1], false, n)?;
     let mut hb = parse_heads(cb, pb, [&mut *b0, &mut *b1], false, n)?;
     let (a0, a1, b0, b1): (&[u32; DTAB], &[u32; DTAB], &[u32; DTAB], &[u32; DTAB]) = (a0, a1, b0, b1);
-    let ([hat, hal], [hbt, hbl]) = (&mut ha, &mut hb);
-    let sa = [simd_plane(pa[0], hat.as_mut(), a0)?, simd_plane(pa[1], hal.as_mut(), a1)?];
-    let sb = [simd_plane(pb[0], hbt.as_mut(), b0)?, simd_plane(pb[1], hbl.as_mut(), b1)?];
+    let (sa, sb) = (simd_planes(pa, &mut ha, [a0, a1])?, simd_planes(pb, &mut hb, [b0, b1])?);
     // SAFETY: the CPU has the SIMD coder's features (`available`).
     let (full, [p0, p1, p2, p3]) = unsafe { simd::run_words16_two((sa, wa, &mut *out_a), (sb, wb, &mut *out_b))? };
     finish_words(ca, pa, ha, [a0, a1], [p0, p1], full, wa, &[], &mut out_a[2 * full..])?;
@@ -226,6 +220,15 @@ fn finish_words(
     finish_plane(codec, pl, hl.as_mut(), tb, pos[1], full, ctx, low)?;
     transform::merge(w.word(), w.kind(), &tail[..2 * rest], base, out);
     Some(())
+}
+
+/// The SIMD loop's view of both planes of a block ([`simd_plane`]).
+fn simd_planes<'a>(
+    [pt, pl]: [Plane<'a>; 2],
+    [ht, hl]: &'a mut [Option<super::Header<'_>>; 2],
+    [tt, tl]: [&'a [u32; DTAB]; 2],
+) -> Option<[simd::Plane<'a>; 2]> {
+    Some([simd_plane(pt, ht.as_mut(), tt)?, simd_plane(pl, hl.as_mut(), tl)?])
 }
 
 /// The SIMD loop's view of a plane (a rANS stream's from its header).

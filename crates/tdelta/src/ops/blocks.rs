@@ -373,15 +373,39 @@ pub(crate) mod tests {
                     *x ^= 1;
                 }
             }
-            let views = vec![("w".to_string(), TensorView::new(Dtype::F32, vec![n], &w).unwrap())];
-            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
             let opts = PackOptions { policy: Policy::Chain(4), ..Default::default() };
-            pack(&mut store, &src, &opts, &Silent).unwrap();
+            pack_tensor(&mut store, &src, (Dtype::F32, n, &w), &opts);
         }
+        head_blocks(store)
+    }
+
+    /// Packs a file of the one tensor `w` (`dtype`, `n` elements) at `src`.
+    fn pack_tensor(store: &mut Store, src: &std::path::Path, (dtype, n, w): (Dtype, usize, &[u8]), o: &PackOptions) {
+        let views = vec![("w".to_string(), TensorView::new(dtype, vec![n], w).unwrap())];
+        std::fs::write(src, safetensors::serialize(views, None).unwrap()).unwrap();
+        pack(store, src, o, &Silent).unwrap();
+    }
+
+    /// The store (its indexes reloaded) and the block ids of `HEAD`'s
+    /// first tensor.
+    fn head_blocks(mut store: Store) -> (Store, Vec<Hash>) {
         store.load_packs().unwrap();
         let head = store.read_ref("HEAD").unwrap().unwrap();
         let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
         (store, blocks)
+    }
+
+    /// Flips bits of the byte in the middle of `e`'s payload in its pack;
+    /// returns the pack's bytes before, to put back.
+    fn damage_payload(store: &Store, e: &Entry, bits: u8) -> (std::path::PathBuf, Vec<u8>) {
+        use std::io::{Seek, SeekFrom, Write};
+        let path = store.pack_path(e).to_path_buf();
+        let good = std::fs::read(&path).unwrap();
+        let at = e.offset + u64::from(e.stored_len) / 2;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[good[at as usize] ^ bits]).unwrap();
+        (path, good)
     }
 
     #[test]
@@ -436,7 +460,6 @@ pub(crate) mod tests {
 
     #[test]
     fn payload_checksums_are_computed_only_to_name_a_damaged_payload() {
-        use std::io::{Seek, SeekFrom, Write};
         let tmp = tempfile::tempdir().unwrap();
         let (store, blocks) = two_versions(tmp.path());
         let chain: Vec<Entry> = store.chain(blocks[0]).unwrap().into_iter().copied().collect();
@@ -453,12 +476,7 @@ pub(crate) mod tests {
         // read; the error names the payload by its checksum, whichever way
         // the block is read.
         for (level, e) in [(1, chain[1]), (0, chain[0])] {
-            let path = store.pack_path(&e).to_path_buf();
-            let good = std::fs::read(&path).unwrap();
-            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let at = e.offset + u64::from(e.stored_len) / 2;
-            f.seek(SeekFrom::Start(at)).unwrap();
-            f.write_all(&[good[at as usize] ^ 0x55]).unwrap();
+            let (path, good) = damage_payload(&store, &e, 0x55);
             let want = format!("payload of block {} at offset {} fails its checksum", e.hash, e.offset);
             let mut errs = vec![store.read_block(blocks[0], &mut out, &mut scratch, None).unwrap_err()];
             let mut exact = vec![0u8; 4096];
@@ -486,19 +504,13 @@ pub(crate) mod tests {
         for step in 0..2u16 {
             let w: Vec<u8> =
                 base.iter().enumerate().flat_map(|(i, &b)| (b + step * (i % 3 == 0) as u16).to_le_bytes()).collect();
-            let views = vec![("w".to_string(), TensorView::new(Dtype::BF16, vec![32_768], &w).unwrap())];
-            std::fs::write(&src, safetensors::serialize(views, None).unwrap()).unwrap();
-            pack(&mut store, &src, &PackOptions::default(), &Silent).unwrap();
+            pack_tensor(&mut store, &src, (Dtype::BF16, 32_768, &w), &PackOptions::default());
         }
-        store.load_packs().unwrap();
-        let head = store.read_ref("HEAD").unwrap().unwrap();
-        let blocks = store.manifest(head).unwrap().files[0].tensors()[0].blocks.clone();
-        (store, blocks)
+        head_blocks(store)
     }
 
     #[test]
     fn a_bf16_delta_over_its_full_block_reads_in_one_pass_with_the_same_bytes_and_errors() {
-        use std::io::{Seek, SeekFrom, Write};
         let tmp = tempfile::tempdir().unwrap();
         let (store, blocks) = bf16_versions(tmp.path());
         let mut scratch = Scratch::default();
@@ -521,12 +533,7 @@ pub(crate) mod tests {
         // A damaged payload of either level is named by its checksum.
         let chain: Vec<Entry> = store.chain(blocks[3]).unwrap().into_iter().copied().collect();
         for e in [chain[1], chain[0]] {
-            let path = store.pack_path(&e).to_path_buf();
-            let good = std::fs::read(&path).unwrap();
-            let at = e.offset + u64::from(e.stored_len) / 2;
-            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            f.seek(SeekFrom::Start(at)).unwrap();
-            f.write_all(&[good[at as usize] ^ 0x10]).unwrap();
+            let (path, good) = damage_payload(&store, &e, 0x10);
             let mut out = vec![0u8; e.raw_len as usize];
             let err = store.read_block_into(blocks[3], 2, &mut out, &mut scratch).unwrap_err();
             assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "{err}");
@@ -537,7 +544,6 @@ pub(crate) mod tests {
 
     #[test]
     fn two_full_blocks_read_at_once_as_one_by_one_and_nothing_else_does() {
-        use std::io::{Seek, SeekFrom, Write};
         let tmp = tempfile::tempdir().unwrap();
         let (store, blocks) = bf16_versions(tmp.path());
         let roots: Vec<Hash> = blocks.iter().map(|&b| store.chain(b).unwrap()[1].hash).collect();
@@ -556,13 +562,7 @@ pub(crate) mod tests {
         // A delta is not a full block.
         assert!(!store.read_two_full((blocks[0], &mut a), (roots[1], &mut b), &mut scratch));
         // A damaged payload: not done (a read alone names the damage).
-        let e = *store.entry(roots[1]).unwrap();
-        let path = store.pack_path(&e).to_path_buf();
-        let good = std::fs::read(&path).unwrap();
-        let at = e.offset + u64::from(e.stored_len) / 2;
-        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.write_all(&[good[at as usize] ^ 0x10]).unwrap();
+        let (path, good) = damage_payload(&store, store.entry(roots[1]).unwrap(), 0x10);
         assert!(!store.read_two_full((roots[0], &mut a), (roots[1], &mut b), &mut scratch));
         let err = store.read_block(roots[1], &mut a, &mut scratch, None).unwrap_err();
         assert_eq!(err.corrupt_kind(), Some(crate::CorruptKind::Checksum), "{err}");

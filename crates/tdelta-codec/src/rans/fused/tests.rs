@@ -156,6 +156,21 @@ fn short_and_odd_length_blocks_agree() {
     }
 }
 
+/// Copies of payloads `a` and `b`, damage `k` done to one of them (`a`
+/// for even `k`): cut at a random byte every third time, else one bit
+/// flipped there.
+fn damage_one_of(a: &[u8], b: &[u8], k: usize, r: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    let p = if k.is_multiple_of(2) { &mut a } else { &mut b };
+    let i = (r.next() % p.len() as u64) as usize;
+    if k.is_multiple_of(3) {
+        p.truncate(i);
+    } else {
+        p[i] ^= 1 << (k % 8);
+    }
+    (a, b)
+}
+
 /// A delta and its full block decoded in one pass (`decode_over_full`)
 /// against the two decoded one after the other: the same bytes for every
 /// length, flavour and delta codec, and the same verdict on damaged
@@ -215,14 +230,7 @@ fn a_delta_over_its_full_block_decodes_in_one_pass_as_level_by_level() {
         let delta = encode_planes(Word::Float(2), Kind::Sub, &new, &base, &params, Vec::new());
         let mut r = Rng(words as u64);
         for k in 0..80 {
-            let (mut a, mut b) = (root.clone(), delta.clone());
-            let p = if k % 2 == 0 { &mut a } else { &mut b };
-            let i = (r.next() % p.len() as u64) as usize;
-            if k % 3 == 0 {
-                p.truncate(i);
-            } else {
-                p[i] ^= 1 << (k % 8);
-            }
+            let (a, b) = damage_one_of(&root, &delta, k, &mut r);
             let want = one_by_one(DType::BF16, &a, CodecId::UlpPlanes, &b, new.len());
             let mut out = vec![0u8; new.len()];
             if decode_over_full(DType::BF16, CodecId::Planes, &a, CodecId::UlpPlanes, &b, &mut out) {
@@ -298,14 +306,7 @@ fn two_full_blocks_decode_at_once_as_one_by_one() {
         let pb = encode_planes(Word::Float(2), Kind::Plain, &b, &[], &params, Vec::new());
         let mut r = Rng(words as u64 + 5);
         for k in 0..80 {
-            let (mut x, mut y) = (pa.clone(), pb.clone());
-            let p = if k % 2 == 0 { &mut x } else { &mut y };
-            let i = (r.next() % p.len() as u64) as usize;
-            if k % 3 == 0 {
-                p.truncate(i);
-            } else {
-                p[i] ^= 1 << (k % 8);
-            }
+            let (x, y) = damage_one_of(&pa, &pb, k, &mut r);
             let want = (alone(DType::BF16, &x, a.len()), alone(DType::BF16, &y, b.len()));
             let (mut oa, mut ob) = (vec![0u8; a.len()], vec![0u8; b.len()]);
             if decode_two_full(DType::BF16, &x, &mut oa, &y, &mut ob) {
