@@ -192,8 +192,9 @@ fn decode_fused16(
 }
 
 /// A block one delta (`codec`, `payload`) from a full block (`root_codec`,
-/// `root_payload`) of 16-bit words, both decoded in one pass
-/// (`rans::fused::words16_chain`) on a CPU that runs it: the full block's
+/// `root_payload`, which must be `planes`) of 16-bit words, both decoded
+/// in one pass (`rans::fused::words16_chain`) on a CPU that runs it (as
+/// `decodes_over_full` checks, before calling this): the full block's
 /// words go straight into the delta's decode, not through memory. False
 /// when not done (`out` is then unspecified: decode the levels one by one,
 /// which reports what is wrong).
@@ -212,7 +213,8 @@ pub(crate) fn decode_over_full16(
     };
     let (Some(wr), Some(wt)) = (Words16::new(word, Kind::Plain), Words16::new(word, kind)) else { return false };
     let n = out.len() / 2;
-    if root_codec != CodecId::Planes || !out.len().is_multiple_of(2) || !rans::fused::available() {
+    // The codecs and the CPU are the caller's check (`decodes_over_full`).
+    if !out.len().is_multiple_of(2) {
         return false;
     }
     let names = [root_codec.name(), codec.name()];

@@ -194,7 +194,7 @@ pub(crate) fn read_payload_bytes(store: &Store, pack: &PackFile, entry: &Entry, 
 
 /// Checks the payload `buf` of `entry` (in pack `pack`) against the
 /// checksum its index records.
-pub(crate) fn check_payload(pack: &PackFile, entry: &Entry, buf: &[u8]) -> Result<()> {
+fn check_payload(pack: &PackFile, entry: &Entry, buf: &[u8]) -> Result<()> {
     let sum = xxhash_rust::xxh3::xxh3_64(buf);
     if sum != entry.checksum {
         return Err(Error::corrupt_as(
