@@ -101,6 +101,11 @@ fn tag_of(bytes: &[u8]) -> ETag {
 #[derive(Debug)]
 struct Reader {
     path: PathBuf,
+    /// The file opened for `O_DIRECT` reads, and mapped (never touched:
+    /// only asked which pages the page cache holds, `mincore`), on first
+    /// use; `None` when the file system refuses either.
+    #[cfg(target_os = "linux")]
+    direct: std::sync::OnceLock<Option<Direct>>,
     #[cfg(unix)]
     file: File,
     /// Without positioned reads, seek and read under a lock.
@@ -110,10 +115,18 @@ struct Reader {
 
 impl Reader {
     fn new(file: File, path: PathBuf) -> Reader {
-        #[cfg(unix)]
+        #[cfg(target_os = "linux")]
+        return Reader { path, file, direct: std::sync::OnceLock::new() };
+        #[cfg(all(unix, not(target_os = "linux")))]
         return Reader { path, file };
         #[cfg(not(unix))]
         return Reader { path, file: std::sync::Mutex::new(file) };
+    }
+
+    /// The `O_DIRECT` handle and mapping of the file, opened on first use.
+    #[cfg(target_os = "linux")]
+    fn direct(&self) -> Option<&Direct> {
+        self.direct.get_or_init(|| Direct::open(&self.path)).as_ref()
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -129,6 +142,81 @@ impl Reader {
             f.seek(SeekFrom::Start(offset))?;
             f.read_exact(buf)
         }
+    }
+}
+
+/// A file's `O_DIRECT` handle and a mapping of it used only to ask the
+/// page cache which of its pages it holds (`mincore`): its memory is never
+/// read, so a file cut short under it cannot fault.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct Direct {
+    file: File,
+    map: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is never dereferenced, only passed to `mincore` and
+// `munmap`, which any thread may call.
+#[cfg(target_os = "linux")]
+unsafe impl Send for Direct {}
+// SAFETY: as for `Send`.
+#[cfg(target_os = "linux")]
+unsafe impl Sync for Direct {}
+
+#[cfg(target_os = "linux")]
+impl Direct {
+    fn open(path: &Path) -> Option<Direct> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).ok()?;
+        let len = usize::try_from(file.metadata().ok()?.len()).ok().filter(|&l| l > 0)?;
+        // SAFETY: a fresh read-only shared mapping of an open file; it is
+        // only handed to `mincore` and unmapped on drop.
+        let map =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        (map != libc::MAP_FAILED).then_some(Direct { file, map, len })
+    }
+
+    /// Reads at `offset` into `buf` around the page cache (both aligned);
+    /// the bytes read, fewer at the file's end; `None` on any error.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Option<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(got)
+    }
+
+    /// Whether the page cache holds every page of `len` bytes at `offset`.
+    fn cached(&self, offset: u64, len: usize) -> bool {
+        const PAGE: usize = 4096;
+        let Ok(start) = usize::try_from(offset) else { return false };
+        let end = start.saturating_add(len).min(self.len);
+        if start >= end {
+            return false;
+        }
+        let first = start / PAGE * PAGE;
+        let pages = (end - first).div_ceil(PAGE);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range lies inside the mapping (`end <= self.len`), its
+        // start is page-aligned, and `vec` has one byte per page.
+        let r = unsafe { libc::mincore(self.map.cast::<u8>().add(first).cast(), end - first, vec.as_mut_ptr()) };
+        r == 0 && vec.iter().all(|&v| v & 1 == 1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, unmapped once.
+        unsafe { libc::munmap(self.map, self.len) };
     }
 }
 
@@ -164,6 +252,28 @@ impl Backend for LocalDir {
                 Error::io(&r.path, e)
             }
         })
+    }
+
+    fn cached(&self, name: &str, offset: u64, len: u64) -> Option<bool> {
+        #[cfg(target_os = "linux")]
+        if let Ok(r) = self.reader(name)
+            && let Some(d) = r.direct()
+        {
+            return Some(d.cached(offset, usize::try_from(len).ok()?));
+        }
+        let _ = (name, offset, len);
+        None
+    }
+
+    fn read_direct(&self, name: &str, offset: u64, buf: &mut [u8]) -> Option<usize> {
+        #[cfg(target_os = "linux")]
+        if let Ok(r) = self.reader(name)
+            && let Some(d) = r.direct()
+        {
+            return d.read(offset, buf);
+        }
+        let _ = (name, offset, buf);
+        None
     }
 
     fn will_need(&self, name: &str, ranges: &[(u64, u64)]) {

@@ -115,6 +115,24 @@ pub trait Backend: Send + Sync + Debug {
         let _ = (name, ranges);
     }
 
+    /// Whether the `len` bytes at `offset` of an object are in a cache
+    /// the backend reads through (a local file: the page cache); `None`
+    /// when it cannot tell, or reads through none.
+    fn cached(&self, name: &str, offset: u64, len: u64) -> Option<bool> {
+        let _ = (name, offset, len);
+        None
+    }
+
+    /// Reads bytes at `offset` of an object straight into `buf`, around
+    /// any cache (a local file: `O_DIRECT`). `offset`, `buf`'s address and
+    /// its length must be multiples of 4096; returns the bytes read (fewer
+    /// at the object's end), `None` when it cannot be done (the caller
+    /// reads the usual way, which reports any error).
+    fn read_direct(&self, name: &str, offset: u64, buf: &mut [u8]) -> Option<usize> {
+        let _ = (name, offset, buf);
+        None
+    }
+
     /// Size and time of one object. Missing: [`crate::Error::NotFound`].
     fn head(&self, name: &str) -> Result<ObjectMeta>;
 

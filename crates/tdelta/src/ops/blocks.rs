@@ -9,8 +9,10 @@
 //! A block one delta from its full block (BF16, F16) decodes both levels
 //! in one pass, the full block's words never stored.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::prefetch::{Prefetched, Taken};
 use crate::Hash;
 use crate::codec::{self, CodecId};
 use crate::store::Store;
@@ -27,6 +29,27 @@ pub(crate) struct Scratch {
     other: Vec<u8>,
     /// The base of the block read by [`Store::read_block_into`].
     base: Vec<u8>,
+    /// Payloads read ahead by a thread of their own, taken from there
+    /// when there (reads that check the block's hash only).
+    pub(crate) prefetched: Option<Arc<Prefetched>>,
+}
+
+/// A payload to decode: read into a buffer of the reader, or read ahead
+/// (and decoded from where the read-ahead put it).
+enum Payload<'b> {
+    Read(&'b [u8]),
+    Ahead(Taken),
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Read(b) => b,
+            Payload::Ahead(t) => t,
+        }
+    }
 }
 
 /// Counters of what block reads did; shared between threads.
@@ -202,7 +225,7 @@ impl Store {
                 base.resize(top.raw_len as usize, 0);
             }
             let base = (!below.is_empty()).then_some(base.as_slice());
-            self.decode_entry_into(top, base, out, &mut scratch.payload, true, false)
+            self.decode_entry_into(top, base, out, (&mut scratch.payload, scratch.prefetched.as_deref()), true, false)
         })();
         scratch.base = base;
         res.map_err(|e| self.name_damage(&chain, scratch, e))
@@ -220,9 +243,10 @@ impl Store {
         if root.dtype != top.dtype || root.raw_len != top.raw_len || !codec::decodes_over_full(dtype, rc, tc) {
             return Ok(false);
         }
-        self.read_payload(root, &mut scratch.other, false)?;
-        self.read_payload(top, &mut scratch.payload, false)?;
-        if !codec::decode_over_full(dtype, rc, &scratch.other, tc, &scratch.payload, out) {
+        let pf = scratch.prefetched.as_deref();
+        let root_payload = self.payload(root, &mut scratch.other, false, pf)?;
+        let top_payload = self.payload(top, &mut scratch.payload, false, pf)?;
+        if !codec::decode_over_full(dtype, rc, &root_payload, tc, &top_payload, out) {
             return Ok(false);
         }
         let actual = top.hash.algo().block(out);
@@ -286,6 +310,7 @@ impl Store {
     ) -> Result<u64> {
         let levels = chain.len();
         let mut bytes = 0u64;
+        let pf = scratch.prefetched.clone();
         // Decode from the root up, two buffers in turn: each level is
         // decoded into one from its base in the other. The one decoded
         // last ends in `out`.
@@ -301,12 +326,24 @@ impl Store {
                 Some(base_buf.as_slice())
             };
             cur.resize(e.raw_len as usize, 0);
-            self.decode_entry_into(e, base, cur, &mut scratch.payload, check.level(i + 1 == levels), check.sums())?;
+            let (hash, sum) = (check.level(i + 1 == levels), check.sums());
+            self.decode_entry_into(e, base, cur, (&mut scratch.payload, pf.as_deref()), hash, sum)?;
             visit(e, cur)?;
             bytes += u64::from(e.stored_len);
             std::mem::swap(&mut base_buf, &mut cur);
         }
         Ok(bytes)
+    }
+
+    /// The payload of `e`: taken from `pf` when it was read ahead there
+    /// and `sum` (a checksum check, to name damage) is not asked for, else
+    /// read from its pack into `buf`.
+    fn payload<'b>(&self, e: &Entry, buf: &'b mut Vec<u8>, sum: bool, pf: Option<&Prefetched>) -> Result<Payload<'b>> {
+        if !sum && let Some(t) = pf.and_then(|p| p.take(e)) {
+            return Ok(Payload::Ahead(t));
+        }
+        self.read_payload(e, buf, sum)?;
+        Ok(Payload::Read(buf))
     }
 
     /// Reads and decodes one entry given its (already restored) base into
@@ -317,11 +354,11 @@ impl Store {
         e: &Entry,
         base: Option<&[u8]>,
         out: &mut [u8],
-        payload: &mut Vec<u8>,
+        (payload, pf): (&mut Vec<u8>, Option<&Prefetched>),
         check: bool,
         sum: bool,
     ) -> Result<()> {
-        self.read_payload(e, payload, sum)?;
+        let payload = self.payload(e, payload, sum, pf)?;
         let path = self.pack_path(e);
         let codec = CodecId::from_u8(e.codec)?;
         let dtype = DType::from_code(e.dtype)
@@ -335,7 +372,7 @@ impl Store {
         // Every codec writes each byte of `out` (or fails, and the buffer
         // is discarded): only a length change needs new zeroed bytes, so a
         // reused buffer is not cleared per block (callers resize it).
-        codec::decode(dtype, codec, payload, base, out)?;
+        codec::decode(dtype, codec, &payload, base, out)?;
         if check {
             let actual = e.hash.algo().block(out);
             if actual != e.hash {
@@ -397,7 +434,7 @@ pub(crate) mod tests {
 
     /// Flips bits of the byte in the middle of `e`'s payload in its pack;
     /// returns the pack's bytes before, to put back.
-    fn damage_payload(store: &Store, e: &Entry, bits: u8) -> (std::path::PathBuf, Vec<u8>) {
+    pub(crate) fn damage_payload(store: &Store, e: &Entry, bits: u8) -> (std::path::PathBuf, Vec<u8>) {
         use std::io::{Seek, SeekFrom, Write};
         let path = store.pack_path(e).to_path_buf();
         let good = std::fs::read(&path).unwrap();
@@ -496,7 +533,7 @@ pub(crate) mod tests {
     /// A store holding a BF16 tensor (weights of realistic spread, 16
     /// blocks of 4 KiB) and a fine-tune of it one delta away; returns the
     /// second version's block hashes.
-    fn bf16_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
+    pub(crate) fn bf16_versions(dir: &std::path::Path) -> (Store, Vec<Hash>) {
         let mut store = Store::init(&dir.join("store"), &InitOptions { block_size: 4096 }).unwrap();
         let mut r = crate::testutil::Rng(11);
         let base: Vec<u16> = (0..32_768).map(|_| half::bf16::from_f64(r.normal() * 0.02).to_bits()).collect();

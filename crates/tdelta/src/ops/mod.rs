@@ -6,6 +6,7 @@ pub(crate) mod log;
 mod manage;
 mod pack;
 mod policy;
+mod prefetch;
 mod problem;
 mod read_ahead;
 mod report;

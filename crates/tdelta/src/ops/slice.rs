@@ -5,12 +5,13 @@
 //! copy of the tensor.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::Progress;
+use super::prefetch::Prefetched;
 use super::read_ahead::ReadAhead;
 use super::restore::{block_error, levels_bound};
 use crate::Hash;
@@ -114,44 +115,76 @@ pub fn read_tensors_into(
         }
     }
     let bound = levels_bound(m);
-    let ahead = ReadAhead::plan(store, jobs.iter().map(|j| j.1.hash), bound);
+    let hashes = || jobs.iter().map(|j| j.1.hash);
+    // A cold read of a local store's payloads is done around the page
+    // cache by reader threads of its own (`prefetch`), for a read of more
+    // than a few blocks (threads are not worth it for less); other reads
+    // get read-ahead hints in decode order.
+    let outputs: Vec<(usize, usize)> = jobs.iter().map(|j| (j.3.as_ptr() as usize, j.3.len())).collect();
+    let prefetched = (jobs.len() >= PREFETCH_MIN_BLOCKS)
+        .then(|| Prefetched::plan(store, hashes(), bound))
+        .flatten()
+        .map(|p| Arc::new(p.prefault_while_waiting(outputs)));
+    let ahead = match prefetched {
+        Some(_) => None,
+        None => Some(ReadAhead::plan(store, hashes(), bound)),
+    };
     progress.begin("read", total);
     // The blocks are taken in order, one at a time, by every thread of the
     // pool: the disk reads ahead in that order, and no thread sits idle
     // while another still has a share of blocks to do.
     let queue = Mutex::new(jobs.into_iter().enumerate());
     let failed = AtomicBool::new(false);
-    let res = (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
-        // This thread's buffers of earlier reads (already faulted in),
-        // taken for the read and put back after it.
-        let (mut scratch, mut buf) = READ_BUFFERS.take();
-        let r = (|| loop {
-            if failed.load(Ordering::Relaxed) {
-                return Ok(());
+    let res = std::thread::scope(|s| {
+        if let Some(p) = &prefetched {
+            for _ in 0..super::prefetch::READERS {
+                s.spawn(|| p.run(store));
             }
-            let Some((k, (fi, b, skip, dst))) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
-                return Ok(());
-            };
-            ahead.before(k);
-            let r = if cancel.load(Ordering::Relaxed) || progress.cancelled() {
-                Err(crate::progress::interrupted())
-            } else {
-                read_one(store, id, &m.files[fi], &b, skip as usize, dst, bound, &mut scratch, &mut buf)
-            };
-            match r {
-                Ok(n) => progress.advance(n),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
+        }
+        let res = (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
+            // This thread's buffers of earlier reads (already faulted in),
+            // taken for the read and put back after it.
+            let (mut scratch, mut buf) = READ_BUFFERS.take();
+            scratch.prefetched = prefetched.clone();
+            let r = (|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
                 }
-            }
-        })();
-        READ_BUFFERS.set((scratch, buf));
-        r
+                let Some((k, (fi, b, skip, dst))) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                    return Ok(());
+                };
+                if let Some(a) = &ahead {
+                    a.before(k);
+                }
+                let r = if cancel.load(Ordering::Relaxed) || progress.cancelled() {
+                    Err(crate::progress::interrupted())
+                } else {
+                    read_one(store, id, &m.files[fi], &b, skip as usize, dst, bound, &mut scratch, &mut buf)
+                };
+                match r {
+                    Ok(n) => progress.advance(n),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            })();
+            scratch.prefetched = None;
+            READ_BUFFERS.set((scratch, buf));
+            r
+        });
+        // Done or failed: the reader threads stop.
+        if let Some(p) = &prefetched {
+            p.stop();
+        }
+        res
     });
     progress.end();
     res
 }
+
+/// The fewest blocks a read takes reader threads of its own for.
+const PREFETCH_MIN_BLOCKS: usize = 8;
 
 thread_local! {
     /// The block buffers of the reader threads, kept between reads: a read
@@ -216,20 +249,26 @@ fn advise_huge(out: &mut [u8]) {
 /// less than their 256 faults (`get_tensor` of a 50 MB BF16 tensor: 11%
 /// less CPU). The contents are left as they are.
 fn prefault(dst: &mut [u8]) {
+    prefault_pages(dst.as_mut_ptr() as usize, dst.len());
+}
+
+/// [`prefault`] of the `len` bytes at address `at`, which must be memory
+/// the caller may write (it is not written, only faulted in).
+pub(super) fn prefault_pages(at: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;
-        let start = (dst.as_ptr() as usize).next_multiple_of(PAGE);
-        let end = (dst.as_ptr() as usize + dst.len()) / PAGE * PAGE;
+        let start = at.next_multiple_of(PAGE);
+        let end = (at + len) / PAGE * PAGE;
         if end > start {
-            // SAFETY: advice on whole pages inside `dst`, which this thread
-            // holds exclusively; it writes nothing to them. A kernel
-            // without it refuses the advice (ignored).
+            // SAFETY: advice on whole pages of memory the caller may write;
+            // it writes nothing to them. A kernel without it refuses the
+            // advice (ignored).
             let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = dst;
+    let _ = (at, len);
 }
 
 /// The header region (8-byte length and JSON) of safetensors file `path`
