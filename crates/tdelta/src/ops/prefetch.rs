@@ -17,6 +17,10 @@
 //! would wait for the disk faults in the output of a later block instead
 //! ([`Prefetched::prefault_while_waiting`]).
 //!
+//! A read that does go around the page cache leaves it as cold as it was:
+//! reading the same tensor again reads the disk again. Setting
+//! `TDELTA_DIRECT_READS=0` sends every read through the page cache.
+//!
 //! A range the page cache holds is left to the decoders' usual reads, as
 //! is a payload not read ahead (a read error, or one taken more often than
 //! planned): those report any error. Nothing here decides what a read
@@ -98,6 +102,14 @@ fn recycle(buf: Arc<Vec<u8>>) {
             pool.push(b);
         }
     }
+}
+
+/// Whether cold reads may go around the page cache, given the value of
+/// `TDELTA_DIRECT_READS`: yes unless it is `0`, `off`, `no` or `false`
+/// (then every read goes through the page cache, and leaves what it read
+/// there for the next one).
+fn direct_reads_wanted(setting: Option<&str>) -> bool {
+    !setting.is_some_and(|v| ["0", "off", "no", "false"].contains(&v.trim().to_ascii_lowercase().as_str()))
 }
 
 /// One range of one pack, read at once.
@@ -186,6 +198,10 @@ impl Prefetched {
     /// store cannot tell or read around it (not a local store, or a file
     /// system without `O_DIRECT`).
     pub(crate) fn plan(store: &Store, hashes: impl Iterator<Item = Hash>, bound: u16) -> Option<Self> {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON.get_or_init(|| direct_reads_wanted(std::env::var("TDELTA_DIRECT_READS").ok().as_deref())) {
+            return None;
+        }
         let p = Self::plan_in(store, hashes, bound, (FIRST_RANGE_BYTES, RANGE_BYTES), true);
         let first = p.ranges.first()?;
         let pack = store.packs.get(first.pack as usize)?;
@@ -418,6 +434,16 @@ mod tests {
         let mut buf = vec![0u8; 2 * ALIGN];
         let skip = buf.as_ptr().align_offset(ALIGN);
         store.backend().read_direct(&store.packs[0].name, 0, &mut buf[skip..skip + ALIGN]).is_some()
+    }
+
+    #[test]
+    fn direct_reads_are_on_unless_turned_off() {
+        for on in [None, Some(""), Some("1"), Some("on"), Some("yes")] {
+            assert!(direct_reads_wanted(on), "{on:?}");
+        }
+        for off in ["0", "off", "OFF", "no", "false", " 0 "] {
+            assert!(!direct_reads_wanted(Some(off)), "{off:?}");
+        }
     }
 
     #[test]
