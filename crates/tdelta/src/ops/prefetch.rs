@@ -171,6 +171,15 @@ impl Drop for Taken {
     }
 }
 
+/// Stops a read's readers when dropped ([`Prefetched::stop_on_drop`]).
+pub(crate) struct StopOnDrop<'a>(&'a Prefetched);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// The payloads of one read, read ahead by [`Prefetched::run`] and taken
 /// by the decoders with [`Prefetched::take`].
 #[derive(Debug)]
@@ -399,6 +408,13 @@ impl Prefetched {
             }
             st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
+    }
+
+    /// A guard that calls [`Prefetched::stop`] when dropped, also when a
+    /// decoder panics: the readers never wait for takes that will not
+    /// come.
+    pub(crate) fn stop_on_drop(&self) -> StopOnDrop<'_> {
+        StopOnDrop(self)
     }
 
     /// Ends the read: readers stop, decoders no longer wait, and the

@@ -136,12 +136,15 @@ pub fn read_tensors_into(
     let queue = Mutex::new(jobs.into_iter().enumerate());
     let failed = AtomicBool::new(false);
     let res = std::thread::scope(|s| {
+        // Done, failed or unwinding: the reader threads stop (the scope
+        // waits for them).
+        let _stop = prefetched.as_deref().map(Prefetched::stop_on_drop);
         if let Some(p) = &prefetched {
             for _ in 0..super::prefetch::READERS {
                 s.spawn(|| p.run(store));
             }
         }
-        let res = (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
+        (0..rayon::current_num_threads()).into_par_iter().try_for_each(|_| {
             // This thread's buffers of earlier reads (already faulted in),
             // taken for the read and put back after it.
             let (mut scratch, mut buf) = READ_BUFFERS.take();
@@ -172,12 +175,7 @@ pub fn read_tensors_into(
             scratch.prefetched = None;
             READ_BUFFERS.set((scratch, buf));
             r
-        });
-        // Done or failed: the reader threads stop.
-        if let Some(p) = &prefetched {
-            p.stop();
-        }
-        res
+        })
     });
     progress.end();
     res
