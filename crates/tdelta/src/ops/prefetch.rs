@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::read_ahead::GAP;
 use crate::Hash;
 use crate::store::Store;
 use crate::store::pack::Entry;
@@ -52,9 +53,6 @@ const RANGE_BYTES: u64 = 1 << 20;
 /// Largest first range of a read; range `k` may hold `FIRST_RANGE_BYTES
 /// << k` bytes, up to [`RANGE_BYTES`].
 const FIRST_RANGE_BYTES: u64 = RANGE_BYTES >> 2;
-
-/// Largest gap between two payloads read as one range.
-const GAP: u64 = 64 << 10;
 
 /// Threads reading ranges, so requests in flight: the disk is kept busy
 /// while a reader waits for a core to issue its next request. Three: 0.0367
@@ -202,19 +200,24 @@ pub(crate) struct Prefetched {
 
 impl Prefetched {
     /// Plans the read of blocks `hashes` (in decode order) and of their
-    /// chains of at most `bound` levels. `None` when the first range is in
-    /// the page cache (a warm read: the usual reads serve it best) or the
-    /// store cannot tell or read around it (not a local store, or a file
-    /// system without `O_DIRECT`).
+    /// chains of at most `bound` levels. `None`, before any planning, when
+    /// the first payload read is in the page cache (a warm read: the usual
+    /// reads serve it best) or the store cannot tell or read around it
+    /// (not a local store, or a file system without `O_DIRECT`).
     pub(crate) fn plan(store: &Store, hashes: impl Iterator<Item = Hash>, bound: u16) -> Option<Self> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         if !*ON.get_or_init(|| direct_reads_wanted(std::env::var("TDELTA_DIRECT_READS").ok().as_deref())) {
             return None;
         }
-        let p = Self::plan_in(store, hashes, bound, (FIRST_RANGE_BYTES, RANGE_BYTES), true);
-        let first = p.ranges.first()?;
-        let pack = store.packs.get(first.pack as usize)?;
-        (store.backend().cached(&pack.name, first.offset, first.len) == Some(false)).then_some(p)
+        let mut hashes = hashes.peekable();
+        // The first payload read: the first block's full block.
+        let chain = store.chain_within(*hashes.peek()?, bound).ok()?;
+        let root = chain.last()?;
+        let pack = store.packs.get(root.pack as usize)?;
+        if store.backend().cached(&pack.name, root.offset, u64::from(root.stored_len)) != Some(false) {
+            return None;
+        }
+        Some(Self::plan_in(store, hashes, bound, (FIRST_RANGE_BYTES, RANGE_BYTES), true))
     }
 
     /// [`Prefetched::plan`] whatever the page cache holds, with ranges

@@ -20,7 +20,7 @@ use crate::store::Store;
 
 /// Largest gap between two payloads read ahead as one range: reading a
 /// few more bytes costs less than another request.
-const GAP: u64 = 64 << 10;
+pub(super) const GAP: u64 = 64 << 10;
 
 /// Payload bytes per window: a window is hinted in one go.
 const WINDOW_BYTES: u64 = 2 << 20;

@@ -120,11 +120,10 @@ pub fn read_tensors_into(
     // cache by reader threads of its own (`prefetch`), for a read of more
     // than a few blocks (threads are not worth it for less); other reads
     // get read-ahead hints in decode order.
-    let outputs: Vec<(usize, usize)> = jobs.iter().map(|j| (j.3.as_ptr() as usize, j.3.len())).collect();
     let prefetched = (jobs.len() >= PREFETCH_MIN_BLOCKS)
         .then(|| Prefetched::plan(store, hashes(), bound))
         .flatten()
-        .map(|p| Arc::new(p.prefault_while_waiting(outputs)));
+        .map(|p| Arc::new(p.prefault_while_waiting(jobs.iter().map(|j| (j.3.as_ptr() as usize, j.3.len())).collect())));
     let ahead = match prefetched {
         Some(_) => None,
         None => Some(ReadAhead::plan(store, hashes(), bound)),
